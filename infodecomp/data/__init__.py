@@ -1,0 +1,1 @@
+"""Benchmark data: ARO, COCO-IT / COCO100-IT / COCO-WL, ShapesWorld sets, behind one registry."""
