@@ -59,3 +59,35 @@ class Skipped:
 
     item_id: str
     reason: str
+
+
+class ImageLoadError(RuntimeError):
+    """An image could not be read or decoded; the item is skipped and logged, the run goes on."""
+
+
+@dataclass
+class Dataset:
+    """A loaded benchmark: its items plus how to fetch each item's image and mask.
+
+    `load_image(item)` returns a PIL image (real data) or a tensor [C, H, W] (ShapesWorld) and
+    raises ImageLoadError for unreadable files. `load_mask(item)` returns a bool tensor [H, W] at
+    the image's original resolution (after any bbox crop). Items that could not be built at all
+    (e.g. a manifest word missing from its caption) are listed in `skipped`.
+    """
+
+    name: str
+    items: list
+    skipped: list[Skipped] = field(default_factory=list)
+    image_loader: Any = None  # callable(item) -> image
+    mask_loader: Any = None  # callable(item) -> bool tensor [H, W]
+    info: dict = field(default_factory=dict)
+
+    def load_image(self, item: Any) -> Any:
+        if self.image_loader is None:
+            return item.image
+        return self.image_loader(item)
+
+    def load_mask(self, item: Any) -> Any:
+        if self.mask_loader is None:
+            return item.mask
+        return self.mask_loader(item)

@@ -1,0 +1,32 @@
+"""Plain data-set settings, converted from Hydra config at the command boundary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where a data set lives and how to read it.
+
+    Args:
+        name: registry name (aro-vg-relation, coco-it, shapes-relation, ...).
+        root: folder of the benchmark (ARO: JSON files + images/; COCO: the image folder root).
+        manifest: COCO-style manifest CSV (COCO-IT / COCO100-IT / COCO-WL).
+        annotations: COCO instances JSON (masks).
+        images: image folder when it is not under root (COCO: e.g. .../val2017).
+        source: "files" (original JSON + images) or "hf" (frozen Hugging Face copy).
+        hf_name: Hugging Face dataset id or local saved-dataset folder when source == "hf".
+        size: number of items for generated sets (ShapesWorld).
+        seed: seed for generated sets and for caption perturbations.
+    """
+
+    name: str = "shapes-relation"
+    root: str | None = None
+    manifest: str | None = None
+    annotations: str | None = None
+    images: str | None = None
+    source: str = "files"
+    hf_name: str | None = None
+    size: int = 64
+    seed: int = 0
