@@ -1,0 +1,323 @@
+"""ARO benchmark loaders: VG-Relation, VG-Attribution, COCO-Order, Flickr30k-Order.
+
+Two sources per subset. `spec.source == "files"` reads the benchmark's own files (as the ARO
+code lays them out); `spec.source == "hf"` reads a frozen Hugging Face copy, by hub id or from a
+folder written with `save_to_disk`.
+
+Conventions kept from ARO: VG options are [false_caption, true_caption] with label 1, Order
+options are [true, 4 perturbations] with label 0. With the original tie rule (argmax takes the
+first maximal index) a tie counts as wrong on VG, where the false caption comes first, and as
+right on the Order tasks, where the true caption does. Item ids are stable (position in the source file), so a resumed run
+skips exactly what finished.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from infodecomp.data.errors import (
+    ARO_SOURCE,
+    COCO_ORDER_SOURCE,
+    FLICKR_ORDER_SOURCE,
+    require_path,
+)
+from infodecomp.data.images import HFImage, load_item_image
+from infodecomp.data.perturb import Tagger, clean_caption, nltk_tagger, order_options
+from infodecomp.data.records import Dataset, ImageRef, RankingItem, Skipped
+from infodecomp.data.spec import DataSpec
+
+VG_RELATION_FILE = "visual_genome_relation.json"
+VG_ATTRIBUTION_FILE = "visual_genome_attribution.json"
+COCO_ORDER_FILES = ("coco_karpathy_test.json",)
+# ARO's Flickr30k_Order reads BLIP's flickr30k_test.json; the other name is accepted too.
+FLICKR_ORDER_FILES = ("flickr30k_test.json", "flickr30k_test_karpathy.json")
+
+HF_DEFAULTS = {
+    "vg-relation": "gowitheflow/ARO-Visual-Relation",
+    "vg-attribution": "gowitheflow/ARO-Visual-Attribution",
+    "coco-order": "gowitheflow/ARO-COCO-order",
+    "flickr-order": "gowitheflow/ARO-Flickr-Order",
+}
+_HF_ORDER_COLUMNS = ("image", "correct_caption", "hard_text_1", "hard_text_2", "hard_text_3",
+                     "hard_text_4")  # fmt: skip
+_ID_PREFIX = {
+    "vg-relation": "vgr",
+    "vg-attribution": "vga",
+    "coco-order": "coco-order",
+    "flickr-order": "flickr-order",
+}
+
+
+def load_vg_relation(spec: DataSpec) -> Dataset:
+    """VG-Relation: 23,937 items, options [false, true], group = relation name.
+
+    Files: `spec.root`/visual_genome_relation.json and `spec.root`/images/ (or `spec.images`).
+    """
+    if spec.source == "hf":
+        return _load_vg_hf(spec, "vg-relation")
+    return _load_vg_files(spec, "vg-relation", VG_RELATION_FILE)
+
+
+def load_vg_attribution(spec: DataSpec) -> Dataset:
+    """VG-Attribution: 28,748 items, options [false, true], group = f"{a0}_{a1}".
+
+    Files: `spec.root`/visual_genome_attribution.json and `spec.root`/images/ (or `spec.images`).
+    """
+    if spec.source == "hf":
+        return _load_vg_hf(spec, "vg-attribution")
+    return _load_vg_files(spec, "vg-attribution", VG_ATTRIBUTION_FILE)
+
+
+def load_coco_order(spec: DataSpec, tagger: Tagger | None = None) -> Dataset:
+    """COCO-Order: one item per caption of the Karpathy test split, options [true, 4 perturbed].
+
+    Files: `spec.root`/coco_karpathy_test.json; images `spec.images` or `spec.root` joined with
+    each record's "image" (e.g. val2014/COCO_val2014_000000391895.jpg).
+
+    Args:
+        spec: data settings (root, images, source, hf_name, seed).
+        tagger: words -> Penn Treebank tags; NLTK's tagger when None (files source only).
+    """
+    if spec.source == "hf":
+        return _load_order_hf(spec, "coco-order")
+    return _load_order_files(spec, "coco-order", COCO_ORDER_FILES, COCO_ORDER_SOURCE, tagger)
+
+
+def load_flickr_order(spec: DataSpec, tagger: Tagger | None = None) -> Dataset:
+    """Flickr30k-Order: one item per caption of the Flickr30k test split, options [true, 4 perturbed].
+
+    Files: `spec.root`/flickr30k_test.json (or flickr30k_test_karpathy.json); images `spec.images`
+    or `spec.root` joined with each record's "image" (e.g. flickr30k-images/1007129816.jpg).
+
+    Args:
+        spec: data settings (root, images, source, hf_name, seed).
+        tagger: words -> Penn Treebank tags; NLTK's tagger when None (files source only).
+    """
+    if spec.source == "hf":
+        return _load_order_hf(spec, "flickr-order")
+    return _load_order_files(spec, "flickr-order", FLICKR_ORDER_FILES, FLICKR_ORDER_SOURCE, tagger)
+
+
+ARO_SUBSETS: dict[str, Callable[..., Dataset]] = {
+    "vg-relation": load_vg_relation,
+    "vg-attribution": load_vg_attribution,
+    "coco-order": load_coco_order,
+    "flickr-order": load_flickr_order,
+}
+
+
+# ---------------------------------------------------------------- original files
+
+
+def _read_json_list(path: Path, what: str) -> list[dict]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{what} {path} is not valid JSON: {err}") from err
+    if not isinstance(data, list):
+        raise ValueError(f"{what} {path} should hold a JSON list of records, found {type(data)}")
+    return data
+
+
+def _check_fields(record: Any, fields: Sequence[str], where: str) -> None:
+    missing = [k for k in fields if not isinstance(record, dict) or k not in record]
+    if missing:
+        found = sorted(record) if isinstance(record, dict) else type(record).__name__
+        raise ValueError(f"{where}: missing fields {missing}; expected {list(fields)}, found {found}")
+
+
+def _load_vg_files(spec: DataSpec, subset: str, filename: str) -> Dataset:
+    expected = [VG_RELATION_FILE, VG_ATTRIBUTION_FILE, "images/"]
+    what = f"ARO {subset} folder"
+    root = require_path(spec.root, what, expected, ARO_SOURCE, setting="data.root")
+    ann = require_path(root / filename, f"ARO {subset} annotation file", expected, ARO_SOURCE)
+    image_dir = require_path(
+        spec.images or root / "images", f"ARO {subset} image folder",
+        ["<Visual Genome id>.jpg files named by each record's image_path"], ARO_SOURCE,
+        setting="data.images",
+    )  # fmt: skip
+    group_field = "relation_name" if subset == "vg-relation" else "attributes"
+    fields = ("image_path", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "true_caption",
+              "false_caption", group_field)  # fmt: skip
+    items, skipped = [], []
+    prefix = _ID_PREFIX[subset]
+    for i, rec in enumerate(_read_json_list(ann, f"ARO {subset} annotation file")):
+        _check_fields(rec, fields, f"{ann} record {i}")
+        item_id = f"{prefix}-{i}"
+        path = _resolve_image(image_dir, root, rec["image_path"])
+        if path is None:
+            skipped.append(Skipped(item_id, f"image file missing: {image_dir / rec['image_path']}"))
+            continue
+        bbox = tuple(float(rec[k]) for k in ("bbox_x", "bbox_y", "bbox_w", "bbox_h"))
+        items.append(
+            RankingItem(
+                item_id=item_id,
+                image=ImageRef(str(path), bbox),  # type: ignore[arg-type]
+                options=(rec["false_caption"], rec["true_caption"]),
+                label=1,
+                group=_vg_group(rec[group_field], subset, f"{ann} record {i}"),
+                subset=subset,
+            )
+        )
+    return _dataset(subset, items, skipped, source="files", annotation_file=str(ann))
+
+
+def _vg_group(value: Any, subset: str, where: str) -> str:
+    if subset == "vg-relation":
+        return str(value)
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ValueError(f"{where}: 'attributes' should be a list of two strings, found {value!r}")
+    return f"{value[0]}_{value[1]}"
+
+
+def _resolve_image(image_dir: Path, root: Path, name: str) -> Path | None:
+    for candidate in (image_dir / name, root / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _load_order_files(
+    spec: DataSpec,
+    subset: str,
+    filenames: Sequence[str],
+    source: str,
+    tagger: Tagger | None,
+) -> Dataset:
+    what = f"ARO {subset}"
+    root = require_path(spec.root, f"{what} folder", list(filenames), source, setting="data.root")
+    ann = next((root / n for n in filenames if (root / n).is_file()), None)
+    if ann is None:
+        require_path(root / filenames[0], f"{what} annotation file", list(filenames), source)
+    assert ann is not None
+    image_root = require_path(
+        spec.images or root, f"{what} image folder",
+        ["the files named by each record's 'image' field"], source, setting="data.images",
+    )  # fmt: skip
+    tag = tagger if tagger is not None else nltk_tagger()
+    items, skipped = [], []
+    prefix = _ID_PREFIX[subset]
+    for i, rec in enumerate(_read_json_list(ann, f"{what} annotation file")):
+        _check_fields(rec, ("image", "caption"), f"{ann} record {i}")
+        captions = rec["caption"] if isinstance(rec["caption"], list) else [rec["caption"]]
+        path = image_root / rec["image"]
+        exists = path.is_file()
+        for j, caption in enumerate(captions):
+            item_id = f"{prefix}-{i}-{j}"
+            if not exists:
+                skipped.append(Skipped(item_id, f"image file missing: {path}"))
+                continue
+            items.append(
+                RankingItem(
+                    item_id=item_id,
+                    image=ImageRef(str(path)),
+                    options=order_options(caption, item_id, spec.seed, tag),
+                    label=0,
+                    group=subset,
+                    subset=subset,
+                )
+            )
+    return _dataset(subset, items, skipped, source="files", annotation_file=str(ann),
+                    seed=spec.seed)  # fmt: skip
+
+
+# ---------------------------------------------------------------- frozen Hugging Face copies
+
+
+def _load_hf_table(spec: DataSpec, subset: str, split: str = "test") -> tuple[Any, str]:
+    """Open the frozen copy: a local save_to_disk folder, or a hub id through load_dataset."""
+    import datasets
+
+    name = spec.hf_name or HF_DEFAULTS[subset]
+    if Path(name).expanduser().is_dir():
+        table = datasets.load_from_disk(str(Path(name).expanduser()))
+    else:
+        table = datasets.load_dataset(name)
+    if isinstance(table, datasets.DatasetDict):
+        splits = list(table)
+        if split in table:
+            table = table[split]
+        elif len(splits) == 1:
+            table = table[splits[0]]
+        else:
+            raise ValueError(f"{name}: no {split!r} split; splits found: {splits}")
+    return table, name
+
+
+def _require_columns(table: Any, expected: Sequence[str], name: str) -> None:
+    found = list(table.column_names)
+    missing = [c for c in expected if c not in found]
+    if missing:
+        raise ValueError(
+            f"Hugging Face dataset {name} lacks columns {missing}: expected {list(expected)}, "
+            f"found {found}"
+        )
+
+
+def _hf_bbox(row: dict) -> tuple[float, float, float, float] | None:
+    box = row.get("bbox")
+    if isinstance(box, dict):
+        box = [box.get(k) for k in ("x", "y", "w", "h")]
+    if box is None and "bbox_x" in row:
+        box = [row[k] for k in ("bbox_x", "bbox_y", "bbox_w", "bbox_h")]
+    if box is None:
+        return None
+    if len(box) != 4 or any(v is None for v in box):
+        raise ValueError(f"bbox should be (x, y, w, h), found {box!r}")
+    return tuple(float(v) for v in box)  # type: ignore[return-value]
+
+
+def _load_vg_hf(spec: DataSpec, subset: str) -> Dataset:
+    table, name = _load_hf_table(spec, subset)
+    group_field = "relation_name" if subset == "vg-relation" else "attributes"
+    _require_columns(table, ("image", "true_caption", "false_caption", group_field), name)
+    meta = table.remove_columns(["image"])  # iterate the text columns without decoding images
+    prefix = _ID_PREFIX[subset]
+    items = []
+    for i, row in enumerate(meta):
+        items.append(
+            RankingItem(
+                item_id=f"{prefix}-hf-{i}",
+                image=HFImage(table, i, "image", _hf_bbox(row)),
+                options=(row["false_caption"], row["true_caption"]),
+                label=1,
+                group=_vg_group(row[group_field], subset, f"{name} row {i}"),
+                subset=subset,
+            )
+        )
+    return _dataset(subset, items, [], source="hf", hf_name=name)
+
+
+def _load_order_hf(spec: DataSpec, subset: str) -> Dataset:
+    table, name = _load_hf_table(spec, subset)
+    _require_columns(table, _HF_ORDER_COLUMNS, name)
+    meta = table.remove_columns(["image"])
+    prefix = _ID_PREFIX[subset]
+    items = []
+    for i, row in enumerate(meta):
+        options = [row["correct_caption"]] + [row[f"hard_text_{k}"] for k in range(1, 5)]
+        items.append(
+            RankingItem(
+                item_id=f"{prefix}-hf-{i}",
+                image=HFImage(table, i, "image"),
+                options=tuple(clean_caption(o) for o in options),
+                label=0,
+                group=subset,
+                subset=subset,
+            )
+        )
+    return _dataset(subset, items, [], source="hf", hf_name=name)
+
+
+def _dataset(subset: str, items: list, skipped: list[Skipped], **info: Any) -> Dataset:
+    return Dataset(
+        name=f"aro-{subset}",
+        items=items,
+        skipped=skipped,
+        image_loader=load_item_image,
+        info={"subset": subset, **info},
+    )

@@ -1,0 +1,107 @@
+"""Reading real images: files on disk or rows of a Hugging Face dataset, cropped to a bbox."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from infodecomp.data.records import ImageLoadError, ImageRef
+
+BBox = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True, eq=False)
+class HFImage:
+    """An image held in a column of a Hugging Face dataset, read lazily by row index.
+
+    Keeping the table and an index (not the decoded PIL image) keeps memory flat for the
+    tens of thousands of ARO items; the row is decoded when `Dataset.load_image` asks for it.
+    """
+
+    table: Any  # datasets.Dataset
+    index: int
+    column: str = "image"
+    bbox: BBox | None = None
+
+
+def crop_to_bbox(image: Image.Image, bbox: Sequence[float] | None, name: str) -> Image.Image:
+    """Crop to an (x, y, w, h) box in pixels, rounded and clamped to the image.
+
+    Args:
+        image: the full image.
+        bbox: (x, y, w, h) or None for the whole image.
+        name: how to name the image in an error message.
+
+    Returns:
+        The cropped image (the image itself when bbox is None).
+
+    Raises:
+        ImageLoadError: the clamped box is empty.
+    """
+    if bbox is None:
+        return image
+    x, y, w, h = (float(v) for v in bbox)
+    width, height = image.size
+    left = min(max(round(x), 0), width)
+    top = min(max(round(y), 0), height)
+    right = min(max(round(x + w), 0), width)
+    bottom = min(max(round(y + h), 0), height)
+    if right <= left or bottom <= top:
+        raise ImageLoadError(
+            f"bbox {tuple(bbox)} (x, y, w, h) lies outside image {name} of size {width}x{height}"
+        )
+    return image.crop((left, top, right, bottom))
+
+
+def load_image(ref: ImageRef) -> Image.Image:
+    """Read an image file as RGB, cropped to `ref.bbox` (x, y, w, h) clamped to the image.
+
+    Args:
+        ref: the file path and optional bounding box.
+
+    Returns:
+        An RGB PIL image.
+
+    Raises:
+        ImageLoadError: the file is missing, unreadable, corrupt or truncated, or the box is empty.
+    """
+    try:
+        with Image.open(ref.path) as img:
+            rgb = img.convert("RGB")  # forces a full decode, so truncation surfaces here
+    except FileNotFoundError as err:
+        raise ImageLoadError(f"image file not found: {ref.path}") from err
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise ImageLoadError(f"cannot read image {ref.path}: {err}") from err
+    return crop_to_bbox(rgb, ref.bbox, ref.path)
+
+
+def load_hf_image(ref: HFImage) -> Image.Image:
+    """Decode one row's image from a Hugging Face dataset as RGB, cropped to `ref.bbox`.
+
+    Raises:
+        ImageLoadError: the cell is empty or cannot be decoded.
+    """
+    name = f"row {ref.index} of column {ref.column!r}"
+    try:
+        img = ref.table[ref.index][ref.column]
+        if img is None:
+            raise ImageLoadError(f"no image in {name}")
+        rgb = img.convert("RGB")
+    except ImageLoadError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, AttributeError) as err:
+        raise ImageLoadError(f"cannot decode image in {name}: {err}") from err
+    return crop_to_bbox(rgb, ref.bbox, name)
+
+
+def load_item_image(item: Any) -> Any:
+    """Image loader for items of real data sets: `item.image` is an ImageRef or an HFImage."""
+    ref = item.image
+    if isinstance(ref, ImageRef):
+        return load_image(ref)
+    if isinstance(ref, HFImage):
+        return load_hf_image(ref)
+    return ref

@@ -1,0 +1,143 @@
+"""ShapesWorld benchmark sets drawn deterministically from (seed, size), mirroring the paper's.
+
+- relation (VG-R-like): "a red circle above a blue square" vs the objects swapped; [false, true].
+- attribute (VG-A-like): "a red circle and a blue square" vs the colours swapped; [false, true].
+- order (COCO-Order-like): the true caption first, then the colours swapped, the shapes swapped
+  and the objects swapped around the relation (the three slot permutations that change meaning).
+- localize (COCO-IT / COCO-WL-like): one word of a caption (shape: noun, colour: adj, relation:
+  perp) with the exact mask of the pixels it describes.
+- intervene (COCO100-IT-like): localisation items with a swap partner for the word.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from infodecomp.data.records import Dataset, RankingItem, WordItem
+from infodecomp.data.spec import DataSpec
+from infodecomp.models import shapes_world as world
+
+
+def _image(scene_index: int, gen: torch.Generator) -> torch.Tensor:
+    """x = render(scene) + SIGMA0 * noise. Returns [3, H, W] float32."""
+    mean = world.scene_means()[scene_index]
+    return (mean + world.SIGMA0 * torch.randn(mean.shape, generator=gen, dtype=torch.float64)).float().view(
+        3, world.CANVAS, world.CANVAS
+    )
+
+
+def _draw(spec: DataSpec, salt: int, keep) -> list[tuple[int, torch.Tensor]]:
+    """`spec.size` (scene index, image) pairs with keep(scene) true, from (seed, salt)."""
+    gen = torch.Generator().manual_seed(spec.seed * 1000 + salt)
+    pool = [i for i, s in enumerate(world.scenes()) if keep(s)]
+    picks = torch.randint(len(pool), (spec.size,), generator=gen)
+    return [(pool[int(p)], _image(pool[int(p)], gen)) for p in picks]
+
+
+def _distinct(s: tuple[world.Obj, world.Obj]) -> bool:
+    return s[0].colour != s[1].colour and s[0].shape != s[1].shape
+
+
+def _related(s: tuple[world.Obj, world.Obj]) -> bool:
+    return _distinct(s) and world.relation_between(*s) is not None
+
+
+def _caption(a: world.Obj, b: world.Obj, join: str) -> str:
+    return f"a {a.colour} {a.shape} {join} a {b.colour} {b.shape}"
+
+
+def relation_set(spec: DataSpec) -> Dataset:
+    items = []
+    for i, (k, x) in enumerate(_draw(spec, 1, _related)):
+        a, b = world.scenes()[k]
+        rel = world.relation_between(a, b)
+        options = (_caption(b, a, rel), _caption(a, b, rel))
+        items.append(RankingItem(f"shapes-relation-{spec.seed}-{i}", x, options, 1, rel, "shapes-relation"))
+    return Dataset(spec.name, items)
+
+
+def attribute_set(spec: DataSpec) -> Dataset:
+    items = []
+    for i, (k, x) in enumerate(_draw(spec, 2, _distinct)):
+        a, b = world.scenes()[k]
+        true = _caption(a, b, "and")
+        false = _caption(world.Obj(b.colour, a.shape, a.cell), world.Obj(a.colour, b.shape, b.cell), "and")
+        group = "_".join(sorted((a.colour, b.colour)))
+        items.append(RankingItem(f"shapes-attribute-{spec.seed}-{i}", x, (false, true), 1, group, "shapes-attribute"))
+    return Dataset(spec.name, items)
+
+
+def order_set(spec: DataSpec) -> Dataset:
+    items = []
+    for i, (k, x) in enumerate(_draw(spec, 3, _related)):
+        a, b = world.scenes()[k]
+        rel = world.relation_between(a, b)
+        options = (
+            _caption(a, b, rel),
+            f"a {b.colour} {a.shape} {rel} a {a.colour} {b.shape}",  # colours swapped
+            f"a {a.colour} {b.shape} {rel} a {b.colour} {a.shape}",  # shapes swapped
+            _caption(b, a, rel),  # objects swapped
+        )
+        items.append(RankingItem(f"shapes-order-{spec.seed}-{i}", x, options, 0, rel, "shapes-order"))
+    return Dataset(spec.name, items)
+
+
+def _delete(caption: str, word: str, blank: bool) -> str:
+    words = world.tokenize(caption)
+    idx = words.index(word)
+    words[idx] = "_" if blank else ""
+    return " ".join(w for w in words if w)
+
+
+def _word_items(spec: DataSpec, salt: int, prefix: str, with_swaps: bool) -> list[WordItem]:
+    items = []
+    kinds = ("noun", "adj", "perp")
+    gen = torch.Generator().manual_seed(spec.seed * 1000 + salt + 7)
+    for i, (k, x) in enumerate(_draw(spec, salt, _related)):
+        a, b = world.scenes()[k]
+        rel = world.relation_between(a, b)
+        caption = _caption(a, b, rel)
+        kind = kinds[i % len(kinds)] if not with_swaps else kinds[i % 2]
+        target = (a, b)[int(torch.randint(2, (1,), generator=gen))]
+        word = {"noun": target.shape, "adj": target.colour, "perp": rel}[kind]
+        swap_word = swap_caption = None
+        if with_swaps:
+            pool = [s for s in world.SHAPES if s not in (a.shape, b.shape)] if kind == "noun" else [
+                c for c in world.COLOURS if c not in (a.colour, b.colour)
+            ]
+            swap_word = pool[int(torch.randint(len(pool), (1,), generator=gen))]
+            words = world.tokenize(caption)
+            words[words.index(word)] = swap_word
+            swap_caption = " ".join(words)
+        items.append(
+            WordItem(
+                item_id=f"{prefix}-{spec.seed}-{i}",
+                image=x,
+                caption=caption,
+                word=word,
+                context=_delete(caption, word, blank=False),
+                context_blank=_delete(caption, word, blank=True),
+                word_type=kind,
+                mask=world.word_mask((a, b), caption, word),
+                swap_word=swap_word,
+                swap_caption=swap_caption,
+            )
+        )
+    return items
+
+
+def localize_set(spec: DataSpec) -> Dataset:
+    return Dataset(spec.name, _word_items(spec, 4, "shapes-localize", with_swaps=False))
+
+
+def intervene_set(spec: DataSpec) -> Dataset:
+    return Dataset(spec.name, _word_items(spec, 5, "shapes-intervene", with_swaps=True))
+
+
+SHAPES_SETS = {
+    "shapes-relation": relation_set,
+    "shapes-attribute": attribute_set,
+    "shapes-order": order_set,
+    "shapes-localize": localize_set,
+    "shapes-intervene": intervene_set,
+}

@@ -1,0 +1,107 @@
+"""What every command shares: the Hydra shim, device and dtype, model and data loading, run dirs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from infodecomp.data.spec import DataSpec
+from infodecomp.estimators.engine import EngineConfig
+from infodecomp.estimators.samplers import LogsnrSampler
+from infodecomp.experiments.config import DataConfig, EstimatorConfig, register
+
+log = logging.getLogger("infodecomp")
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def hydra_main(command: str, run: Callable[[Any], Any]) -> Callable[[], Any]:
+    """Wraps `run(cfg_dataclass)` as a Hydra main reading configs/<command>.yaml."""
+    import hydra
+    from omegaconf import OmegaConf
+
+    from infodecomp.paths import config_dir
+
+    register()
+
+    @hydra.main(config_path=str(config_dir()), config_name=command, version_base="1.3")
+    def _main(cfg: Any) -> Any:
+        obj = OmegaConf.to_object(cfg)
+        return run(obj)
+
+    return _main
+
+
+def run_dir(cfg: Any, command: str) -> Path:
+    """The run directory: Hydra's job output dir, else run.out_dir, else a fresh outputs/ folder."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            path = Path(HydraConfig.get().runtime.output_dir)
+            path.mkdir(parents=True, exist_ok=True)
+            return path
+    except ImportError:  # pragma: no cover - hydra is a hard dependency
+        pass
+    out = getattr(getattr(cfg, "run", None), "out_dir", None)
+    path = Path(out) if out else Path("outputs") / command / time.strftime("%Y-%m-%d_%H-%M-%S")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto -> cuda, else mps, else cpu; an unavailable explicit device is a clear error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"run.device={name} was requested but CUDA is not available; use run.device=cpu or auto")
+    return dev
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise ValueError(f"run.dtype={name} is not one of {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+def sampler_from(est: EstimatorConfig) -> LogsnrSampler:
+    return LogsnrSampler(
+        kind=est.sampler, mode=est.mode, loc=est.loc, scale=est.scale, clip=est.clip, low=est.low, high=est.high
+    )
+
+
+def engine_config(est: EstimatorConfig, run: Any, *, pixel_maps: bool = False, n_samples: int | None = None) -> EngineConfig:
+    if est.n_samples < 1:
+        raise ValueError(f"estimator.n_samples must be >= 1, got {est.n_samples}")
+    return EngineConfig(
+        n_samples=n_samples or est.n_samples,
+        sampler=sampler_from(est),
+        max_batch=run.batch_size,
+        pixel_maps=pixel_maps,
+        seed=run.seed,
+    )
+
+
+def data_spec(data: DataConfig) -> DataSpec:
+    return DataSpec(**asdict(data))
+
+
+def to_dict(obj: Any) -> Any:
+    return asdict(obj) if is_dataclass(obj) else obj
+
+
+def shard() -> tuple[int, int]:
+    """(rank, world size) from the torch.distributed launcher environment (torchrun)."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))

@@ -1,0 +1,144 @@
+"""Typed config schemas shared by every command, registered with Hydra's ConfigStore."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class ModelConfig:
+    """Which denoiser: a registry name, or a hub id / local folder through `path`."""
+
+    name: str = "shapes-oracle"
+    path: str | None = None
+    time_rule: str = "nearest"  # nearest (paper) | continuous
+    latent: str = "mean"  # mean (deterministic) | sample (paper)
+    resize: str = "squash"  # squash (paper) | center-crop
+    image_size: int | None = None
+    compile: bool = False
+    sigma0: float = 0.25  # ShapesWorld oracle: pixel noise of the Gaussian mixture
+
+
+@dataclass
+class DataConfig:
+    """Which data set; see infodecomp.data.spec.DataSpec for the fields."""
+
+    name: str = "shapes-relation"
+    root: str | None = None
+    manifest: str | None = None
+    annotations: str | None = None
+    images: str | None = None
+    source: str = "files"
+    hf_name: str | None = None
+    size: int = 64
+    seed: int = 0
+
+
+@dataclass
+class EstimatorConfig:
+    """logsnr sampling and the estimator budget (paper: logistic loc 1, scale 2, clip 3, 100 samples)."""
+
+    n_samples: int = 100
+    sampler: str = "logistic"  # logistic | uniform
+    mode: str = "iid"  # iid | stratified | antithetic | quadrature
+    loc: float = 1.0
+    scale: float = 2.0
+    clip: float = 3.0
+    low: float = -5.0
+    high: float = 7.0
+    adaptive: bool = False  # ranking tasks: stop once the leader's margin is clear
+    margin: float = 3.0  # in standard errors of the paired score difference
+    round_samples: int = 10  # samples per adaptive round
+
+
+@dataclass
+class RunConfig:
+    """Where and how a run executes."""
+
+    limit: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "float32"
+    batch_size: int = 64  # denoiser rows per call (chunk bound)
+    items_per_step: int = 8  # items estimated, written and checkpointed together
+    out_dir: str | None = None
+    progress: bool = True
+    rank: int | None = None  # data-parallel shard; default from torch.distributed env
+    world_size: int | None = None
+
+
+@dataclass
+class BaseCommandConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+@dataclass
+class AroConfig(BaseCommandConfig):
+    estimators: list[str] = field(default_factory=lambda: ["io", "is", "mmse"])
+
+
+@dataclass
+class LocalizeConfig(BaseCommandConfig):
+    steps: list[int] = field(default_factory=lambda: [50, 100, 200])
+    methods: list[str] = field(default_factory=lambda: ["cmi", "mi", "attention", "attn_info", "whole"])
+    daam_steps: int = 50
+    blank_context: bool = False  # use context_ ("_") instead of the deleted-word context
+
+
+@dataclass
+class InterveneConfig(BaseCommandConfig):
+    n_sigmas: int = 100
+    edits: list[str] = field(default_factory=lambda: ["omit", "swap"])
+    save_images: bool = True
+    n_boot: int = 1000
+
+
+@dataclass
+class VisualizeConfig(BaseCommandConfig):
+    n_curve_samples: int = 200
+
+
+@dataclass
+class ValidateConfig(BaseCommandConfig):
+    n_items: int = 200
+    pointwise_samples: int = 4000
+
+
+@dataclass
+class AggregateConfig:
+    runs: list[str] = field(default_factory=list)
+    out_dir: str | None = None
+
+
+@dataclass
+class BenchConfig(BaseCommandConfig):
+    n_items: int = 4
+    reference_batch: int = 150
+    oracle_items: int = 200
+    targets: list[int] = field(default_factory=lambda: [100])
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+SCHEMAS = {
+    "aro": AroConfig,
+    "localize": LocalizeConfig,
+    "intervene": InterveneConfig,
+    "visualize": VisualizeConfig,
+    "validate": ValidateConfig,
+    "aggregate": AggregateConfig,
+    "bench": BenchConfig,
+}
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    for name, node in SCHEMAS.items():
+        cs.store(name=f"{name}_schema", node=node)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+    cs.store(group="data", name="data_schema", node=DataConfig)

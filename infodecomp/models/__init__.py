@@ -1,0 +1,1 @@
+"""Model adapters onto the Denoiser protocol, attention capture and exact oracles."""

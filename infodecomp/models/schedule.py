@@ -1,0 +1,161 @@
+"""A discrete DDPM noise schedule seen through logsnr: tables, time rules and the trained range.
+
+Convention (design.md): z = sqrt(sigmoid(logsnr)) x + sqrt(sigmoid(-logsnr)) eps. A DDPM step t
+with cumulative product abar_t is the same channel at logsnr_t = log(abar_t / (1 - abar_t)), so
+a diffusers UNet trained on x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps is queried on z as is;
+only the timestep fed to it has to be found from logsnr.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+TIME_RULES = ("nearest", "continuous")
+
+
+def betas_from_config(config: Mapping[str, Any]) -> torch.Tensor:
+    """DDPM betas [T] (float64) from a diffusers scheduler config.
+
+    Supports `trained_betas`, `linear` and `scaled_linear` (betas = linspace(sqrt(b0), sqrt(b1),
+    T)^2, the Stable Diffusion schedule) and `squaredcos_cap_v2`.
+    """
+    n = int(config.get("num_train_timesteps", 1000))
+    trained = config.get("trained_betas")
+    if trained is not None:
+        return torch.tensor(trained, dtype=torch.float64)
+    kind = config.get("beta_schedule", "linear")
+    b0, b1 = float(config.get("beta_start", 1e-4)), float(config.get("beta_end", 2e-2))
+    if kind == "linear":
+        return torch.linspace(b0, b1, n, dtype=torch.float64)
+    if kind == "scaled_linear":
+        return torch.linspace(b0**0.5, b1**0.5, n, dtype=torch.float64) ** 2
+    if kind == "squaredcos_cap_v2":
+        def f(t: float) -> float:
+            return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+
+        return torch.tensor([min(1 - f((i + 1) / n) / f(i / n), 0.999) for i in range(n)], dtype=torch.float64)
+    raise ValueError(
+        f"beta_schedule '{kind}' is not supported; expected one of: linear, scaled_linear, "
+        "squaredcos_cap_v2 (or give trained_betas)"
+    )
+
+
+class DiscreteSchedule:
+    """logsnr view of a discrete DDPM schedule with T training timesteps.
+
+    Args:
+        betas: [T] DDPM betas.
+        prediction_type: "epsilon" or "v_prediction" (what the network was trained to output).
+
+    One instance belongs to one adapter, so its out-of-range warning fires once per adapter.
+    """
+
+    def __init__(self, betas: torch.Tensor, prediction_type: str = "epsilon") -> None:
+        if prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(
+                f"prediction_type '{prediction_type}' is not supported; expected epsilon or v_prediction"
+            )
+        self.betas = betas.to(torch.float64)  # [T]
+        self.alphas_cumprod = torch.cumprod(1.0 - self.betas, 0)  # [T]
+        # logsnr_t decreases with t; log(abar) - log1p(-abar) keeps precision near abar = 1.
+        self.logsnr_table = self.alphas_cumprod.log() - torch.log1p(-self.alphas_cumprod)  # [T]
+        self.prediction_type = prediction_type
+        self.num_train_timesteps = len(self.betas)
+        self._warned = False
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> DiscreteSchedule:
+        """From a diffusers scheduler config dict (scheduler_config.json)."""
+        return cls(betas_from_config(config), str(config.get("prediction_type", "epsilon")))
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> DiscreteSchedule:
+        """From a scheduler_config.json file."""
+        return cls.from_config(json.loads(Path(path).read_text()))
+
+    @property
+    def trained_range(self) -> tuple[float, float]:
+        """(lowest, highest) logsnr over the trained timesteps; SD: (-5.364, 7.069)."""
+        return float(self.logsnr_table[-1]), float(self.logsnr_table[0])
+
+    @property
+    def sigma_range(self) -> tuple[float, float]:
+        """(sigma_min, sigma_max) with sigma = sqrt((1 - abar) / abar) = exp(-logsnr / 2)."""
+        lo, hi = self.trained_range
+        return math.exp(-hi / 2), math.exp(-lo / 2)
+
+    def out_of_range(self, logsnr: torch.Tensor) -> int:
+        """Number of logsnr values outside the trained range."""
+        lo, hi = self.trained_range
+        lv = logsnr.detach().double().cpu()
+        return int(((lv < lo - 1e-9) | (lv > hi + 1e-9)).sum())
+
+    def warn_out_of_range(self, logsnr: torch.Tensor) -> None:
+        """Warns once per schedule (adapter) when logsnr leave the trained range (they are clamped)."""
+        if self._warned:
+            return
+        n = self.out_of_range(logsnr)
+        if n:
+            self._warned = True
+            lo, hi = self.trained_range
+            warnings.warn(
+                f"{n} of {logsnr.numel()} logsnr values lie outside the model's trained range "
+                f"[{lo:.3f}, {hi:.3f}]; they are mapped to the nearest end timestep. Narrow the "
+                "sampler (e.g. loc 1, scale 2, clip 3) to stay inside. (warned once per model)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    def timestep(self, logsnr: torch.Tensor, rule: str = "nearest") -> torch.Tensor:
+        """logsnr [B] -> timesteps [B] float64 (integers under the nearest rule).
+
+        nearest: the integer t whose logsnr_t is closest to logsnr (the published code's rule).
+        continuous: fractional t, linear interpolation of t against the logsnr table.
+        Values outside the trained range go to the end timesteps (0 or T - 1).
+        """
+        table = self.logsnr_table
+        lv = logsnr.detach().double().to(table.device).reshape(-1)  # [B]
+        if rule == "nearest":
+            return (table[None, :] - lv[:, None]).abs().argmin(1).double().view(logsnr.shape)
+        if rule != "continuous":
+            raise ValueError(f"time rule '{rule}' is not one of: {', '.join(TIME_RULES)}")
+        asc = table.flip(0)  # [T] increasing in logsnr, index j <-> t = T - 1 - j
+        lv = lv.clamp(float(asc[0]), float(asc[-1]))
+        j = torch.searchsorted(asc, lv).clamp(1, len(asc) - 1)  # [B]
+        lo_v, hi_v = asc[j - 1], asc[j]
+        frac = (lv - lo_v) / (hi_v - lo_v)
+        pos = (j - 1).double() + frac  # fractional index into asc
+        return (self.num_train_timesteps - 1 - pos).view(logsnr.shape)
+
+    def logsnr_at(self, t: torch.Tensor) -> torch.Tensor:
+        """Timesteps [B] (integer or fractional) -> logsnr [B] float64, linear between table entries."""
+        tv = t.detach().double().reshape(-1).clamp(0, self.num_train_timesteps - 1)  # [B]
+        i0 = tv.floor().long().clamp(0, self.num_train_timesteps - 2)
+        w = tv - i0.double()
+        table = self.logsnr_table.to(tv.device)
+        return ((1 - w) * table[i0] + w * table[i0 + 1]).view(t.shape)
+
+
+def v_to_eps(v: torch.Tensor, z: torch.Tensor, logsnr: torch.Tensor) -> torch.Tensor:
+    """Converts a v-prediction to an eps-prediction: eps = a v + s z, (a, s) = alpha_sigma(logsnr).
+
+    With z = a x + s eps and v = a eps - s x, a v + s z = (a^2 + s^2) eps = eps exactly. The
+    identity holds for the (a, s) of the channel that produced z, so `logsnr` must be the
+    continuous value used to build z, not the timestep the network was shown.
+
+    Args:
+        v: [B, C, H, W] predicted v.
+        z: [B, C, H, W] noisy input.
+        logsnr: [B] channel logsnr.
+    """
+    shape = (-1,) + (1,) * (z.dim() - 1)
+    lv = logsnr.to(torch.float32).view(shape)  # [B, 1, 1, 1]
+    a, s = torch.sigmoid(lv).sqrt(), torch.sigmoid(-lv).sqrt()
+    return a * v.float() + s * z.float()  # [B, C, H, W]
