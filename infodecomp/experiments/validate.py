@@ -235,7 +235,7 @@ def run(cfg: ValidateConfig) -> Path:
     wall = time.time() - start
     from infodecomp.reporting.meta import write_meta, write_summary
 
-    write_meta(out, {"command": "validate", "config": to_dict(cfg)}, device="cpu", dtype=cfg.run.dtype,
+    write_meta(out, to_dict(cfg), command="validate", device="cpu", dtype=cfg.run.dtype,
                seed=cfg.run.seed, wall_time_s=wall, items_done=len(rows), items_skipped=0)
     write_summary(out, {"validate/passed": int(table.passed.sum()), "validate/failed": int((~table.passed).sum())})
     with pd.option_context("display.width", 200, "display.max_colwidth", 70, "display.max_rows", 100):

@@ -53,11 +53,12 @@ class DiscreteSchedule:
     Args:
         betas: [T] DDPM betas.
         prediction_type: "epsilon" or "v_prediction" (what the network was trained to output).
+        steps_offset: offset of DDIM's timestep spacing in the scheduler config.
 
     One instance belongs to one adapter, so its out-of-range warning fires once per adapter.
     """
 
-    def __init__(self, betas: torch.Tensor, prediction_type: str = "epsilon") -> None:
+    def __init__(self, betas: torch.Tensor, prediction_type: str = "epsilon", steps_offset: int = 0) -> None:
         if prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(
                 f"prediction_type '{prediction_type}' is not supported; expected epsilon or v_prediction"
@@ -68,12 +69,17 @@ class DiscreteSchedule:
         self.logsnr_table = self.alphas_cumprod.log() - torch.log1p(-self.alphas_cumprod)  # [T]
         self.prediction_type = prediction_type
         self.num_train_timesteps = len(self.betas)
+        self.steps_offset = int(steps_offset)  # DDIM timestep spacing offset (SD: 1)
         self._warned = False
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> DiscreteSchedule:
         """From a diffusers scheduler config dict (scheduler_config.json)."""
-        return cls(betas_from_config(config), str(config.get("prediction_type", "epsilon")))
+        return cls(
+            betas_from_config(config),
+            str(config.get("prediction_type", "epsilon")),
+            int(config.get("steps_offset", 0)),
+        )
 
     @classmethod
     def from_file(cls, path: str | Path) -> DiscreteSchedule:

@@ -1,0 +1,304 @@
+"""COCO-IT, COCO100-IT and COCO-WL: manifest CSVs over COCO val2017, with instance masks.
+
+Manifest format (as published): header `Image ID,Label,correct_obj+context,context,correct_obj`,
+then `context_` (COCO100-IT, COCO-WL) and, for COCO-WL, a 7th column with an empty header that
+holds the word type (verb, num, adj, adv, perp, pronoun, conj). The loader is lenient but
+explicit about the published artefacts:
+- whitespace in every text field is collapsed to single spaces and trimmed (the files hold
+  double spaces, trailing spaces and a trailing newline inside some quoted captions); CLIP's
+  tokenizer does the same, so prompts are unchanged. Rows touched are counted in
+  `Dataset.info["whitespace_normalized"]`;
+- `context` is kept as published, including the published deletion artefacts (a word deleted
+  everywhere it occurs, also inside longer words); `context_blank` is the `context_` column or,
+  when absent, rebuilt by the rule that reproduces the published `context`;
+- a row whose word is not a whole word of its caption, or whose image file is missing, goes to
+  `Dataset.skipped` with the reason.
+
+Masks: `Dataset.load_mask(item)` is the union of all instances (crowd ones included) of the
+row's category in the image, a bool tensor [H, W] at the image's original size, built with
+pycocotools from polygons or RLE alike. COCO-WL words are verbs, numbers, adjectives, ...: no
+COCO category marks their pixels, so their mask is None.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from infodecomp.data.errors import COCO2017_SOURCE, MANIFEST_SOURCE, MaskLoadError, require_path
+from infodecomp.data.images import load_item_image
+from infodecomp.data.records import Dataset, ImageRef, Skipped, WordItem
+from infodecomp.data.spec import DataSpec
+
+BASE_COLUMNS = ("Image ID", "Label", "correct_obj+context", "context", "correct_obj")
+MANIFEST_KINDS = ("coco-it", "coco100-it", "coco-wl")
+DEFAULT_MANIFESTS = {"coco-it": "COCO-IT.csv", "coco100-it": "COCO100-IT.csv",
+                     "coco-wl": "COCO-WL.csv"}  # fmt: skip
+DEFAULT_ANNOTATIONS = "annotations/instances_val2017.json"
+
+# Word-swap partners for the intervention experiment (COCO100-IT covers airplane, bear, bed, cat,
+# dog, elephant, horse, person, teddy bear, zebra). Partners are visually distinct objects that
+# fit the same scene role; singular and plural forms are listed explicitly.
+SWAP_TABLE: dict[str, str] = {
+    "airplane": "bird", "airplanes": "birds",
+    "bear": "elephant", "bears": "elephants",
+    "bed": "couch", "beds": "couches",
+    "cat": "dog", "cats": "dogs",
+    "dog": "cat", "dogs": "cats",
+    "elephant": "bear", "elephants": "bears",
+    "horse": "cow", "horses": "cows",
+    "person": "monkey", "persons": "monkeys", "people": "monkeys",
+    "teddy bear": "doll", "teddy bears": "dolls",
+    "zebra": "horse", "zebras": "horses",
+}  # fmt: skip
+
+_WS = re.compile(r"\s+")
+
+
+def normalize_space(text: str) -> str:
+    """Collapse runs of whitespace (spaces, newlines) to one space and trim the ends."""
+    return _WS.sub(" ", text).strip()
+
+
+def whole_word(word: str, flags: int = 0) -> re.Pattern[str]:
+    """Regex matching `word` (one or more words) as a whole word, not inside a longer word."""
+    body = r"\s+".join(re.escape(w) for w in word.split())
+    return re.compile(rf"(?<!\w){body}(?!\w)", flags)
+
+
+def swap_partner(word: str) -> str | None:
+    """The swap partner of a word form from SWAP_TABLE (case-insensitive), or None."""
+    return SWAP_TABLE.get(normalize_space(word).lower())
+
+
+def swap_caption(caption: str, word: str, swap: str) -> str:
+    """Replace every whole-word occurrence of `word` by `swap`, fixing a preceding a/an.
+
+    The first letter keeps its case ("Dogs" -> "Cats"); "an airplane" becomes "a bird".
+    """
+    body = r"\s+".join(re.escape(w) for w in word.split())
+    pattern = re.compile(
+        rf"(?:(?<!\w)(?P<art>an?)(?P<sp>\s+))?(?<!\w)(?P<word>{body})(?!\w)", re.IGNORECASE
+    )
+
+    def repl(m: re.Match[str]) -> str:
+        new = swap[0].upper() + swap[1:] if m.group("word")[:1].isupper() else swap
+        if m.group("art") is None:
+            return new
+        article = "an" if swap[:1].lower() in "aeiou" else "a"
+        if m.group("art")[:1].isupper():
+            article = article.capitalize()
+        return f"{article}{m.group('sp')}{new}"
+
+    return pattern.sub(repl, caption)
+
+
+def load_coco_manifest(spec: DataSpec, kind: str) -> Dataset:
+    """Load a COCO-IT / COCO100-IT / COCO-WL manifest into WordItems.
+
+    Paths: `spec.manifest` (default `spec.root`/<COCO-IT.csv|COCO100-IT.csv|COCO-WL.csv>);
+    images `spec.images`, else `spec.root`/val2017 when it exists, else `spec.root`, holding
+    `{image_id:012d}.jpg`; annotations `spec.annotations`, else
+    `spec.root`/annotations/instances_val2017.json (read on the first mask request).
+
+    Args:
+        spec: data settings.
+        kind: "coco-it", "coco100-it" or "coco-wl".
+
+    Returns:
+        The data set; items carry mask = (image_id, category) (None for COCO-WL non-nouns) and,
+        for COCO100-IT, swap_word / swap_caption from SWAP_TABLE.
+    """
+    if kind not in MANIFEST_KINDS:
+        raise ValueError(f"unknown COCO manifest kind {kind!r}; expected one of {MANIFEST_KINDS}")
+    manifest_name = DEFAULT_MANIFESTS[kind]
+    default = Path(spec.root) / manifest_name if spec.root else None
+    manifest = require_path(
+        spec.manifest or default, f"{kind} manifest", [manifest_name], MANIFEST_SOURCE,
+        setting="data.manifest",
+    )  # fmt: skip
+    images_dir = require_path(
+        _images_dir(spec), "COCO val2017 image folder", ["000000397133.jpg ... ({id:012d}.jpg)"],
+        COCO2017_SOURCE, setting="data.images",
+    )  # fmt: skip
+    annotations: Path | None = None
+    if spec.annotations:
+        annotations = require_path(
+            spec.annotations, "COCO instances annotation file", ["instances_val2017.json"],
+            COCO2017_SOURCE, setting="data.annotations",
+        )  # fmt: skip
+    elif spec.root:
+        annotations = Path(spec.root) / DEFAULT_ANNOTATIONS
+
+    header, rows = _read_manifest(manifest)
+    items: list[WordItem] = []
+    skipped: list[Skipped] = []
+    counts = {"whitespace_normalized": 0, "context_blank_rebuilt": 0, "without_swap": 0}
+    for r, row in enumerate(rows):
+        item, reason = _row_to_item(row, r, header, kind, images_dir, counts)
+        if item is None:
+            label = row[1].strip() if len(row) > 1 else "?"
+            skipped.append(Skipped(f"{(row or ['?'])[0].strip()}-{_slug(label)}-{r}", reason))
+        else:
+            items.append(item)
+    return Dataset(
+        name=kind,
+        items=items,
+        skipped=skipped,
+        image_loader=load_item_image,
+        mask_loader=CocoMasks(annotations),
+        info={"manifest": str(manifest), "images": str(images_dir),
+              "annotations": str(annotations) if annotations else None, **counts},
+    )  # fmt: skip
+
+
+def _images_dir(spec: DataSpec) -> Path | None:
+    if spec.images:
+        return Path(spec.images)
+    if spec.root:
+        root = Path(spec.root)
+        return root / "val2017" if (root / "val2017").is_dir() else root
+    return None
+
+
+def _read_manifest(path: Path) -> tuple[list[str], list[list[str]]]:
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        raise ValueError(f"manifest {path} is empty; expected header {list(BASE_COLUMNS)}")
+    header = [h.strip() for h in rows[0]]
+    if tuple(header[:5]) != BASE_COLUMNS:
+        raise ValueError(
+            f"manifest {path}: expected columns {list(BASE_COLUMNS)} [+ context_] [+ word type], "
+            f"found {rows[0]}"
+        )
+    return header, [r for r in rows[1:] if any(c.strip() for c in r)]
+
+
+def _row_to_item(
+    row: list[str], r: int, header: list[str], kind: str, images_dir: Path, counts: dict
+) -> tuple[WordItem | None, str]:
+    if len(row) < 5:
+        return None, f"row {r + 1} has {len(row)} columns, expected at least 5"
+    raw_id, raw_label, raw_caption, raw_context, raw_word = row[:5]
+    try:
+        image_id = int(raw_id.strip())
+    except ValueError:
+        return None, f"row {r + 1}: Image ID {raw_id!r} is not an integer"
+    label = normalize_space(raw_label)
+    item_id = f"{image_id}-{_slug(label)}-{r}"
+    caption, word = normalize_space(raw_caption), normalize_space(raw_word)
+    if not word or not whole_word(word, re.IGNORECASE).search(caption):
+        return None, f"word {word!r} is not a whole word of the caption {caption!r}"
+    path = images_dir / f"{image_id:012d}.jpg"
+    if not path.is_file():
+        return None, f"image file missing: {path}"
+    has_blank = "context_" in header and len(row) > header.index("context_")
+    raw_blank = row[header.index("context_")] if has_blank else ""
+    extra: dict[str, Any] = {"image_id": image_id, "label": label, "row": r}
+    if raw_blank.strip():
+        blank = normalize_space(raw_blank)
+    else:
+        blank, rule = _rebuild_blank(raw_caption, raw_context, raw_word.strip())
+        extra["context_blank_rule"] = rule
+        counts["context_blank_rebuilt"] += 1
+    word_type = normalize_space(row[6]) if len(row) > 6 and row[6].strip() else "noun"
+    context = normalize_space(raw_context)
+    if any(raw != normalize_space(raw) for raw in (raw_label, raw_caption, raw_context, raw_word,
+                                                 raw_blank or blank)):  # fmt: skip
+        counts["whitespace_normalized"] += 1
+        extra["raw"] = {"label": raw_label, "caption": raw_caption, "context": raw_context,
+                        "word": raw_word}  # fmt: skip
+    swap_word = swap_text = None
+    if kind == "coco100-it":
+        swap_word = swap_partner(word)
+        if swap_word is None:
+            counts["without_swap"] += 1
+        else:
+            swap_text = swap_caption(caption, word, swap_word)
+    item = WordItem(
+        item_id=item_id,
+        image=ImageRef(str(path)),
+        caption=caption,
+        word=word,
+        context=context,
+        context_blank=blank,
+        word_type=word_type,
+        mask=(image_id, label) if word_type == "noun" else None,
+        swap_word=swap_word,
+        swap_caption=swap_text,
+        extra=extra,
+    )
+    return item, ""
+
+
+def _rebuild_blank(caption: str, context: str, word: str) -> tuple[str, str]:
+    """context_ from the caption, by the rule that produced the published context."""
+    if normalize_space(caption.replace(word, "")) == normalize_space(context):
+        return normalize_space(caption.replace(word, "_")), "replace-all"
+    return normalize_space(whole_word(word, re.IGNORECASE).sub("_", caption, count=1)), "whole-word"
+
+
+def _slug(label: str) -> str:
+    return label.replace(" ", "_")
+
+
+class CocoMasks:
+    """Mask loader: union of a category's instance masks in an image, from instances JSON.
+
+    The annotation file (about 450 MB for val2017) is read once, on the first request.
+    """
+
+    def __init__(self, annotations: str | Path | None) -> None:
+        self.annotations = annotations
+        self._coco: Any = None
+        self._cats: dict[str, int] = {}
+
+    def _load(self) -> Any:
+        if self._coco is None:
+            path = require_path(
+                self.annotations, "COCO instances annotation file (needed for masks)",
+                ["instances_val2017.json"], COCO2017_SOURCE, setting="data.annotations",
+            )  # fmt: skip
+            from pycocotools.coco import COCO
+
+            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+                self._coco = COCO(str(path))
+            self._cats = {c["name"]: c["id"] for c in self._coco.loadCats(self._coco.getCatIds())}
+        return self._coco
+
+    def __call__(self, item: Any) -> torch.Tensor | None:
+        if item.mask is None:
+            return None
+        image_id, category = item.mask
+        return self.mask(int(image_id), str(category))
+
+    def mask(self, image_id: int, category: str) -> torch.Tensor:
+        """Bool tensor [H, W]: union of all instances of `category` in image `image_id`.
+
+        Raises:
+            MaskLoadError: unknown image or category, or no instance of it in the image.
+        """
+        coco = self._load()
+        if image_id not in coco.imgs:
+            raise MaskLoadError(f"image {image_id} is not in {self.annotations}")
+        if category not in self._cats:
+            raise MaskLoadError(
+                f"{category!r} is not a COCO category of {self.annotations} "
+                f"(known: {sorted(self._cats)[:5]}...)"
+            )
+        ann_ids = coco.getAnnIds(imgIds=[image_id], catIds=[self._cats[category]], iscrowd=None)
+        if not ann_ids:
+            raise MaskLoadError(f"image {image_id} has no instance of {category!r}")
+        info = coco.imgs[image_id]
+        union = np.zeros((info["height"], info["width"]), dtype=bool)  # [H, W]
+        for ann in coco.loadAnns(ann_ids):
+            union |= coco.annToMask(ann).astype(bool)
+        return torch.from_numpy(union)
