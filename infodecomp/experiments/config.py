@@ -103,6 +103,10 @@ class InterveneConfig(BaseCommandConfig):
 class VisualizeConfig(BaseCommandConfig):
     n_curve_samples: int = 200
 
+    def __post_init__(self) -> None:
+        if self.run.limit is None:  # a handful of figures, not one per item of the data set
+            self.run.limit = 4
+
 
 @dataclass
 class ValidateConfig(BaseCommandConfig):

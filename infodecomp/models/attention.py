@@ -30,7 +30,9 @@ def _layer_grid(tokens: int, size: tuple[int, int]) -> tuple[int, int]:
     while h * w > tokens:
         h, w = (h + 1) // 2, (w + 1) // 2  # diffusers downsamplers pad, so odd sizes round up
     if h * w != tokens:
-        raise ValueError(f"cannot place {tokens} attention pixels on a grid reached from latent size {size}")
+        raise ValueError(
+            f"cannot place {tokens} attention pixels on a grid reached from latent size {size}"
+        )
     return h, w
 
 
@@ -41,7 +43,9 @@ class CrossAttentionRecorder:
         calls: number of UNet forward calls made inside the context.
     """
 
-    def __init__(self, token_count: int, target_size: tuple[int, int], skip_lowest: bool = True) -> None:
+    def __init__(
+        self, token_count: int, target_size: tuple[int, int], skip_lowest: bool = True
+    ) -> None:
         self.token_count = token_count
         self.target_size = (int(target_size[0]), int(target_size[1]))
         self.skip_lowest = skip_lowest
@@ -84,7 +88,9 @@ class CrossAttentionRecorder:
     def maps(self) -> torch.Tensor:
         """Aggregated maps [B, T, h, w] float32, non-negative: summed over calls, mean over layers."""
         if not self._sums:
-            raise RuntimeError("no cross-attention was recorded; call the UNet inside the capture context")
+            raise RuntimeError(
+                "no cross-attention was recorded; call the UNet inside the capture context"
+            )
         kept = self.kept_grids()
         total = sum(self._sums[g] for g in kept)
         n_layers = sum(len(self._layers[g]) for g in kept)
@@ -109,7 +115,10 @@ class RecordingProcessor:
         **kwargs: Any,
     ) -> torch.Tensor:
         out = self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
-        if encoder_hidden_states is not None and encoder_hidden_states.shape[1] == self.recorder.token_count:
+        if (
+            encoder_hidden_states is not None
+            and encoder_hidden_states.shape[1] == self.recorder.token_count
+        ):
             with torch.no_grad():
                 self._record(attn, hidden_states, encoder_hidden_states, attention_mask)
         return out
@@ -137,7 +146,9 @@ class RecordingProcessor:
         mask = None
         if attention_mask is not None:
             mask = attn.prepare_attention_mask(attention_mask, key.shape[1], batch)
-        scores = torch.bmm(query.float(), key.float().transpose(1, 2)) * attn.scale  # [B * heads, HW, T]
+        scores = (
+            torch.bmm(query.float(), key.float().transpose(1, 2)) * attn.scale
+        )  # [B * heads, HW, T]
         if mask is not None:
             scores = scores + mask.float()
         self.recorder.add(self.name, scores.softmax(-1), batch)
@@ -166,7 +177,9 @@ def capture_cross_attention(
     originals = dict(unet.attn_processors)
     cross = [k for k in originals if k.endswith(CROSS_SUFFIX)]
     if not cross:
-        raise ValueError("the UNet has no cross-attention modules (no attention processors ending in 'attn2.processor')")
+        raise ValueError(
+            "the UNet has no cross-attention modules (no attention processors ending in 'attn2.processor')"
+        )
     recorder = CrossAttentionRecorder(token_count, target_size, skip_lowest)
     swapped = {
         k: (RecordingProcessor(v, k[: -len(".processor")], recorder) if k in cross else v)

@@ -20,7 +20,9 @@ import torch
 from infodecomp.models.schedule import DiscreteSchedule
 
 
-def karras_sigmas(sigma_min: float, sigma_max: float, n: int = 100, rho: float = 7.0) -> torch.Tensor:
+def karras_sigmas(
+    sigma_min: float, sigma_max: float, n: int = 100, rho: float = 7.0
+) -> torch.Tensor:
     """n sigmas from sigma_max down to sigma_min, equally spaced in sigma^(1 / rho). Returns [n] float64."""
     if n < 2:
         raise ValueError(f"need at least 2 sigmas, got {n}")
@@ -54,7 +56,9 @@ def _heun(denoiser: Any, x: torch.Tensor, cond: torch.Tensor, path: list[float])
 
 
 @torch.no_grad()
-def invert(denoiser: Any, latent: torch.Tensor, cond: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+def invert(
+    denoiser: Any, latent: torch.Tensor, cond: torch.Tensor, sigmas: torch.Tensor
+) -> torch.Tensor:
     """Runs the probability-flow ODE from a clean latent up to sigma_max.
 
     Args:
@@ -67,17 +71,19 @@ def invert(denoiser: Any, latent: torch.Tensor, cond: torch.Tensor, sigmas: torc
         x at sigma_max in the VE variable [B, C, H, W] float32 (std about sigma_max).
 
     The first step from sigma 0 to sigma_min is an Euler step with the slope evaluated at the
-    clean latent shown at sigma_min (eps_hat is undefined at sigma 0); it mirrors the last step
-    of `generate`. Heun's method carries the rest.
+    clean latent taken as x_sigma_min (eps_hat is undefined at sigma 0); it mirrors the last
+    step of `generate`. Heun's method carries the rest.
     """
     path = [float(s) for s in sigmas.flip(0)]
     x = latent.float()
-    x = x + path[0] * _ve_eps(denoiser, x * math.sqrt(1 + path[0] ** 2), path[0], cond)
+    x = x + path[0] * _ve_eps(denoiser, x, path[0], cond)
     return _heun(denoiser, x, cond, path)
 
 
 @torch.no_grad()
-def generate(denoiser: Any, latent_t: torch.Tensor, cond: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+def generate(
+    denoiser: Any, latent_t: torch.Tensor, cond: torch.Tensor, sigmas: torch.Tensor
+) -> torch.Tensor:
     """Runs the probability-flow ODE from x at sigma_max (VE variable) down to a clean latent.
 
     Args:
@@ -102,7 +108,9 @@ def ddim_logsnrs(schedule: DiscreteSchedule, n_steps: int = 50) -> torch.Tensor:
     if not 1 <= n_steps <= schedule.num_train_timesteps:
         raise ValueError(f"n_steps must be in [1, {schedule.num_train_timesteps}], got {n_steps}")
     ratio = schedule.num_train_timesteps // n_steps
-    t = (torch.arange(n_steps) * ratio + schedule.steps_offset).clamp(max=schedule.num_train_timesteps - 1)
+    t = (torch.arange(n_steps) * ratio + schedule.steps_offset).clamp(
+        max=schedule.num_train_timesteps - 1
+    )
     return schedule.logsnr_table[t]
 
 
@@ -126,7 +134,9 @@ def _eps(denoiser: Any, z: torch.Tensor, logsnr: float, cond: torch.Tensor) -> t
 
 
 @torch.no_grad()
-def ddim_invert(denoiser: Any, latent: torch.Tensor, cond: torch.Tensor, logsnrs: torch.Tensor) -> torch.Tensor:
+def ddim_invert(
+    denoiser: Any, latent: torch.Tensor, cond: torch.Tensor, logsnrs: torch.Tensor
+) -> torch.Tensor:
     """Deterministic DDIM inversion: clean latent [B, C, H, W] -> VP z at the noisiest level.
 
     Each step from level i to i + 1 uses the noise predicted at the current z shown at level
@@ -141,7 +151,9 @@ def ddim_invert(denoiser: Any, latent: torch.Tensor, cond: torch.Tensor, logsnrs
 
 
 @torch.no_grad()
-def ddim_generate(denoiser: Any, z: torch.Tensor, cond: torch.Tensor, logsnrs: torch.Tensor) -> torch.Tensor:
+def ddim_generate(
+    denoiser: Any, z: torch.Tensor, cond: torch.Tensor, logsnrs: torch.Tensor
+) -> torch.Tensor:
     """Deterministic DDIM sampling from VP z at the noisiest of `logsnrs` down to a clean latent."""
     levels = [float(v) for v in logsnrs.flip(0)] + [math.inf]
     z = z.float()

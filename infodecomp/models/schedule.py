@@ -37,10 +37,13 @@ def betas_from_config(config: Mapping[str, Any]) -> torch.Tensor:
     if kind == "scaled_linear":
         return torch.linspace(b0**0.5, b1**0.5, n, dtype=torch.float64) ** 2
     if kind == "squaredcos_cap_v2":
+
         def f(t: float) -> float:
             return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
 
-        return torch.tensor([min(1 - f((i + 1) / n) / f(i / n), 0.999) for i in range(n)], dtype=torch.float64)
+        return torch.tensor(
+            [min(1 - f((i + 1) / n) / f(i / n), 0.999) for i in range(n)], dtype=torch.float64
+        )
     raise ValueError(
         f"beta_schedule '{kind}' is not supported; expected one of: linear, scaled_linear, "
         "squaredcos_cap_v2 (or give trained_betas)"
@@ -58,7 +61,9 @@ class DiscreteSchedule:
     One instance belongs to one adapter, so its out-of-range warning fires once per adapter.
     """
 
-    def __init__(self, betas: torch.Tensor, prediction_type: str = "epsilon", steps_offset: int = 0) -> None:
+    def __init__(
+        self, betas: torch.Tensor, prediction_type: str = "epsilon", steps_offset: int = 0
+    ) -> None:
         if prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(
                 f"prediction_type '{prediction_type}' is not supported; expected epsilon or v_prediction"

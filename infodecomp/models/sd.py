@@ -47,7 +47,7 @@ class ModelFolderError(FileNotFoundError):
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" picks cuda, then mps, then cpu; anything else is passed to torch.device."""
+    """ "auto" picks cuda, then mps, then cpu; anything else is passed to torch.device."""
     if str(device) != "auto":
         return torch.device(device)
     if torch.cuda.is_available():
@@ -58,7 +58,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """"float32" | "float16" | "bfloat16" (or a torch dtype) -> torch dtype."""
+    """ "float32" | "float16" | "bfloat16" (or a torch dtype) -> torch dtype."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in DTYPES:
@@ -88,9 +88,17 @@ def resolve_model_path(path: str | Path) -> str | Path:
     )
     if not local.is_dir():
         raise ModelFolderError(f"model folder {local} does not exist; {fix}")
-    missing = [part for part, files in REQUIRED_PARTS.items() if not any((local / f).is_file() for f in files)]
+    missing = [
+        part
+        for part, files in REQUIRED_PARTS.items()
+        if not any((local / f).is_file() for f in files)
+    ]
     for part in ("unet", "vae", "text_encoder"):
-        if part not in missing and not any((local / part).glob("*.safetensors")) and not any((local / part).glob("*.bin")):
+        if (
+            part not in missing
+            and not any((local / part).glob("*.safetensors"))
+            and not any((local / part).glob("*.bin"))
+        ):
             missing.append(f"{part} weights")
     if missing:
         raise ModelFolderError(f"model folder {local} lacks {', '.join(missing)}; {fix}")
@@ -130,16 +138,26 @@ class StableDiffusionDenoiser:
             raise ValueError(f"resize '{resize}' is not one of: {', '.join(RESIZE_MODES)}")
         self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
         self.schedule, self.device, self.dtype = schedule, device, dtype
-        self.time_rule, self.latent, self.resize, self.seed, self.vae_batch = time_rule, latent, resize, seed, vae_batch
+        self.time_rule, self.latent, self.resize, self.seed, self.vae_batch = (
+            time_rule,
+            latent,
+            resize,
+            seed,
+            vae_batch,
+        )
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.image_size = int(image_size or unet.config.sample_size * self.vae_scale_factor)
         if self.image_size % self.vae_scale_factor:
-            raise ValueError(f"image_size {self.image_size} is not a multiple of the VAE factor {self.vae_scale_factor}")
+            raise ValueError(
+                f"image_size {self.image_size} is not a multiple of the VAE factor {self.vae_scale_factor}"
+            )
         self.latent_size = (self.image_size // self.vae_scale_factor,) * 2
         self.token_count = int(tokenizer.model_max_length)
         self.channels_last = device.type == "cuda"
         for m in (unet, vae, text_encoder):
-            m.to(device=device, dtype=dtype).eval().requires_grad_(False)
+            m.to(device=device).eval().requires_grad_(False)
+            if m.dtype != dtype:  # from_pretrained already loads in the dtype; cast only the rest
+                m.to(dtype=dtype)
         if self.channels_last:
             unet.to(memory_format=torch.channels_last)
         self._unet_call = torch.compile(unet) if compile else unet
@@ -188,13 +206,24 @@ class StableDiffusionDenoiser:
         tdtype, dev = resolve_dtype(dtype), resolve_device(device)
         unet = UNet2DConditionModel.from_pretrained(src, subfolder="unet", torch_dtype=tdtype)
         vae = AutoencoderKL.from_pretrained(src, subfolder="vae", torch_dtype=tdtype)
-        text_encoder = CLIPTextModel.from_pretrained(src, subfolder="text_encoder", torch_dtype=tdtype)
+        text_encoder = CLIPTextModel.from_pretrained(src, subfolder="text_encoder", dtype=tdtype)
         tokenizer = CLIPTokenizer.from_pretrained(src, subfolder="tokenizer")
         unet.set_attn_processor(AttnProcessor2_0() if attention == "sdpa" else AttnProcessor())
         schedule = DiscreteSchedule.from_config(_scheduler_config(src))
         return cls(
-            unet, vae, text_encoder, tokenizer, schedule, device=dev, dtype=tdtype, time_rule=time_rule,
-            latent=latent, resize=resize, image_size=image_size, compile=compile, seed=seed,
+            unet,
+            vae,
+            text_encoder,
+            tokenizer,
+            schedule,
+            device=dev,
+            dtype=tdtype,
+            time_rule=time_rule,
+            latent=latent,
+            resize=resize,
+            image_size=image_size,
+            compile=compile,
+            seed=seed,
         )
 
     # --- Denoiser protocol -------------------------------------------------------------------
@@ -212,7 +241,9 @@ class StableDiffusionDenoiser:
         if self.channels_last:
             zin = zin.contiguous(memory_format=torch.channels_last)
         unet = self.unet if self._tracing else self._unet_call
-        out = unet(zin, t, encoder_hidden_states=cond.to(self.device, self.dtype), return_dict=False)[0]
+        out = unet(
+            zin, t, encoder_hidden_states=cond.to(self.device, self.dtype), return_dict=False
+        )[0]
         if self.schedule.prediction_type == "v_prediction":
             return v_to_eps(out, z.to(self.device), logsnr.to(self.device))  # [B, 4, h, w]
         return out.float().contiguous()  # [B, 4, h, w]
@@ -226,11 +257,21 @@ class StableDiffusionDenoiser:
         todo = [p for p in dict.fromkeys(conditions) if p not in self._prompt_cache]
         for start in range(0, len(todo), 64):
             chunk = todo[start : start + 64]
-            tok = self.tokenizer(chunk, padding="max_length", max_length=self.token_count, truncation=True, return_tensors="pt")
+            tok = self.tokenizer(
+                chunk,
+                padding="max_length",
+                max_length=self.token_count,
+                truncation=True,
+                return_tensors="pt",
+            )
             full = self.tokenizer(chunk, truncation=False).input_ids
             for p, ids in zip(chunk, full, strict=True):
                 if len(ids) > self.token_count:
-                    warnings.warn(f"prompt truncated to {self.token_count} tokens: {p!r}", RuntimeWarning, stacklevel=2)
+                    warnings.warn(
+                        f"prompt truncated to {self.token_count} tokens: {p!r}",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
             enc = self.text_encoder(tok.input_ids.to(self.device))[0]  # [k, 77, D]
             for i, p in enumerate(chunk):
                 self._prompt_cache[p] = enc[i]
@@ -238,7 +279,9 @@ class StableDiffusionDenoiser:
         return torch.stack([self._prompt_cache[p] for p in conditions])  # [K, 77, D]
 
     @torch.no_grad()
-    def encode_images(self, images: Sequence[Any], keys: Sequence[Hashable] | None = None) -> torch.Tensor:
+    def encode_images(
+        self, images: Sequence[Any], keys: Sequence[Hashable] | None = None
+    ) -> torch.Tensor:
         """Images -> scaled VAE latents [N, 4, h, w] float32 (on CPU), cached per key if keys are given.
 
         Preprocessing: `resize` ("squash": bicubic to image_size x image_size, no crop, as
@@ -246,18 +289,27 @@ class StableDiffusionDenoiser:
         posterior mean (or a sample seeded by (seed, key or position)), times scaling_factor.
         """
         if keys is not None and len(keys) != len(images):
-            raise ValueError(f"got {len(keys)} keys for {len(images)} images; give one key per image or none")
+            raise ValueError(
+                f"got {len(keys)} keys for {len(images)} images; give one key per image or none"
+            )
         todo = [i for i in range(len(images)) if keys is None or keys[i] not in self._latent_cache]
         fresh: dict[int, torch.Tensor] = {}
         for start in range(0, len(todo), self.vae_batch):
             idx = todo[start : start + self.vae_batch]
-            px = torch.stack([to_model_input(images[i], self.image_size, self.resize) for i in idx])  # [b, 3, S, S]
+            px = torch.stack(
+                [to_model_input(images[i], self.image_size, self.resize) for i in idx]
+            )  # [b, 3, S, S]
             dist = self.vae.encode(px.to(self.device, self.dtype)).latent_dist
             lat = dist.mean.float()  # [b, 4, h, w]
             if self.latent == "sample":
-                noise = torch.stack([
-                    torch.randn(lat.shape[1:], generator=_key_gen(self.seed, keys[i] if keys else i)) for i in idx
-                ])  # [b, 4, h, w]
+                noise = torch.stack(
+                    [
+                        torch.randn(
+                            lat.shape[1:], generator=_key_gen(self.seed, keys[i] if keys else i)
+                        )
+                        for i in idx
+                    ]
+                )  # [b, 4, h, w]
                 lat = lat + dist.std.float() * noise.to(lat.device)
             shift = getattr(self.vae.config, "shift_factor", None) or 0.0
             lat = (lat - shift) * self.vae.config.scaling_factor
@@ -275,15 +327,21 @@ class StableDiffusionDenoiser:
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents [N, 4, h, w] -> images [N, 3, H, W] in [0, 1], float32 on CPU."""
         shift = getattr(self.vae.config, "shift_factor", None) or 0.0
-        lat = latents.to(self.device, self.dtype) / self.vae.config.scaling_factor + shift  # [N, 4, h, w]
+        lat = (
+            latents.to(self.device, self.dtype) / self.vae.config.scaling_factor + shift
+        )  # [N, 4, h, w]
         out = self.vae.decode(lat, return_dict=False)[0]  # [N, 3, H, W] in [-1, 1]
         return ((out.float() + 1) / 2).clamp(0, 1).cpu()
 
-    def mask_transform(self, mask: torch.Tensor, size: int | tuple[int, int] | None = None) -> torch.Tensor:
+    def mask_transform(
+        self, mask: torch.Tensor, size: int | tuple[int, int] | None = None
+    ) -> torch.Tensor:
         """Resizes a ground-truth mask [H, W] the way images are resized; see `mask_transform`."""
         return mask_transform(mask, size or self.latent_size, self.resize)
 
-    def mask_to_latent(self, mask: torch.Tensor, size: int | tuple[int, int] | None = None) -> torch.Tensor:
+    def mask_to_latent(
+        self, mask: torch.Tensor, size: int | tuple[int, int] | None = None
+    ) -> torch.Tensor:
         """A mask [H, W] on the latent grid (or `size`) as float 0 / 1 [h, w]."""
         return self.mask_transform(mask, size).float()
 
@@ -297,7 +355,9 @@ class StableDiffusionDenoiser:
     @contextmanager
     def trace(self, skip_lowest: bool = True):  # -> Iterator[CrossAttentionRecorder]
         """Captures cross-attention (attention.capture_cross_attention) of eps_hat calls inside."""
-        with capture_cross_attention(self.unet, self.token_count, self.latent_size, skip_lowest) as rec:
+        with capture_cross_attention(
+            self.unet, self.token_count, self.latent_size, skip_lowest
+        ) as rec:
             self._tracing = True
             try:
                 yield rec
@@ -306,7 +366,12 @@ class StableDiffusionDenoiser:
 
     @torch.no_grad()
     def attention_maps(
-        self, latent: torch.Tensor, prompt: str, logsnr: torch.Tensor, eps: torch.Tensor, max_batch: int = 64
+        self,
+        latent: torch.Tensor,
+        prompt: str,
+        logsnr: torch.Tensor,
+        eps: torch.Tensor,
+        max_batch: int = 64,
     ) -> torch.Tensor:
         """Attention+Information maps [T, h, w]: attention summed over UNet calls at `logsnr` [S].
 
@@ -330,12 +395,16 @@ class StableDiffusionDenoiser:
         reconstruction with the prompt, attention traced over the reconstruction calls."""
         cond = self.encode_conditions([prompt])  # [1, 77, D]
         levels = ddim_logsnrs(self.schedule, n_steps)  # [n] decreasing
-        x_t = ddim_invert(self, latent[None].to(self.device, torch.float32), cond, levels)  # [1, 4, h, w]
+        x_t = ddim_invert(
+            self, latent[None].to(self.device, torch.float32), cond, levels
+        )  # [1, 4, h, w]
         with self.trace() as rec:
             ddim_generate(self, x_t, cond, levels)
         return rec.maps()[0].cpu()
 
-    def word_map(self, maps: torch.Tensor, caption: str, word: str, occurrence: int | None = None) -> torch.Tensor:
+    def word_map(
+        self, maps: torch.Tensor, caption: str, word: str, occurrence: int | None = None
+    ) -> torch.Tensor:
         """Mean of `maps` [T, h, w] over the word's token indices in the caption -> [h, w]."""
         return maps[word_token_indices(self.tokenizer, caption, word, occurrence)].mean(0)
 
@@ -356,19 +425,27 @@ def to_model_input(image: Any, size: int, resize: str = "squash") -> torch.Tenso
     """
     if isinstance(image, torch.Tensor):
         if image.dim() != 3 or image.shape[0] != 3 or not image.is_floating_point():
-            raise ValueError(f"image tensors must be float [3, H, W] in [-1, 1], got {image.dtype} {tuple(image.shape)}")
+            raise ValueError(
+                f"image tensors must be float [3, H, W] in [-1, 1], got {image.dtype} {tuple(image.shape)}"
+            )
         lo, hi = float(image.min()), float(image.max())
         if lo < -1.001 or hi > 1.001:
-            raise ValueError(f"image tensor values span [{lo:.3g}, {hi:.3g}]; expected [-1, 1] (map [0, 1] with 2x - 1)")
+            raise ValueError(
+                f"image tensor values span [{lo:.3g}, {hi:.3g}]; expected [-1, 1] (map [0, 1] with 2x - 1)"
+            )
         top, left, hh, ww = _crop_box(image.shape[1], image.shape[2], resize)
         x = image[:, top : top + hh, left : left + ww].float()  # [3, h', w']
         if tuple(x.shape[1:]) != (size, size):
-            x = F.interpolate(x[None], (size, size), mode="bicubic", align_corners=False, antialias=True)[0]
+            x = F.interpolate(
+                x[None], (size, size), mode="bicubic", align_corners=False, antialias=True
+            )[0]
         return x.clamp(-1, 1)  # [3, S, S]
     from PIL import Image
 
     if not isinstance(image, Image.Image):
-        raise TypeError(f"images must be PIL images or [3, H, W] tensors in [-1, 1], got {type(image).__name__}")
+        raise TypeError(
+            f"images must be PIL images or [3, H, W] tensors in [-1, 1], got {type(image).__name__}"
+        )
     im = image.convert("RGB")
     top, left, hh, ww = _crop_box(im.height, im.width, resize)
     if (hh, ww) != (im.height, im.width):
@@ -383,7 +460,9 @@ def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
-def mask_transform(mask: torch.Tensor, size: int | tuple[int, int], resize: str = "squash") -> torch.Tensor:
+def mask_transform(
+    mask: torch.Tensor, size: int | tuple[int, int], resize: str = "squash"
+) -> torch.Tensor:
     """Resizes a mask [H, W] exactly as its image is resized (same crop), to bool [h, w].
 
     Area averaging then threshold 0.5: a target pixel is in the mask when at least half of the
@@ -401,7 +480,9 @@ def upsample_map(heat: torch.Tensor, size: int | tuple[int, int]) -> torch.Tenso
     target = _pair(size)
     if tuple(heat.shape[-2:]) == target:
         return heat.float()
-    return F.interpolate(heat.float()[None, None], target, mode="bilinear", align_corners=False)[0, 0]
+    return F.interpolate(heat.float()[None, None], target, mode="bilinear", align_corners=False)[
+        0, 0
+    ]
 
 
 def _scheduler_config(src: str | Path) -> dict[str, Any]:

@@ -11,7 +11,9 @@ def _bpe(tokenizer: Any, text: str) -> list[str]:
     return list(tokenizer.tokenize(text))
 
 
-def word_token_indices(tokenizer: Any, caption: str, word: str, occurrence: int | None = None) -> list[int]:
+def word_token_indices(
+    tokenizer: Any, caption: str, word: str, occurrence: int | None = None
+) -> list[int]:
     """Indices of `word`'s tokens in the encoded `caption` (start token counted, so +1).
 
     CLIP's tokenizer lowercases and splits text into words before BPE, so a word is tokenised the

@@ -357,7 +357,7 @@ def natural_key(value: str) -> tuple:
 def _parts(run_dir: Path, filename: str) -> list[Path]:
     stem = filename[:-4]
     found = []
-    for p in run_dir.iterdir():
+    for p in run_dir.iterdir() if run_dir.is_dir() else ():
         m = _PART_RE.match(p.name)
         if m and m.group("stem") == stem:
             found.append((int(m.group("rank")), p))

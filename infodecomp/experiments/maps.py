@@ -1,0 +1,60 @@
+"""Per-item heat maps shared by localize, intervene and visualize: CMI, MI and attention."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from infodecomp.estimators.engine import EngineConfig, ItemEstimate, Query, draw, estimate
+
+
+def has_attention(model: object) -> bool:
+    return hasattr(model, "daam_maps") and hasattr(model, "attention_maps")
+
+
+def context_of(item, blank: bool) -> str:
+    return item.context_blank if blank else item.context
+
+
+def info_queries(items: list, xs: torch.Tensor, blank: bool) -> list[Query]:
+    """Per item: conditions (caption, context, word, "") with contrasts CMI = (0, 1), MI = (2, 3)."""
+    return [
+        Query(xs[i].cpu(), (it.caption, context_of(it, blank), it.word, ""), ((0, 1), (2, 3)), key=str(it.item_id))
+        for i, it in enumerate(items)
+    ]
+
+
+def info_maps(model, queries: list[Query], ecfg: EngineConfig) -> list[ItemEstimate]:
+    """Pixel-wise i^o maps (channels summed) for every contrast of every query."""
+    return estimate(model, queries, replace(ecfg, pixel_maps=True))
+
+
+def attention_word_maps(model, item, x: torch.Tensor, ecfg: EngineConfig, daam_steps: int) -> dict[str, torch.Tensor]:
+    """DAAM (inversion + reconstruction) and Attention+Information maps of the item's word [h, w]."""
+    query = Query(x, (item.caption,), key=str(item.item_id))
+    logsnr, _, eps = draw(query, ecfg)  # the same draws the information maps use
+    traced = model.attention_maps(x, item.caption, logsnr.float(), eps, max_batch=ecfg.max_batch)
+    daam = model.daam_maps(x, item.caption, n_steps=daam_steps)
+    return {
+        "attention": model.word_map(daam, item.caption, item.word),
+        "attn_info": model.word_map(traced, item.caption, item.word),
+    }
+
+
+def split_of(item_id: str) -> str:
+    """A stable half ('A' or 'B') for the held-out threshold protocol."""
+    return "AB"[hashlib.blake2b(str(item_id).encode(), digest_size=1).digest()[0] % 2]
+
+
+def to_image_grid(model, heat: torch.Tensor, mask: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """A map and its ground-truth mask on one grid: the image's (resized) resolution for diffusers
+    models (maps bilinear-upsampled, masks resized like the image), the data grid for oracles."""
+    if hasattr(model, "mask_transform") and hasattr(model, "image_size"):
+        size = model.image_size
+        heat = model.upsample_map(heat, size)
+        mask = model.mask_transform(mask, size) if mask is not None else None
+    out_mask = None if mask is None else mask.bool().cpu().numpy()
+    return heat.float().cpu().numpy(), out_mask

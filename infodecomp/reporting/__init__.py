@@ -1,0 +1,80 @@
+"""Results schema, crash-safe CSV writer with resume, metrics, Tables 1-4 and figures.
+
+Never imports torch: tables are rebuilt from run directories alone. The figure helpers
+(matplotlib) are loaded on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from infodecomp.reporting.aggregate import aggregate, find_run_dirs, load_runs, tables_markdown
+from infodecomp.reporting.meta import write_meta, write_summary
+from infodecomp.reporting.metrics import (
+    IOU_COLUMNS,
+    THRESHOLDS,
+    aro_accuracy,
+    intervention_table,
+    iou,
+    iou_curve,
+    min_max_normalise,
+    miou_heldout,
+    miou_paper,
+    pearson_r,
+    predict,
+)
+from infodecomp.reporting.writer import (
+    ResultsWriter,
+    SkipLog,
+    merge_parts,
+    part_filename,
+    read_results,
+)
+
+# Column lists of results.csv per command (long format, one row per item x condition).
+ARO_COLUMNS = ["item_id", "subset", "group", "label", "option", "text", "estimator", "value",
+               "stderr", "score", "n_samples"]
+LOCALIZE_COLUMNS = ["item_id", "word", "word_type", "method", "n_steps", "split", "value",
+                    *IOU_COLUMNS]
+INTERVENE_COLUMNS = ["item_id", "word", "edit", "cmi_total", "attn_total", "change_total",
+                     "pixel_r_cmi", "pixel_r_attn"]
+
+_FIGURES = ("panel", "mmse_curves", "save")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FIGURES:
+        from infodecomp.reporting import figures
+
+        return getattr(figures, name)
+    raise AttributeError(f"module 'infodecomp.reporting' has no attribute '{name}'")
+
+
+__all__ = [
+    "ARO_COLUMNS",
+    "INTERVENE_COLUMNS",
+    "IOU_COLUMNS",
+    "LOCALIZE_COLUMNS",
+    "THRESHOLDS",
+    "ResultsWriter",
+    "SkipLog",
+    "aggregate",
+    "aro_accuracy",
+    "find_run_dirs",
+    "intervention_table",
+    "iou",
+    "iou_curve",
+    "load_runs",
+    "merge_parts",
+    "miou_heldout",
+    "miou_paper",
+    "min_max_normalise",
+    "part_filename",
+    "pearson_r",
+    "predict",
+    "read_results",
+    "tables_markdown",
+    "write_meta",
+    "write_summary",
+    *_FIGURES,
+]

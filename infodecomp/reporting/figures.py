@@ -1,0 +1,165 @@
+"""Figures from numpy arrays: image + information heat maps, MMSE curves (matplotlib, no pyplot).
+
+Figures are built on ``matplotlib.figure.Figure`` directly, so no GUI backend or global pyplot
+state is involved; PNGs are rendered by the Agg canvas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+HEAT_CMAP = "inferno"
+DPI = 150
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image, dtype=np.float64)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"panel: image must be H x W x 3, got shape {image.shape}.")
+    if not np.all(np.isfinite(image)) or image.min() < 0 or image.max() > 1:
+        raise ValueError("panel: image values must be finite and in [0, 1]; divide uint8 "
+                         "images by 255.")
+    return image
+
+
+def _check_map(name: str, heat: np.ndarray) -> np.ndarray:
+    heat = np.asarray(heat, dtype=np.float64)
+    if heat.ndim != 2:
+        raise ValueError(f"panel: map '{name}' must be H x W, got shape {heat.shape}.")
+    if not np.all(np.isfinite(heat)):
+        raise ValueError(f"panel: map '{name}' holds NaN or infinite values.")
+    return heat
+
+
+def panel(image: np.ndarray, maps: Mapping[str, np.ndarray], shared_scale: Sequence[str] = (),
+          title: str | None = None, *, overlay: bool = True, alpha: float = 0.65) -> Figure:
+    """The image followed by one heat map per entry of ``maps``, each with a colour bar.
+
+    Maps of any resolution are stretched over the image (bilinear), e.g. a 64 x 64 latent-grid
+    map over a 512 x 512 image. Maps named in ``shared_scale`` share one colour range (so MI and
+    CMI can be compared by eye); every other map uses its own range.
+
+    Args:
+        image: H x W x 3 array in [0, 1].
+        maps: name -> 2-D map (nats per pixel, attention weight, ...), drawn in this order.
+        shared_scale: names of maps drawn on a common colour scale.
+        title: figure title.
+        overlay: draw each map semi-transparently over a grey copy of the image; if False, the
+            maps are drawn on their own.
+        alpha: opacity of the overlaid map.
+
+    Returns:
+        The figure.
+    """
+    image = _check_image(image)
+    checked = {name: _check_map(name, m) for name, m in maps.items()}
+    unknown = [n for n in shared_scale if n not in checked]
+    if unknown:
+        raise ValueError(f"panel: shared_scale names {unknown} are not among the maps "
+                         f"{list(checked)}.")
+    shared = [checked[n] for n in shared_scale]
+    shared_lim = (min(m.min() for m in shared), max(m.max() for m in shared)) if shared else None
+
+    n = 1 + len(checked)
+    fig = Figure(figsize=(3.2 * n, 3.5 if title else 3.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = np.atleast_1d(fig.subplots(1, n))
+    h, w = image.shape[:2]
+    extent = (0, w, h, 0)
+    axes[0].imshow(image, extent=extent)
+    axes[0].set_title("image", fontsize=10)
+    grey = np.repeat(image.mean(axis=2, keepdims=True), 3, axis=2)
+    for ax, (name, heat) in zip(axes[1:], checked.items(), strict=True):
+        vmin, vmax = shared_lim if name in shared_scale else (heat.min(), heat.max())
+        if vmax <= vmin:  # a constant map: give the colour bar a visible range
+            vmax = vmin + 1e-12
+        if overlay:
+            ax.imshow(0.35 + 0.5 * grey, extent=extent)
+        im = ax.imshow(heat, cmap=HEAT_CMAP, vmin=vmin, vmax=vmax, extent=extent,
+                       interpolation="bilinear", alpha=alpha if overlay else 1.0)
+        suffix = " (shared scale)" if name in shared_scale and len(shared_scale) > 1 else ""
+        ax.set_title(f"{name}{suffix}", fontsize=10)
+        bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+        bar.solids.set_alpha(1.0)
+        bar.ax.tick_params(labelsize=7)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlim(0, w)
+        ax.set_ylim(h, 0)
+    if title:
+        fig.suptitle(title, fontsize=12)
+    return fig
+
+
+def _binned_mean(x: np.ndarray, y: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    edges = np.linspace(x.min(), x.max(), n_bins + 1)
+    idx = np.clip(np.digitize(x, edges) - 1, 0, n_bins - 1)
+    counts = np.bincount(idx, minlength=n_bins)
+    sums = np.bincount(idx, weights=y, minlength=n_bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    keep = counts > 0
+    return centres[keep], sums[keep] / counts[keep]
+
+
+def mmse_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str | None = None,
+                *, n_bins: int = 30, log_y: bool | None = None) -> Figure:
+    """MMSE against logsnr: one scatter of the samples plus a binned mean line per label.
+
+    Args:
+        curves: label -> (logsnr samples, squared-error samples), two 1-D arrays of one length.
+        title: axes title.
+        n_bins: equal-width logsnr bins for the mean line.
+        log_y: log scale for the error axis; by default when every value is positive.
+
+    Returns:
+        The figure.
+    """
+    if not curves:
+        raise ValueError("mmse_curves: no curves given.")
+    checked = {}
+    for label, (x, y) in curves.items():
+        x, y = np.asarray(x, dtype=np.float64).ravel(), np.asarray(y, dtype=np.float64).ravel()
+        if x.shape != y.shape or x.size == 0:
+            raise ValueError(f"mmse_curves: '{label}' needs logsnr and mmse arrays of one "
+                             f"non-zero length, got {x.shape} and {y.shape}.")
+        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+            raise ValueError(f"mmse_curves: '{label}' holds NaN or infinite values.")
+        checked[label] = (x, y)
+    if log_y is None:
+        log_y = all(np.all(y > 0) for _, y in checked.values())
+
+    fig = Figure(figsize=(6.0, 4.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    colours = [f"C{i % 10}" for i in range(len(checked))]
+    for colour, (label, (x, y)) in zip(colours, checked.items(), strict=True):
+        ax.scatter(x, y, s=6, alpha=0.25, color=colour, linewidths=0, rasterized=True)
+        if x.size > 1 and x.max() > x.min():
+            cx, cy = _binned_mean(x, y, min(n_bins, max(1, x.size // 2)))
+            ax.plot(cx, cy, color=colour, linewidth=2, label=label)
+        else:
+            ax.plot(x, y, "o", color=colour, label=label)
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel("log SNR")
+    ax.set_ylabel("MMSE  E‖ε − ε̂‖²")
+    ax.grid(True, alpha=0.3, linewidth=0.6)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(frameon=False)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def save(fig: Figure, path: str | Path) -> Path:
+    """Write a figure as PNG at 150 dpi (parent folders are created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, format="png", facecolor="white")
+    return path

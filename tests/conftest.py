@@ -1,0 +1,23 @@
+"""Shared fixtures: the tiny random-weight Stable Diffusion pipeline, built once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A freshly built tiny-sd folder (diffusers save_pretrained layout)."""
+    from infodecomp.models.tiny_sd import build_tiny_sd
+
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd") / "tiny-sd")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tiny_sd_dir: Path):
+    """A float32 CPU StableDiffusionDenoiser over tiny-sd; tests must not change its settings."""
+    from infodecomp.models.sd import StableDiffusionDenoiser
+
+    return StableDiffusionDenoiser.from_pretrained(tiny_sd_dir, device="cpu", dtype="float32")

@@ -1,0 +1,113 @@
+"""Discrete schedule in logsnr terms, time rules, v -> eps, and the DDPM samplers' math."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from infodecomp.models.ode import generate, invert, karras_sigmas
+from infodecomp.models.schedule import DiscreteSchedule, betas_from_config, v_to_eps
+from infodecomp.models.sd21_arch import SCHEDULER_CONFIG
+
+
+@pytest.fixture(scope="module")
+def sched() -> DiscreteSchedule:
+    return DiscreteSchedule.from_config(SCHEDULER_CONFIG)
+
+
+def test_sd_trained_range(sched: DiscreteSchedule) -> None:
+    lo, hi = sched.trained_range
+    assert lo == pytest.approx(-5.364, abs=1e-3)
+    assert hi == pytest.approx(7.069, abs=1e-3)
+    assert float(sched.alphas_cumprod[0]) == pytest.approx(0.99915, abs=1e-5)
+    assert float(sched.alphas_cumprod[-1]) == pytest.approx(0.004660, abs=1e-5)
+    assert torch.all(sched.logsnr_table[1:] < sched.logsnr_table[:-1])
+
+
+def test_betas_kinds() -> None:
+    lin = betas_from_config({"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 2e-2, "num_train_timesteps": 10})
+    assert torch.allclose(lin, torch.linspace(1e-4, 2e-2, 10, dtype=torch.float64))
+    sl = betas_from_config(SCHEDULER_CONFIG)
+    assert float(sl[0]) == pytest.approx(0.00085) and float(sl[-1]) == pytest.approx(0.012)
+    with pytest.raises(ValueError, match="beta_schedule 'cosine'"):
+        betas_from_config({"beta_schedule": "cosine"})
+
+
+def test_integer_timesteps_round_trip_under_both_rules(sched: DiscreteSchedule) -> None:
+    t = torch.arange(0, 1000, 7, dtype=torch.float64)
+    lv = sched.logsnr_at(t)
+    assert torch.equal(lv, sched.logsnr_table[t.long()])
+    assert torch.equal(sched.timestep(lv, "nearest"), t)
+    assert torch.allclose(sched.timestep(lv, "continuous"), t, atol=1e-9)
+
+
+def test_continuous_logsnr_round_trip_and_nearest_rule(sched: DiscreteSchedule) -> None:
+    lv = torch.linspace(-5.3, 7.0, 257, dtype=torch.float64)
+    t = sched.timestep(lv, "continuous")
+    assert torch.allclose(sched.logsnr_at(t), lv, atol=1e-10)
+    assert torch.all(t[1:] < t[:-1])  # higher logsnr, earlier timestep
+    nearest = sched.timestep(lv, "nearest").long()
+    brute = (sched.logsnr_table[None] - lv[:, None]).abs().argmin(1)
+    assert torch.equal(nearest, brute)
+    assert torch.all((t - nearest).abs() <= 1.0)
+
+
+def test_out_of_range_clamps_and_warns_once() -> None:
+    sched = DiscreteSchedule.from_config(SCHEDULER_CONFIG)
+    lv = torch.tensor([-9.0, 0.0, 12.0])
+    assert sched.out_of_range(lv) == 2
+    assert sched.timestep(lv, "continuous")[[0, 2]].tolist() == [999.0, 0.0]
+    assert sched.timestep(lv, "nearest")[[0, 2]].tolist() == [999.0, 0.0]
+    with pytest.warns(RuntimeWarning, match="2 of 3 logsnr values lie outside"):
+        sched.warn_out_of_range(lv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sched.warn_out_of_range(lv)  # second time: silent
+    fresh = DiscreteSchedule.from_config(SCHEDULER_CONFIG)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fresh.warn_out_of_range(torch.tensor([0.0, 5.0]))  # in range: silent
+
+
+def test_v_to_eps_exact_on_synthetic_data() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 4, 8, 8, generator=gen)
+    eps = torch.randn(16, 4, 8, 8, generator=gen)
+    logsnr = torch.linspace(-6, 8, 16)
+    a = torch.sigmoid(logsnr).sqrt().view(-1, 1, 1, 1)
+    s = torch.sigmoid(-logsnr).sqrt().view(-1, 1, 1, 1)
+    z, v = a * x + s * eps, a * eps - s * x
+    assert torch.allclose(v_to_eps(v, z, logsnr), eps, atol=1e-5)
+    # the timestep's logsnr (nearest rule) is not the channel's: the identity would break
+    wrong = v_to_eps(v, z, logsnr + 0.3)
+    assert (wrong - eps).abs().max() > 1e-2
+
+
+def test_rejects_unknown_prediction_type_and_rule(sched: DiscreteSchedule) -> None:
+    with pytest.raises(ValueError, match="sample"):
+        DiscreteSchedule(sched.betas, "sample")
+    with pytest.raises(ValueError, match="time rule 'round'"):
+        sched.timestep(torch.zeros(2), "round")
+
+
+class _GaussianEps:
+    """Exact eps_hat for x ~ N(0, I): E[eps | z] = s z."""
+
+    def eps_hat(self, z: torch.Tensor, logsnr: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(-logsnr).sqrt().view(-1, 1, 1, 1) * z
+
+
+def test_heun_ode_matches_the_exact_gaussian_flow(sched: DiscreteSchedule) -> None:
+    # For N(0, I) data the flow is x_sigma = x_0 sqrt(1 + sigma^2), known in closed form.
+    sigmas = karras_sigmas(*sched.sigma_range, n=100)
+    assert sigmas[0] == pytest.approx(math.exp(5.364 / 2), rel=1e-3) and torch.all(sigmas[1:] < sigmas[:-1])
+    x0 = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    cond = torch.zeros(3, 1)
+    xt = invert(_GaussianEps(), x0, cond, sigmas)
+    smax = float(sigmas[0])
+    assert torch.allclose(xt, x0 * math.sqrt(1 + smax**2), rtol=2e-3)
+    back = generate(_GaussianEps(), xt, cond, sigmas)
+    assert (back - x0).norm() / x0.norm() < 1e-4
