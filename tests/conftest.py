@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# The test models are tiny: one intra-op thread is as fast, and it avoids the many-fold slowdown
+# of oversubscribed OpenMP threads on a shared CPU. INFODECOMP_TEST_THREADS overrides.
+torch.set_num_threads(int(os.environ.get("INFODECOMP_TEST_THREADS", "1")))
 
 
 @pytest.fixture(scope="session")

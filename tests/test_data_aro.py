@@ -41,13 +41,34 @@ def write_vg(root: Path, subset: str = "relation") -> list[dict]:
     gradient(40, 30).save(root / "images" / "1.png")
     gradient(64, 48).save(root / "images" / "2.jpg", quality=95)
     recs = [
-        {"image_path": "1.png", "bbox_x": 10, "bbox_y": 5, "bbox_w": 20, "bbox_h": 15,
-         "true_caption": "the dog is beside the man", "false_caption": "the man is beside the dog"},
-        {"image_path": "2.jpg", "bbox_x": 30.4, "bbox_y": 20.6, "bbox_w": 100, "bbox_h": 100,
-         "true_caption": "the cup is on the table", "false_caption": "the table is on the cup"},
-        {"image_path": "3.jpg", "bbox_x": 0, "bbox_y": 0, "bbox_w": 5, "bbox_h": 5,
-         "true_caption": "the hat is on the man", "false_caption": "the man is on the hat"},
-    ]  # fmt: skip
+        {
+            "image_path": "1.png",
+            "bbox_x": 10,
+            "bbox_y": 5,
+            "bbox_w": 20,
+            "bbox_h": 15,
+            "true_caption": "the dog is beside the man",
+            "false_caption": "the man is beside the dog",
+        },
+        {
+            "image_path": "2.jpg",
+            "bbox_x": 30.4,
+            "bbox_y": 20.6,
+            "bbox_w": 100,
+            "bbox_h": 100,
+            "true_caption": "the cup is on the table",
+            "false_caption": "the table is on the cup",
+        },
+        {
+            "image_path": "3.jpg",
+            "bbox_x": 0,
+            "bbox_y": 0,
+            "bbox_w": 5,
+            "bbox_h": 5,
+            "true_caption": "the hat is on the man",
+            "false_caption": "the man is on the hat",
+        },
+    ]
     for rec, rel, attrs in zip(recs, ["beside", "on", "on"], [["red", "white"]] * 3, strict=True):
         if subset == "relation":
             rec["relation_name"] = rel
@@ -62,10 +83,12 @@ def write_karpathy(root: Path, filename: str, image_prefix: str) -> None:
     (root / image_prefix).mkdir(parents=True)
     gradient(32, 24).save(root / image_prefix / "a.jpg")
     recs = [
-        {"image": f"{image_prefix}/a.jpg",
-         "caption": ["A black dog chases a small ball.", "The man rides a red horse."]},
+        {
+            "image": f"{image_prefix}/a.jpg",
+            "caption": ["A black dog chases a small ball.", "The man rides a red horse."],
+        },
         {"image": f"{image_prefix}/missing.jpg", "caption": ["A dog is in the park."]},
-    ]  # fmt: skip
+    ]
     (root / filename).write_text(json.dumps(recs))
 
 
@@ -250,7 +273,8 @@ def test_subset_table():
 def _save_hf(path: Path, columns: dict, split: str | None = None) -> str:
     import datasets
 
-    table = datasets.Dataset.from_dict(columns).cast_column("image", datasets.Image())
+    image_col = "images" if "images" in columns else "image"
+    table = datasets.Dataset.from_dict(columns).cast_column(image_col, datasets.Image())
     if split:
         table = datasets.DatasetDict({split: table})
     table.save_to_disk(str(path))
@@ -265,7 +289,11 @@ def test_hf_vg_relation_from_disk(tmp_path):
             "true_caption": ["the dog is beside the man", "the cup is on the table"],
             "false_caption": ["the man is beside the dog", "the table is on the cup"],
             "relation_name": ["beside", "on"],
-            "bbox": [[10, 5, 20, 15], [0, 0, 16, 8]],
+            # the hub copy stores bbox as a struct {x, y, w, h}
+            "bbox": [
+                {"x": 10.0, "y": 5.0, "w": 20.0, "h": 15.0},
+                {"x": 0, "y": 0, "w": 16, "h": 8},
+            ],
         },
     )
     ds = load_vg_relation(DataSpec(source="hf", hf_name=folder))
@@ -286,8 +314,11 @@ def test_hf_vg_attribution_split_and_bbox_columns(tmp_path):
             "true_caption": ["the red fence and the white mane"],
             "false_caption": ["the white fence and the red mane"],
             "attributes": [["red", "white"]],
-            "bbox_x": [1], "bbox_y": [2], "bbox_w": [3], "bbox_h": [4],
-        },  # fmt: skip
+            "bbox_x": [1],
+            "bbox_y": [2],
+            "bbox_w": [3],
+            "bbox_h": [4],
+        },
         split="test",
     )
     ds = load_vg_attribution(DataSpec(source="hf", hf_name=folder))
@@ -298,7 +329,7 @@ def test_hf_vg_attribution_split_and_bbox_columns(tmp_path):
 
 def test_hf_coco_order_and_column_check(tmp_path):
     cols = {
-        "image": [gradient(12, 10)],
+        "images": [gradient(12, 10)],  # the hub copies name this column "images"
         "correct_caption": ["A dog on a bench."],
         "hard_text_1": ["a bench on a dog"],
         "hard_text_2": ["dog a on a bench"],
@@ -308,12 +339,28 @@ def test_hf_coco_order_and_column_check(tmp_path):
     ds = load_coco_order(DataSpec(source="hf", hf_name=_save_hf(tmp_path / "co", cols)))
     item = ds.items[0]
     assert item.item_id == "coco-order-hf-0" and item.label == 0
-    assert item.options == ("a dog on a bench", "a bench on a dog", "dog a on a bench",
-                            "on a dog a bench", "a bench a dog on")  # fmt: skip
+    assert item.options == (
+        "a dog on a bench",
+        "a bench on a dog",
+        "dog a on a bench",
+        "on a dog a bench",
+        "a bench a dog on",
+    )
     assert ds.load_image(item).size == (12, 10)
     del cols["hard_text_4"]
     folder = _save_hf(tmp_path / "bad", cols)
     with pytest.raises(ValueError) as err:
         load_flickr_order(DataSpec(source="hf", hf_name=folder))
     msg = str(err.value)
-    assert "lacks columns ['hard_text_4']" in msg and "found ['image', 'correct_caption'" in msg
+    assert "lacks columns ['hard_text_4']" in msg and "found ['images', 'correct_caption'" in msg
+
+
+def test_hf_vg_without_image_column(tmp_path):
+    import datasets
+
+    folder = tmp_path / "noimg"
+    datasets.Dataset.from_dict(
+        {"true_caption": ["a"], "false_caption": ["b"], "relation_name": ["on"]}
+    ).save_to_disk(str(folder))
+    with pytest.raises(ValueError, match=r"lacks columns \['image or images'\]"):
+        load_vg_relation(DataSpec(source="hf", hf_name=str(folder)))

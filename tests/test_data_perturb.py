@@ -23,10 +23,25 @@ from infodecomp.data.perturb import (
 )
 
 TAGS = {
-    "a": "DT", "the": "DT", "black": "JJ", "small": "JJ", "red": "JJ", "dog": "NN",
-    "ball": "NN", "park": "NN", "man": "NN", "horse": "NN", "chases": "VBZ", "rides": "VBZ",
-    "in": "IN", "on": "IN", ".": ".", ",": ",", "'s": "POS", "is": "VBZ",
-}  # fmt: skip
+    "a": "DT",
+    "the": "DT",
+    "black": "JJ",
+    "small": "JJ",
+    "red": "JJ",
+    "dog": "NN",
+    "ball": "NN",
+    "park": "NN",
+    "man": "NN",
+    "horse": "NN",
+    "chases": "VBZ",
+    "rides": "VBZ",
+    "in": "IN",
+    "on": "IN",
+    ".": ".",
+    ",": ",",
+    "'s": "POS",
+    "is": "VBZ",
+}
 
 
 def dict_tagger(words):
@@ -111,8 +126,15 @@ def test_clean_caption_rules():
 
 def test_tokenize_splits_punctuation_and_clitics():
     assert tokenize("A man's dog doesn't bark.") == [
-        "A", "man", "'s", "dog", "does", "n't", "bark", ".",
-    ]  # fmt: skip
+        "A",
+        "man",
+        "'s",
+        "dog",
+        "does",
+        "n't",
+        "bark",
+        ".",
+    ]
 
 
 def test_order_options_true_first_cleaned_and_permutations():

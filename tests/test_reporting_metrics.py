@@ -30,13 +30,24 @@ from infodecomp.reporting.metrics import (
 
 
 def scores_frame(items: dict[str, list[float]]) -> pd.DataFrame:
-    return pd.DataFrame([{"item_id": i, "option": k, "score": s}
-                         for i, ss in items.items() for k, s in enumerate(ss)])
+    return pd.DataFrame(
+        [
+            {"item_id": i, "option": k, "score": s}
+            for i, ss in items.items()
+            for k, s in enumerate(ss)
+        ]
+    )
 
 
 def test_predict_ties_go_to_the_first_option():
-    df = scores_frame({"tie2": [0.5, 0.5], "tie3": [1.0, 3.0, 3.0], "clear": [0.1, 0.9],
-                       "neg": [-2.0, -1.0, -1.5]})
+    df = scores_frame(
+        {
+            "tie2": [0.5, 0.5],
+            "tie3": [1.0, 3.0, 3.0],
+            "clear": [0.1, 0.9],
+            "neg": [-2.0, -1.0, -1.5],
+        }
+    )
     pred = predict(df.iloc[::-1])  # row order must not matter, the option index does
     got = dict(zip(pred["item_id"], pred["pred"], strict=True))
     assert got == {"tie2": 0, "tie3": 1, "clear": 1, "neg": 1}
@@ -55,8 +66,15 @@ def vg_items(subset: str, groups: dict[str, tuple[int, int]]) -> pd.DataFrame:
     rows = []
     for g, (n, correct) in groups.items():
         for k in range(n):
-            rows.append({"item_id": f"{g}-{k}", "subset": subset, "group": g, "label": 1,
-                         "pred": 1 if k < correct else 0})
+            rows.append(
+                {
+                    "item_id": f"{g}-{k}",
+                    "subset": subset,
+                    "group": g,
+                    "label": 1,
+                    "pred": 1 if k < correct else 0,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -73,25 +91,35 @@ def test_vg_relation_macro_leaves_out_excluded_relations():
 
 
 def test_vg_relation_tie_counts_as_wrong_through_predict():
-    scores = pd.DataFrame([
-        {"item_id": "t", "option": 0, "score": 0.3}, {"item_id": "t", "option": 1, "score": 0.3},
-        {"item_id": "r", "option": 0, "score": 0.1}, {"item_id": "r", "option": 1, "score": 0.3},
-    ]).assign(subset="aro-vg-relation", group="on", label=1)
+    scores = pd.DataFrame(
+        [
+            {"item_id": "t", "option": 0, "score": 0.3},
+            {"item_id": "t", "option": 1, "score": 0.3},
+            {"item_id": "r", "option": 0, "score": 0.1},
+            {"item_id": "r", "option": 1, "score": 0.3},
+        ]
+    ).assign(subset="aro-vg-relation", group="on", label=1)
     score, _ = aro_accuracy(predict(scores))
     assert score == pytest.approx(0.5)
 
 
 def test_vg_attribution_needs_25_items_per_pair():
-    pred = vg_items("vg-attribution",
-                    {"red_blue": (25, 20), "big_small": (24, 0), "old_new": (30, 15)})
+    pred = vg_items(
+        "vg-attribution", {"red_blue": (25, 20), "big_small": (24, 0), "old_new": (30, 15)}
+    )
     score, per_group = aro_accuracy(pred)
     assert score == pytest.approx((0.8 + 0.5) / 2)
     assert per_group.set_index("group")["included"].to_dict() == {
-        "big_small": False, "old_new": True, "red_blue": True}
+        "big_small": False,
+        "old_new": True,
+        "red_blue": True,
+    }
 
 
 def test_order_subsets_use_plain_accuracy():
-    pred = vg_items("coco-order", {"g1": (3, 3), "g2": (1, 0)}).assign(label=0, pred=lambda d: 1 - d["pred"])
+    pred = vg_items("coco-order", {"g1": (3, 3), "g2": (1, 0)}).assign(
+        label=0, pred=lambda d: 1 - d["pred"]
+    )
     score, per_group = aro_accuracy(pred)
     assert score == pytest.approx(0.75)  # the macro over groups would be 0.5
     assert per_group["included"].all()
@@ -128,8 +156,14 @@ def iou_frame(rows: list[tuple[str, dict[int, float]]]) -> pd.DataFrame:
 
 
 def test_miou_paper_and_heldout_hand_computed():
-    df = iou_frame([("A", {5: 0.8, 10: 0.2}), ("A", {5: 0.6, 10: 0.4}),
-                    ("B", {5: 0.1, 10: 0.9}), ("B", {5: 0.3, 10: 0.7})])
+    df = iou_frame(
+        [
+            ("A", {5: 0.8, 10: 0.2}),
+            ("A", {5: 0.6, 10: 0.4}),
+            ("B", {5: 0.1, 10: 0.9}),
+            ("B", {5: 0.3, 10: 0.7}),
+        ]
+    )
     curve = miou_curve(df)
     assert curve[5] == pytest.approx(0.45) and curve[10] == pytest.approx(0.55)
     assert miou_paper(df) == pytest.approx(0.55)
@@ -198,16 +232,22 @@ def test_bootstrap_matches_a_direct_resampling_and_theory():
 
 
 def test_pixel_level_mean_and_intervention_table():
-    df = pd.DataFrame({"change_total": [1.0, 2.0, 3.0, 4.0, 5.0],
-                       "cmi_total": [1.1, 1.9, 3.2, 3.9, 5.3],
-                       "attn_total": [2.0, 1.0, 4.0, 3.0, 5.0],
-                       "pixel_r_cmi": [0.1, 0.2, 0.3, 0.4, float("nan")],
-                       "pixel_r_attn": [0.0, 0.1, 0.2, 0.3, 0.4]})
+    df = pd.DataFrame(
+        {
+            "change_total": [1.0, 2.0, 3.0, 4.0, 5.0],
+            "cmi_total": [1.1, 1.9, 3.2, 3.9, 5.3],
+            "attn_total": [2.0, 1.0, 4.0, 3.0, 5.0],
+            "pixel_r_cmi": [0.1, 0.2, 0.3, 0.4, float("nan")],
+            "pixel_r_attn": [0.0, 0.1, 0.2, 0.3, 0.4],
+        }
+    )
     mean, se, used = pixel_level_r(df, "pixel_r_cmi", n_boot=200, seed=0)
     assert mean == pytest.approx(0.25) and used == 4 and se > 0
     table = intervention_table(df, n_boot=200, seed=0)
     assert list(table.index) == ["cmi", "attention"]
-    assert table.loc["cmi", "image_r"] == pytest.approx(np.corrcoef(df.change_total, df.cmi_total)[0, 1])
+    assert table.loc["cmi", "image_r"] == pytest.approx(
+        np.corrcoef(df.change_total, df.cmi_total)[0, 1]
+    )
     assert table.loc["attention", "image_r"] == pytest.approx(0.8)
     assert table.loc["attention", "pixel_r"] == pytest.approx(0.2)
     assert table.loc["cmi", "n_pixel"] == 4 and table.loc["attention", "n_pixel"] == 5

@@ -17,8 +17,15 @@ COLUMNS = ["item_id", "option", "text", "score"]
 
 def rows_for(item: str, n: int) -> list[dict]:
     # A caption with a comma, quotes and a newline exercises CSV quoting in the recovery scan.
-    return [{"item_id": item, "option": k, "text": f'a "{item}", line\nnext {k}',
-             "score": 0.25 * k + len(item)} for k in range(n)]
+    return [
+        {
+            "item_id": item,
+            "option": k,
+            "text": f'a "{item}", line\nnext {k}',
+            "score": 0.25 * k + len(item),
+        }
+        for k in range(n)
+    ]
 
 
 def write_three(run_dir) -> None:
@@ -84,6 +91,17 @@ def test_killed_while_writing_header(tmp_path):
     assert read_results(tmp_path)["item_id"].tolist() == ["a"]
 
 
+def test_items_without_rows_are_marked_done(tmp_path):
+    with ResultsWriter(tmp_path, columns=COLUMNS) as w:
+        w.append(rows_for("a", 1), items=["a", "empty"])
+    w = ResultsWriter(tmp_path, columns=COLUMNS)
+    assert w.done_ids() == {"a", "empty"}
+    with pytest.raises(ValueError, match="already done"):
+        w.append([], items=["empty"])
+    w.close()
+    assert read_results(tmp_path)["item_id"].tolist() == ["a"]
+
+
 def test_done_ids_of_another_column(tmp_path):
     write_three(tmp_path)
     with ResultsWriter(tmp_path, columns=COLUMNS) as w:
@@ -119,8 +137,10 @@ def test_merge_of_two_rank_parts_equals_unsharded_write(tmp_path):
         for i, item in enumerate(items):
             w.append(rows_for(item, 1 + i % 3))
     for rank in (0, 1):
-        with ResultsWriter(sharded, part_filename(rank), columns=COLUMNS) as w, \
-                SkipLog(sharded, part_filename(rank, "skipped.csv")) as skips:
+        with (
+            ResultsWriter(sharded, part_filename(rank), columns=COLUMNS) as w,
+            SkipLog(sharded, part_filename(rank, "skipped.csv")) as skips,
+        ):
             for i, item in enumerate(items):
                 if i % 2 == rank:
                     w.append(rows_for(item, 1 + i % 3))
@@ -135,7 +155,8 @@ def test_merge_of_two_rank_parts_equals_unsharded_write(tmp_path):
     assert merged.read_text() == expected
     assert (sharded / "done.txt").read_text() == (single / "done.txt").read_text()
     assert (sharded / "skipped.csv").read_text() == (
-        "item_id,reason\nbad-0,unreadable image\nbad-1,unreadable image\n")
+        "item_id,reason\nbad-0,unreadable image\nbad-1,unreadable image\n"
+    )
     # merging again (results.csv now exists beside the parts) changes nothing
     merge_parts(sharded)
     assert merged.read_text() == expected
@@ -168,5 +189,9 @@ def test_skip_log_resume(tmp_path):
     log.add("x3", "decode error")
     log.close()
     lines = (tmp_path / "skipped.csv").read_text().splitlines()
-    assert lines == ["item_id,reason", "x1,image missing", 'x2,"word not in caption, skipped"',
-                     "x3,decode error"]
+    assert lines == [
+        "item_id,reason",
+        "x1,image missing",
+        'x2,"word not in caption, skipped"',
+        "x3,decode error",
+    ]

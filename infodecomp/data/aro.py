@@ -7,8 +7,8 @@ folder written with `save_to_disk`.
 Conventions kept from ARO: VG options are [false_caption, true_caption] with label 1, Order
 options are [true, 4 perturbations] with label 0. With the original tie rule (argmax takes the
 first maximal index) a tie counts as wrong on VG, where the false caption comes first, and as
-right on the Order tasks, where the true caption does. Item ids are stable (position in the source file), so a resumed run
-skips exactly what finished.
+right on the Order tasks, where the true caption does. Item ids are stable (position in the
+source file), so a resumed run skips exactly what finished.
 """
 
 from __future__ import annotations
@@ -41,8 +41,15 @@ HF_DEFAULTS = {
     "coco-order": "gowitheflow/ARO-COCO-order",
     "flickr-order": "gowitheflow/ARO-Flickr-Order",
 }
-_HF_ORDER_COLUMNS = ("image", "correct_caption", "hard_text_1", "hard_text_2", "hard_text_3",
-                     "hard_text_4")  # fmt: skip
+# The hub copies name the image column "image" (VG) or "images" (COCO/Flickr-Order); both are read.
+_HF_IMAGE_COLUMNS = ("image", "images")
+_HF_ORDER_COLUMNS = (
+    "correct_caption",
+    "hard_text_1",
+    "hard_text_2",
+    "hard_text_3",
+    "hard_text_4",
+)
 _ID_PREFIX = {
     "vg-relation": "vgr",
     "vg-attribution": "vga",
@@ -127,7 +134,9 @@ def _check_fields(record: Any, fields: Sequence[str], where: str) -> None:
     missing = [k for k in fields if not isinstance(record, dict) or k not in record]
     if missing:
         found = sorted(record) if isinstance(record, dict) else type(record).__name__
-        raise ValueError(f"{where}: missing fields {missing}; expected {list(fields)}, found {found}")
+        raise ValueError(
+            f"{where}: missing fields {missing}; expected {list(fields)}, found {found}"
+        )
 
 
 def _load_vg_files(spec: DataSpec, subset: str, filename: str) -> Dataset:
@@ -136,13 +145,23 @@ def _load_vg_files(spec: DataSpec, subset: str, filename: str) -> Dataset:
     root = require_path(spec.root, what, expected, ARO_SOURCE, setting="data.root")
     ann = require_path(root / filename, f"ARO {subset} annotation file", expected, ARO_SOURCE)
     image_dir = require_path(
-        spec.images or root / "images", f"ARO {subset} image folder",
-        ["<Visual Genome id>.jpg files named by each record's image_path"], ARO_SOURCE,
+        spec.images or root / "images",
+        f"ARO {subset} image folder",
+        ["<Visual Genome id>.jpg files named by each record's image_path"],
+        ARO_SOURCE,
         setting="data.images",
-    )  # fmt: skip
+    )
     group_field = "relation_name" if subset == "vg-relation" else "attributes"
-    fields = ("image_path", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "true_caption",
-              "false_caption", group_field)  # fmt: skip
+    fields = (
+        "image_path",
+        "bbox_x",
+        "bbox_y",
+        "bbox_w",
+        "bbox_h",
+        "true_caption",
+        "false_caption",
+        group_field,
+    )
     items, skipped = [], []
     prefix = _ID_PREFIX[subset]
     for i, rec in enumerate(_read_json_list(ann, f"ARO {subset} annotation file")):
@@ -191,13 +210,15 @@ def _load_order_files(
     what = f"ARO {subset}"
     root = require_path(spec.root, f"{what} folder", list(filenames), source, setting="data.root")
     ann = next((root / n for n in filenames if (root / n).is_file()), None)
-    if ann is None:
-        require_path(root / filenames[0], f"{what} annotation file", list(filenames), source)
-    assert ann is not None
+    if ann is None:  # raises, naming every accepted file name
+        ann = require_path(root / filenames[0], f"{what} annotation file", list(filenames), source)
     image_root = require_path(
-        spec.images or root, f"{what} image folder",
-        ["the files named by each record's 'image' field"], source, setting="data.images",
-    )  # fmt: skip
+        spec.images or root,
+        f"{what} image folder",
+        ["the files named by each record's 'image' field"],
+        source,
+        setting="data.images",
+    )
     tag = tagger if tagger is not None else nltk_tagger()
     items, skipped = [], []
     prefix = _ID_PREFIX[subset]
@@ -221,8 +242,9 @@ def _load_order_files(
                     subset=subset,
                 )
             )
-    return _dataset(subset, items, skipped, source="files", annotation_file=str(ann),
-                    seed=spec.seed)  # fmt: skip
+    return _dataset(
+        subset, items, skipped, source="files", annotation_file=str(ann), seed=spec.seed
+    )
 
 
 # ---------------------------------------------------------------- frozen Hugging Face copies
@@ -248,14 +270,19 @@ def _load_hf_table(spec: DataSpec, subset: str, split: str = "test") -> tuple[An
     return table, name
 
 
-def _require_columns(table: Any, expected: Sequence[str], name: str) -> None:
+def _require_columns(table: Any, expected: Sequence[str], name: str) -> str:
+    """Check the text columns and return the image column's name ("image" or "images")."""
     found = list(table.column_names)
+    image_col = next((c for c in _HF_IMAGE_COLUMNS if c in found), None)
     missing = [c for c in expected if c not in found]
+    if image_col is None:
+        missing.insert(0, " or ".join(_HF_IMAGE_COLUMNS))
     if missing:
         raise ValueError(
-            f"Hugging Face dataset {name} lacks columns {missing}: expected {list(expected)}, "
-            f"found {found}"
+            f"Hugging Face dataset {name} lacks columns {missing}: expected "
+            f"{['image'] + list(expected)}, found {found}"
         )
+    return image_col  # type: ignore[return-value]
 
 
 def _hf_bbox(row: dict) -> tuple[float, float, float, float] | None:
@@ -274,15 +301,15 @@ def _hf_bbox(row: dict) -> tuple[float, float, float, float] | None:
 def _load_vg_hf(spec: DataSpec, subset: str) -> Dataset:
     table, name = _load_hf_table(spec, subset)
     group_field = "relation_name" if subset == "vg-relation" else "attributes"
-    _require_columns(table, ("image", "true_caption", "false_caption", group_field), name)
-    meta = table.remove_columns(["image"])  # iterate the text columns without decoding images
+    image_col = _require_columns(table, ("true_caption", "false_caption", group_field), name)
+    meta = table.remove_columns([image_col])  # iterate the text columns without decoding images
     prefix = _ID_PREFIX[subset]
     items = []
     for i, row in enumerate(meta):
         items.append(
             RankingItem(
                 item_id=f"{prefix}-hf-{i}",
-                image=HFImage(table, i, "image", _hf_bbox(row)),
+                image=HFImage(table, i, image_col, _hf_bbox(row)),
                 options=(row["false_caption"], row["true_caption"]),
                 label=1,
                 group=_vg_group(row[group_field], subset, f"{name} row {i}"),
@@ -294,8 +321,8 @@ def _load_vg_hf(spec: DataSpec, subset: str) -> Dataset:
 
 def _load_order_hf(spec: DataSpec, subset: str) -> Dataset:
     table, name = _load_hf_table(spec, subset)
-    _require_columns(table, _HF_ORDER_COLUMNS, name)
-    meta = table.remove_columns(["image"])
+    image_col = _require_columns(table, _HF_ORDER_COLUMNS, name)
+    meta = table.remove_columns([image_col])
     prefix = _ID_PREFIX[subset]
     items = []
     for i, row in enumerate(meta):
@@ -303,7 +330,7 @@ def _load_order_hf(spec: DataSpec, subset: str) -> Dataset:
         items.append(
             RankingItem(
                 item_id=f"{prefix}-hf-{i}",
-                image=HFImage(table, i, "image"),
+                image=HFImage(table, i, image_col),
                 options=tuple(clean_caption(o) for o in options),
                 label=0,
                 group=subset,

@@ -26,6 +26,7 @@ import contextlib
 import csv
 import io
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -39,25 +40,39 @@ from infodecomp.data.spec import DataSpec
 
 BASE_COLUMNS = ("Image ID", "Label", "correct_obj+context", "context", "correct_obj")
 MANIFEST_KINDS = ("coco-it", "coco100-it", "coco-wl")
-DEFAULT_MANIFESTS = {"coco-it": "COCO-IT.csv", "coco100-it": "COCO100-IT.csv",
-                     "coco-wl": "COCO-WL.csv"}  # fmt: skip
+DEFAULT_MANIFESTS = {
+    "coco-it": "COCO-IT.csv",
+    "coco100-it": "COCO100-IT.csv",
+    "coco-wl": "COCO-WL.csv",
+}
 DEFAULT_ANNOTATIONS = "annotations/instances_val2017.json"
 
 # Word-swap partners for the intervention experiment (COCO100-IT covers airplane, bear, bed, cat,
 # dog, elephant, horse, person, teddy bear, zebra). Partners are visually distinct objects that
 # fit the same scene role; singular and plural forms are listed explicitly.
 SWAP_TABLE: dict[str, str] = {
-    "airplane": "bird", "airplanes": "birds",
-    "bear": "elephant", "bears": "elephants",
-    "bed": "couch", "beds": "couches",
-    "cat": "dog", "cats": "dogs",
-    "dog": "cat", "dogs": "cats",
-    "elephant": "bear", "elephants": "bears",
-    "horse": "cow", "horses": "cows",
-    "person": "monkey", "persons": "monkeys", "people": "monkeys",
-    "teddy bear": "doll", "teddy bears": "dolls",
-    "zebra": "horse", "zebras": "horses",
-}  # fmt: skip
+    "airplane": "bird",
+    "airplanes": "birds",
+    "bear": "elephant",
+    "bears": "elephants",
+    "bed": "couch",
+    "beds": "couches",
+    "cat": "dog",
+    "cats": "dogs",
+    "dog": "cat",
+    "dogs": "cats",
+    "elephant": "bear",
+    "elephants": "bears",
+    "horse": "cow",
+    "horses": "cows",
+    "person": "monkey",
+    "persons": "monkeys",
+    "people": "monkeys",
+    "teddy bear": "doll",
+    "teddy bears": "dolls",
+    "zebra": "horse",
+    "zebras": "horses",
+}
 
 _WS = re.compile(r"\s+")
 
@@ -121,19 +136,28 @@ def load_coco_manifest(spec: DataSpec, kind: str) -> Dataset:
     manifest_name = DEFAULT_MANIFESTS[kind]
     default = Path(spec.root) / manifest_name if spec.root else None
     manifest = require_path(
-        spec.manifest or default, f"{kind} manifest", [manifest_name], MANIFEST_SOURCE,
+        spec.manifest or default,
+        f"{kind} manifest",
+        [manifest_name],
+        MANIFEST_SOURCE,
         setting="data.manifest",
-    )  # fmt: skip
+    )
     images_dir = require_path(
-        _images_dir(spec), "COCO val2017 image folder", ["000000397133.jpg ... ({id:012d}.jpg)"],
-        COCO2017_SOURCE, setting="data.images",
-    )  # fmt: skip
+        _images_dir(spec),
+        "COCO val2017 image folder",
+        ["000000397133.jpg ... ({id:012d}.jpg)"],
+        COCO2017_SOURCE,
+        setting="data.images",
+    )
     annotations: Path | None = None
     if spec.annotations:
         annotations = require_path(
-            spec.annotations, "COCO instances annotation file", ["instances_val2017.json"],
-            COCO2017_SOURCE, setting="data.annotations",
-        )  # fmt: skip
+            spec.annotations,
+            "COCO instances annotation file",
+            ["instances_val2017.json"],
+            COCO2017_SOURCE,
+            setting="data.annotations",
+        )
     elif spec.root:
         annotations = Path(spec.root) / DEFAULT_ANNOTATIONS
 
@@ -154,9 +178,13 @@ def load_coco_manifest(spec: DataSpec, kind: str) -> Dataset:
         skipped=skipped,
         image_loader=load_item_image,
         mask_loader=CocoMasks(annotations),
-        info={"manifest": str(manifest), "images": str(images_dir),
-              "annotations": str(annotations) if annotations else None, **counts},
-    )  # fmt: skip
+        info={
+            "manifest": str(manifest),
+            "images": str(images_dir),
+            "annotations": str(annotations) if annotations else None,
+            **counts,
+        },
+    )
 
 
 def _images_dir(spec: DataSpec) -> Path | None:
@@ -211,11 +239,17 @@ def _row_to_item(
         counts["context_blank_rebuilt"] += 1
     word_type = normalize_space(row[6]) if len(row) > 6 and row[6].strip() else "noun"
     context = normalize_space(raw_context)
-    if any(raw != normalize_space(raw) for raw in (raw_label, raw_caption, raw_context, raw_word,
-                                                 raw_blank or blank)):  # fmt: skip
+    if any(
+        raw != normalize_space(raw)
+        for raw in (raw_label, raw_caption, raw_context, raw_word, raw_blank or blank)
+    ):
         counts["whitespace_normalized"] += 1
-        extra["raw"] = {"label": raw_label, "caption": raw_caption, "context": raw_context,
-                        "word": raw_word}  # fmt: skip
+        extra["raw"] = {
+            "label": raw_label,
+            "caption": raw_caption,
+            "context": raw_context,
+            "word": raw_word,
+        }
     swap_word = swap_text = None
     if kind == "coco100-it":
         swap_word = swap_partner(word)
@@ -264,9 +298,12 @@ class CocoMasks:
     def _load(self) -> Any:
         if self._coco is None:
             path = require_path(
-                self.annotations, "COCO instances annotation file (needed for masks)",
-                ["instances_val2017.json"], COCO2017_SOURCE, setting="data.annotations",
-            )  # fmt: skip
+                self.annotations,
+                "COCO instances annotation file (needed for masks)",
+                ["instances_val2017.json"],
+                COCO2017_SOURCE,
+                setting="data.annotations",
+            )
             from pycocotools.coco import COCO
 
             with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
@@ -299,6 +336,8 @@ class CocoMasks:
             raise MaskLoadError(f"image {image_id} has no instance of {category!r}")
         info = coco.imgs[image_id]
         union = np.zeros((info["height"], info["width"]), dtype=bool)  # [H, W]
-        for ann in coco.loadAnns(ann_ids):
-            union |= coco.annToMask(ann).astype(bool)
+        with warnings.catch_warnings():  # pycocotools' Cython decode warns under numpy 2
+            warnings.simplefilter("ignore", DeprecationWarning)
+            for ann in coco.loadAnns(ann_ids):
+                union |= coco.annToMask(ann).astype(bool)
         return torch.from_numpy(union)

@@ -40,19 +40,20 @@ IRREGULAR_FORMS = {
     "scissors": None,
 }
 
+# COCO-WL word lists, "|"-separated so that multi-word entries ("in front of") stay whole.
+_WORD_TYPES = {
+    "verb": "standing|sitting|holding|riding|walking|eating|playing|looking|flying|laying|"
+    "running|swimming|jumping|wearing",
+    "num": "two|three|four|five|six|seven|eight|nine|ten",
+    "adj": "red|white|black|brown|green|yellow|small|large|young|old|cute|wooden",
+    "adv": "slowly|quickly|happily|together|partially|closely|brightly|carefully|outside|nearly",
+    "perp": "behind|next to|in front of|under|above|near|beside|on top of|inside|across",
+    "pronoun": "his|her|their|its|he|she|they|it",
+    "conj": "and|while|but|where|or|as|so",
+}
 WORD_TYPE_LISTS: dict[str, tuple[str, ...]] = {
-    "verb": ("standing", "sitting", "holding", "riding", "walking", "eating", "playing",
-             "looking", "flying", "laying", "running", "swimming", "jumping", "wearing"),
-    "num": ("two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"),
-    "adj": ("red", "white", "black", "brown", "green", "yellow", "small", "large", "young",
-            "old", "cute", "wooden"),
-    "adv": ("slowly", "quickly", "happily", "together", "partially", "closely", "brightly",
-            "carefully", "outside", "nearly"),
-    "perp": ("behind", "next to", "in front of", "under", "above", "near", "beside",
-             "on top of", "inside", "across"),
-    "pronoun": ("his", "her", "their", "its", "he", "she", "they", "it"),
-    "conj": ("and", "while", "but", "where", "or", "as", "so"),
-}  # fmt: skip
+    k: tuple(v.split("|")) for k, v in _WORD_TYPES.items()
+}
 
 
 def plural(name: str) -> str:
@@ -138,9 +139,14 @@ def coco_it_rows(
             for caption in caps.get(image_id, []):
                 word = find_form(caption, forms)
                 if word is not None:
-                    yield [str(image_id), name, caption,
-                           delete_word(caption, word, fix_artifacts),
-                           word, delete_word(caption, word, fix_artifacts, "_")]  # fmt: skip
+                    yield [
+                        str(image_id),
+                        name,
+                        caption,
+                        delete_word(caption, word, fix_artifacts),
+                        word,
+                        delete_word(caption, word, fix_artifacts, "_"),
+                    ]
                     break
 
 
@@ -171,9 +177,15 @@ def coco_wl_rows(
                         used.add(image_id)
                         taken += 1
                         word = m.group(0)
-                        yield [str(image_id), label, caption,
-                               delete_word(caption, word, fix_artifacts), word,
-                               delete_word(caption, word, fix_artifacts, "_"), word_type]  # fmt: skip
+                        yield [
+                            str(image_id),
+                            label,
+                            caption,
+                            delete_word(caption, word, fix_artifacts),
+                            word,
+                            delete_word(caption, word, fix_artifacts, "_"),
+                            word_type,
+                        ]
                         break
 
 
@@ -236,11 +248,15 @@ def main_build(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--captions", required=True, help="captions_val2017.json")
     parser.add_argument("--out", required=True, help="output CSV")
     parser.add_argument("--kind", choices=("coco-it", "coco-wl"), default="coco-it")
-    parser.add_argument("--fix-artifacts", action="store_true",
-                        help="delete the whole word once (default: the published substring rule)")
+    parser.add_argument(
+        "--fix-artifacts",
+        action="store_true",
+        help="delete the whole word once (default: the published substring rule)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="first N images only")
     args = parser.parse_args(argv)
-    n = build_manifest(args.instances, args.captions, args.out, args.kind, args.fix_artifacts,
-                       args.limit)  # fmt: skip
+    n = build_manifest(
+        args.instances, args.captions, args.out, args.kind, args.fix_artifacts, args.limit
+    )
     print(f"wrote {n} rows to {args.out}")
     return 0

@@ -34,9 +34,7 @@ POS_INSTALL_HINT = (
 
 _CLEAN_CHARS = re.compile(r"[.!\"()*#:;~]")
 _SPACES = re.compile(r"\s{2,}")
-_TOKEN = re.compile(
-    r"\w+(?=n't\b)|n't\b|'(?:s|re|ve|ll|d|m)\b|\w+(?:-\w+)*|[^\w\s]", re.IGNORECASE
-)
+_TOKEN = re.compile(r"\w+(?=n't\b)|n't\b|'(?:s|re|ve|ll|d|m)\b|\w+(?:-\w+)*|[^\w\s]", re.IGNORECASE)
 
 
 def clean_caption(text: str, max_words: int = MAX_WORDS) -> str:
@@ -89,9 +87,7 @@ def shuffle_nouns_and_adj(words: Sequence[str], tags: Sequence[str], rng: Any) -
     return _shuffle_positions(out, adjs, rng)
 
 
-def shuffle_all_but_nouns_and_adj(
-    words: Sequence[str], tags: Sequence[str], rng: Any
-) -> list[str]:
+def shuffle_all_but_nouns_and_adj(words: Sequence[str], tags: Sequence[str], rng: Any) -> list[str]:
     """Permute every token that is neither a noun nor an adjective; those stay in place.
 
     Args:

@@ -18,10 +18,10 @@ from infodecomp.data.spec import DataSpec
 from infodecomp.models import shapes_world as world
 
 
-def _image(scene_index: int, gen: torch.Generator) -> torch.Tensor:
-    """x = render(scene) + SIGMA0 * noise. Returns [3, H, W] float32."""
+def _image(scene_index: int, gen: torch.Generator, noise: float) -> torch.Tensor:
+    """x = render(scene) + noise * N(0, I). Returns [3, H, W] float32."""
     mean = world.scene_means()[scene_index]
-    return (mean + world.SIGMA0 * torch.randn(mean.shape, generator=gen, dtype=torch.float64)).float().view(
+    return (mean + noise * torch.randn(mean.shape, generator=gen, dtype=torch.float64)).float().view(
         3, world.CANVAS, world.CANVAS
     )
 
@@ -31,7 +31,8 @@ def _draw(spec: DataSpec, salt: int, keep) -> list[tuple[int, torch.Tensor]]:
     gen = torch.Generator().manual_seed(spec.seed * 1000 + salt)
     pool = [i for i, s in enumerate(world.scenes()) if keep(s)]
     picks = torch.randint(len(pool), (spec.size,), generator=gen)
-    return [(pool[int(p)], _image(pool[int(p)], gen)) for p in picks]
+    noise = world.SIGMA0 if spec.noise is None else spec.noise
+    return [(pool[int(p)], _image(pool[int(p)], gen, noise)) for p in picks]
 
 
 def _distinct(s: tuple[world.Obj, world.Obj]) -> bool:

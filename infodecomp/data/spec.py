@@ -19,6 +19,8 @@ class DataSpec:
         hf_name: Hugging Face dataset id or local saved-dataset folder when source == "hf".
         size: number of items for generated sets (ShapesWorld).
         seed: seed for generated sets and for caption perturbations.
+        noise: ShapesWorld pixel noise of generated images (None: the world's default 0.25);
+            pair it with the same `model.sigma0` so the oracle stays exact for the data.
     """
 
     name: str = "shapes-relation"
@@ -30,3 +32,4 @@ class DataSpec:
     hf_name: str | None = None
     size: int = 64
     seed: int = 0
+    noise: float | None = None

@@ -66,11 +66,14 @@ def estimate_ranking(
     score: str = "io",
     margin: float = 3.0,
     round_samples: int = 10,
+    min_samples: int = 20,
 ) -> tuple[list[ItemEstimate], list[int]]:
     """Adaptive version of `estimate` for ranking queries; cfg.n_samples is the cap per item.
 
     The first `n_options[i]` contrasts of query i are its options' scores. Returns the merged
-    estimates and the number of samples each item used. Round r of item q draws with key
+    estimates and the number of samples each item used. No item stops before `min_samples`:
+    the importance weights are heavy-tailed, so a standard error from very few samples is not
+    trusted. Round r of item q draws with key
     (q.key, r), so the draws are reproducible and independent across rounds.
     """
     if round_samples < 2:
@@ -87,7 +90,8 @@ def estimate_ranking(
         still = []
         for i in active:
             merged = concat(parts[i])
-            if merged.logsnr.numel() < cfg.n_samples and not is_decided(merged, score, n_options[i], margin):
+            n = merged.logsnr.numel()
+            if n < cfg.n_samples and (n < min_samples or not is_decided(merged, score, n_options[i], margin)):
                 still.append(i)
         active = still
     merged = [replace(concat(p), key=q.key) for p, q in zip(parts, queries)]

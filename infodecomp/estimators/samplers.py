@@ -78,9 +78,10 @@ class LogsnrSampler:
             return torch.rand(n, generator=generator, dtype=torch.float64)
         if self.mode == "stratified":
             return (idx + torch.rand(n, generator=generator, dtype=torch.float64)) / n
-        half = (n + 1) // 2  # antithetic: stratified halves mirrored, so pairs are (t, 1 - t)
+        half = n // 2  # antithetic: stratified halves mirrored, so pairs are (t, 1 - t)
         t = (torch.arange(half, dtype=torch.float64) + torch.rand(half, generator=generator, dtype=torch.float64)) / (2 * half)
-        return torch.cat([t, 1.0 - t])[:n]
+        extra = torch.rand(n - 2 * half, generator=generator, dtype=torch.float64)  # odd n: one iid point keeps the mean unbiased
+        return torch.cat([t, 1.0 - t, extra])
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (logsnr [n], weight [n]) in float64."""
@@ -101,15 +102,17 @@ class LogsnrSampler:
         if self.mode == "iid":
             return mean, values.std(-1, unbiased=True) / math.sqrt(n)
         units = values
+        half = n // 2
         if self.mode == "antithetic":  # the iid-like units are the means of mirrored pairs
-            half = n // 2
-            units = 0.5 * (values[..., :half] + values[..., (n + 1) // 2 : (n + 1) // 2 + half])
+            units = 0.5 * (values[..., :half] + values[..., half : 2 * half])
         k = units.shape[-1]
         m = k // 2 * 2
         if m == 0:
             return mean, torch.full_like(mean, float("inf"))
         diffs = units[..., 0:m:2] - units[..., 1:m:2]
         var = (diffs**2).sum(-1) / k**2 * (k / m)
+        if self.mode == "antithetic" and n % 2:  # pairs weigh 2 * half / n; the unpaired iid point adds its own variance
+            var = var * (2 * half / n) ** 2 + values.var(-1) / n**2
         return mean, var.sqrt()
 
 

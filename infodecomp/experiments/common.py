@@ -43,8 +43,10 @@ def run_dir(cfg: Any, command: str) -> Path:
     """The run directory: Hydra's job output dir, else run.out_dir, else a fresh outputs/ folder."""
     try:
         from hydra.core.hydra_config import HydraConfig
+        from omegaconf import OmegaConf
 
-        if HydraConfig.initialized():
+        # Outside a Hydra job (e.g. run(cfg) after an in-process Hydra call) output_dir is unset.
+        if HydraConfig.initialized() and not OmegaConf.is_missing(HydraConfig.get().runtime, "output_dir"):
             path = Path(HydraConfig.get().runtime.output_dir)
             path.mkdir(parents=True, exist_ok=True)
             return path

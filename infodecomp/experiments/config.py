@@ -35,6 +35,7 @@ class DataConfig:
     hf_name: str | None = None
     size: int = 64
     seed: int = 0
+    noise: float | None = None  # ShapesWorld image noise; keep equal to model.sigma0
 
 
 @dataclass

@@ -21,6 +21,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from infodecomp.estimators.channel import noisy_channel
+from infodecomp.models.ode import ddim_generate, ddim_invert, ddim_logsnrs
+
 CROSS_SUFFIX = "attn2.processor"
 
 
@@ -196,3 +199,60 @@ def capture_cross_attention(
     finally:
         handle.remove()
         unet.set_attn_processor(dict(originals))
+
+
+@torch.no_grad()
+def attention_information_maps(
+    denoiser: Any,
+    latent: torch.Tensor,
+    prompt: str,
+    logsnr: torch.Tensor,
+    eps: torch.Tensor,
+    max_batch: int = 64,
+) -> torch.Tensor:
+    """ "Attention+Information": attention summed over single UNet calls on noised real latents.
+
+    Call i sees z_i = noisy_channel(latent, logsnr_i, eps_i) (paper section 4, importance-sampled
+    logsnr). `denoiser` is a StableDiffusionDenoiser (it needs `trace`).
+
+    Args:
+        latent: the image latent [C, h, w].
+        prompt: the caption.
+        logsnr: [S] noise levels.
+        eps: [S, C, h, w] noise draws.
+        max_batch: UNet rows per call.
+
+    Returns:
+        [T, h, w] float32 on CPU.
+    """
+    cond = denoiser.encode_conditions([prompt])  # [1, T, D]
+    x = latent.to(denoiser.device, torch.float32)  # [C, h, w]
+    total = None
+    for start in range(0, len(logsnr), max_batch):
+        lv = logsnr[start : start + max_batch].to(denoiser.device)  # [b]
+        e = eps[start : start + max_batch].to(denoiser.device, torch.float32)  # [b, C, h, w]
+        z = noisy_channel(x.expand_as(e), lv, e)  # [b, C, h, w]
+        with denoiser.trace() as rec:
+            denoiser.eps_hat(z, lv, cond.expand(len(lv), -1, -1))
+        part = rec.maps().sum(0)  # [T, h, w]
+        total = part if total is None else total + part
+    if total is None:
+        raise ValueError("attention_information_maps needs at least one logsnr value")
+    return total.cpu()
+
+
+@torch.no_grad()
+def daam_maps(denoiser: Any, latent: torch.Tensor, prompt: str, n_steps: int = 50) -> torch.Tensor:
+    """DAAM on a real image: DDIM inversion of the latent [C, h, w] under the prompt, then DDIM
+    reconstruction with the prompt; attention traced over the n_steps reconstruction calls.
+
+    Returns:
+        [T, h, w] float32 on CPU.
+    """
+    cond = denoiser.encode_conditions([prompt])  # [1, T, D]
+    levels = ddim_logsnrs(denoiser.schedule, n_steps)  # [n] from least to most noisy
+    x = latent[None].to(denoiser.device, torch.float32)  # [1, C, h, w]
+    z_top = ddim_invert(denoiser, x, cond, levels)  # [1, C, h, w]
+    with denoiser.trace() as rec:
+        ddim_generate(denoiser, z_top, cond, levels)
+    return rec.maps()[0].cpu()

@@ -106,7 +106,8 @@ class DiscreteSchedule:
         """Number of logsnr values outside the trained range."""
         lo, hi = self.trained_range
         lv = logsnr.detach().double().cpu()
-        return int(((lv < lo - 1e-9) | (lv > hi + 1e-9)).sum())
+        tol = 1e-4  # float32 copies of the end values (e.g. ODE sigma_min) must not count
+        return int(((lv < lo - tol) | (lv > hi + tol)).sum())
 
     def warn_out_of_range(self, logsnr: torch.Tensor) -> None:
         """Warns once per schedule (adapter) when logsnr leave the trained range (they are clamped)."""

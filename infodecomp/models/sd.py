@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,9 +18,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from infodecomp.estimators.channel import noisy_channel
-from infodecomp.models.attention import capture_cross_attention
-from infodecomp.models.ode import ddim_generate, ddim_invert, ddim_logsnrs
+from infodecomp.models.attention import (
+    CrossAttentionRecorder,
+    attention_information_maps,
+    capture_cross_attention,
+    daam_maps,
+)
 from infodecomp.models.schedule import TIME_RULES, DiscreteSchedule, v_to_eps
 from infodecomp.models.tokens import word_token_indices
 
@@ -89,16 +92,11 @@ def resolve_model_path(path: str | Path) -> str | Path:
     if not local.is_dir():
         raise ModelFolderError(f"model folder {local} does not exist; {fix}")
     missing = [
-        part
-        for part, files in REQUIRED_PARTS.items()
-        if not any((local / f).is_file() for f in files)
+        k for k, files in REQUIRED_PARTS.items() if not any((local / f).is_file() for f in files)
     ]
     for part in ("unet", "vae", "text_encoder"):
-        if (
-            part not in missing
-            and not any((local / part).glob("*.safetensors"))
-            and not any((local / part).glob("*.bin"))
-        ):
+        weights = [*(local / part).glob("*.safetensors"), *(local / part).glob("*.bin")]
+        if part not in missing and not weights:
             missing.append(f"{part} weights")
     if missing:
         raise ModelFolderError(f"model folder {local} lacks {', '.join(missing)}; {fix}")
@@ -138,13 +136,8 @@ class StableDiffusionDenoiser:
             raise ValueError(f"resize '{resize}' is not one of: {', '.join(RESIZE_MODES)}")
         self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
         self.schedule, self.device, self.dtype = schedule, device, dtype
-        self.time_rule, self.latent, self.resize, self.seed, self.vae_batch = (
-            time_rule,
-            latent,
-            resize,
-            seed,
-            vae_batch,
-        )
+        self.time_rule, self.latent, self.resize = time_rule, latent, resize
+        self.seed, self.vae_batch = seed, vae_batch
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.image_size = int(image_size or unet.config.sample_size * self.vae_scale_factor)
         if self.image_size % self.vae_scale_factor:
@@ -210,21 +203,10 @@ class StableDiffusionDenoiser:
         tokenizer = CLIPTokenizer.from_pretrained(src, subfolder="tokenizer")
         unet.set_attn_processor(AttnProcessor2_0() if attention == "sdpa" else AttnProcessor())
         schedule = DiscreteSchedule.from_config(_scheduler_config(src))
+        opts = dict(time_rule=time_rule, latent=latent, resize=resize, image_size=image_size)
         return cls(
-            unet,
-            vae,
-            text_encoder,
-            tokenizer,
-            schedule,
-            device=dev,
-            dtype=tdtype,
-            time_rule=time_rule,
-            latent=latent,
-            resize=resize,
-            image_size=image_size,
-            compile=compile,
-            seed=seed,
-        )
+            unet, vae, text_encoder, tokenizer, schedule, device=dev, dtype=tdtype, compile=compile, seed=seed, **opts
+        )  # fmt: skip
 
     # --- Denoiser protocol -------------------------------------------------------------------
 
@@ -257,22 +239,16 @@ class StableDiffusionDenoiser:
         todo = [p for p in dict.fromkeys(conditions) if p not in self._prompt_cache]
         for start in range(0, len(todo), 64):
             chunk = todo[start : start + 64]
-            tok = self.tokenizer(
-                chunk,
-                padding="max_length",
-                max_length=self.token_count,
-                truncation=True,
-                return_tensors="pt",
-            )
-            full = self.tokenizer(chunk, truncation=False).input_ids
-            for p, ids in zip(chunk, full, strict=True):
-                if len(ids) > self.token_count:
+            pad = dict(padding="max_length", max_length=self.token_count, truncation=True)
+            ids = self.tokenizer(chunk, return_tensors="pt", **pad).input_ids  # [k, 77]
+            for p in chunk:  # CLIP drops what does not fit; say so rather than hide it
+                if len(self.tokenizer.tokenize(p)) + 2 > self.token_count:
                     warnings.warn(
                         f"prompt truncated to {self.token_count} tokens: {p!r}",
                         RuntimeWarning,
                         stacklevel=2,
                     )
-            enc = self.text_encoder(tok.input_ids.to(self.device))[0]  # [k, 77, D]
+            enc = self.text_encoder(ids.to(self.device))[0]  # [k, 77, D]
             for i, p in enumerate(chunk):
                 self._prompt_cache[p] = enc[i]
             self.prompt_encodes += len(chunk)
@@ -302,13 +278,9 @@ class StableDiffusionDenoiser:
             dist = self.vae.encode(px.to(self.device, self.dtype)).latent_dist
             lat = dist.mean.float()  # [b, 4, h, w]
             if self.latent == "sample":
+                gens = [_key_gen(self.seed, keys[i] if keys else i) for i in idx]
                 noise = torch.stack(
-                    [
-                        torch.randn(
-                            lat.shape[1:], generator=_key_gen(self.seed, keys[i] if keys else i)
-                        )
-                        for i in idx
-                    ]
+                    [torch.randn(lat.shape[1:], generator=g) for g in gens]
                 )  # [b, 4, h, w]
                 lat = lat + dist.std.float() * noise.to(lat.device)
             shift = getattr(self.vae.config, "shift_factor", None) or 0.0
@@ -331,7 +303,7 @@ class StableDiffusionDenoiser:
             latents.to(self.device, self.dtype) / self.vae.config.scaling_factor + shift
         )  # [N, 4, h, w]
         out = self.vae.decode(lat, return_dict=False)[0]  # [N, 3, H, W] in [-1, 1]
-        return ((out.float() + 1) / 2).clamp(0, 1).cpu()
+        return ((out.float() + 1) / 2).clamp(0, 1).cpu()  # [N, 3, H, W]
 
     def mask_transform(
         self, mask: torch.Tensor, size: int | tuple[int, int] | None = None
@@ -353,7 +325,7 @@ class StableDiffusionDenoiser:
     # --- attention ---------------------------------------------------------------------------
 
     @contextmanager
-    def trace(self, skip_lowest: bool = True):  # -> Iterator[CrossAttentionRecorder]
+    def trace(self, skip_lowest: bool = True) -> Iterator[CrossAttentionRecorder]:
         """Captures cross-attention (attention.capture_cross_attention) of eps_hat calls inside."""
         with capture_cross_attention(
             self.unet, self.token_count, self.latent_size, skip_lowest
@@ -364,7 +336,6 @@ class StableDiffusionDenoiser:
             finally:
                 self._tracing = False
 
-    @torch.no_grad()
     def attention_maps(
         self,
         latent: torch.Tensor,
@@ -373,34 +344,12 @@ class StableDiffusionDenoiser:
         eps: torch.Tensor,
         max_batch: int = 64,
     ) -> torch.Tensor:
-        """Attention+Information maps [T, h, w]: attention summed over UNet calls at `logsnr` [S].
+        """Attention+Information maps [T, h, w]; see attention.attention_information_maps."""
+        return attention_information_maps(self, latent, prompt, logsnr, eps, max_batch)
 
-        Each call sees z = noisy_channel(latent, logsnr_i, eps_i) with eps [S, 4, h, w].
-        """
-        cond = self.encode_conditions([prompt])  # [1, 77, D]
-        x = latent.to(self.device, torch.float32)  # [4, h, w]
-        total = torch.zeros(self.token_count, *x.shape[1:], device=self.device)
-        for start in range(0, len(logsnr), max_batch):
-            lv = logsnr[start : start + max_batch].to(self.device)  # [b]
-            e = eps[start : start + max_batch].to(self.device, torch.float32)  # [b, 4, h, w]
-            z = noisy_channel(x.expand_as(e), lv, e)  # [b, 4, h, w]
-            with self.trace() as rec:
-                self.eps_hat(z, lv, cond.expand(len(lv), -1, -1))
-            total += rec.maps().sum(0)  # [T, h, w]
-        return total.cpu()
-
-    @torch.no_grad()
     def daam_maps(self, latent: torch.Tensor, prompt: str, n_steps: int = 50) -> torch.Tensor:
-        """DAAM on a real image [T, h, w]: DDIM inversion under the prompt, then DDIM
-        reconstruction with the prompt, attention traced over the reconstruction calls."""
-        cond = self.encode_conditions([prompt])  # [1, 77, D]
-        levels = ddim_logsnrs(self.schedule, n_steps)  # [n] decreasing
-        x_t = ddim_invert(
-            self, latent[None].to(self.device, torch.float32), cond, levels
-        )  # [1, 4, h, w]
-        with self.trace() as rec:
-            ddim_generate(self, x_t, cond, levels)
-        return rec.maps()[0].cpu()
+        """DAAM maps [T, h, w] of a real image latent [4, h, w]; see attention.daam_maps."""
+        return daam_maps(self, latent, prompt, n_steps)
 
     def word_map(
         self, maps: torch.Tensor, caption: str, word: str, occurrence: int | None = None
@@ -497,15 +446,3 @@ def _key_gen(seed: int, key: Hashable) -> torch.Generator:
     from infodecomp.estimators.engine import item_generator
 
     return item_generator(seed, ("vae-sample", key))
-
-
-__all__ = [
-    "PRESETS",
-    "ModelFolderError",
-    "StableDiffusionDenoiser",
-    "mask_transform",
-    "resolve_device",
-    "resolve_dtype",
-    "to_model_input",
-    "upsample_map",
-]

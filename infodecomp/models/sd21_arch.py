@@ -36,7 +36,12 @@ UNET_CONFIG: dict[str, Any] = {
     "only_cross_attention": False,
     "out_channels": 4,
     "sample_size": 64,
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    "up_block_types": [
+        "UpBlock2D",
+        "CrossAttnUpBlock2D",
+        "CrossAttnUpBlock2D",
+        "CrossAttnUpBlock2D",
+    ],
     "use_linear_projection": True,
 }
 
@@ -115,7 +120,9 @@ def build_sd21_base_random(
     About 1.29 B parameters in all (5.2 GB in float32); build on the GPU for speed.
     """
     unet_cls, vae_cls, text_cls, text_cfg = _models()
-    te_cfg = {k: v for k, v in TEXT_ENCODER_CONFIG.items() if k not in ("architectures", "model_type")}
+    te_cfg = {
+        k: v for k, v in TEXT_ENCODER_CONFIG.items() if k not in ("architectures", "model_type")
+    }
     with torch.device(device):
         parts = {
             "unet": unet_cls(**UNET_CONFIG),

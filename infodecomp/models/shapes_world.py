@@ -172,6 +172,8 @@ def parse(caption: str) -> Parsed:
         specs.append(Spec(colour, shape))
     if not joins:  # without a join, empty segments (e.g. the empty prompt) constrain nothing
         specs = [s for s in specs if s != Spec()]
+    if len(specs) > 2:
+        raise ValueError(f"caption '{caption}' describes {len(specs)} objects; ShapesWorld scenes hold two")
     return Parsed(tuple(specs), joins[0] if joins else None)
 
 

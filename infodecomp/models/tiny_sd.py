@@ -10,6 +10,7 @@ indices and word maps behave as with the real model.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.util
 import json
 import os
@@ -24,6 +25,7 @@ TINY_NAME = "tiny-sd-v1"
 VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
 N_MERGES = 49152 - 256 - 2  # CLIP keeps this many merges of the vocabulary file
 SEED = 1234
+STAMP_FILE = "infodecomp_tiny_sd.txt"  # fingerprint of the configs the folder was built from
 
 UNET_CONFIG = {
     "sample_size": 16,
@@ -34,7 +36,7 @@ UNET_CONFIG = {
     "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
     "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
     "cross_attention_dim": 32,
-    "attention_head_dim": 8,
+    "attention_head_dim": 2,  # diffusers reads it as the number of heads; 2 heads keep CPU SDPA fast
     "norm_num_groups": 8,
 }
 VAE_CONFIG = {
@@ -169,7 +171,14 @@ def build_tiny_sd(folder: str | Path) -> Path:
         requires_safety_checker=False,
     )
     pipe.save_pretrained(folder, safe_serialization=True)
+    (folder / STAMP_FILE).write_text(fingerprint())
     return folder
+
+
+def fingerprint() -> str:
+    """A digest of the configs and seed; a cached build with another digest is stale."""
+    spec = [UNET_CONFIG, VAE_CONFIG, TEXT_CONFIG, SCHEDULER_CONFIG, SEED]
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
 def cache_root() -> Path:
@@ -178,21 +187,33 @@ def cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "infodecomp"
 
 
+def _is_current(folder: Path) -> bool:
+    stamp = folder / STAMP_FILE
+    return stamp.is_file() and stamp.read_text() == fingerprint()
+
+
 def tiny_sd_path() -> Path:
-    """The cached tiny pipeline folder, built on first use (in a temporary folder, then renamed)."""
+    """The cached tiny pipeline folder, built on first use (in a temporary folder, then renamed).
+
+    A cached folder from other configs (its fingerprint differs) is replaced by a fresh build.
+    """
     target = cache_root() / TINY_NAME
-    if (target / "model_index.json").is_file():
+    if _is_current(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{TINY_NAME}-", dir=target.parent))
+    stale = target.parent / f"{tmp.name}-stale"
     try:
         build_tiny_sd(tmp)
+        if target.exists() and not _is_current(target):
+            os.rename(target, stale)
         try:
             os.rename(tmp, target)
         except OSError:
-            if not (target / "model_index.json").is_file():  # not a concurrent builder's win
+            if not _is_current(target):  # not a concurrent builder's win
                 raise
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        for leftover in (tmp, stale):
+            if leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
     return target

@@ -24,20 +24,15 @@ from infodecomp.reporting.metrics import (
     predict,
 )
 from infodecomp.reporting.writer import (
+    ARO_COLUMNS,
+    INTERVENE_COLUMNS,
+    LOCALIZE_COLUMNS,
     ResultsWriter,
     SkipLog,
     merge_parts,
     part_filename,
     read_results,
 )
-
-# Column lists of results.csv per command (long format, one row per item x condition).
-ARO_COLUMNS = ["item_id", "subset", "group", "label", "option", "text", "estimator", "value",
-               "stderr", "score", "n_samples"]
-LOCALIZE_COLUMNS = ["item_id", "word", "word_type", "method", "n_steps", "split", "value",
-                    *IOU_COLUMNS]
-INTERVENE_COLUMNS = ["item_id", "word", "edit", "cmi_total", "attn_total", "change_total",
-                     "pixel_r_cmi", "pixel_r_attn"]
 
 _FIGURES = ("panel", "mmse_curves", "save")
 

@@ -7,7 +7,6 @@ Published numbers appear beside measured ones only for runs in the paper's setti
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,17 +25,38 @@ from infodecomp.reporting.metrics import (
     miou_paper,
     predict,
 )
-from infodecomp.reporting.tables import display, fmt_int, fmt_number, fmt_pm, write_table
+from infodecomp.reporting.tables import (
+    ESTIMATOR_ORDER,
+    TABLE1_KEYS,
+    TABLE2_KEYS,
+    accuracy_vs_samples,
+    display,
+    estimator_method,
+    fmt_int,
+    fmt_number,
+    int_or_none,
+    table1,
+    table2,
+    table4_shown,
+    write_table,
+)
 from infodecomp.reporting.writer import natural_key, read_results
 
 COMMANDS = ("aro", "localize", "intervene", "visualize")
-ESTIMATOR_ORDER = ("io", "is", "mmse")
-ESTIMATOR_LABELS = {"io": "Info. i^o", "is": "Info. i^s", "mmse": "Denoising loss"}
+# Commands whose run directories carry no table: listed in the runs index only.
+LISTED_ONLY = ("validate", "bench", "aggregate", "build-coco-manifest")
 METHOD_ORDER = ("whole", "attention", "cmi", "mi", "attn_info")
-ARO_COLUMNS = ("item_id", "subset", "group", "label", "option", "estimator", "score")
-LOCALIZE_COLUMNS = ("item_id", "method", "n_steps", "split", *IOU_COLUMNS)
-INTERVENE_COLUMNS = ("item_id", "edit", "cmi_total", "attn_total", "change_total",
-                     "pixel_r_cmi", "pixel_r_attn")
+ARO_REQUIRED = ("item_id", "subset", "group", "label", "option", "estimator", "score")
+LOCALIZE_REQUIRED = ("item_id", "method", "n_steps", "split", *IOU_COLUMNS)
+INTERVENE_REQUIRED = (
+    "item_id",
+    "edit",
+    "cmi_total",
+    "attn_total",
+    "change_total",
+    "pixel_r_cmi",
+    "pixel_r_attn",
+)
 TITLES = {
     "table1": "Table 1: ARO accuracy (%)",
     "accuracy_vs_samples": "ARO accuracy (%) vs logsnr samples per image",
@@ -45,12 +65,6 @@ TITLES = {
     "table4": "Table 4: intervention correlation (Pearson r ± bootstrap se)",
     "runs": "Runs",
 }
-
-
-def _int_or_none(value: Any) -> int | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return int(value)
 
 
 @dataclass
@@ -80,13 +94,20 @@ class Run:
 
     @property
     def n_samples(self) -> int | None:
-        return _int_or_none((self.config.get("estimator") or {}).get("n_samples"))
+        return int_or_none((self.config.get("estimator") or {}).get("n_samples"))
+
+    @property
+    def adaptive(self) -> bool:
+        return bool((self.config.get("estimator") or {}).get("adaptive", False))
 
     @property
     def paper_setting(self) -> bool:
         """The paper's model on a real benchmark: published numbers are comparable."""
-        return self.model == pub.PAPER_MODEL and self.data not in ("unknown", "") \
+        return (
+            self.model == pub.PAPER_MODEL
+            and self.data not in ("unknown", "")
             and not self.data.startswith("shapes-")
+        )
 
     @property
     def setting(self) -> str:
@@ -97,8 +118,10 @@ class Run:
             self._results = read_results(self.path)
         missing = [c for c in required if c not in self._results.columns]
         if missing:
-            raise ValueError(f"{self.path}/results.csv: columns {missing} missing for a "
-                             f"'{self.command}' run; found {list(self._results.columns)}.")
+            raise ValueError(
+                f"{self.path}/results.csv: columns {missing} missing for a "
+                f"'{self.command}' run; found {list(self._results.columns)}."
+            )
         return self._results
 
 
@@ -115,13 +138,17 @@ def load_runs(run_dirs: Iterable[str | Path]) -> list[Run]:
         given = Path(given)
         found = [given] if (given / META).exists() else find_run_dirs(given)
         if not found:
-            raise FileNotFoundError(f"{given}: no meta.json there or below; pass run directories "
-                                    "written by aro / localize / intervene / visualize.")
+            raise FileNotFoundError(
+                f"{given}: no meta.json there or below; pass run directories "
+                "written by aro / localize / intervene / visualize."
+            )
         for d in found:
             meta = read_json(d / META)
-            if meta.get("command") not in COMMANDS:
-                raise ValueError(f"{d}/meta.json: command {meta.get('command')!r} is not one of "
-                                 f"{COMMANDS}.")
+            if meta.get("command") not in COMMANDS + LISTED_ONLY:
+                raise ValueError(
+                    f"{d}/meta.json: command {meta.get('command')!r} is not one of "
+                    f"{COMMANDS + LISTED_ONLY}."
+                )
             summary = read_json(d / SUMMARY) if (d / SUMMARY).exists() else {}
             runs.append(Run(d, meta, summary))
     return runs
@@ -129,114 +156,93 @@ def load_runs(run_dirs: Iterable[str | Path]) -> list[Run]:
 
 def _claim(seen: dict, key: tuple, run: Run) -> None:
     if key in seen:
-        raise ValueError(f"{run.path} and {seen[key]} both report {key}; aggregate them separately "
-                         "or remove one (a rerun belongs in the same run directory).")
+        raise ValueError(
+            f"{run.path} and {seen[key]} both report {key}; aggregate them separately "
+            "or remove one (a rerun belongs in the same run directory)."
+        )
     seen[key] = run.path
 
 
 # ------------------------------------------------------------------------------------ ARO tables
 
-def _aro(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Long records (one per model x estimator x n_samples x subset) and per-group rows."""
+
+def _aro(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """Long records (one per model x method x n_samples x subset) and per-group rows.
+
+    Runs are told apart by their configured ``estimator.n_samples`` (the sweep variable); the
+    ``n_samples`` column of the results is what adaptive allocation actually used per item.
+    """
     records, groups, seen = [], [], {}
     for run in runs:
-        df = run.results(ARO_COLUMNS).copy()
-        if "n_samples" not in df.columns or df["n_samples"].isna().all():
-            df["n_samples"] = run.n_samples
+        df = run.results(ARO_REQUIRED).copy()
+        if df.empty:
+            continue
+        used = df["n_samples"] if "n_samples" in df.columns else None
+        n = run.n_samples
+        if n is None and used is not None and used.nunique() == 1:
+            n = int_or_none(used.iloc[0])
         df["subset"] = df["subset"].map(canonical_subset)
-        for (est, n, subset), part in df.groupby(["estimator", "n_samples", "subset"],
-                                                 sort=False, dropna=False):
-            n = _int_or_none(n)
-            _claim(seen, (run.model, est, n, subset), run)
+        for (est, subset), part in df.groupby(["estimator", "subset"], sort=False):
+            method = estimator_method(est, run.adaptive)
+            _claim(seen, (run.model, method, n, subset), run)
             score, per_group = aro_accuracy(predict(part))
-            common = {"model": run.model, "estimator": est, "n_samples": n, "subset": subset}
-            records.append({**common, "accuracy": 100 * score, "n_items": part["item_id"].nunique(),
-                            "paper": run.paper_setting})
+            mean_used = (
+                float(part.groupby("item_id")["n_samples"].first().mean())
+                if used is not None
+                else (float("nan") if n is None else float(n))
+            )
+            common = {"model": run.model, "method": method, "n_samples": n, "subset": subset}
+            rank = (ESTIMATOR_ORDER.index(est) if est in ESTIMATOR_ORDER else 9, run.adaptive)
+            records.append(
+                {
+                    **common,
+                    "accuracy": 100 * score,
+                    "n_items": part["item_id"].nunique(),
+                    "mean_samples": mean_used,
+                    "paper": run.paper_setting,
+                    "_rank": rank,
+                }
+            )
             groups.append(per_group.assign(**common, accuracy=100 * per_group["accuracy"]))
-    rec = pd.DataFrame(records)
-    order = {e: i for i, e in enumerate(ESTIMATOR_ORDER)}
-    rec = rec.assign(_e=rec["estimator"].map(lambda e: order.get(e, len(order))),
-                     _n=rec["n_samples"].map(lambda n: -1 if n is None else n))
-    rec = rec.sort_values(["model", "_e", "estimator", "_n"], kind="stable").drop(columns=["_e", "_n"])
-    return rec.reset_index(drop=True), pd.concat(groups, ignore_index=True)
-
-
-def _subset_order(subsets: Iterable[str]) -> list[str]:
-    known = [s for s in pub.SUBSET_LABELS if s in set(subsets)]
-    return known + sorted(set(subsets) - set(known))
-
-
-def _subset_label(subset: str) -> str:
-    return pub.SUBSET_LABELS.get(subset, subset)
-
-
-def table1(rec: pd.DataFrame) -> pd.DataFrame:
-    """Rows = model x estimator x n_samples (+ published methods in the paper's setting)."""
-    subsets = _subset_order(rec["subset"])
-    rows = []
-    for (model, est, n), grp in rec.groupby(["model", "estimator", "n_samples"], sort=False,
-                                            dropna=False):
-        row = {"model": model, "method": ESTIMATOR_LABELS.get(est, est),
-               "n_samples": _int_or_none(n), "source": "measured"}
-        acc = dict(zip(grp["subset"], grp["accuracy"], strict=True))
-        rows.append(row | {_subset_label(s): acc.get(s, float("nan")) for s in subsets})
-    if rec["paper"].any():
-        for method, values in pub.TABLE1.items():
-            n = pub.PAPER_N_SAMPLES if method == pub.TABLE1_INFO_METHOD else None
-            row = {"model": "paper", "method": method, "n_samples": n, "source": "published"}
-            rows.append(row | {_subset_label(s): values.get(s, float("nan")) for s in subsets})
-    return pd.DataFrame(rows)
-
-
-def accuracy_vs_samples(rec: pd.DataFrame) -> pd.DataFrame | None:
-    """Rows = n_samples, columns = subset x estimator; None unless n_samples was swept."""
-    if rec["n_samples"].dropna().nunique() < 2:
+    if not records:
         return None
-    many_models = rec["model"].nunique() > 1
-    table: dict[int | None, dict[str, float]] = {}
-    columns: list[str] = []
-    for subset in _subset_order(rec["subset"]):
-        for _, r in rec[rec["subset"] == subset].iterrows():
-            col = f"{_subset_label(subset)} {ESTIMATOR_LABELS.get(r.estimator, r.estimator)}"
-            col = f"{r.model} {col}" if many_models else col
-            if col not in columns:
-                columns.append(col)
-            table.setdefault(r.n_samples, {})[col] = r.accuracy
-    keys = sorted(table, key=lambda n: -1 if n is None else n)
-    return pd.DataFrame([{"n_samples": n} | {c: table[n].get(c, float("nan")) for c in columns}
-                         for n in keys])
-
-
-def table2(groups: pd.DataFrame) -> pd.DataFrame:
-    """Per relation / attribute pair accuracy; one column per estimator."""
-    order = {s: i for i, s in enumerate(_subset_order(groups["subset"]))}
-    ests = [e for e in ESTIMATOR_ORDER if e in set(groups["estimator"])]
-    ests += sorted(set(groups["estimator"]) - set(ests))
-    table: dict[tuple, dict[str, Any]] = {}
-    for r in groups.itertuples(index=False):
-        key = (r.model, r.n_samples, r.subset, r.group, int(r.n), bool(r.included))
-        table.setdefault(key, {})[ESTIMATOR_LABELS.get(r.estimator, r.estimator)] = r.accuracy
-    keys = sorted(table, key=lambda k: (k[0], -1 if k[1] is None else k[1], order[k[2]],
-                                        natural_key(str(k[3]))))
-    labels = [ESTIMATOR_LABELS.get(e, e) for e in ests]
-    return pd.DataFrame([{"model": k[0], "n_samples": k[1], "subset": _subset_label(k[2]),
-                          "group": k[3], "n": k[4], "in_metric": k[5]}
-                         | {lab: table[k].get(lab, float("nan")) for lab in labels} for k in keys])
+    rec = pd.DataFrame(records)
+    rec["_n"] = rec["n_samples"].map(lambda v: -1 if v is None else v)
+    rec = rec.sort_values(["model", "_rank", "method", "_n"], kind="stable")
+    rec = rec.drop(columns=["_rank", "_n"]).reset_index(drop=True)
+    method_order = {m: i for i, m in enumerate(dict.fromkeys(rec["method"]))}
+    groups_df = pd.concat(groups, ignore_index=True)
+    groups_df = groups_df.sort_values("method", key=lambda c: c.map(method_order), kind="stable")
+    return rec, groups_df
 
 
 # -------------------------------------------------------------------------------- localisation
 
+
 def table3(runs: list[Run]) -> pd.DataFrame:
-    """Rows = setting x method, columns = ``{n} paper``, ``{n} held-out`` (+ ``{n} published``)."""
+    """Rows = setting x method, columns = ``{n} paper``, ``{n} held-out`` (+ ``{n} published``).
+
+    ``pairs`` counts the scored (image, word) pairs, ``unscored`` those without a ground-truth
+    mask (all IoU values empty), which cannot enter the mIoU.
+    """
     cells: dict[tuple[str, str], dict[Any, tuple[float, float]]] = {}
+    counts: dict[tuple[str, str], tuple[set, set]] = {}
     paper_settings, steps, seen = set(), set(), {}
     for run in runs:
-        df = run.results(LOCALIZE_COLUMNS)
+        df = run.results(LOCALIZE_REQUIRED)
         if run.paper_setting:
             paper_settings.add(run.setting)
         for (method, n), part in df.groupby(["method", "n_steps"], sort=False, dropna=False):
-            n = _int_or_none(n)
+            n = int_or_none(n)
             _claim(seen, (run.setting, method, n), run)
+            # pairs without a ground-truth mask have no IoU at all: counted, not scored
+            scored = part[part[IOU_COLUMNS].notna().any(axis=1)]
+            ids = counts.setdefault((run.setting, method), (set(), set()))
+            ids[0].update(scored["item_id"])
+            ids[1].update(set(part["item_id"]) - set(scored["item_id"]))
+            if scored.empty:
+                continue
+            part = scored
             both = set(part["split"].dropna()) >= {"A", "B"}
             held = 100 * miou_heldout(part) if both else float("nan")
             cells.setdefault((run.setting, method), {})[n] = (100 * miou_paper(part), held)
@@ -246,8 +252,8 @@ def table3(runs: list[Run]) -> pd.DataFrame:
     show_pub = bool(paper_settings)
     mo = {m: i for i, m in enumerate(METHOD_ORDER)}
     rows = []
-    for setting, method in sorted(cells, key=lambda k: (k[0], mo.get(k[1], len(mo)), k[1])):
-        by_n = cells[(setting, method)]
+    for setting, method in sorted(counts, key=lambda k: (k[0], mo.get(k[1], len(mo)), k[1])):
+        by_n = cells.get((setting, method), {})
         row: dict[str, Any] = {"setting": setting, "method": pub.METHOD_LABELS.get(method, method)}
         for n in step_cols:
             # n_steps left empty (e.g. the whole-image mask) applies to every step count
@@ -258,28 +264,40 @@ def table3(runs: list[Run]) -> pd.DataFrame:
             if show_pub:
                 value = pub.published_miou(method, n) if setting in paper_settings else None
                 row[f"{name} published"] = float("nan") if value is None else value
+        scored_ids, unscored_ids = counts[(setting, method)]
+        row["pairs"], row["unscored"] = len(scored_ids), len(unscored_ids - scored_ids)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------------------- interventions
 
+
 def table4(runs: list[Run], *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Rows = setting x edit x {CMI, attention}; image- and pixel-level r with bootstrap se."""
     rows, seen = [], {}
     show_pub = any(r.paper_setting for r in runs)
     for run in runs:
-        df = run.results(INTERVENE_COLUMNS)
+        df = run.results(INTERVENE_REQUIRED)
+        if df.empty:
+            continue
         _claim(seen, (run.setting,), run)
         edits = sorted(set(df["edit"].dropna()))
         for edit in ["all", *edits] if len(edits) > 1 else ["all"]:
             part = df if edit == "all" else df[df["edit"] == edit]
             stats = intervention_table(part, n_boot=n_boot, seed=seed)
             for method, s in stats.iterrows():
-                row = {"setting": run.setting, "edit": edit, "method": pub.METHOD_LABELS[method],
-                       "image_r": s.image_r, "image_se": s.image_se, "pixel_r": s.pixel_r,
-                       "pixel_se": s.pixel_se, "n_items": int(s.n_items),
-                       "n_pixel": int(s.n_pixel)}
+                row = {
+                    "setting": run.setting,
+                    "edit": edit,
+                    "method": pub.METHOD_LABELS[method],
+                    "image_r": s.image_r,
+                    "image_se": s.image_se,
+                    "pixel_r": s.pixel_r,
+                    "pixel_se": s.pixel_se,
+                    "n_items": int(s.n_items),
+                    "n_pixel": int(s.n_pixel),
+                }
                 if show_pub:
                     ok = run.paper_setting and edit == "all"
                     for level in ("image", "pixel"):
@@ -290,33 +308,32 @@ def table4(runs: list[Run], *, n_boot: int = 1000, seed: int = 0) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
-def _table4_shown(data: pd.DataFrame) -> pd.DataFrame:
-    shown = data[["setting", "edit", "method"]].copy()
-    shown["image-level r"] = [fmt_pm(r, s) for r, s in zip(data.image_r, data.image_se, strict=True)]
-    shown["pixel-level r"] = [fmt_pm(r, s) for r, s in zip(data.pixel_r, data.pixel_se, strict=True)]
-    shown["items"] = data["n_items"].astype(str)
-    if "published_image_r" in data.columns:
-        for level in ("image", "pixel"):
-            shown[f"published {level}-level"] = [
-                fmt_pm(r, s) for r, s in zip(data[f"published_{level}_r"],
-                                             data[f"published_{level}_se"], strict=True)]
-    return shown.astype(str)
-
-
 # ------------------------------------------------------------------------------------ top level
+
 
 def runs_table(runs: list[Run]) -> pd.DataFrame:
     """One row per run: command, model, data, samples, progress, wall time, paper setting."""
-    return pd.DataFrame([{"run": str(r.path), "command": r.command, "model": r.model,
-                          "data": r.data, "n_samples": r.n_samples,
-                          "items_done": r.meta.get("items_done"),
-                          "items_skipped": r.meta.get("items_skipped"),
-                          "wall_time_s": r.meta.get("wall_time_s"),
-                          "paper_setting": r.paper_setting} for r in runs])
+    return pd.DataFrame(
+        [
+            {
+                "run": str(r.path),
+                "command": r.command,
+                "model": r.model,
+                "data": r.data,
+                "n_samples": r.n_samples,
+                "items_done": r.meta.get("items_done"),
+                "items_skipped": r.meta.get("items_skipped"),
+                "wall_time_s": r.meta.get("wall_time_s"),
+                "paper_setting": r.paper_setting,
+            }
+            for r in runs
+        ]
+    )
 
 
-def aggregate(run_dirs: list[Path], out_dir: Path, *, n_boot: int = 1000,
-              seed: int = 0) -> dict[str, pd.DataFrame]:
+def aggregate(
+    run_dirs: list[Path], out_dir: Path, *, n_boot: int = 1000, seed: int = 0
+) -> dict[str, pd.DataFrame]:
     """Build Tables 1-4 from run directories and write them as Markdown, LaTeX and CSV.
 
     Args:
@@ -335,24 +352,33 @@ def aggregate(run_dirs: list[Path], out_dir: Path, *, n_boot: int = 1000,
     by_cmd = {c: [r for r in runs if r.command == c] for c in COMMANDS}
     built: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
     pct = fmt_number(1)
-    if by_cmd["aro"]:
-        rec, groups = _aro(by_cmd["aro"])
+    aro = _aro(by_cmd["aro"]) if by_cmd["aro"] else None
+    if aro is not None:
+        rec, groups = aro
         t1 = table1(rec)
-        built["table1"] = (t1, display(t1, {c: pct for c in t1.columns[4:]}
-                                       | {"n_samples": fmt_int}))
+        fmt1 = {c: pct for c in t1.columns if c not in TABLE1_KEYS}
+        fmt1 |= {"n_samples": fmt_int, "samples/item": fmt_number(1)}
+        built["table1"] = (t1, display(t1, fmt1))
         sweep = accuracy_vs_samples(rec)
         if sweep is not None:
-            built["accuracy_vs_samples"] = (sweep, display(sweep, {c: pct for c in sweep.columns}
-                                                           | {"n_samples": fmt_int}))
+            fmt_s = {c: pct for c in sweep.columns} | {"n_samples": fmt_int}
+            built["accuracy_vs_samples"] = (sweep, display(sweep, fmt_s))
         t2 = table2(groups)
-        built["table2"] = (t2, display(t2, {c: pct for c in t2.columns[6:]}
-                                       | {"n_samples": fmt_int, "n": fmt_int}))
-    if by_cmd["localize"]:
-        t3 = table3(by_cmd["localize"])
-        built["table3"] = (t3, display(t3, {c: fmt_number(2) for c in t3.columns[2:]}))
-    if by_cmd["intervene"]:
-        t4 = table4(by_cmd["intervene"], n_boot=n_boot, seed=seed)
-        built["table4"] = (t4, _table4_shown(t4))
+        fmt2 = {c: pct for c in t2.columns if c not in TABLE2_KEYS}
+        built["table2"] = (t2, display(t2, fmt2 | {"n_samples": fmt_int, "n": fmt_int}))
+    t3 = table3(by_cmd["localize"]) if by_cmd["localize"] else pd.DataFrame()
+    if not t3.empty:
+        built["table3"] = (
+            t3,
+            display(
+                t3,
+                {c: fmt_number(2) for c in t3.columns[2:-2]}
+                | {"pairs": fmt_int, "unscored": fmt_int},
+            ),
+        )
+    t4 = table4(by_cmd["intervene"], n_boot=n_boot, seed=seed) if by_cmd["intervene"] else None
+    if t4 is not None and not t4.empty:
+        built["table4"] = (t4, table4_shown(t4))
     rt = runs_table(runs)
     built["runs"] = (rt, display(rt, {"n_samples": fmt_int, "wall_time_s": fmt_number(1)}))
 

@@ -22,8 +22,9 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"panel: image must be H x W x 3, got shape {image.shape}.")
     if not np.all(np.isfinite(image)) or image.min() < 0 or image.max() > 1:
-        raise ValueError("panel: image values must be finite and in [0, 1]; divide uint8 "
-                         "images by 255.")
+        raise ValueError(
+            "panel: image values must be finite and in [0, 1]; divide uint8 images by 255."
+        )
     return image
 
 
@@ -36,8 +37,15 @@ def _check_map(name: str, heat: np.ndarray) -> np.ndarray:
     return heat
 
 
-def panel(image: np.ndarray, maps: Mapping[str, np.ndarray], shared_scale: Sequence[str] = (),
-          title: str | None = None, *, overlay: bool = True, alpha: float = 0.65) -> Figure:
+def panel(
+    image: np.ndarray,
+    maps: Mapping[str, np.ndarray],
+    shared_scale: Sequence[str] = (),
+    title: str | None = None,
+    *,
+    overlay: bool = True,
+    alpha: float = 0.85,
+) -> Figure:
     """The image followed by one heat map per entry of ``maps``, each with a colour bar.
 
     Maps of any resolution are stretched over the image (bilinear), e.g. a 64 x 64 latent-grid
@@ -51,7 +59,7 @@ def panel(image: np.ndarray, maps: Mapping[str, np.ndarray], shared_scale: Seque
         title: figure title.
         overlay: draw each map semi-transparently over a grey copy of the image; if False, the
             maps are drawn on their own.
-        alpha: opacity of the overlaid map.
+        alpha: opacity of the overlaid map at its maximum (lower values are more transparent).
 
     Returns:
         The figure.
@@ -60,8 +68,9 @@ def panel(image: np.ndarray, maps: Mapping[str, np.ndarray], shared_scale: Seque
     checked = {name: _check_map(name, m) for name, m in maps.items()}
     unknown = [n for n in shared_scale if n not in checked]
     if unknown:
-        raise ValueError(f"panel: shared_scale names {unknown} are not among the maps "
-                         f"{list(checked)}.")
+        raise ValueError(
+            f"panel: shared_scale names {unknown} are not among the maps {list(checked)}."
+        )
     shared = [checked[n] for n in shared_scale]
     shared_lim = (min(m.min() for m in shared), max(m.max() for m in shared)) if shared else None
 
@@ -78,10 +87,21 @@ def panel(image: np.ndarray, maps: Mapping[str, np.ndarray], shared_scale: Seque
         vmin, vmax = shared_lim if name in shared_scale else (heat.min(), heat.max())
         if vmax <= vmin:  # a constant map: give the colour bar a visible range
             vmax = vmin + 1e-12
+        opacity: float | np.ndarray = 1.0
         if overlay:
-            ax.imshow(0.35 + 0.5 * grey, extent=extent)
-        im = ax.imshow(heat, cmap=HEAT_CMAP, vmin=vmin, vmax=vmax, extent=extent,
-                       interpolation="bilinear", alpha=alpha if overlay else 1.0)
+            ax.imshow(0.2 + 0.7 * grey, extent=extent)
+            # low values fade out so the image shows through where the map says little
+            level = np.clip((heat - vmin) / (vmax - vmin), 0.0, 1.0)
+            opacity = alpha * (0.25 + 0.75 * level)
+        im = ax.imshow(
+            heat,
+            cmap=HEAT_CMAP,
+            vmin=vmin,
+            vmax=vmax,
+            extent=extent,
+            interpolation="bilinear",
+            alpha=opacity,
+        )
         suffix = " (shared scale)" if name in shared_scale and len(shared_scale) > 1 else ""
         ax.set_title(f"{name}{suffix}", fontsize=10)
         bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
@@ -107,8 +127,13 @@ def _binned_mean(x: np.ndarray, y: np.ndarray, n_bins: int) -> tuple[np.ndarray,
     return centres[keep], sums[keep] / counts[keep]
 
 
-def mmse_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str | None = None,
-                *, n_bins: int = 30, log_y: bool | None = None) -> Figure:
+def mmse_curves(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    title: str | None = None,
+    *,
+    n_bins: int = 30,
+    log_y: bool | None = None,
+) -> Figure:
     """MMSE against logsnr: one scatter of the samples plus a binned mean line per label.
 
     Args:
@@ -126,8 +151,10 @@ def mmse_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str 
     for label, (x, y) in curves.items():
         x, y = np.asarray(x, dtype=np.float64).ravel(), np.asarray(y, dtype=np.float64).ravel()
         if x.shape != y.shape or x.size == 0:
-            raise ValueError(f"mmse_curves: '{label}' needs logsnr and mmse arrays of one "
-                             f"non-zero length, got {x.shape} and {y.shape}.")
+            raise ValueError(
+                f"mmse_curves: '{label}' needs logsnr and mmse arrays of one "
+                f"non-zero length, got {x.shape} and {y.shape}."
+            )
         if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
             raise ValueError(f"mmse_curves: '{label}' holds NaN or infinite values.")
         checked[label] = (x, y)
@@ -148,7 +175,7 @@ def mmse_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str 
     if log_y:
         ax.set_yscale("log")
     ax.set_xlabel("log SNR")
-    ax.set_ylabel("MMSE  E‖ε − ε̂‖²")
+    ax.set_ylabel(r"MMSE  $\mathbb{E}\,\|\epsilon - \hat{\epsilon}\|^2$")
     ax.grid(True, alpha=0.3, linewidth=0.6)
     ax.spines[["top", "right"]].set_visible(False)
     ax.legend(frameon=False)

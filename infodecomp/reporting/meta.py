@@ -17,8 +17,19 @@ from typing import Any
 META = "meta.json"
 SUMMARY = "summary.json"
 # Distribution names, looked up without importing them (torch must not load in reporting).
-PACKAGES = ("infodecomp", "torch", "diffusers", "transformers", "hydra-core", "omegaconf",
-            "pandas", "numpy", "pycocotools", "datasets", "matplotlib")
+PACKAGES = (
+    "infodecomp",
+    "torch",
+    "diffusers",
+    "transformers",
+    "hydra-core",
+    "omegaconf",
+    "pandas",
+    "numpy",
+    "pycocotools",
+    "datasets",
+    "matplotlib",
+)
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
@@ -44,8 +55,13 @@ def git_revision(source_dir: str | Path | None = None) -> dict[str, Any] | None:
 
     def git(*args: str) -> str | None:
         try:
-            res = subprocess.run(["git", "-C", str(source_dir), *args], capture_output=True,
-                                 text=True, timeout=10, check=False)
+            res = subprocess.run(
+                ["git", "-C", str(source_dir), *args],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            )
         except (OSError, subprocess.SubprocessError):
             return None
         return res.stdout.strip() if res.returncode == 0 else None
@@ -59,8 +75,7 @@ def git_revision(source_dir: str | Path | None = None) -> dict[str, Any] | None:
     if tracked is None or commit is None:
         return None
     status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "dirty": bool(status) if status is not None else None,
-            "root": top}
+    return {"commit": commit, "dirty": bool(status) if status is not None else None, "root": top}
 
 
 def _jsonable(value: Any) -> Any:
@@ -91,9 +106,19 @@ def _dump(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def write_meta(run_dir: str | Path, config: Mapping[str, Any], *, device: str, dtype: str,
-               seed: int, wall_time_s: float, items_done: int, items_skipped: int,
-               extra: Mapping[str, Any] | None = None, command: str | None = None) -> Path:
+def write_meta(
+    run_dir: str | Path,
+    config: Mapping[str, Any],
+    *,
+    device: str,
+    dtype: str,
+    seed: int,
+    wall_time_s: float,
+    items_done: int,
+    items_skipped: int,
+    extra: Mapping[str, Any] | None = None,
+    command: str | None = None,
+) -> Path:
     """Write ``meta.json``: resolved config, versions, git revision, device and progress.
 
     Args:
@@ -137,8 +162,9 @@ def write_meta(run_dir: str | Path, config: Mapping[str, Any], *, device: str, d
     }
     clash = sorted(set(extra) & set(meta))
     if clash:
-        raise ValueError(f"write_meta: extra keys {clash} would overwrite standard fields; "
-                         "rename them.")
+        raise ValueError(
+            f"write_meta: extra keys {clash} would overwrite standard fields; rename them."
+        )
     meta.update(_jsonable(extra))
     path = run_dir / META
     _dump(path, meta)
@@ -168,8 +194,10 @@ def write_summary(run_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
     flat = _flatten(metrics)
     for key, value in flat.items():
         if isinstance(value, (list, tuple, set, dict)):
-            raise ValueError(f"write_summary: metric '{key}' is a {type(value).__name__}; "
-                             "summary values must be scalars.")
+            raise ValueError(
+                f"write_summary: metric '{key}' is a {type(value).__name__}; "
+                "summary values must be scalars."
+            )
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / SUMMARY
@@ -185,5 +213,6 @@ def read_json(path: str | Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); rerun the command to rewrite it.") \
-            from err
+        raise ValueError(
+            f"{path} is not valid JSON ({err}); rerun the command to rewrite it."
+        ) from err

@@ -17,10 +17,16 @@ from infodecomp.data.aro_relations import EXCLUDED_RELATIONS
 VG_RELATION = "vg-relation"
 VG_ATTRIBUTION = "vg-attribution"
 ORDER_SUBSETS = ("coco-order", "flickr-order")
-MIN_ATTRIBUTE_GROUP = 25  # VG-Attribution averages over attribute pairs with at least this many items
-_ALIASES = {"flickr30k-order": "flickr-order", "visual-genome-relation": VG_RELATION,
-            "visual-genome-attribution": VG_ATTRIBUTION, "vg-r": VG_RELATION,
-            "vg-a": VG_ATTRIBUTION}
+MIN_ATTRIBUTE_GROUP = (
+    25  # VG-Attribution averages over attribute pairs with at least this many items
+)
+_ALIASES = {
+    "flickr30k-order": "flickr-order",
+    "visual-genome-relation": VG_RELATION,
+    "visual-genome-attribution": VG_ATTRIBUTION,
+    "vg-r": VG_RELATION,
+    "vg-a": VG_ATTRIBUTION,
+}
 
 
 def canonical_subset(name: str) -> str:
@@ -49,12 +55,15 @@ def predict(scores: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"predict: columns {sorted(missing)} missing; got {list(scores.columns)}.")
     bad = scores.loc[scores["score"].isna(), "item_id"].unique()
     if len(bad):
-        raise ValueError(f"predict: NaN scores for items {list(bad[:5])}; an estimate failed, "
-                         "rerun those items or drop them explicitly.")
+        raise ValueError(
+            f"predict: NaN scores for items {list(bad[:5])}; an estimate failed, "
+            "rerun those items or drop them explicitly."
+        )
     if scores.duplicated(["item_id", "option"]).any():
         dup = scores.loc[scores.duplicated(["item_id", "option"]), "item_id"].tolist()[:5]
-        raise ValueError(f"predict: items {dup} have an option scored twice; pass one estimator "
-                         "at a time.")
+        raise ValueError(
+            f"predict: items {dup} have an option scored twice; pass one estimator at a time."
+        )
     df = scores.reset_index(drop=True).sort_values(["item_id", "option"], kind="stable")
     # idxmax returns the first occurrence of the maximum, i.e. the lowest option index.
     best = df.groupby("item_id", sort=False)["score"].idxmax()
@@ -66,8 +75,9 @@ def predict(scores: pd.DataFrame) -> pd.DataFrame:
 def _group_table(pred: pd.DataFrame) -> pd.DataFrame:
     correct = (pred["pred"].astype(int) == pred["label"].astype(int)).astype(float)
     g = correct.groupby(pred["group"].astype(str))
-    return pd.DataFrame({"group": g.mean().index, "n": g.size().values,
-                         "accuracy": g.mean().values})
+    return pd.DataFrame(
+        {"group": g.mean().index, "n": g.size().values, "accuracy": g.mean().values}
+    )
 
 
 def aro_accuracy(pred: pd.DataFrame) -> tuple[float, pd.DataFrame]:
@@ -90,14 +100,16 @@ def aro_accuracy(pred: pd.DataFrame) -> tuple[float, pd.DataFrame]:
     """
     missing = {"item_id", "subset", "group", "label", "pred"} - set(pred.columns)
     if missing:
-        raise ValueError(f"aro_accuracy: columns {sorted(missing)} missing; got "
-                         f"{list(pred.columns)}.")
+        raise ValueError(
+            f"aro_accuracy: columns {sorted(missing)} missing; got {list(pred.columns)}."
+        )
     if pred.empty:
         raise ValueError("aro_accuracy: no predictions.")
     subsets = {canonical_subset(s) for s in pred["subset"].unique()}
     if len(subsets) != 1:
-        raise ValueError(f"aro_accuracy: one subset at a time, got {sorted(subsets)}; "
-                         "group by subset first.")
+        raise ValueError(
+            f"aro_accuracy: one subset at a time, got {sorted(subsets)}; group by subset first."
+        )
     if pred["item_id"].duplicated().any():
         dup = pred.loc[pred["item_id"].duplicated(), "item_id"].tolist()[:5]
         raise ValueError(f"aro_accuracy: items {dup} appear more than once; pass one row per item.")
@@ -118,8 +130,9 @@ def aro_accuracy(pred: pd.DataFrame) -> tuple[float, pd.DataFrame]:
         score = float(inc.mean()) if len(inc) else float("nan")
     else:
         score = micro
-    per_group.attrs.update(micro=micro, macro=float(per_group["accuracy"].mean()), rule=rule,
-                           subset=subset)
+    per_group.attrs.update(
+        micro=micro, macro=float(per_group["accuracy"].mean()), rule=rule, subset=subset
+    )
     return score, per_group
 
 
@@ -144,16 +157,19 @@ def iou(pred_mask: np.ndarray, gt_mask: np.ndarray) -> float:
     """Intersection over union of two boolean masks of one shape (NaN when both are empty)."""
     a, b = np.asarray(pred_mask, dtype=bool), np.asarray(gt_mask, dtype=bool)
     if a.shape != b.shape:
-        raise ValueError(f"iou: mask shapes differ, {a.shape} vs {b.shape}; resize the map to "
-                         "the ground truth first.")
+        raise ValueError(
+            f"iou: mask shapes differ, {a.shape} vs {b.shape}; resize the map to "
+            "the ground truth first."
+        )
     union = np.logical_or(a, b).sum()
     if union == 0:
         return float("nan")
     return float(np.logical_and(a, b).sum() / union)
 
 
-def iou_curve(heat: np.ndarray, gt_mask: np.ndarray,
-              thresholds: np.ndarray = THRESHOLDS) -> np.ndarray:
+def iou_curve(
+    heat: np.ndarray, gt_mask: np.ndarray, thresholds: np.ndarray = THRESHOLDS
+) -> np.ndarray:
     """IoU of the min-max normalised map thresholded (``map > t``) at each threshold."""
     norm = min_max_normalise(heat)
     return np.array([iou(norm > t, gt_mask) for t in thresholds])
@@ -163,8 +179,9 @@ def miou_curve(df: pd.DataFrame) -> np.ndarray:
     """Mean IoU over rows at each threshold, from columns ``iou_00`` ... ``iou_49``."""
     missing = [c for c in IOU_COLUMNS if c not in df.columns]
     if missing:
-        raise ValueError(f"miou: columns {missing[:3]}... missing; expected {IOU_COLUMNS[0]}.."
-                         f"{IOU_COLUMNS[-1]}.")
+        raise ValueError(
+            f"miou: columns {missing[:3]}... missing; expected {IOU_COLUMNS[0]}..{IOU_COLUMNS[-1]}."
+        )
     if df.empty:
         raise ValueError("miou: no rows.")
     values = df[IOU_COLUMNS].to_numpy(dtype=np.float64)
@@ -188,13 +205,15 @@ def miou_heldout(df: pd.DataFrame, split_column: str = "split") -> float:
     a = df[df[split_column] == "A"]
     b = df[df[split_column] == "B"]
     if a.empty or b.empty:
-        raise ValueError(f"miou_heldout: needs rows in both splits A and B, got {len(a)} and "
-                         f"{len(b)}.")
+        raise ValueError(
+            f"miou_heldout: needs rows in both splits A and B, got {len(a)} and {len(b)}."
+        )
     ca, cb = miou_curve(a), miou_curve(b)
     return float((cb[int(np.argmax(ca))] + ca[int(np.argmax(cb))]) / 2)
 
 
 # ------------------------------------------------------------------------ interventions (Table 4)
+
 
 def pearson_r(x: np.ndarray, y: np.ndarray) -> float:
     """Pearson correlation of two vectors (NaN when either is constant or shorter than 2)."""
@@ -208,8 +227,9 @@ def pearson_r(x: np.ndarray, y: np.ndarray) -> float:
     return float((xc * yc).sum() / den) if den > 0 else float("nan")
 
 
-def bootstrap_se(stat: Callable[[np.ndarray], float], n: int, *, n_boot: int = 1000,
-                 seed: int = 0) -> float:
+def bootstrap_se(
+    stat: Callable[[np.ndarray], float], n: int, *, n_boot: int = 1000, seed: int = 0
+) -> float:
     """Bootstrap standard error of ``stat(indices)`` over resamples of ``n`` items.
 
     ``stat`` receives an index array of length ``n`` drawn with replacement. The standard
@@ -223,22 +243,25 @@ def bootstrap_se(stat: Callable[[np.ndarray], float], n: int, *, n_boot: int = 1
     return float(draws.std(ddof=1)) if len(draws) > 1 else float("nan")
 
 
-def image_level_r(df: pd.DataFrame, column: str = "cmi_total", *, n_boot: int = 1000,
-                  seed: int = 0) -> tuple[float, float]:
+def image_level_r(
+    df: pd.DataFrame, column: str = "cmi_total", *, n_boot: int = 1000, seed: int = 0
+) -> tuple[float, float]:
     """Pearson r across items between ``change_total`` and ``column``, with bootstrap se."""
     x = df["change_total"].to_numpy(dtype=np.float64)
     y = df[column].to_numpy(dtype=np.float64)
     ok = np.isfinite(x) & np.isfinite(y)
     if not ok.all():
-        raise ValueError(f"image_level_r: {int((~ok).sum())} rows with missing change_total or "
-                         f"{column}.")
+        raise ValueError(
+            f"image_level_r: {int((~ok).sum())} rows with missing change_total or {column}."
+        )
     r = pearson_r(x, y)
     se = bootstrap_se(lambda i: pearson_r(x[i], y[i]), len(x), n_boot=n_boot, seed=seed)
     return r, se
 
 
-def pixel_level_r(df: pd.DataFrame, column: str = "pixel_r_cmi", *, n_boot: int = 1000,
-                  seed: int = 0) -> tuple[float, float, int]:
+def pixel_level_r(
+    df: pd.DataFrame, column: str = "pixel_r_cmi", *, n_boot: int = 1000, seed: int = 0
+) -> tuple[float, float, int]:
     """Mean over items of the per-item pixel Pearson r in ``column``, with bootstrap se.
 
     Items whose r is undefined (NaN: a constant map) are left out; the count used is returned.
@@ -262,11 +285,21 @@ def intervention_table(df: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -
         ``image_se``, ``pixel_r``, ``pixel_se``, ``n_items``, ``n_pixel``.
     """
     rows = []
-    for method, total, pixel in (("cmi", "cmi_total", "pixel_r_cmi"),
-                                 ("attention", "attn_total", "pixel_r_attn")):
+    for method, total, pixel in (
+        ("cmi", "cmi_total", "pixel_r_cmi"),
+        ("attention", "attn_total", "pixel_r_attn"),
+    ):
         image_r, image_se = image_level_r(df, total, n_boot=n_boot, seed=seed)
         pixel_r, pixel_se, n_pixel = pixel_level_r(df, pixel, n_boot=n_boot, seed=seed)
-        rows.append({"method": method, "image_r": image_r, "image_se": image_se,
-                     "pixel_r": pixel_r, "pixel_se": pixel_se, "n_items": len(df),
-                     "n_pixel": n_pixel})
+        rows.append(
+            {
+                "method": method,
+                "image_r": image_r,
+                "image_se": image_se,
+                "pixel_r": pixel_r,
+                "pixel_se": pixel_se,
+                "n_items": len(df),
+                "n_pixel": n_pixel,
+            }
+        )
     return pd.DataFrame(rows).set_index("method")

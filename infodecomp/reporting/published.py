@@ -20,14 +20,30 @@ SUBSET_LABELS: dict[str, str] = {
 
 # Table 1: accuracy (%) per method and subset.
 TABLE1: dict[str, dict[str, float]] = {
-    "OpenCLIP": {"vg-attribution": 64.6, "vg-relation": 51.4, "coco-order": 32.8,
-                 "flickr-order": 40.5},
-    "DiffITM": {"vg-attribution": 62.9, "vg-relation": 50.0, "coco-order": 23.5,
-                "flickr-order": 33.2},
-    "HardNeg-DiffITM": {"vg-attribution": 67.6, "vg-relation": 52.3, "coco-order": 34.4,
-                        "flickr-order": 48.6},
-    "Info. (logistic)": {"vg-attribution": 72.0, "vg-relation": 69.1, "coco-order": 40.1,
-                         "flickr-order": 49.3},
+    "OpenCLIP": {
+        "vg-attribution": 64.6,
+        "vg-relation": 51.4,
+        "coco-order": 32.8,
+        "flickr-order": 40.5,
+    },
+    "DiffITM": {
+        "vg-attribution": 62.9,
+        "vg-relation": 50.0,
+        "coco-order": 23.5,
+        "flickr-order": 33.2,
+    },
+    "HardNeg-DiffITM": {
+        "vg-attribution": 67.6,
+        "vg-relation": 52.3,
+        "coco-order": 34.4,
+        "flickr-order": 48.6,
+    },
+    "Info. (logistic)": {
+        "vg-attribution": 72.0,
+        "vg-relation": 69.1,
+        "coco-order": 40.1,
+        "flickr-order": 49.3,
+    },
 }
 # The row of Table 1 that this project's i^o estimator reproduces.
 TABLE1_INFO_METHOD = "Info. (logistic)"

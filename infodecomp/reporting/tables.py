@@ -1,16 +1,24 @@
-"""Rendering of result tables to Markdown, LaTeX (booktabs) and CSV, without extra dependencies."""
+"""Layout of the ARO tables and rendering of every table to Markdown, LaTeX and CSV.
+
+No extra dependencies (no tabulate / jinja2): the renderers below are small and explicit.
+"""
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from infodecomp.reporting import published as pub
+from infodecomp.reporting.csvio import natural_key
+
 MISSING = "–"
+ESTIMATOR_ORDER = ("io", "is", "mmse")
+ESTIMATOR_LABELS = {"io": "Info. i^o", "is": "Info. i^s", "mmse": "Denoising loss"}
 Formatter = Callable[[Any], str]
 
 
@@ -21,8 +29,10 @@ def is_missing(value: Any) -> bool:
 
 def fmt_number(digits: int) -> Formatter:
     """Formatter with a fixed number of decimals; missing values become an en dash."""
+
     def fmt(value: Any) -> str:
         return MISSING if is_missing(value) else f"{float(value):.{digits}f}"
+
     return fmt
 
 
@@ -47,10 +57,12 @@ def display(df: pd.DataFrame, formats: Mapping[str, Formatter] | None = None) ->
     for col in df.columns:
         fmt = formats.get(col)
         if fmt is None:
+
             def fmt(v: Any) -> str:
                 if isinstance(v, bool):
                     return "yes" if v else "no"
                 return MISSING if is_missing(v) else str(v)
+
         out[col] = [fmt(v) for v in df[col].tolist()]
     return out
 
@@ -75,9 +87,22 @@ def to_markdown(table: pd.DataFrame, title: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                  "^": r"\textasciicircum{}", "±": r"$\pm$", "−": r"$-$", "–": "--", "·": r"$\cdot$"}
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "−": r"$-$",
+    "–": "--",
+    "·": r"$\cdot$",
+}
 _SUPERSCRIPT = re.compile(r"\b([A-Za-z])\^(\w+)")
 
 
@@ -85,7 +110,7 @@ def latex_escape(text: str) -> str:
     """Escape LaTeX specials; ``i^o`` becomes ``$i^{o}$``, ``±`` becomes ``$\\pm$``."""
     out, pos = [], 0
     for m in _SUPERSCRIPT.finditer(text):
-        out.append("".join(_LATEX_SPECIAL.get(ch, ch) for ch in text[pos:m.start()]))
+        out.append("".join(_LATEX_SPECIAL.get(ch, ch) for ch in text[pos : m.start()]))
         out.append(f"${m.group(1)}^{{{m.group(2)}}}$")
         pos = m.end()
     out.append("".join(_LATEX_SPECIAL.get(ch, ch) for ch in text[pos:]))
@@ -102,15 +127,20 @@ def to_latex(table: pd.DataFrame, caption: str | None = None, label: str | None 
         lines.append(rf"\caption{{{latex_escape(caption)}}}")
     if label:
         lines.append(rf"\label{{{label}}}")
-    lines += [rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
-              " & ".join(latex_escape(c) for c in cols) + r" \\", r"\midrule"]
+    lines += [
+        rf"\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+        " & ".join(latex_escape(c) for c in cols) + r" \\",
+        r"\midrule",
+    ]
     lines += [" & ".join(latex_escape(v) for v in r) + r" \\" for r in rows]
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
-def write_table(data: pd.DataFrame, shown: pd.DataFrame, out_dir: str | Path, name: str,
-                title: str) -> str:
+def write_table(
+    data: pd.DataFrame, shown: pd.DataFrame, out_dir: str | Path, name: str, title: str
+) -> str:
     """Write ``{name}.csv`` (numbers), ``{name}.md`` and ``{name}.tex`` (formatted); return the md.
 
     Args:
@@ -127,3 +157,130 @@ def write_table(data: pd.DataFrame, shown: pd.DataFrame, out_dir: str | Path, na
     (out_dir / f"{name}.md").write_text(md, encoding="utf-8")
     (out_dir / f"{name}.tex").write_text(to_latex(shown, title, f"tab:{name}"), encoding="utf-8")
     return md
+
+
+# ------------------------------------------------------------------------------- ARO layout
+
+
+def int_or_none(value: Any) -> int | None:
+    """An int, or None for None / NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return int(value)
+
+
+def _subset_order(subsets: Iterable[str]) -> list[str]:
+    known = [s for s in pub.SUBSET_LABELS if s in set(subsets)]
+    return known + sorted(set(subsets) - set(known))
+
+
+def _subset_label(subset: str) -> str:
+    return pub.SUBSET_LABELS.get(subset, subset)
+
+
+TABLE1_KEYS = ("model", "method", "n_samples", "samples/item", "source")
+TABLE2_KEYS = ("model", "n_samples", "subset", "group", "n", "in_metric")
+
+
+def estimator_method(estimator: str, adaptive: bool) -> str:
+    """Row label of an estimator: ``Info. i^o``, ``Info. i^o (adaptive)``, ..."""
+    return ESTIMATOR_LABELS.get(estimator, estimator) + (" (adaptive)" if adaptive else "")
+
+
+def table1(rec: pd.DataFrame) -> pd.DataFrame:
+    """Rows = model x method x n_samples (+ published methods in the paper's setting).
+
+    Args:
+        rec: one row per model x method x n_samples x subset with ``accuracy`` (%),
+            ``n_items``, ``mean_samples`` (logsnr samples actually used per item) and ``paper``
+            (the run is in the paper's setting), in display order.
+    """
+    subsets = _subset_order(rec["subset"])
+    rows = []
+    for (model, method, n), grp in rec.groupby(
+        ["model", "method", "n_samples"], sort=False, dropna=False
+    ):
+        used = float((grp["mean_samples"] * grp["n_items"]).sum() / grp["n_items"].sum())
+        row = {
+            "model": model,
+            "method": method,
+            "n_samples": int_or_none(n),
+            "samples/item": used,
+            "source": "measured",
+        }
+        acc = dict(zip(grp["subset"], grp["accuracy"], strict=True))
+        rows.append(row | {_subset_label(s): acc.get(s, float("nan")) for s in subsets})
+    if rec["paper"].any():
+        for method, values in pub.TABLE1.items():
+            n = pub.PAPER_N_SAMPLES if method == pub.TABLE1_INFO_METHOD else None
+            row = {
+                "model": "paper",
+                "method": method,
+                "n_samples": n,
+                "samples/item": float("nan") if n is None else float(n),
+                "source": "published",
+            }
+            rows.append(row | {_subset_label(s): values.get(s, float("nan")) for s in subsets})
+    return pd.DataFrame(rows)
+
+
+def accuracy_vs_samples(rec: pd.DataFrame) -> pd.DataFrame | None:
+    """Rows = n_samples, columns = subset x method; None unless n_samples was swept."""
+    if rec["n_samples"].dropna().nunique() < 2:
+        return None
+    many_models = rec["model"].nunique() > 1
+    table: dict[int | None, dict[str, float]] = {}
+    columns: list[str] = []
+    for subset in _subset_order(rec["subset"]):
+        for _, r in rec[rec["subset"] == subset].iterrows():
+            col = f"{_subset_label(subset)} {r.method}"
+            col = f"{r.model} {col}" if many_models else col
+            if col not in columns:
+                columns.append(col)
+            table.setdefault(r.n_samples, {})[col] = r.accuracy
+    keys = sorted(table, key=lambda n: -1 if n is None else n)
+    return pd.DataFrame(
+        [{"n_samples": n} | {c: table[n].get(c, float("nan")) for c in columns} for n in keys]
+    )
+
+
+def table2(groups: pd.DataFrame) -> pd.DataFrame:
+    """Per relation / attribute pair accuracy (%); one column per method, in order of appearance."""
+    order = {s: i for i, s in enumerate(_subset_order(groups["subset"]))}
+    methods = list(dict.fromkeys(groups["method"]))
+    table: dict[tuple, dict[str, Any]] = {}
+    for r in groups.itertuples(index=False):
+        key = (r.model, r.n_samples, r.subset, r.group, int(r.n), bool(r.included))
+        table.setdefault(key, {})[r.method] = r.accuracy
+    keys = sorted(
+        table,
+        key=lambda k: (k[0], -1 if k[1] is None else k[1], order[k[2]], natural_key(str(k[3]))),
+    )
+    return pd.DataFrame(
+        [
+            dict(zip(TABLE2_KEYS, (k[0], k[1], _subset_label(k[2]), *k[3:]), strict=True))
+            | {m: table[k].get(m, float("nan")) for m in methods}
+            for k in keys
+        ]
+    )
+
+
+def table4_shown(data: pd.DataFrame) -> pd.DataFrame:
+    """Table 4 as strings: ``r ± se`` cells."""
+    shown = data[["setting", "edit", "method"]].copy()
+    shown["image-level r"] = [
+        fmt_pm(r, s) for r, s in zip(data.image_r, data.image_se, strict=True)
+    ]
+    shown["pixel-level r"] = [
+        fmt_pm(r, s) for r, s in zip(data.pixel_r, data.pixel_se, strict=True)
+    ]
+    shown["items"] = data["n_items"].astype(str)
+    if "published_image_r" in data.columns:
+        for level in ("image", "pixel"):
+            shown[f"published {level}-level"] = [
+                fmt_pm(r, s)
+                for r, s in zip(
+                    data[f"published_{level}_r"], data[f"published_{level}_se"], strict=True
+                )
+            ]
+    return shown.astype(str)

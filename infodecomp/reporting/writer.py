@@ -12,130 +12,78 @@ Layout of a run directory (see docs/design.md section 3):
 
 from __future__ import annotations
 
-import csv
-import io
-import math
-import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+from infodecomp.reporting.csvio import (
+    RESULTS,
+    SKIPPED,
+    atomic_write,
+    done_filename,
+    format_value,
+    fsync_write,
+    merge_parts,
+    natural_key,
+    parse_record,
+    part_filename,
+    read_done,
+    read_results,
+    read_table,
+    render_rows,
+    split_records,
+)
+from infodecomp.reporting.metrics import IOU_COLUMNS
 
-RESULTS = "results.csv"
-SKIPPED = "skipped.csv"
-_PART_RE = re.compile(r"^(?P<stem>.+)\.part-(?P<rank>\d+)\.csv$")
-# Columns that always hold text, even when every value looks numeric.
-TEXT_COLUMNS = ("item_id", "subset", "group", "text", "word", "word_type", "edit", "split",
-                "method", "estimator", "reason")
+__all__ = [
+    "ARO_COLUMNS",
+    "INTERVENE_COLUMNS",
+    "LOCALIZE_COLUMNS",
+    "RESULTS",
+    "SKIPPED",
+    "ResultsWriter",
+    "SkipLog",
+    "done_filename",
+    "merge_parts",
+    "natural_key",
+    "part_filename",
+    "read_results",
+]
 
-
-def done_filename(filename: str) -> str:
-    """Name of the done-marker sidecar for a results file.
-
-    ``results.csv`` -> ``done.txt``, ``results.part-3.csv`` -> ``done.part-3.txt``,
-    any other ``x.csv`` -> ``x.done.txt``.
-    """
-    stem = filename[:-4] if filename.endswith(".csv") else filename
-    if stem.startswith("results"):
-        return "done" + stem[len("results"):] + ".txt"
-    return stem + ".done.txt"
-
-
-def part_filename(rank: int, filename: str = RESULTS) -> str:
-    """``results.csv`` -> ``results.part-{rank}.csv`` (the file rank ``rank`` writes)."""
-    stem = filename[:-4] if filename.endswith(".csv") else filename
-    return f"{stem}.part-{int(rank)}.csv"
-
-
-def _fsync_write(handle: Any, text: str) -> None:
-    handle.write(text)
-    handle.flush()
-    os.fsync(handle.fileno())
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        _fsync_write(f, text)
-    os.replace(tmp, path)
-
-
-def _split_records(text: str) -> tuple[list[str], bool]:
-    """Split CSV text into complete records (each with its newline) honouring quoted newlines.
-
-    Returns the records and whether a partial trailing record was dropped.
-    """
-    records: list[str] = []
-    current: list[str] = []
-    in_quotes = False
-    pieces = text.split("\n")
-    for i, piece in enumerate(pieces):
-        last = i == len(pieces) - 1
-        current.append(piece if last else piece + "\n")
-        # A doubled quote toggles twice, so parity of the quote count tracks the quoting state.
-        if piece.count('"') % 2:
-            in_quotes = not in_quotes
-        if not last and not in_quotes:
-            records.append("".join(current))
-            current = []
-    tail = "".join(current)
-    return records, bool(tail)
-
-
-def _parse(record: str) -> list[str]:
-    return next(csv.reader(io.StringIO(record)))
-
-
-def _format(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float) and math.isnan(value):
-        return ""
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()  # numpy scalar -> python, so floats print round-trippably
-        if isinstance(value, float) and math.isnan(value):
-            return ""
-    return str(value)
-
-
-def _render(rows: Iterable[Sequence[Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    for row in rows:
-        writer.writerow([_format(v) for v in row])
-    return buf.getvalue()
-
-
-def _read_done(path: Path) -> tuple[list[str], bool]:
-    """Complete lines of a done file and whether a partial last line was found."""
-    if not path.exists():
-        return [], False
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
-    partial = lines[-1] != ""
-    return [line for line in lines[:-1] if line], partial
-
-
-def _read_table(path: Path, done_path: Path | None) -> tuple[list[str] | None, list[list[str]], list[str]]:
-    """Header, rows of finished items and the ordered done ids of one CSV (read only, no repair)."""
-    if not path.exists():
-        return None, [], []
-    records, _ = _split_records(path.read_text(encoding="utf-8"))
-    if not records:
-        return None, [], []
-    header = _parse(records[0])
-    rows = [_parse(r) for r in records[1:]]
-    if "item_id" not in header:
-        raise ValueError(f"{path}: no 'item_id' column in header {header}.")
-    key = header.index("item_id")
-    if done_path is None or not done_path.exists():
-        # No marker file: not written by ResultsWriter (which creates it first), so take all rows.
-        return header, rows, list(dict.fromkeys(r[key] for r in rows))
-    done, _ = _read_done(done_path)
-    done_set = set(done)
-    return header, [r for r in rows if r[key] in done_set], list(dict.fromkeys(done))
+# results.csv columns of each command (long format; docs/design.md section 3).
+ARO_COLUMNS = [
+    "item_id",
+    "subset",
+    "group",
+    "label",
+    "option",
+    "text",
+    "estimator",
+    "value",
+    "stderr",
+    "score",
+    "n_samples",
+]
+LOCALIZE_COLUMNS = [
+    "item_id",
+    "word",
+    "word_type",
+    "method",
+    "n_steps",
+    "split",
+    "value",
+    *IOU_COLUMNS,
+]
+INTERVENE_COLUMNS = [
+    "item_id",
+    "word",
+    "edit",
+    "cmi_total",
+    "attn_total",
+    "change_total",
+    "pixel_r_cmi",
+    "pixel_r_attn",
+]
 
 
 class ResultsWriter:
@@ -157,16 +105,28 @@ class ResultsWriter:
         dropped_partial: whether a truncated last line was dropped on reopen.
     """
 
-    def __init__(self, run_dir: str | Path, filename: str = RESULTS, columns: Sequence[str] = (),
-                 *, id_column: str = "item_id") -> None:
+    def __init__(
+        self,
+        run_dir: str | Path,
+        filename: str = RESULTS,
+        columns: Sequence[str] = (),
+        *,
+        id_column: str = "item_id",
+    ) -> None:
         self.columns = list(columns)
         if not self.columns:
-            raise ValueError(f"ResultsWriter({filename}): `columns` is empty; pass the column names.")
+            raise ValueError(
+                f"ResultsWriter({filename}): `columns` is empty; pass the column names."
+            )
         if len(set(self.columns)) != len(self.columns):
-            raise ValueError(f"ResultsWriter({filename}): duplicate column names in {self.columns}.")
+            raise ValueError(
+                f"ResultsWriter({filename}): duplicate column names in {self.columns}."
+            )
         if id_column not in self.columns:
-            raise ValueError(f"ResultsWriter({filename}): id column '{id_column}' is not among "
-                             f"the columns {self.columns}; add it or pass id_column=.")
+            raise ValueError(
+                f"ResultsWriter({filename}): id column '{id_column}' is not among "
+                f"the columns {self.columns}; add it or pass id_column=."
+            )
         self.id_column = id_column
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -182,13 +142,13 @@ class ResultsWriter:
 
     def _recover(self) -> None:
         text = self.path.read_text(encoding="utf-8") if self.path.exists() else ""
-        records, partial = _split_records(text)
+        records, partial = split_records(text)
         self.dropped_partial = partial
         if not records:  # new file, or killed while writing the header
-            _atomic_write(self.path, _render([self.columns]))
-            _atomic_write(self.done_path, "")
+            atomic_write(self.path, render_rows([self.columns]))
+            atomic_write(self.done_path, "")
             return
-        header = _parse(records[0])
+        header = parse_record(records[0])
         if header != self.columns:
             raise ValueError(
                 f"{self.path}: header {header} does not match the expected columns {self.columns}. "
@@ -199,36 +159,46 @@ class ResultsWriter:
         if not self.done_path.exists():
             # The writer creates the marker file before any row, so its absence means the rows
             # came from elsewhere (e.g. merge_parts output copied without it): all are finished.
-            ids = dict.fromkeys(_parse(r)[key] for r in records[1:])
-            _atomic_write(self.done_path, "".join(f"{i}\n" for i in ids))
-        done, done_partial = _read_done(self.done_path)
+            ids = dict.fromkeys(parse_record(r)[key] for r in records[1:])
+            atomic_write(self.done_path, "".join(f"{i}\n" for i in ids))
+        done, done_partial = read_done(self.done_path)
         self._done = list(dict.fromkeys(done))
         self._done_set = set(self._done)
         if done_partial:
-            _atomic_write(self.done_path, "".join(f"{d}\n" for d in self._done))
+            atomic_write(self.done_path, "".join(f"{d}\n" for d in self._done))
         kept = [records[0]]
         for record in records[1:]:
-            if _parse(record)[key] in self._done_set:
+            if parse_record(record)[key] in self._done_set:
                 kept.append(record)
             else:
                 self.dropped_rows += 1
         if partial or self.dropped_rows:
-            _atomic_write(self.path, "".join(kept))
+            atomic_write(self.path, "".join(kept))
 
     def _check_row(self, row: Mapping[str, Any]) -> list[Any]:
         keys = set(row)
         if keys != set(self.columns):
             missing = [c for c in self.columns if c not in keys]
             extra = sorted(keys - set(self.columns))
-            raise ValueError(f"{self.path}: row {dict(row)} does not fit the columns: missing "
-                             f"{missing}, unexpected {extra}. Give every column (None for empty).")
+            raise ValueError(
+                f"{self.path}: row {dict(row)} does not fit the columns: missing "
+                f"{missing}, unexpected {extra}. Give every column (None for empty)."
+            )
         return [row[c] for c in self.columns]
 
-    def append(self, rows: Sequence[Mapping[str, Any]], *, mark_done: bool = True) -> None:
+    def append(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        items: Iterable[Any] = (),
+        mark_done: bool = True,
+    ) -> None:
         """Write the rows of one or more whole items, then mark those items done.
 
         Args:
             rows: one dict per row with exactly the writer's columns.
+            items: ids of further items of this batch that produced no rows; they are marked
+                done too, so a resumed run does not redo them.
             mark_done: append the items' ids to the done file after the rows are on disk. Pass
                 False only when further rows of these items follow; then call :meth:`mark_done`.
 
@@ -236,25 +206,31 @@ class ResultsWriter:
             ValueError: a row has missing/unknown keys, or an item is already marked done.
         """
         values = [self._check_row(r) for r in rows]
-        ids = list(dict.fromkeys(_format(r[self.id_column]) for r in rows))
+        ids = [format_value(r[self.id_column]) for r in rows] + [format_value(i) for i in items]
+        ids = list(dict.fromkeys(ids))
         again = [i for i in ids if i in self._done_set]
         if again:
-            raise ValueError(f"{self.path}: items {again[:5]} are already done; skip items in "
-                             "done_ids() when resuming instead of writing them again.")
+            raise ValueError(
+                f"{self.path}: items {again[:5]} are already done; skip items in "
+                "done_ids() when resuming instead of writing them again."
+            )
         if values:
-            _fsync_write(self._fh, _render(values))
+            fsync_write(self._fh, render_rows(values))
         if mark_done:
             self.mark_done(ids)
 
     def mark_done(self, item_ids: Iterable[Any]) -> None:
         """Record items as finished (their rows must already have been appended)."""
-        new = [i for i in dict.fromkeys(_format(i) for i in item_ids) if i not in self._done_set]
+        new = [
+            i for i in dict.fromkeys(format_value(i) for i in item_ids) if i not in self._done_set
+        ]
         bad = [i for i in new if not i or "\n" in i]
         if bad:
-            raise ValueError(f"{self.done_path}: item ids must be non-empty single-line strings, "
-                             f"got {bad!r}.")
+            raise ValueError(
+                f"{self.done_path}: item ids must be non-empty single-line strings, got {bad!r}."
+            )
         if new:
-            _fsync_write(self._done_fh, "".join(f"{i}\n" for i in new))
+            fsync_write(self._done_fh, "".join(f"{i}\n" for i in new))
             self._done.extend(new)
             self._done_set.update(new)
 
@@ -264,7 +240,7 @@ class ResultsWriter:
             return set(self._done_set)
         if column not in self.columns:
             raise KeyError(f"{self.path}: no column '{column}'; columns are {self.columns}.")
-        header, rows, _ = _read_table(self.path, self.done_path)
+        header, rows, _ = read_table(self.path, self.done_path)
         assert header is not None
         key = header.index(column)
         return {r[key] for r in rows}
@@ -300,28 +276,30 @@ class SkipLog:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / filename
         text = self.path.read_text(encoding="utf-8") if self.path.exists() else ""
-        records, partial = _split_records(text)
+        records, partial = split_records(text)
         self._reasons: dict[str, str] = {}
         if records:
-            header = _parse(records[0])
+            header = parse_record(records[0])
             if header != list(self.columns):
-                raise ValueError(f"{self.path}: header {header} is not {list(self.columns)}; "
-                                 "move the file away or use a fresh run directory.")
+                raise ValueError(
+                    f"{self.path}: header {header} is not {list(self.columns)}; "
+                    "move the file away or use a fresh run directory."
+                )
             for record in records[1:]:
-                item_id, reason = _parse(record)
+                item_id, reason = parse_record(record)
                 self._reasons.setdefault(item_id, reason)
         if not records:
-            _atomic_write(self.path, _render([self.columns]))
+            atomic_write(self.path, render_rows([self.columns]))
         elif partial:
-            _atomic_write(self.path, "".join(records))
+            atomic_write(self.path, "".join(records))
         self._fh = open(self.path, "a", encoding="utf-8", newline="")
 
     def add(self, item_id: Any, reason: str) -> None:
         """Log one skipped item with a human-readable reason."""
-        key = _format(item_id)
+        key = format_value(item_id)
         if key in self._reasons:
             return
-        _fsync_write(self._fh, _render([[key, reason]]))
+        fsync_write(self._fh, render_rows([[key, reason]]))
         self._reasons[key] = reason
 
     def skipped_ids(self) -> set[str]:
@@ -346,94 +324,3 @@ class SkipLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def natural_key(value: str) -> tuple:
-    """Sort key that orders ``item-9`` before ``item-10``."""
-    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t)
-                 for t in re.split(r"(\d+)", value) if t)
-
-
-def _parts(run_dir: Path, filename: str) -> list[Path]:
-    stem = filename[:-4]
-    found = []
-    for p in run_dir.iterdir() if run_dir.is_dir() else ():
-        m = _PART_RE.match(p.name)
-        if m and m.group("stem") == stem:
-            found.append((int(m.group("rank")), p))
-    return [p for _, p in sorted(found)]
-
-
-def _gather(run_dir: Path, filename: str, with_done: bool) -> tuple[list[str], list[list[str]], list[str]]:
-    """Rows of finished items from ``filename`` and its parts; an item's first source wins."""
-    sources = [run_dir / filename] + _parts(run_dir, filename)
-    sources = [p for p in sources if p.exists()]
-    if not sources:
-        raise FileNotFoundError(f"{run_dir}: neither {filename} nor {part_filename(0, filename)}"
-                                " exists; is this a run directory?")
-    header: list[str] | None = None
-    rows: list[list[str]] = []
-    done: list[str] = []
-    owner: dict[str, Path] = {}
-    for path in sources:
-        dpath = path.with_name(done_filename(path.name)) if with_done else None
-        h, part_rows, part_done = _read_table(path, dpath)
-        if h is None:
-            continue
-        if header is None:
-            header = h
-        elif h != header:
-            raise ValueError(f"{path}: header {h} differs from {header} in {sources[0]}; the parts "
-                             "were written by different commands or versions.")
-        key = header.index("item_id")
-        ids = part_done if with_done else list(dict.fromkeys(r[key] for r in part_rows))
-        fresh = {i for i in ids if i not in owner}
-        for i in fresh:
-            owner[i] = path
-        done.extend(i for i in ids if i in fresh)
-        rows.extend(r for r in part_rows if r[key] in fresh)
-    if header is None:
-        raise ValueError(f"{run_dir}: {filename} and its parts are empty (no header).")
-    key = header.index("item_id")
-    rows.sort(key=lambda r: natural_key(r[key]))  # stable: rows of an item keep their order
-    return header, rows, sorted(done, key=natural_key)
-
-
-def merge_parts(run_dir: str | Path, filename: str = RESULTS) -> Path:
-    """Join the shards ``results.part-{rank}.csv`` of a data-parallel run into ``results.csv``.
-
-    Only rows of finished items (listed in each part's done file) are taken. Rows are sorted by
-    item id (natural order, stable within an item). An item present in several sources is taken
-    once, from the first of: an existing ``results.csv``, then parts by rank. The done file and
-    ``skipped.part-*.csv`` logs are merged too. Part files are left in place, so merging again
-    gives the same result.
-
-    Args:
-        run_dir: the run directory.
-        filename: the merged file name.
-
-    Returns:
-        Path of the merged results file.
-    """
-    run_dir = Path(run_dir)
-    header, rows, done = _gather(run_dir, filename, with_done=True)
-    out = run_dir / filename
-    _atomic_write(out, _render([header, *rows]))
-    _atomic_write(out.with_name(done_filename(filename)), "".join(f"{d}\n" for d in done))
-    if _parts(run_dir, SKIPPED):
-        sk_header, sk_rows, _ = _gather(run_dir, SKIPPED, with_done=False)
-        _atomic_write(run_dir / SKIPPED, _render([sk_header, *sk_rows]))
-    return out
-
-
-def read_results(run_dir: str | Path, filename: str = RESULTS) -> pd.DataFrame:
-    """Load the finished rows of a run (from ``results.csv`` and any parts) as a DataFrame.
-
-    Rows of items without a done marker (a run killed mid-item) are left out. Empty fields are
-    NaN; identifier and text columns stay strings ("null", "none" and "nan" are kept as words).
-    """
-    run_dir = Path(run_dir)
-    header, rows, _ = _gather(run_dir, filename, with_done=True)
-    text = _render([header, *rows])
-    dtypes = {c: str for c in TEXT_COLUMNS if c in header}
-    return pd.read_csv(io.StringIO(text), dtype=dtypes, keep_default_na=False, na_values=[""])

@@ -1,0 +1,34 @@
+"""`infodecomp aggregate runs=[dir,...]`: Tables 1-4 from run directories (no model is loaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from infodecomp.experiments.common import hydra_main, run_dir
+from infodecomp.experiments.config import AggregateConfig
+
+
+def run(cfg: AggregateConfig) -> Path:
+    from infodecomp.reporting.aggregate import aggregate
+
+    if not cfg.runs:
+        raise SystemExit(
+            "aggregate: no run directories given; pass runs=[outputs/aro/...,outputs/localize/...] "
+            "(a folder is searched for run directories below it)"
+        )
+    missing = [r for r in cfg.runs if not Path(r).exists()]
+    if missing:
+        raise SystemExit(f"aggregate: run directories not found: {missing}")
+    out = Path(cfg.out_dir) if cfg.out_dir else run_dir(cfg, "aggregate")
+    out.mkdir(parents=True, exist_ok=True)
+    tables = aggregate([Path(r) for r in cfg.runs], out)
+    for name, frame in tables.items():
+        if name == "runs":
+            continue
+        print(frame.attrs.get("markdown", frame.to_string()))
+        print()
+    print(f"aggregate: {len(tables)} tables from {len(cfg.runs)} run paths -> {out}")
+    return out
+
+
+main = hydra_main("aggregate", run)

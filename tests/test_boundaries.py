@@ -1,0 +1,143 @@
+"""Module boundaries (what each layer may import) and packaging (configs inside the wheel)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from infodecomp.paths import config_dir
+
+REPO = Path(__file__).resolve().parents[1]
+HEAVY = ("diffusers", "transformers", "hydra", "omegaconf")
+
+
+def _heavy_after_each(groups: list[list[str]]) -> list[set[str]]:
+    """In one fresh interpreter: the heavy top-level packages loaded after each import group."""
+    code = (
+        "import importlib, json, sys\n"
+        f"for group in {groups!r}:\n"
+        "    for m in group: importlib.import_module(m)\n"
+        f"    print(json.dumps(sorted({{n.split('.')[0] for n in sys.modules}} & set({list(HEAVY)!r}))))\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    return [set(json.loads(line)) for line in res.stdout.strip().splitlines()[-len(groups) :]]
+
+
+ESTIMATORS = [
+    "infodecomp.estimators",
+    "infodecomp.estimators.adaptive",
+    "infodecomp.estimators.engine",
+    "infodecomp.estimators.samplers",
+    "infodecomp.estimators.channel",
+    "infodecomp.estimators.protocol",
+]
+ORACLES = ["infodecomp.models.oracles", "infodecomp.models.shapes_world"]
+DATA = [
+    "infodecomp.data",
+    "infodecomp.data.records",
+    "infodecomp.data.spec",
+    "infodecomp.data.shapes",
+    "infodecomp.data.registry",
+]
+
+
+@pytest.fixture(scope="module")
+def loaded() -> list[set[str]]:
+    """Cumulative: estimators, then + oracles, then + data, then + omegaconf (the probe's control)."""
+    return _heavy_after_each([ESTIMATORS, ORACLES, DATA, ["omegaconf"]])
+
+
+def test_estimators_import_no_heavy_libraries(loaded: list[set[str]]) -> None:
+    assert loaded[0] == set()
+
+
+def test_oracles_import_no_heavy_libraries(loaded: list[set[str]]) -> None:
+    assert loaded[1] == set()
+
+
+def test_data_imports_neither_diffusers_nor_hydra(loaded: list[set[str]]) -> None:
+    assert loaded[2] & {"diffusers", "hydra"} == set()
+
+
+def test_the_probe_detects_a_heavy_import(loaded: list[set[str]]) -> None:
+    assert "omegaconf" in loaded[3]  # so the checks above can fail
+
+
+def test_config_dir_finds_the_presets() -> None:
+    d = config_dir()
+    assert (d / "aro.yaml").is_file()
+    for name in ("validate", "localize", "intervene", "visualize", "aggregate"):
+        assert (d / f"{name}.yaml").is_file(), name
+    assert (d / "model" / "shapes-oracle.yaml").is_file() and (
+        d / "data" / "shapes-relation.yaml"
+    ).is_file()
+
+
+def test_wheel_ships_the_configs(tmp_path: Path) -> None:
+    src = tmp_path / "src"  # build from a copy so the shared checkout gets no build/ folder
+    src.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for name in ("pyproject.toml", "setup.py", "README.md", "MANIFEST.in"):
+        if (REPO / name).exists():
+            shutil.copy(REPO / name, src / name)
+    for name in ("infodecomp", "configs"):
+        shutil.copytree(REPO / name, src / name, ignore=ignore)
+    wheels = tmp_path / "wheels"
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheels),
+            ".",
+        ],
+        cwd=src,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    (wheel,) = wheels.glob("infodecomp-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "infodecomp/configs/aro.yaml" in names
+    for yaml in (REPO / "configs").rglob("*.yaml"):
+        assert f"infodecomp/configs/{yaml.relative_to(REPO / 'configs').as_posix()}" in names
+    assert "infodecomp/estimators/engine.py" in names and "infodecomp/reporting/writer.py" in names
+    # the unpacked wheel, not the checkout, resolves its own configs
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    code = "import infodecomp.paths as p; print(p.__file__); print(p.config_dir())"
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    module_file, cfg = res.stdout.split()
+    if not module_file.startswith(str(site)):
+        pytest.skip(f"the editable install shadows the unpacked wheel ({module_file})")
+    assert Path(cfg) == site / "infodecomp" / "configs"

@@ -1,0 +1,216 @@
+"""The dispatcher, config composition for every command, the aro and validate commands end to end."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from infodecomp import cli
+from infodecomp.experiments import validate
+from infodecomp.experiments.config import ValidateConfig
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "HYDRA_FULL_ERROR": "1"}
+
+
+def _run(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "infodecomp.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+        env=ENV,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture(autouse=True)
+def _keep_argv(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", list(sys.argv))  # cli.main rewrites sys.argv for Hydra
+
+
+@pytest.mark.parametrize("argv", [[], ["--help"], ["-h"]])
+def test_usage_lists_every_command(argv: list[str], capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    for name in ("aro", "localize", "intervene", "visualize", "aggregate", "validate", "bench"):
+        assert f"  {name} " in out
+    for name, (_, text) in cli.COMMANDS.items():
+        assert name in out and text in out
+
+
+def test_console_script_usage() -> None:
+    exe = Path(sys.executable).with_name("infodecomp")
+    if not exe.exists():
+        pytest.skip(f"console script not installed next to {sys.executable}")
+    res = subprocess.run(
+        [str(exe), "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert res.returncode == 0 and "validate" in res.stdout and "aro" in res.stdout
+
+
+def test_unknown_command_suggests(capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["ar"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown command 'ar'" in err and "Did you mean 'aro'" in err
+    assert cli.main(["frobnicate"]) == 2
+    assert "Did you mean" not in capsys.readouterr().err
+
+
+def _command_module(command: str) -> str:
+    module = cli.COMMANDS[command][0]
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"command module {module} does not exist yet")
+    return module
+
+
+EXPECTED_KEYS = {
+    c: ("model", "data", "estimator", "run")
+    for c in ("aro", "localize", "intervene", "visualize", "validate", "bench")
+}
+EXPECTED_KEYS["aggregate"] = ("runs", "out_dir")  # aggregate reads run dirs; no model or data
+
+
+@pytest.mark.parametrize("command", sorted(EXPECTED_KEYS))
+def test_cfg_job_composes(command: str, capsys: pytest.CaptureFixture) -> None:
+    _command_module(command)
+    rc = cli.main([command, "--cfg", "job"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    lines = out.splitlines()
+    top = {
+        line.split(":")[0] for line in lines if line and not line[0].isspace() and line[0] != "-"
+    }
+    for key in EXPECTED_KEYS[command]:
+        assert key in top, f"{command} --cfg job lacks top-level '{key}':\n{out}"
+    if command != "aggregate":
+        assert "  name: shapes-oracle" in lines  # the embedded default model
+
+
+def test_cfg_job_applies_overrides(capsys: pytest.CaptureFixture) -> None:
+    assert (
+        cli.main(
+            ["aro", "--cfg", "job", "estimator.n_samples=7", "data=shapes-order", "run.seed=3"]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "  n_samples: 7" in out and "  name: shapes-order" in out and "  seed: 3" in out
+
+
+def test_bad_override_fails_cleanly(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["aro", "--cfg", "job", "estimator.n_sampels=7"])
+    assert exc.value.code != 0
+    assert "n_sampels" in capsys.readouterr().err
+
+
+def _read_run(out: Path) -> tuple[pd.DataFrame, dict, dict]:
+    return (
+        pd.read_csv(out / "results.csv"),
+        json.loads((out / "summary.json").read_text()),
+        json.loads((out / "meta.json").read_text()),
+    )
+
+
+def test_aro_end_to_end_and_resume(tmp_path: Path) -> None:
+    out = tmp_path / "aro"
+    args = (
+        "aro",
+        f"run.out_dir={out}",
+        "data.size=8",
+        "estimator.n_samples=8",
+        "run.device=cpu",
+        "run.progress=false",
+    )
+    res = _run(*args)
+    assert res.returncode == 0, res.stderr[-3000:]
+    results, summary, meta = _read_run(out)
+    assert len(results) == 8 * 2 * 3  # items x options x estimators
+    assert set(results["estimator"]) == {"io", "is", "mmse"}
+    assert results["item_id"].nunique() == 8 and (results["n_samples"] == 8).all()
+    for key in ("accuracy/io", "accuracy/is", "accuracy/mmse"):
+        assert 0.0 <= summary[key] <= 1.0
+    # exact oracle, easy items: i^s ranks the true caption first
+    assert summary["accuracy/is"] == 1.0
+    assert meta  # provenance written
+    assert (out / ".hydra" / "config.yaml").exists()
+    first = (out / "results.csv").read_bytes()
+
+    res = _run(*args)  # rerun into the same directory: nothing is redone
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (out / "results.csv").read_bytes() == first
+    again, summary2, _ = _read_run(out)
+    assert not again.duplicated(["item_id", "option", "estimator"]).any()
+    assert summary2["accuracy/is"] == summary["accuracy/is"]
+
+
+# ----------------------------------------------------------------------------- validate
+
+
+@pytest.fixture(scope="module")
+def validate_rows() -> pd.DataFrame:
+    return pd.DataFrame(validate.oracle_checks(ValidateConfig()))
+
+
+def test_validate_oracle_checks_pass(validate_rows: pd.DataFrame) -> None:
+    failed = validate_rows[~validate_rows["passed"]]
+    assert failed.empty, failed.to_string()
+    checks = set(validate_rows["check"])
+    for prefix in ("1 ", "2 ", "3 ", "4 ", "5 ", "6 "):
+        assert any(c.startswith(prefix) for c in checks), (prefix, checks)
+    assert (validate_rows["stderr"] >= 0).all()
+    mi = validate_rows[validate_rows["quantity"].str.startswith("mean i^o = I(X;Y)")]
+    assert len(mi) == 2 and (mi["exact"] > 0).all()
+
+
+def _fake_rows(passed: bool) -> list[dict]:
+    return [validate._row("1 gaussian", "fake", 1.0, 1.0 if passed else 5.0, 0.1)]
+
+
+def test_validate_run_writes_and_fails_on_a_broken_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = ValidateConfig()
+    cfg.run.out_dir = str(tmp_path / "ok")
+    monkeypatch.setattr(validate, "oracle_checks", lambda c: _fake_rows(True))
+    assert validate.run(cfg) == tmp_path / "ok"
+    table = pd.read_csv(tmp_path / "ok" / "validate.csv")
+    assert table["passed"].all() and len(table) == 1
+    assert json.loads((tmp_path / "ok" / "summary.json").read_text())["validate/failed"] == 0
+
+    cfg.run.out_dir = str(tmp_path / "bad")
+    monkeypatch.setattr(validate, "oracle_checks", lambda c: _fake_rows(True) + _fake_rows(False))
+    with pytest.raises(SystemExit) as exc:
+        validate.run(cfg)
+    assert exc.value.code == 1
+    assert (~pd.read_csv(tmp_path / "bad" / "validate.csv")["passed"]).sum() == 1
+
+
+def test_run_dir_after_an_in_process_hydra_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """run(cfg) after `infodecomp ... --cfg job` in the same process must honour run.out_dir."""
+    assert cli.main(["validate", "--cfg", "job"]) == 0
+    capsys.readouterr()
+    cfg = ValidateConfig()
+    cfg.run.out_dir = str(tmp_path / "later")
+    monkeypatch.setattr(validate, "oracle_checks", lambda c: _fake_rows(True))
+    assert validate.run(cfg) == tmp_path / "later"
+
+
+@pytest.mark.slow
+def test_validate_cli(tmp_path: Path) -> None:
+    res = _run("validate", f"run.out_dir={tmp_path}", timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "validate.csv")
+    assert table["passed"].all() and len(table) >= 10
+    assert "checks passed" in res.stdout

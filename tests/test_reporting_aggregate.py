@@ -1,0 +1,397 @@
+"""Aggregation of synthetic run directories into Tables 1-4, checked against hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from infodecomp.reporting import (
+    ARO_COLUMNS,
+    INTERVENE_COLUMNS,
+    IOU_COLUMNS,
+    LOCALIZE_COLUMNS,
+    ResultsWriter,
+    aggregate,
+    tables_markdown,
+    write_meta,
+    write_summary,
+)
+from infodecomp.reporting.aggregate import load_runs
+from infodecomp.reporting.tables import latex_escape, to_markdown
+
+NAN = float("nan")
+
+
+def make_run(
+    path, command, model, data, rows, columns, *, n_samples=100, adaptive=False, unfinished=()
+):
+    config = {
+        "model": {"name": model},
+        "data": {"name": data},
+        "estimator": {"n_samples": n_samples, "adaptive": adaptive},
+    }
+    with ResultsWriter(path, columns=columns) as w:
+        for item in dict.fromkeys(r["item_id"] for r in rows):
+            w.append([r for r in rows if r["item_id"] == item])
+        if unfinished:
+            w.append(list(unfinished), mark_done=False)
+    write_meta(
+        path,
+        config,
+        device="cpu",
+        dtype="float32",
+        seed=0,
+        wall_time_s=2.5,
+        items_done=len({r["item_id"] for r in rows}),
+        items_skipped=0,
+        command=command,
+    )
+    write_summary(path, {"accuracy": {"io": 0.0}})
+    return path
+
+
+def aro_rows(items, estimators, n_samples):
+    """items: id -> (relation, {estimator: [value per option]}); VG options [false, true]."""
+    rows = []
+    for item, (group, values) in items.items():
+        for est in estimators:
+            for k, v in enumerate(values[est]):
+                rows.append(
+                    {
+                        "item_id": item,
+                        "subset": "vg-relation",
+                        "group": group,
+                        "label": 1,
+                        "option": k,
+                        "text": f"caption {k}",
+                        "estimator": est,
+                        "value": v,
+                        "stderr": 0.01,
+                        "score": -v if est == "mmse" else v,
+                        "n_samples": n_samples,
+                    }
+                )
+    return rows
+
+
+# io: r1 right, r2 tie -> option 0 -> wrong, r3 right, r4 (excluded relation) wrong.
+# mmse (lower value wins): r1 wrong, r2 right, r3 wrong, r4 right.
+ITEMS = {
+    "r1": ("on", {"io": [0.1, 0.9], "mmse": [1.0, 2.0]}),
+    "r2": ("on", {"io": [0.5, 0.5], "mmse": [2.0, 1.0]}),
+    "r3": ("above", {"io": [0.2, 0.3], "mmse": [1.0, 3.0]}),
+    "r4": ("next to", {"io": [0.9, 0.1], "mmse": [3.0, 1.0]}),
+}
+
+
+@pytest.fixture
+def aro_runs(tmp_path):
+    ghost = aro_rows({"r9": ("on", {"io": [0.0, 1.0]})}, ["io"], 100)  # no done marker
+    main = make_run(
+        tmp_path / "aro-100",
+        "aro",
+        "sd-2.1-base",
+        "aro-vg-relation",
+        aro_rows(ITEMS, ["io", "mmse"], 100),
+        ARO_COLUMNS,
+        unfinished=ghost,
+    )
+    small = {k: (g, {"io": [0.0, 1.0]}) for k, (g, _) in ITEMS.items()}
+    sweep = make_run(
+        tmp_path / "sweep" / "0",
+        "aro",
+        "sd-2.1-base",
+        "aro-vg-relation",
+        aro_rows(small, ["io"], 10),
+        ARO_COLUMNS,
+        n_samples=10,
+    )
+    return main, sweep
+
+
+def test_aro_tables_hand_computed(aro_runs, tmp_path):
+    main, sweep = aro_runs
+    out = tmp_path / "tables"
+    tables = aggregate([main, sweep.parent], out, n_boot=50)  # a folder of runs is searched
+    t1 = tables["table1"]
+    measured = t1[t1["source"] == "measured"]
+    assert measured[["method", "n_samples"]].values.tolist() == [
+        ["Info. i^o", 10],
+        ["Info. i^o", 100],
+        ["Denoising loss", 100],
+    ]
+    # io: macro over {on: 1/2, above: 1}; "next to" is excluded; r9 (unfinished) is ignored
+    assert measured["VG-R"].tolist() == pytest.approx([100.0, 75.0, 25.0])
+    assert "VG-A" not in t1.columns
+    published = t1[t1["source"] == "published"].set_index("method")
+    assert published.loc["Info. (logistic)", "VG-R"] == 69.1
+    assert published.loc["OpenCLIP", "VG-R"] == 51.4
+
+    sweep_t = tables["accuracy_vs_samples"]
+    assert sweep_t["n_samples"].tolist() == [10, 100]
+    assert sweep_t["VG-R Info. i^o"].tolist() == pytest.approx([100.0, 75.0])
+    assert np.isnan(sweep_t["VG-R Denoising loss"].iloc[0])
+
+    t2 = tables["table2"]
+    at100 = t2[t2["n_samples"] == 100].set_index("group")
+    assert at100.loc["on", "Info. i^o"] == pytest.approx(50.0)
+    assert at100.loc["on", "Denoising loss"] == pytest.approx(50.0)
+    assert at100.loc["above", "Denoising loss"] == pytest.approx(0.0)
+    assert at100.loc["next to", "Info. i^o"] == pytest.approx(0.0)
+    assert at100["in_metric"].to_dict() == {"above": True, "next to": False, "on": True}
+    assert at100.loc["on", "n"] == 2
+
+    for name in ("table1", "table2", "accuracy_vs_samples", "runs"):
+        for ext in ("md", "tex", "csv"):
+            assert (out / f"{name}.{ext}").stat().st_size > 0
+    assert measured["samples/item"].tolist() == [10.0, 100.0, 100.0]
+    md1 = (out / "table1.md").read_text()
+    assert "| sd-2.1-base | Info. i^o | 100 | 100.0 | measured | 75.0 |" in md1
+    assert "| paper | Info. (logistic) | 100 | 100.0 | published | 69.1 |" in md1
+    assert tables["table1"].attrs["markdown"] == md1
+    tex = (out / "table1.tex").read_text()
+    assert r"\toprule" in tex and "$i^{o}$" in tex
+    combined = (out / "tables.md").read_text()
+    assert "Table 1" in combined and "Table 2" in combined and "logsnr samples" in combined
+    assert tables_markdown(tables).count("### ") == len(tables)
+    reread = pd.read_csv(out / "table1.csv")
+    assert reread["VG-R"].tolist() == pytest.approx(t1["VG-R"].tolist())
+
+
+@pytest.mark.parametrize(
+    ("model", "data", "shown"),
+    [
+        ("sd-2.1-base", "aro-vg-relation", True),
+        ("tiny-sd", "aro-vg-relation", False),
+        ("sd-2.1-base", "shapes-relation", False),
+        ("shapes-oracle", "shapes-relation", False),
+    ],
+)
+def test_published_numbers_only_in_the_paper_setting(tmp_path, model, data, shown):
+    run = make_run(tmp_path / "run", "aro", model, data, aro_rows(ITEMS, ["io"], 100), ARO_COLUMNS)
+    t1 = aggregate([run], tmp_path / "out")["table1"]
+    assert ("published" in set(t1["source"])) is shown
+    assert "accuracy_vs_samples" not in aggregate([run], tmp_path / "out2")
+
+
+def test_adaptive_runs_group_by_configured_samples(tmp_path):
+    rows = aro_rows(ITEMS, ["io"], 0)
+    for r in rows:  # adaptive allocation: samples actually used vary per item
+        r["n_samples"] = 10 if r["item_id"] in ("r1", "r2") else 30
+    plain = make_run(
+        tmp_path / "plain",
+        "aro",
+        "tiny-sd",
+        "aro-vg-relation",
+        aro_rows(ITEMS, ["io"], 100),
+        ARO_COLUMNS,
+    )
+    adaptive = make_run(
+        tmp_path / "adaptive",
+        "aro",
+        "tiny-sd",
+        "aro-vg-relation",
+        rows,
+        ARO_COLUMNS,
+        adaptive=True,
+    )
+    tables = aggregate([plain, adaptive], tmp_path / "out")
+    t1 = tables["table1"]
+    assert t1["method"].tolist() == ["Info. i^o", "Info. i^o (adaptive)"]
+    assert t1["n_samples"].tolist() == [100, 100]
+    assert t1["samples/item"].tolist() == pytest.approx([100.0, 20.0])
+    assert t1["VG-R"].tolist() == pytest.approx([75.0, 75.0])
+    assert "accuracy_vs_samples" not in tables
+    assert list(tables["table2"].columns[-2:]) == ["Info. i^o", "Info. i^o (adaptive)"]
+
+
+def test_conflicting_runs_are_an_error(aro_runs, tmp_path):
+    main, _ = aro_runs
+    copy = make_run(
+        tmp_path / "again",
+        "aro",
+        "sd-2.1-base",
+        "aro-vg-relation",
+        aro_rows(ITEMS, ["io"], 100),
+        ARO_COLUMNS,
+    )
+    with pytest.raises(ValueError, match="both report"):
+        aggregate([main, copy], tmp_path / "out")
+
+
+def loc_row(item, method, n_steps, split, cols):
+    row = {
+        "item_id": item,
+        "word": "dog",
+        "word_type": "noun",
+        "method": method,
+        "n_steps": n_steps,
+        "split": split,
+        "value": 1.0 if method == "cmi" else None,
+    }
+    return row | {c: cols.get(j, 0.0) for j, c in enumerate(IOU_COLUMNS)}
+
+
+def localize_rows():
+    rows = []
+    for item, split, c5, c10 in [
+        ("p1", "A", 0.8, 0.2),
+        ("p2", "A", 0.6, 0.4),
+        ("p3", "B", 0.1, 0.9),
+        ("p4", "B", 0.3, 0.7),
+    ]:
+        rows.append(loc_row(item, "cmi", 50, split, {5: c5, 10: c10}))
+        rows.append(loc_row(item, "attention", 50, split, dict.fromkeys(range(50), 0.4)))
+        rows.append(loc_row(item, "whole", None, split, dict.fromkeys(range(50), 0.1)))
+    # a pair without a ground-truth mask: no IoU at all, counted as unscored
+    rows.append(loc_row("p5", "cmi", 50, "A", dict.fromkeys(range(50), NAN)))
+    return rows
+
+
+@pytest.mark.parametrize("paper", [True, False])
+def test_table3_hand_computed(tmp_path, paper):
+    model, data = ("sd-2.1-base", "coco-it") if paper else ("shapes-oracle", "shapes-localize")
+    run = make_run(tmp_path / "loc", "localize", model, data, localize_rows(), LOCALIZE_COLUMNS)
+    t3 = aggregate([run], tmp_path / "out")["table3"].set_index("method")
+    assert list(t3.index) == ["Whole image", "Attention", "CMI"]
+    assert t3.loc["CMI", "50 steps paper"] == pytest.approx(55.0)
+    assert t3.loc["CMI", "50 steps held-out"] == pytest.approx(25.0)
+    assert t3.loc["Attention", "50 steps paper"] == pytest.approx(40.0)
+    assert t3.loc["Whole image", "50 steps held-out"] == pytest.approx(10.0)
+    assert t3["pairs"].tolist() == [4, 4, 4] and t3["unscored"].tolist() == [0, 0, 1]
+    assert ("50 steps published" in t3.columns) is paper
+    if paper:
+        assert t3["50 steps published"].tolist() == [14.94, 34.52, 32.31]
+        md = (tmp_path / "out" / "table3.md").read_text()
+        assert "| sd-2.1-base / coco-it | CMI | 55.00 | 25.00 | 32.31 | 4 | 1 |" in md
+
+
+def intervene_rows():
+    change = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    cmi = [1.2, 1.8, 3.5, 3.9, 5.1, 6.3]
+    attn = [2.0, 1.0, 4.0, 3.0, 6.0, 5.0]
+    prc = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    pra = [0.0, 0.1, 0.2, 0.1, 0.0, 0.2]
+    return [
+        {
+            "item_id": f"i{k}",
+            "word": "dog",
+            "edit": "omit" if k < 3 else "swap",
+            "cmi_total": cmi[k],
+            "attn_total": attn[k],
+            "change_total": change[k],
+            "pixel_r_cmi": prc[k],
+            "pixel_r_attn": pra[k],
+        }
+        for k in range(6)
+    ]
+
+
+def test_table4_hand_computed(tmp_path):
+    rows = intervene_rows()
+    run = make_run(
+        tmp_path / "int", "intervene", "sd-2.1-base", "coco100-it", rows, INTERVENE_COLUMNS
+    )
+    shapes = make_run(
+        tmp_path / "int2", "intervene", "shapes-oracle", "shapes-intervene", rows, INTERVENE_COLUMNS
+    )
+    t4 = aggregate([run, shapes], tmp_path / "out", n_boot=100, seed=3)["table4"]
+    df = pd.DataFrame(rows)
+    paper = t4[t4["setting"] == "sd-2.1-base / coco100-it"].set_index(["edit", "method"])
+    assert list(paper.index.get_level_values(0).unique()) == ["all", "omit", "swap"]
+    assert paper.loc[("all", "CMI"), "image_r"] == pytest.approx(
+        np.corrcoef(df.change_total, df.cmi_total)[0, 1]
+    )
+    assert paper.loc[("all", "Attention"), "image_r"] == pytest.approx(
+        np.corrcoef(df.change_total, df.attn_total)[0, 1]
+    )
+    omit = df[df.edit == "omit"]
+    assert paper.loc[("omit", "Attention"), "image_r"] == pytest.approx(
+        np.corrcoef(omit.change_total, omit.attn_total)[0, 1]
+    )
+    assert paper.loc[("all", "CMI"), "pixel_r"] == pytest.approx(0.35)
+    assert paper.loc[("swap", "Attention"), "pixel_r"] == pytest.approx(0.1)
+    assert paper.loc[("all", "CMI"), "image_se"] > 0
+    assert paper.loc[("all", "CMI"), "published_image_r"] == 0.34
+    assert paper.loc[("all", "Attention"), "published_pixel_se"] == 0.002
+    assert np.isnan(paper.loc[("omit", "CMI"), "published_image_r"])
+    other = t4[t4["setting"] != "sd-2.1-base / coco100-it"]
+    assert other["published_image_r"].isna().all()
+    md = (tmp_path / "out" / "table4.md").read_text()
+    assert "0.34 ± 0.010" in md
+
+
+def test_visualize_and_bad_runs(tmp_path):
+    viz = tmp_path / "viz"
+    write_meta(
+        viz,
+        {"model": {"name": "shapes-oracle"}},
+        device="cpu",
+        dtype="float32",
+        seed=0,
+        wall_time_s=1.0,
+        items_done=1,
+        items_skipped=0,
+        command="visualize",
+    )
+    check = tmp_path / "validate"
+    write_meta(
+        check,
+        {},
+        device="cpu",
+        dtype="float32",
+        seed=0,
+        wall_time_s=1.0,
+        items_done=1,
+        items_skipped=0,
+        command="validate",
+    )
+    tables = aggregate([tmp_path], tmp_path / "out")
+    assert list(tables) == ["runs"]
+    assert tables["runs"]["command"].tolist() == ["validate", "visualize"]
+    bad = tmp_path / "bad"
+    write_meta(
+        bad,
+        {},
+        device="cpu",
+        dtype="float32",
+        seed=0,
+        wall_time_s=1.0,
+        items_done=0,
+        items_skipped=0,
+        command="train",
+    )
+    with pytest.raises(ValueError, match="not one of"):
+        load_runs([bad])
+    with pytest.raises(FileNotFoundError, match="no meta.json"):
+        load_runs([tmp_path / "nothing"])
+    loc = make_run(
+        tmp_path / "loc",
+        "localize",
+        "tiny-sd",
+        "coco-it",
+        aro_rows(ITEMS, ["io"], 100),
+        ARO_COLUMNS,
+    )
+    with pytest.raises(ValueError, match="columns .* missing for a 'localize' run"):
+        aggregate([loc], tmp_path / "out3")
+
+
+def test_rendering_helpers():
+    shown = pd.DataFrame({"method": ["a|b", "c"], "acc": ["1.0", "–"]})
+    md = to_markdown(shown, "T")
+    assert "| a\\|b | 1.0 |" in md and "| --- | ---: |" in md
+    assert latex_escape("50% of i^o & x_1 ± 2") == r"50\% of $i^{o}$ \& x\_1 $\pm$ 2"
+
+
+def test_runs_without_finished_items_give_no_tables(tmp_path):
+    ghost = aro_rows({"r9": ("on", {"io": [0.0, 1.0]})}, ["io"], 100)
+    aro = make_run(
+        tmp_path / "aro", "aro", "tiny-sd", "aro-vg-relation", [], ARO_COLUMNS, unfinished=ghost
+    )
+    loc = make_run(tmp_path / "loc", "localize", "tiny-sd", "coco-it", [], LOCALIZE_COLUMNS)
+    itv = make_run(tmp_path / "itv", "intervene", "tiny-sd", "coco100-it", [], INTERVENE_COLUMNS)
+    tables = aggregate([aro, loc, itv], tmp_path / "out")
+    assert list(tables) == ["runs"]
+    assert len(tables["runs"]) == 3

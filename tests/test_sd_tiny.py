@@ -1,0 +1,78 @@
+"""tiny-sd: an offline, deterministic, cached pipeline that loads through the adapter."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from infodecomp.models import tiny_sd as tiny
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.suffix in (".safetensors", ".json", ".txt")
+    }
+
+
+def test_layout_and_configs(tiny_sd_dir: Path) -> None:
+    index = json.loads((tiny_sd_dir / "model_index.json").read_text())
+    assert index["unet"] == ["diffusers", "UNet2DConditionModel"]
+    assert index["tokenizer"] == ["transformers", "CLIPTokenizer"]
+    sched = json.loads((tiny_sd_dir / "scheduler" / "scheduler_config.json").read_text())
+    assert (sched["beta_schedule"], sched["beta_start"], sched["beta_end"]) == (
+        "scaled_linear",
+        0.00085,
+        0.012,
+    )
+    assert sched["prediction_type"] == "epsilon" and sched["num_train_timesteps"] == 1000
+    assert (tiny_sd_dir / "tokenizer" / "merges.txt").read_text().startswith("#version: 0.2\ni n\n")
+
+
+def test_build_is_deterministic_and_cached(
+    tiny_sd_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(tiny.CACHE_ENV, str(tmp_path / "cache"))
+    path = tiny.tiny_sd_path()
+    assert path == tmp_path / "cache" / tiny.TINY_NAME
+    assert _digest(path) == _digest(tiny_sd_dir)  # same bytes as the session's independent build
+    assert [p.name for p in path.parent.iterdir()] == [tiny.TINY_NAME]  # no temporary left over
+
+    def fail(folder: Path) -> Path:
+        raise AssertionError("rebuilt although cached")
+
+    monkeypatch.setattr(tiny, "build_tiny_sd", fail)
+    assert tiny.tiny_sd_path() == path
+
+
+def test_stale_cache_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(tiny.CACHE_ENV, str(tmp_path))
+    old = tmp_path / tiny.TINY_NAME
+    old.mkdir()
+    (old / "model_index.json").write_text("{}")  # a build from other configs, no fingerprint
+    built = []
+
+    def fake_build(folder: Path) -> Path:
+        built.append(folder)
+        (folder / tiny.STAMP_FILE).write_text(tiny.fingerprint())
+        return folder
+
+    monkeypatch.setattr(tiny, "build_tiny_sd", fake_build)
+    path = tiny.tiny_sd_path()
+    assert len(built) == 1 and path == old and (path / tiny.STAMP_FILE).is_file()
+    assert not (path / "model_index.json").exists() and [p.name for p in tmp_path.iterdir()] == [
+        tiny.TINY_NAME
+    ]
+
+
+def test_vocab_matches_clip_construction(tmp_path: Path) -> None:
+    vocab_path, merges_path = tiny.write_clip_tokenizer_files(tmp_path)
+    vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
+    assert len(vocab) == 49408 and vocab["!"] == 0 and vocab["!</w>"] == 256
+    assert vocab["<|startoftext|>"] == 49406 and vocab["<|endoftext|>"] == 49407
+    assert vocab["in"] == 512  # the first merge ("i n") follows the 512 byte tokens
+    assert len(merges_path.read_text().strip().split("\n")) == 1 + tiny.N_MERGES
