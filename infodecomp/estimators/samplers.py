@@ -127,3 +127,23 @@ def make_sampler(kind: str = "logistic", mode: str = "iid", **params: float) -> 
     if unknown:
         raise ValueError(f"unknown sampler parameters {sorted(unknown)}; allowed: {sorted(allowed)}")
     return LogsnrSampler(kind=kind, mode=mode, **{k: float(v) for k, v in params.items()})
+
+
+def fit_logistic(logsnr: torch.Tensor, weight: torch.Tensor, magnitude: torch.Tensor, clip: float = 4.0,
+                 mode: str = "stratified") -> LogsnrSampler:
+    """A truncated logistic matched to where an integrand lives, from pilot draws.
+
+    Moment matching: with pilot draws logsnr_i, importance weights w_i and integrand magnitudes
+    |f(logsnr_i)|, the density p(logsnr) proportional to |f| has mean m and variance v estimated
+    by the self-normalised weights w_i |f_i|; the logistic with that mean and variance has
+    loc = m, scale = sqrt(3 v) / pi. `clip` is in scale units (clip 4 keeps 96% of a logistic's
+    mass within +-3 scales and the tails covered).
+    """
+    p = (weight * magnitude.abs()).double().flatten()
+    if not float(p.sum()) > 0:
+        raise ValueError("fit_logistic: the pilot integrand is zero everywhere; nothing to fit")
+    p = p / p.sum()
+    x = logsnr.double().flatten()
+    mean = float((p * x).sum())
+    var = float((p * (x - mean) ** 2).sum())
+    return LogsnrSampler(kind="logistic", loc=mean, scale=max(math.sqrt(3 * var) / math.pi, 1e-3), clip=clip, mode=mode)

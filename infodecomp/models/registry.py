@@ -51,11 +51,31 @@ def _stable_diffusion(path: str | None) -> Callable[[Any, torch.device, torch.dt
     return build
 
 
+def _sd21_random(cfg: Any, device: torch.device, dtype: torch.dtype) -> Denoiser:
+    """The exact SD 2.1 base architecture with random weights (benchmarks, shape checks; no download)."""
+    import tempfile
+    from pathlib import Path
+
+    from infodecomp.models.schedule import DiscreteSchedule
+    from infodecomp.models.sd import StableDiffusionDenoiser
+    from infodecomp.models.sd21_arch import SCHEDULER_CONFIG, build_sd21_base_random
+    from infodecomp.models.tiny_sd import build_clip_tokenizer
+
+    parts = build_sd21_base_random(device, dtype)
+    tokenizer = build_clip_tokenizer(Path(tempfile.mkdtemp(prefix="infodecomp-clip-")))
+    return StableDiffusionDenoiser(
+        parts["unet"], parts["vae"], parts["text_encoder"], tokenizer, DiscreteSchedule.from_config(SCHEDULER_CONFIG),
+        device=device, dtype=dtype, time_rule=cfg.time_rule, latent=cfg.latent, resize=cfg.resize,
+        image_size=cfg.image_size, compile=cfg.compile,
+    )
+
+
 MODELS: dict[str, Callable[[Any, torch.device, torch.dtype], Denoiser]] = {
     "shapes-oracle": _shapes,
     "gaussian-oracle": _gaussian,
     "tiny-sd": _stable_diffusion(None),
     "local": _stable_diffusion(None),
+    "sd21-random": _sd21_random,
     **{name: _stable_diffusion(hub) for name, hub in HUB_PRESETS.items()},
 }
 
