@@ -11,9 +11,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "aro": ("infodecomp.experiments.aro", "compositional understanding on ARO (Tables 1, 2)"),
     "localize": ("infodecomp.experiments.localize", "word localisation mIoU (Table 3)"),
     "intervene": ("infodecomp.experiments.intervene", "prompt interventions vs CMI (Table 4)"),
-    "visualize": ("infodecomp.experiments.visualize", "pixel MI / CMI heat maps, MMSE curves (Fig. 2)"),
+    "visualize": (
+        "infodecomp.experiments.visualize",
+        "pixel MI / CMI heat maps, MMSE curves (Fig. 2)",
+    ),
     "aggregate": ("infodecomp.experiments.aggregate", "turn run directories into Tables 1-4"),
-    "validate": ("infodecomp.experiments.validate", "check every estimator against exact ground truth"),
+    "validate": (
+        "infodecomp.experiments.validate",
+        "check every estimator against exact ground truth",
+    ),
     "bench": ("infodecomp.experiments.bench", "speed and sample-efficiency benchmark"),
     "build-coco-manifest": (
         "infodecomp.experiments.build_manifest",
@@ -24,7 +30,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def usage() -> str:
     width = max(len(c) for c in COMMANDS)
-    lines = ["usage: infodecomp <command> [key=value ...] [--help | --cfg job | -m]", "", "commands:"]
+    lines = [
+        "usage: infodecomp <command> [key=value ...] [--help | --cfg job | -m]",
+        "",
+        "commands:",
+    ]
     lines += [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
     lines += ["", "Run `infodecomp <command> --help` for the options of one command."]
     return "\n".join(lines)

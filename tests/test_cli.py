@@ -91,7 +91,9 @@ def test_cfg_job_composes(command: str, capsys: pytest.CaptureFixture) -> None:
     }
     for key in EXPECTED_KEYS[command]:
         assert key in top, f"{command} --cfg job lacks top-level '{key}':\n{out}"
-    if command != "aggregate":
+    if command == "bench":  # the speed bench times a diffusers UNet; tiny-sd is its offline default
+        assert "  name: tiny-sd" in lines
+    elif command != "aggregate":
         assert "  name: shapes-oracle" in lines  # the embedded default model
 
 

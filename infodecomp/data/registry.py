@@ -40,8 +40,15 @@ DATASETS: dict[str, Callable[[DataSpec], Dataset]] = {
     "coco100-it": _coco("coco100-it"),
 }
 
-RANKING = {"shapes-relation", "shapes-attribute", "shapes-order", "aro-vg-relation", "aro-vg-attribution",
-           "aro-coco-order", "aro-flickr-order"}
+RANKING = {
+    "shapes-relation",
+    "shapes-attribute",
+    "shapes-order",
+    "aro-vg-relation",
+    "aro-vg-attribution",
+    "aro-coco-order",
+    "aro-flickr-order",
+}
 WORDS = {"shapes-localize", "shapes-intervene", "coco-it", "coco-wl", "coco100-it"}
 
 

@@ -21,8 +21,10 @@ from infodecomp.models import shapes_world as world
 def _image(scene_index: int, gen: torch.Generator, noise: float) -> torch.Tensor:
     """x = render(scene) + noise * N(0, I). Returns [3, H, W] float32."""
     mean = world.scene_means()[scene_index]
-    return (mean + noise * torch.randn(mean.shape, generator=gen, dtype=torch.float64)).float().view(
-        3, world.CANVAS, world.CANVAS
+    return (
+        (mean + noise * torch.randn(mean.shape, generator=gen, dtype=torch.float64))
+        .float()
+        .view(3, world.CANVAS, world.CANVAS)
     )
 
 
@@ -53,7 +55,9 @@ def relation_set(spec: DataSpec) -> Dataset:
         a, b = world.scenes()[k]
         rel = world.relation_between(a, b)
         options = (_caption(b, a, rel), _caption(a, b, rel))
-        items.append(RankingItem(f"shapes-relation-{spec.seed}-{i}", x, options, 1, rel, "shapes-relation"))
+        items.append(
+            RankingItem(f"shapes-relation-{spec.seed}-{i}", x, options, 1, rel, "shapes-relation")
+        )
     return Dataset(spec.name, items)
 
 
@@ -62,9 +66,15 @@ def attribute_set(spec: DataSpec) -> Dataset:
     for i, (k, x) in enumerate(_draw(spec, 2, _distinct)):
         a, b = world.scenes()[k]
         true = _caption(a, b, "and")
-        false = _caption(world.Obj(b.colour, a.shape, a.cell), world.Obj(a.colour, b.shape, b.cell), "and")
+        false = _caption(
+            world.Obj(b.colour, a.shape, a.cell), world.Obj(a.colour, b.shape, b.cell), "and"
+        )
         group = "_".join(sorted((a.colour, b.colour)))
-        items.append(RankingItem(f"shapes-attribute-{spec.seed}-{i}", x, (false, true), 1, group, "shapes-attribute"))
+        items.append(
+            RankingItem(
+                f"shapes-attribute-{spec.seed}-{i}", x, (false, true), 1, group, "shapes-attribute"
+            )
+        )
     return Dataset(spec.name, items)
 
 
@@ -79,7 +89,9 @@ def order_set(spec: DataSpec) -> Dataset:
             f"a {a.colour} {b.shape} {rel} a {b.colour} {a.shape}",  # shapes swapped
             _caption(b, a, rel),  # objects swapped
         )
-        items.append(RankingItem(f"shapes-order-{spec.seed}-{i}", x, options, 0, rel, "shapes-order"))
+        items.append(
+            RankingItem(f"shapes-order-{spec.seed}-{i}", x, options, 0, rel, "shapes-order")
+        )
     return Dataset(spec.name, items)
 
 
@@ -103,9 +115,11 @@ def _word_items(spec: DataSpec, salt: int, prefix: str, with_swaps: bool) -> lis
         word = {"noun": target.shape, "adj": target.colour, "perp": rel}[kind]
         swap_word = swap_caption = None
         if with_swaps:
-            pool = [s for s in world.SHAPES if s not in (a.shape, b.shape)] if kind == "noun" else [
-                c for c in world.COLOURS if c not in (a.colour, b.colour)
-            ]
+            pool = (
+                [s for s in world.SHAPES if s not in (a.shape, b.shape)]
+                if kind == "noun"
+                else [c for c in world.COLOURS if c not in (a.colour, b.colour)]
+            )
             swap_word = pool[int(torch.randint(len(pool), (1,), generator=gen))]
             words = world.tokenize(caption)
             words[words.index(word)] = swap_word

@@ -39,9 +39,17 @@ def concat(parts: list[ItemEstimate]) -> ItemEstimate:
     maps = {}
     for name in ("io_map", "is_map"):
         if parts[0].__dict__[name] is not None:
-            maps[name] = sum(getattr(p, name) * k for p, k in zip(parts, n)) / n.sum()
-    return replace(parts[0], logsnr=cat("logsnr", 0), weight=cat("weight", 0), mse=cat("mse", 1),
-                   mse_gauss=cat("mse_gauss", 0), io=cat("io", 1), is_=cat("is_", 1), **maps)
+            maps[name] = sum(getattr(p, name) * k for p, k in zip(parts, n, strict=True)) / n.sum()
+    return replace(
+        parts[0],
+        logsnr=cat("logsnr", 0),
+        weight=cat("weight", 0),
+        mse=cat("mse", 1),
+        mse_gauss=cat("mse_gauss", 0),
+        io=cat("io", 1),
+        is_=cat("is_", 1),
+        **maps,
+    )
 
 
 def is_decided(e: ItemEstimate, score: str, n_options: int, margin: float) -> bool:
@@ -84,15 +92,19 @@ def estimate_ranking(
     while active:
         take = min(round_samples, cfg.n_samples - r * round_samples)
         batch = [replace(queries[i], key=(queries[i].key, r)) for i in active]
-        for i, e in zip(active, estimate(denoiser, batch, replace(cfg, n_samples=take))):
+        for i, e in zip(
+            active, estimate(denoiser, batch, replace(cfg, n_samples=take)), strict=True
+        ):
             parts[i].append(e)
         r += 1
         still = []
         for i in active:
             merged = concat(parts[i])
             n = merged.logsnr.numel()
-            if n < cfg.n_samples and (n < min_samples or not is_decided(merged, score, n_options[i], margin)):
+            if n < cfg.n_samples and (
+                n < min_samples or not is_decided(merged, score, n_options[i], margin)
+            ):
                 still.append(i)
         active = still
-    merged = [replace(concat(p), key=q.key) for p, q in zip(parts, queries)]
+    merged = [replace(concat(p), key=q.key) for p, q in zip(parts, queries, strict=True)]
     return merged, [m.logsnr.numel() for m in merged]

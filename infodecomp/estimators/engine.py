@@ -42,7 +42,9 @@ class Query:
         k = len(self.conditions)
         for a, b in self.contrasts:
             if not (0 <= a < k and 0 <= b < k):
-                raise ValueError(f"query {self.key!r}: contrast {(a, b)} indexes outside its {k} conditions")
+                raise ValueError(
+                    f"query {self.key!r}: contrast {(a, b)} indexes outside its {k} conditions"
+                )
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,9 @@ def estimate(denoiser: Denoiser, queries: Sequence[Query], cfg: EngineConfig) ->
         raise ValueError(f"max_batch must be >= 1, got {cfg.max_batch}")
     shapes = {tuple(q.x.shape) for q in queries}
     if len(shapes) != 1:
-        raise ValueError(f"all queries of one call must share the image shape, got {sorted(shapes)}")
+        raise ValueError(
+            f"all queries of one call must share the image shape, got {sorted(shapes)}"
+        )
     device = denoiser.device
     keys: dict[Hashable, int] = {}
     for q in queries:
@@ -152,7 +156,7 @@ def estimate(denoiser: Denoiser, queries: Sequence[Query], cfg: EngineConfig) ->
             keys.setdefault(c, len(keys))
     table = denoiser.encode_conditions(list(keys))  # [U, ...]
 
-    n, s_count = len(queries), cfg.n_samples
+    _n, s_count = len(queries), cfg.n_samples
     draws = [draw(q, cfg) for q in queries]
     x = torch.stack([q.x.float() for q in queries]).to(device)  # [N, C, H, W]
     eps = torch.stack([d[2] for d in draws]).to(device)  # [N, S, C, H, W]
@@ -176,7 +180,9 @@ def estimate(denoiser: Denoiser, queries: Sequence[Query], cfg: EngineConfig) ->
         stop = min(start + cfg.max_batch, offsets[-1])
         ii, ss = item_idx_t[start:stop].to(device), sample_idx_t[start:stop].to(device)
         shape = (-1,) + (1,) * (x.dim() - 1)
-        z = a_all[ii, ss].view(shape) * x[ii] + s_all[ii, ss].view(shape) * eps[ii, ss]  # [B, C, H, W]
+        z = (
+            a_all[ii, ss].view(shape) * x[ii] + s_all[ii, ss].view(shape) * eps[ii, ss]
+        )  # [B, C, H, W]
         cond = table[cond_idx_t[start:stop].to(table.device)]
         out[start:stop] = denoiser.eps_hat(z, logsnr_dev[ii, ss], cond).float()
 

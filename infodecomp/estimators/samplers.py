@@ -42,7 +42,9 @@ class LogsnrSampler:
         if self.mode not in MODES:
             raise ValueError(f"sampler mode '{self.mode}' is not one of: {', '.join(MODES)}")
         if self.kind == "logistic" and (self.scale <= 0 or self.clip <= 0):
-            raise ValueError(f"logistic sampler needs scale > 0 and clip > 0, got {self.scale}, {self.clip}")
+            raise ValueError(
+                f"logistic sampler needs scale > 0 and clip > 0, got {self.scale}, {self.clip}"
+            )
         if self.kind == "uniform" and not self.high > self.low:
             raise ValueError(f"uniform sampler needs high > low, got [{self.low}, {self.high}]")
 
@@ -79,11 +81,18 @@ class LogsnrSampler:
         if self.mode == "stratified":
             return (idx + torch.rand(n, generator=generator, dtype=torch.float64)) / n
         half = n // 2  # antithetic: stratified halves mirrored, so pairs are (t, 1 - t)
-        t = (torch.arange(half, dtype=torch.float64) + torch.rand(half, generator=generator, dtype=torch.float64)) / (2 * half)
-        extra = torch.rand(n - 2 * half, generator=generator, dtype=torch.float64)  # odd n: one iid point keeps the mean unbiased
+        t = (
+            torch.arange(half, dtype=torch.float64)
+            + torch.rand(half, generator=generator, dtype=torch.float64)
+        ) / (2 * half)
+        extra = torch.rand(
+            n - 2 * half, generator=generator, dtype=torch.float64
+        )  # odd n: one iid point keeps the mean unbiased
         return torch.cat([t, 1.0 - t, extra])
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(
+        self, n: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (logsnr [n], weight [n]) in float64."""
         logsnr = self.quantile(self.points(n, generator))
         return logsnr, self.weight(logsnr)
@@ -111,7 +120,9 @@ class LogsnrSampler:
             return mean, torch.full_like(mean, float("inf"))
         diffs = units[..., 0:m:2] - units[..., 1:m:2]
         var = (diffs**2).sum(-1) / k**2 * (k / m)
-        if self.mode == "antithetic" and n % 2:  # pairs weigh 2 * half / n; the unpaired iid point adds its own variance
+        if (
+            self.mode == "antithetic" and n % 2
+        ):  # pairs weigh 2 * half / n; the unpaired iid point adds its own variance
             var = var * (2 * half / n) ** 2 + values.var(-1) / n**2
         return mean, var.sqrt()
 
@@ -125,12 +136,19 @@ def make_sampler(kind: str = "logistic", mode: str = "iid", **params: float) -> 
     allowed = {"loc", "scale", "clip", "low", "high"}
     unknown = set(params) - allowed
     if unknown:
-        raise ValueError(f"unknown sampler parameters {sorted(unknown)}; allowed: {sorted(allowed)}")
+        raise ValueError(
+            f"unknown sampler parameters {sorted(unknown)}; allowed: {sorted(allowed)}"
+        )
     return LogsnrSampler(kind=kind, mode=mode, **{k: float(v) for k, v in params.items()})
 
 
-def fit_logistic(logsnr: torch.Tensor, weight: torch.Tensor, magnitude: torch.Tensor, clip: float = 4.0,
-                 mode: str = "stratified") -> LogsnrSampler:
+def fit_logistic(
+    logsnr: torch.Tensor,
+    weight: torch.Tensor,
+    magnitude: torch.Tensor,
+    clip: float = 4.0,
+    mode: str = "stratified",
+) -> LogsnrSampler:
     """A truncated logistic matched to where an integrand lives, from pilot draws.
 
     Moment matching: with pilot draws logsnr_i, importance weights w_i and integrand magnitudes
@@ -146,4 +164,10 @@ def fit_logistic(logsnr: torch.Tensor, weight: torch.Tensor, magnitude: torch.Te
     x = logsnr.double().flatten()
     mean = float((p * x).sum())
     var = float((p * (x - mean) ** 2).sum())
-    return LogsnrSampler(kind="logistic", loc=mean, scale=max(math.sqrt(3 * var) / math.pi, 1e-3), clip=clip, mode=mode)
+    return LogsnrSampler(
+        kind="logistic",
+        loc=mean,
+        scale=max(math.sqrt(3 * var) / math.pi, 1e-3),
+        clip=clip,
+        mode=mode,
+    )

@@ -18,16 +18,31 @@ from infodecomp.experiments.config import AroConfig
 from infodecomp.experiments.runner import RunContext, execute
 from infodecomp.reporting.metrics import aro_accuracy, predict
 
-COLUMNS = ["item_id", "subset", "group", "label", "option", "text", "estimator", "value", "stderr", "score",
-           "n_samples"]
+COLUMNS = [
+    "item_id",
+    "subset",
+    "group",
+    "label",
+    "option",
+    "text",
+    "estimator",
+    "value",
+    "stderr",
+    "score",
+    "n_samples",
+]
 ESTIMATORS = ("io", "is", "mmse")
 
 
 def _queries(ctx: RunContext, items: list, images: list) -> list[Query]:
     xs = ctx.model.encode_images(images)  # [N, C, H, W]
     return [
-        Query(xs[i].cpu(), (*it.options, ""), tuple((j, len(it.options)) for j in range(len(it.options))),
-              key=str(it.item_id))
+        Query(
+            xs[i].cpu(),
+            (*it.options, ""),
+            tuple((j, len(it.options)) for j in range(len(it.options))),
+            key=str(it.item_id),
+        )
         for i, it in enumerate(items)
     ]
 
@@ -40,23 +55,39 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     queries = _queries(ctx, items, images)
     ecfg = engine_config(cfg.estimator, cfg.run)
     if cfg.estimator.adaptive:
-        ests, used = estimate_ranking(ctx.model, queries, [len(it.options) for it in items], ecfg,
-                                      score=cfg.estimators[0], margin=cfg.estimator.margin,
-                                      round_samples=cfg.estimator.round_samples)
+        ests, used = estimate_ranking(
+            ctx.model,
+            queries,
+            [len(it.options) for it in items],
+            ecfg,
+            score=cfg.estimators[0],
+            margin=cfg.estimator.margin,
+            round_samples=cfg.estimator.round_samples,
+        )
     else:
         ests = estimate(ctx.model, queries, ecfg)
         used = [ecfg.n_samples] * len(ests)
     rows = []
-    for it, e, n in zip(items, ests, used):
+    for it, e, n in zip(items, ests, used, strict=True):
         for j, text in enumerate(it.options):
             values = {"io": e.info_o(j), "is": e.info_s(j), "mmse": e.mmse_integral(j)}
             for name in cfg.estimators:
                 value, se = values[name]
-                rows.append({
-                    "item_id": it.item_id, "subset": it.subset, "group": it.group, "label": it.label,
-                    "option": j, "text": text, "estimator": name, "value": value, "stderr": se,
-                    "score": -value if name == "mmse" else value, "n_samples": n,
-                })
+                rows.append(
+                    {
+                        "item_id": it.item_id,
+                        "subset": it.subset,
+                        "group": it.group,
+                        "label": it.label,
+                        "option": j,
+                        "text": text,
+                        "estimator": name,
+                        "value": value,
+                        "stderr": se,
+                        "score": -value if name == "mmse" else value,
+                        "n_samples": n,
+                    }
+                )
     return rows
 
 
@@ -71,7 +102,9 @@ def summarize(ctx: RunContext, results: pd.DataFrame) -> dict:
 
 
 def run(cfg: AroConfig) -> Path:
-    return execute(cfg, "aro", COLUMNS, process, summarize, headline=f"accuracy/{cfg.estimators[0]}")
+    return execute(
+        cfg, "aro", COLUMNS, process, summarize, headline=f"accuracy/{cfg.estimators[0]}"
+    )
 
 
 main = hydra_main("aro", run)

@@ -45,12 +45,17 @@ def _peak_mb(device: torch.device) -> float:
 
 def _images(n: int, size: int, seed: int) -> list[Image.Image]:
     rng = np.random.default_rng(seed)
-    return [Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(n)]
+    return [
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(n)
+    ]
 
 
 def _engine_items(model, images, cfg: EngineConfig, offset: int) -> float:
     xs = model.encode_images(images)  # [N, 4, h, w]
-    queries = [Query(xs[i], (*OPTIONS, ""), ((0, 2), (1, 2)), key=("bench", offset + i)) for i in range(len(images))]
+    queries = [
+        Query(xs[i], (*OPTIONS, ""), ((0, 2), (1, 2)), key=("bench", offset + i))
+        for i in range(len(images))
+    ]
     ests = estimate(model, queries, cfg)
     return float(sum(e.info_o(0)[0] for e in ests))
 
@@ -79,8 +84,16 @@ def speed(cfg: BenchConfig) -> dict:
     evals = []
 
     def reference() -> None:
-        evals.append(sum(int(reference_scores(ref_model, im, OPTIONS, s, cfg.reference_batch, seed=i)["evals"])
-                         for i, im in enumerate(images[:n])))
+        evals.append(
+            sum(
+                int(
+                    reference_scores(ref_model, im, OPTIONS, s, cfg.reference_batch, seed=i)[
+                        "evals"
+                    ]
+                )
+                for i, im in enumerate(images[:n])
+            )
+        )
 
     reference_scores(ref_model, images[-1], OPTIONS, s, cfg.reference_batch, seed=10_000)  # warm-up
     _engine_items(model, images[-1:], ecfg, offset=10_000)
@@ -96,12 +109,23 @@ def speed(cfg: BenchConfig) -> dict:
         eng_peak = max(eng_peak, _peak_mb(device))
     ref_t, eng_t = float(np.median(ref_times)), float(np.median(eng_times))
     out = {
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "model": cfg.model.name,
-        "n_items": n, "n_samples": s, "repeats": cfg.repeats, "engine_dtype": str(engine_dtype).replace("torch.", ""),
-        "engine_batch": cfg.run.batch_size, "reference_batch": cfg.reference_batch,
-        "reference_s_per_item": ref_t / n, "reference_evals_per_s": evals[0] / ref_t, "reference_peak_mb": ref_peak,
-        "engine_s_per_item": eng_t / n, "engine_evals_per_s": n * s * (len(OPTIONS) + 1) / eng_t, "engine_peak_mb": eng_peak,
-        "peak_memory_note": "CUDA max allocated" if device.type == "cuda" else "process peak RSS (both models loaded)",
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "model": cfg.model.name,
+        "n_items": n,
+        "n_samples": s,
+        "repeats": cfg.repeats,
+        "engine_dtype": str(engine_dtype).replace("torch.", ""),
+        "engine_batch": cfg.run.batch_size,
+        "reference_batch": cfg.reference_batch,
+        "reference_s_per_item": ref_t / n,
+        "reference_evals_per_s": evals[0] / ref_t,
+        "reference_peak_mb": ref_peak,
+        "engine_s_per_item": eng_t / n,
+        "engine_evals_per_s": n * s * (len(OPTIONS) + 1) / eng_t,
+        "engine_peak_mb": eng_peak,
+        "peak_memory_note": "CUDA max allocated"
+        if device.type == "cuda"
+        else "process peak RSS (both models loaded)",
     }
     out["speedup"] = out["reference_s_per_item"] / out["engine_s_per_item"]
     return out
@@ -114,21 +138,50 @@ def run(cfg: BenchConfig) -> Path:
     table = sample_efficiency(n_per_set=cfg.oracle_items, noise=3.0, seed=cfg.run.seed)
     table.to_csv(out / "efficiency.csv", index=False)
     fraction, scheme = eval_fraction(table)
-    result["efficiency"] = {"eval_fraction": fraction, "scheme": scheme, "table": table.to_dict(orient="records")}
+    result["efficiency"] = {
+        "eval_fraction": fraction,
+        "scheme": scheme,
+        "table": table.to_dict(orient="records"),
+    }
     result["speedup"] = result["speed"]["speedup"]
     result["eval_fraction"] = fraction
     (out / "bench.json").write_text(json.dumps(result, indent=2, default=float))
     sp = result["speed"]
     rows = [
-        ("reference (published procedure, float32)", sp["reference_evals_per_s"], sp["reference_s_per_item"], sp["reference_peak_mb"]),
-        (f"engine ({sp['engine_dtype']})", sp["engine_evals_per_s"], sp["engine_s_per_item"], sp["engine_peak_mb"]),
+        (
+            "reference (published procedure, float32)",
+            sp["reference_evals_per_s"],
+            sp["reference_s_per_item"],
+            sp["reference_peak_mb"],
+        ),
+        (
+            f"engine ({sp['engine_dtype']})",
+            sp["engine_evals_per_s"],
+            sp["engine_s_per_item"],
+            sp["engine_peak_mb"],
+        ),
     ]
-    print(pd.DataFrame(rows, columns=["procedure", "evals/s", "s/item", "peak MB"]).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-    print(f"\nspeedup {result['speedup']:.2f}x on {sp['device']} ({sp['model']}, {sp['n_samples']} samples, {sp['n_items']} items)\n")
+    print(
+        pd.DataFrame(rows, columns=["procedure", "evals/s", "s/item", "peak MB"]).to_string(
+            index=False, float_format=lambda v: f"{v:.3g}"
+        )
+    )
+    print(
+        f"\nspeedup {result['speedup']:.2f}x on {sp['device']} ({sp['model']}, {sp['n_samples']} samples, {sp['n_items']} items)\n"
+    )
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"\neval_fraction {fraction:.3f} ({scheme}) -> {out / 'bench.json'}")
-    write_meta(out, to_dict(cfg), command="bench", device=sp["device"], dtype=sp["engine_dtype"], seed=cfg.run.seed,
-               wall_time_s=time.time() - start, items_done=cfg.n_items, items_skipped=0)
+    write_meta(
+        out,
+        to_dict(cfg),
+        command="bench",
+        device=sp["device"],
+        dtype=sp["engine_dtype"],
+        seed=cfg.run.seed,
+        wall_time_s=time.time() - start,
+        items_done=cfg.n_items,
+        items_skipped=0,
+    )
     return out
 
 

@@ -46,7 +46,9 @@ def run_dir(cfg: Any, command: str) -> Path:
         from omegaconf import OmegaConf
 
         # Outside a Hydra job (e.g. run(cfg) after an in-process Hydra call) output_dir is unset.
-        if HydraConfig.initialized() and not OmegaConf.is_missing(HydraConfig.get().runtime, "output_dir"):
+        if HydraConfig.initialized() and not OmegaConf.is_missing(
+            HydraConfig.get().runtime, "output_dir"
+        ):
             path = Path(HydraConfig.get().runtime.output_dir)
             path.mkdir(parents=True, exist_ok=True)
             return path
@@ -68,7 +70,9 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"run.device={name} was requested but CUDA is not available; use run.device=cpu or auto")
+        raise RuntimeError(
+            f"run.device={name} was requested but CUDA is not available; use run.device=cpu or auto"
+        )
     return dev
 
 
@@ -80,11 +84,19 @@ def resolve_dtype(name: str) -> torch.dtype:
 
 def sampler_from(est: EstimatorConfig) -> LogsnrSampler:
     return LogsnrSampler(
-        kind=est.sampler, mode=est.mode, loc=est.loc, scale=est.scale, clip=est.clip, low=est.low, high=est.high
+        kind=est.sampler,
+        mode=est.mode,
+        loc=est.loc,
+        scale=est.scale,
+        clip=est.clip,
+        low=est.low,
+        high=est.high,
     )
 
 
-def engine_config(est: EstimatorConfig, run: Any, *, pixel_maps: bool = False, n_samples: int | None = None) -> EngineConfig:
+def engine_config(
+    est: EstimatorConfig, run: Any, *, pixel_maps: bool = False, n_samples: int | None = None
+) -> EngineConfig:
     if est.n_samples < 1:
         raise ValueError(f"estimator.n_samples must be >= 1, got {est.n_samples}")
     return EngineConfig(

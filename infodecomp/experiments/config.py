@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
 from hydra.core.config_store import ConfigStore
 
 
@@ -85,7 +86,9 @@ class AroConfig(BaseCommandConfig):
 @dataclass
 class LocalizeConfig(BaseCommandConfig):
     steps: list[int] = field(default_factory=lambda: [50, 100, 200])
-    methods: list[str] = field(default_factory=lambda: ["cmi", "mi", "attention", "attn_info", "whole"])
+    methods: list[str] = field(
+        default_factory=lambda: ["cmi", "mi", "attention", "attn_info", "whole"]
+    )
     daam_steps: int = 50
     blank_context: bool = False  # use context_ ("_") instead of the deleted-word context
 
@@ -124,7 +127,9 @@ class BenchConfig(BaseCommandConfig):
     n_items: int = 4  # ARO items timed per procedure
     reference_batch: int = 150  # the published UNet batch
     repeats: int = 3  # alternating timing rounds per procedure; medians are reported
-    oracle_items: int = 70  # ShapesWorld items per set (relation, attribute, order) for sample efficiency
+    oracle_items: int = (
+        70  # ShapesWorld items per set (relation, attribute, order) for sample efficiency
+    )
 
 
 SCHEMAS = {

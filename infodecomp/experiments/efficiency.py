@@ -28,23 +28,41 @@ PAPER = LogsnrSampler()  # logistic loc 1, scale 2, clip 3, iid
 def ranking_items(n_per_set: int, noise: float, seed: int) -> list:
     """Relation, attribute and order items drawn at the given image noise."""
     items = []
-    for build, name in ((relation_set, "shapes-relation"), (attribute_set, "shapes-attribute"), (order_set, "shapes-order")):
+    for build, name in (
+        (relation_set, "shapes-relation"),
+        (attribute_set, "shapes-attribute"),
+        (order_set, "shapes-order"),
+    ):
         items += build(DataSpec(name=name, size=n_per_set, seed=seed, noise=noise)).items
     return items
 
 
 def exact_answers(oracle: ShapesOracle, items: list) -> torch.Tensor:
     """argmax_j log p(x | option_j) per item, from the oracle's exact densities. Returns [N]."""
-    return torch.tensor([
-        int(torch.stack([oracle.log_prob(it.image[None], opt)[0] for opt in it.options]).argmax()) for it in items
-    ])
+    return torch.tensor(
+        [
+            int(
+                torch.stack(
+                    [oracle.log_prob(it.image[None], opt)[0] for opt in it.options]
+                ).argmax()
+            )
+            for it in items
+        ]
+    )
 
 
 def _predict(ests, queries) -> torch.Tensor:
-    return torch.tensor([int(per_sample_scores(e, "mmse", len(q.conditions)).mean(-1).argmax()) for e, q in zip(ests, queries)])
+    return torch.tensor(
+        [
+            int(per_sample_scores(e, "mmse", len(q.conditions)).mean(-1).argmax())
+            for e, q in zip(ests, queries, strict=True)
+        ]
+    )
 
 
-def calibrate(oracle: ShapesOracle, noise: float, seed: int, n_per_set: int = 5, n_samples: int = 50) -> tuple[LogsnrSampler, int]:
+def calibrate(
+    oracle: ShapesOracle, noise: float, seed: int, n_per_set: int = 5, n_samples: int = 50
+) -> tuple[LogsnrSampler, int]:
     """A proposal fitted to where the options' error curves differ, on separate calibration items.
 
     Returns the sampler and the denoiser evaluations the calibration cost.
@@ -52,17 +70,28 @@ def calibrate(oracle: ShapesOracle, noise: float, seed: int, n_per_set: int = 5,
     items = ranking_items(n_per_set, noise, seed + 7919)
     queries = [Query(it.image, it.options, key=("calibrate", str(it.item_id))) for it in items]
     wide = LogsnrSampler(kind="uniform", low=-12.0, high=12.0, mode="stratified")
-    ests = estimate(oracle, queries, EngineConfig(n_samples=n_samples, sampler=wide, max_batch=4096, seed=seed))
+    ests = estimate(
+        oracle, queries, EngineConfig(n_samples=n_samples, sampler=wide, max_batch=4096, seed=seed)
+    )
     logsnr = torch.cat([e.logsnr for e in ests])
     weight = torch.cat([e.weight for e in ests])
-    spread = torch.cat([(e.mse - e.mse.mean(0)).abs().sum(0) for e in ests])  # [S] how much options differ
+    spread = torch.cat(
+        [(e.mse - e.mse.mean(0)).abs().sum(0) for e in ests]
+    )  # [S] how much options differ
     evals = sum(n_samples * len(q.conditions) for q in queries)
     return fit_logistic(logsnr, weight, spread), evals
 
 
-def sample_efficiency(n_per_set: int = 70, noise: float = 3.0, seed: int = 0, seeds: int = 6,
-                      budgets: tuple[int, ...] = (30, 100), margins: tuple[float, ...] = (2.0, 3.0),
-                      round_samples: int = 10, min_samples: int = 20) -> pd.DataFrame:
+def sample_efficiency(
+    n_per_set: int = 70,
+    noise: float = 3.0,
+    seed: int = 0,
+    seeds: int = 6,
+    budgets: tuple[int, ...] = (30, 100),
+    margins: tuple[float, ...] = (2.0, 3.0),
+    round_samples: int = 10,
+    min_samples: int = 20,
+) -> pd.DataFrame:
     """Agreement with the exact answer and evaluations per item for each scheme, over `seeds` repeats.
 
     Returns one row per scheme with: scheme, proposal, samples_per_item, evals_per_item (the
@@ -81,32 +110,56 @@ def sample_efficiency(n_per_set: int = 70, noise: float = 3.0, seed: int = 0, se
     schemes = [("fixed-100 (paper)", "paper, iid", PAPER, 100, None)]
     schemes += [(f"fixed-{n}", "paper, stratified", paper_strat, n, None) for n in budgets]
     schemes += [(f"fixed-{n}", "fitted, stratified", fitted, n, None) for n in budgets]
-    schemes += [(f"adaptive margin {m:g}", "paper, stratified", paper_strat, 100, m) for m in margins]
+    schemes += [
+        (f"adaptive margin {m:g}", "paper, stratified", paper_strat, 100, m) for m in margins
+    ]
     schemes += [(f"adaptive margin {m:g}", "fitted, stratified", fitted, 100, m) for m in margins]
     rows, base_correct = [], None
     for name, proposal, sampler, budget, margin in schemes:
         correct, used = [], []
         for rep in range(seeds):
-            cfg = EngineConfig(n_samples=budget, sampler=sampler, max_batch=4096, seed=seed + 1000 * rep)
+            cfg = EngineConfig(
+                n_samples=budget, sampler=sampler, max_batch=4096, seed=seed + 1000 * rep
+            )
             if margin is None:
                 ests, n_used = estimate(oracle, queries, cfg), [budget] * len(queries)
             else:
-                ests, n_used = estimate_ranking(oracle, queries, n_opt, cfg, score="mmse", margin=margin,
-                                                round_samples=round_samples, min_samples=min_samples)
+                ests, n_used = estimate_ranking(
+                    oracle,
+                    queries,
+                    n_opt,
+                    cfg,
+                    score="mmse",
+                    margin=margin,
+                    round_samples=round_samples,
+                    min_samples=min_samples,
+                )
             correct.append((_predict(ests, queries) == truth).double())
             used.append(torch.tensor(n_used, dtype=torch.float64))
         correct_t, used_t = torch.stack(correct), torch.stack(used)  # [R, N]
         if base_correct is None:
             base_correct = correct_t
         diff = (correct_t - base_correct).flatten()
-        rows.append({
-            "scheme": name, "proposal": proposal, "samples_per_item": float(used_t.mean()),
-            "evals_per_item": float((used_t * k).mean()) + (cal_evals / len(items) if proposal.startswith("fitted") else 0.0),
-            "agreement": float(correct_t.mean()), "diff_se": float(diff.std() / diff.numel() ** 0.5),
-        })
+        rows.append(
+            {
+                "scheme": name,
+                "proposal": proposal,
+                "samples_per_item": float(used_t.mean()),
+                "evals_per_item": float((used_t * k).mean())
+                + (cal_evals / len(items) if proposal.startswith("fitted") else 0.0),
+                "agreement": float(correct_t.mean()),
+                "diff_se": float(diff.std() / diff.numel() ** 0.5),
+            }
+        )
     table = pd.DataFrame(rows)
-    table.attrs.update(published_evals_per_item=float((100 * (k + 1)).mean()), n_items=len(items), repeats=seeds,
-                       calibration_evals=cal_evals, fitted=str(fitted), noise=noise)
+    table.attrs.update(
+        published_evals_per_item=float((100 * (k + 1)).mean()),
+        n_items=len(items),
+        repeats=seeds,
+        calibration_evals=cal_evals,
+        fitted=str(fitted),
+        noise=noise,
+    )
     return table
 
 
@@ -123,4 +176,6 @@ def eval_fraction(table: pd.DataFrame) -> tuple[float, str]:
     if ok.empty:
         return float("nan"), "none matched"
     best = ok.loc[ok["evals_per_item"].idxmin()]
-    return float(best["evals_per_item"] / base["evals_per_item"]), f"{best['scheme']} ({best['proposal']})"
+    return float(
+        best["evals_per_item"] / base["evals_per_item"]
+    ), f"{best['scheme']} ({best['proposal']})"

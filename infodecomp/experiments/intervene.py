@@ -20,15 +20,26 @@ from infodecomp.experiments.config import InterveneConfig
 from infodecomp.experiments.maps import attention_word_maps, has_attention, info_maps, info_queries
 from infodecomp.experiments.runner import RunContext, execute
 from infodecomp.models.ode import generate, invert, karras_sigmas, schedule_sigmas
-from infodecomp.reporting.metrics import image_level_r, pearson_r, pixel_level_r
+from infodecomp.reporting.metrics import intervention_table, pearson_r
 
-COLUMNS = ["item_id", "word", "edit", "cmi_total", "attn_total", "change_total", "pixel_r_cmi", "pixel_r_attn"]
+COLUMNS = [
+    "item_id",
+    "word",
+    "edit",
+    "cmi_total",
+    "attn_total",
+    "change_total",
+    "pixel_r_cmi",
+    "pixel_r_attn",
+]
 ORACLE_SIGMAS = (0.002, 80.0)  # data scale ~1: the EDM defaults cover every ShapesWorld noise level
 
 
 def _sigmas(model, n: int) -> torch.Tensor:
     schedule = getattr(model, "schedule", None)
-    return schedule_sigmas(schedule, n) if schedule is not None else karras_sigmas(*ORACLE_SIGMAS, n=n)
+    return (
+        schedule_sigmas(schedule, n) if schedule is not None else karras_sigmas(*ORACLE_SIGMAS, n=n)
+    )
 
 
 def _save(ctx: RunContext, item, name: str, latent: torch.Tensor) -> None:
@@ -63,7 +74,9 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
         cmi_map = ests[i].io_map[0]
         attn_map = None
         if has_attention(model):
-            attn_map = attention_word_maps(model, it, xs[i].cpu(), ecfg, cfg.estimator.n_samples)["attention"]
+            attn_map = attention_word_maps(model, it, xs[i].cpu(), ecfg, cfg.estimator.n_samples)[
+                "attention"
+            ]
         if cfg.save_images:
             for name, lat in regen.items():
                 _save(ctx, it, name, lat[i])
@@ -71,28 +84,30 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
             if edit == "swap" and not it.swap_caption:
                 continue
             change = (regen["orig"][i] - regen[edit][i]).square().sum(0).cpu()  # [h, w]
-            rows.append({
-                "item_id": it.item_id, "word": it.word, "edit": edit,
-                "cmi_total": ests[i].info_o(0)[0],
-                "attn_total": float(attn_map.sum()) if attn_map is not None else float("nan"),
-                "change_total": float(change.sum()),
-                "pixel_r_cmi": pearson_r(change.flatten().numpy(), cmi_map.flatten().numpy()),
-                "pixel_r_attn": pearson_r(change.flatten().numpy(), attn_map.flatten().numpy())
-                if attn_map is not None else float("nan"),
-            })
+            rows.append(
+                {
+                    "item_id": it.item_id,
+                    "word": it.word,
+                    "edit": edit,
+                    "cmi_total": ests[i].info_o(0)[0],
+                    "attn_total": float(attn_map.sum()) if attn_map is not None else float("nan"),
+                    "change_total": float(change.sum()),
+                    "pixel_r_cmi": pearson_r(change.flatten().numpy(), cmi_map.flatten().numpy()),
+                    "pixel_r_attn": pearson_r(change.flatten().numpy(), attn_map.flatten().numpy())
+                    if attn_map is not None
+                    else float("nan"),
+                }
+            )
     return rows
 
 
 def summarize(ctx: RunContext, results: pd.DataFrame) -> dict:
     metrics = {}
-    boot = {"n_boot": ctx.cfg.n_boot, "seed": ctx.cfg.run.seed}
     for edit, df in results.groupby("edit"):
-        for method, total, pixel in (("cmi", "cmi_total", "pixel_r_cmi"), ("attention", "attn_total", "pixel_r_attn")):
-            if df[total].isna().all():  # no cross-attention in this model (e.g. the oracle)
-                continue
-            metrics[f"image_r/{method}/{edit}"], metrics[f"image_se/{method}/{edit}"] = image_level_r(df, total, **boot)
-            r, se, _ = pixel_level_r(df, pixel, **boot)
-            metrics[f"pixel_r/{method}/{edit}"], metrics[f"pixel_se/{method}/{edit}"] = r, se
+        table = intervention_table(df, n_boot=ctx.cfg.n_boot, seed=ctx.cfg.run.seed)
+        for method, row in table.iterrows():
+            for key in ("image_r", "image_se", "pixel_r", "pixel_se"):
+                metrics[f"{key}/{method}/{edit}"] = float(row[key])
     return metrics
 
 

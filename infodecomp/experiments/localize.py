@@ -32,9 +32,16 @@ METHODS = ("cmi", "mi", "attention", "attn_info", "whole")
 
 
 def _row(item, method: str, n_steps: int, value: float, ious: np.ndarray) -> dict:
-    row = {"item_id": item.item_id, "word": item.word, "word_type": item.word_type, "method": method,
-           "n_steps": n_steps, "split": split_of(item.item_id), "value": value}
-    row.update(dict(zip(IOU_COLUMNS, ious.tolist())))
+    row = {
+        "item_id": item.item_id,
+        "word": item.word,
+        "word_type": item.word_type,
+        "method": method,
+        "n_steps": n_steps,
+        "split": split_of(item.item_id),
+        "value": value,
+    }
+    row.update(dict(zip(IOU_COLUMNS, ious.tolist(), strict=True)))
     return row
 
 
@@ -50,17 +57,21 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     for steps in cfg.steps:
         ecfg = engine_config(cfg.estimator, cfg.run, n_samples=steps)
         ests = info_maps(ctx.model, info_queries(items, xs, cfg.blank_context), ecfg)
-        for it, x, e, mask in zip(items, xs, ests, masks):
+        for it, x, e, mask in zip(items, xs, ests, masks, strict=True):
             heats = {"cmi": (e.io_map[0], e.info_o(0)[0]), "mi": (e.io_map[1], e.info_o(1)[0])}
             if has_attention(ctx.model) and {"attention", "attn_info"} & set(cfg.methods):
-                for name, heat in attention_word_maps(ctx.model, it, x.cpu(), ecfg, cfg.daam_steps).items():
+                for name, heat in attention_word_maps(
+                    ctx.model, it, x.cpu(), ecfg, cfg.daam_steps
+                ).items():
                     heats[name] = (heat, float("nan"))
             for method in cfg.methods:
                 if method == "whole" or method not in heats:
                     continue
                 heat, value = heats[method]
                 grid, gt = to_image_grid(ctx.model, heat, mask)
-                rows.append(_row(it, method, steps, value, iou_curve(grid, gt) if gt is not None else nan))
+                rows.append(
+                    _row(it, method, steps, value, iou_curve(grid, gt) if gt is not None else nan)
+                )
             if "whole" in cfg.methods:
                 grid, gt = to_image_grid(ctx.model, e.io_map[0], mask)
                 whole = np.full(len(IOU_COLUMNS), gt.mean()) if gt is not None else nan

@@ -22,7 +22,12 @@ def context_of(item, blank: bool) -> str:
 def info_queries(items: list, xs: torch.Tensor, blank: bool) -> list[Query]:
     """Per item: conditions (caption, context, word, "") with contrasts CMI = (0, 1), MI = (2, 3)."""
     return [
-        Query(xs[i].cpu(), (it.caption, context_of(it, blank), it.word, ""), ((0, 1), (2, 3)), key=str(it.item_id))
+        Query(
+            xs[i].cpu(),
+            (it.caption, context_of(it, blank), it.word, ""),
+            ((0, 1), (2, 3)),
+            key=str(it.item_id),
+        )
         for i, it in enumerate(items)
     ]
 
@@ -32,7 +37,9 @@ def info_maps(model, queries: list[Query], ecfg: EngineConfig) -> list[ItemEstim
     return estimate(model, queries, replace(ecfg, pixel_maps=True))
 
 
-def attention_word_maps(model, item, x: torch.Tensor, ecfg: EngineConfig, daam_steps: int) -> dict[str, torch.Tensor]:
+def attention_word_maps(
+    model, item, x: torch.Tensor, ecfg: EngineConfig, daam_steps: int
+) -> dict[str, torch.Tensor]:
     """DAAM (inversion + reconstruction) and Attention+Information maps of the item's word [h, w]."""
     query = Query(x, (item.caption,), key=str(item.item_id))
     logsnr, _, eps = draw(query, ecfg)  # the same draws the information maps use
@@ -49,7 +56,9 @@ def split_of(item_id: str) -> str:
     return "AB"[hashlib.blake2b(str(item_id).encode(), digest_size=1).digest()[0] % 2]
 
 
-def to_image_grid(model, heat: torch.Tensor, mask: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray | None]:
+def to_image_grid(
+    model, heat: torch.Tensor, mask: torch.Tensor | None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """A map and its ground-truth mask on one grid: the image's (resized) resolution for diffusers
     models (maps bilinear-upsampled, masks resized like the image), the data grid for oracles."""
     if hasattr(model, "mask_transform") and hasattr(model, "image_size"):

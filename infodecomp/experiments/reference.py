@@ -18,21 +18,29 @@ from infodecomp.estimators.samplers import LogsnrSampler
 
 @torch.no_grad()
 def _encode_prompt(model, prompt: str) -> torch.Tensor:
-    tok = model.tokenizer([prompt], padding="max_length", max_length=model.tokenizer.model_max_length,
-                          truncation=True, return_tensors="pt")
+    tok = model.tokenizer(
+        [prompt],
+        padding="max_length",
+        max_length=model.tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    )
     return model.text_encoder(tok.input_ids.to(model.device))[0]  # [1, 77, D]
 
 
 @torch.no_grad()
-def reference_scores(model, image, options: tuple[str, ...], n_samples: int = 100, batch: int = 150,
-                     seed: int = 0) -> dict[str, torch.Tensor]:
+def reference_scores(
+    model, image, options: tuple[str, ...], n_samples: int = 100, batch: int = 150, seed: int = 0
+) -> dict[str, torch.Tensor]:
     """Scores of one ARO item by the published procedure.
 
     Returns io [O] and mmse [O] (1/2 mean of weight x per-sample value), and the number of UNet
     evaluations made.
     """
     gen = torch.Generator().manual_seed(seed)
-    x = model.encode_images([image])[0].to(model.device, torch.float32)  # [4, h, w], no latent cache
+    x = model.encode_images([image])[0].to(
+        model.device, torch.float32
+    )  # [4, h, w], no latent cache
     logsnr, weight = LogsnrSampler().sample(n_samples, gen)  # paper proposal, iid
     eps = torch.randn((n_samples, *x.shape), generator=gen).to(model.device)  # [S, 4, h, w]
     z = noisy_channel(x.expand_as(eps), logsnr.float().to(model.device), eps)  # [S, 4, h, w]
@@ -45,7 +53,11 @@ def reference_scores(model, image, options: tuple[str, ...], n_samples: int = 10
         out = []
         for start in range(0, n_samples, batch):
             zb = z[start : start + batch]
-            out.append(model.unet(zb, t[start : start + batch], encoder_hidden_states=cond.expand(len(zb), -1, -1)).sample)
+            out.append(
+                model.unet(
+                    zb, t[start : start + batch], encoder_hidden_states=cond.expand(len(zb), -1, -1)
+                ).sample
+            )
             evals += len(zb)
         return torch.cat(out).float()  # [S, 4, h, w]
 
@@ -56,4 +68,8 @@ def reference_scores(model, image, options: tuple[str, ...], n_samples: int = 10
         cond = predict(caption)
         io.append((w * (cond - uncond).square().flatten(1).sum(-1)).mean())
         mmse.append((w * (eps - cond).square().flatten(1).sum(-1)).mean())
-    return {"io": torch.stack(io).cpu(), "mmse": torch.stack(mmse).cpu(), "evals": torch.tensor(evals)}
+    return {
+        "io": torch.stack(io).cpu(),
+        "mmse": torch.stack(mmse).cpu(),
+        "evals": torch.tensor(evals),
+    }

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 from tqdm import tqdm
 
 from infodecomp.data.records import Dataset, ImageLoadError
@@ -24,7 +25,13 @@ from infodecomp.experiments.common import (
 )
 from infodecomp.models.registry import load_model
 from infodecomp.reporting.meta import write_meta, write_summary
-from infodecomp.reporting.writer import RESULTS, ResultsWriter, SkipLog, merge_parts, part_filename
+from infodecomp.reporting.writer import (
+    ResultsWriter,
+    SkipLog,
+    merge_parts,
+    part_filename,
+    read_results,
+)
 
 log = logging.getLogger("infodecomp")
 
@@ -66,9 +73,10 @@ def execute(
     rank = cfg.run.rank if cfg.run.rank is not None else rank
     world = cfg.run.world_size if cfg.run.world_size is not None else world
     device, dtype = resolve_device(cfg.run.device), resolve_dtype(cfg.run.dtype)
+    _check_oracle_noise(cfg)
     dataset = load_dataset(data_spec(cfg.data), cfg.run.limit)
     items = dataset.items[rank::world]
-    filename = RESULTS if world == 1 else part_filename(rank)
+    filename = "results.csv" if world == 1 else part_filename(rank)
     skipfile = "skipped.csv" if world == 1 else f"skipped.part-{rank}.csv"
     writer = ResultsWriter(out, filename, columns)
     skips = SkipLog(out, skipfile)
@@ -78,12 +86,20 @@ def execute(
     done = writer.done_ids() | skips.skipped_ids()
     todo = [it for it in items if str(it.item_id) not in done]
     if len(todo) < len(items):
-        log.info("resuming %s: %d of %d items already done", out, len(items) - len(todo), len(items))
+        log.info(
+            "resuming %s: %d of %d items already done", out, len(items) - len(todo), len(items)
+        )
     model = load_model(cfg.model, device, dtype) if todo else None
     ctx = RunContext(cfg, out, model, dataset, device, rank, world)
     step = max(1, cfg.run.items_per_step)
-    bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=f"{command} {cfg.data.name}",
-               unit="item", disable=not cfg.run.progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(items),
+        initial=len(items) - len(todo),
+        desc=f"{command} {cfg.data.name}",
+        unit="item",
+        disable=not cfg.run.progress,
+        dynamic_ncols=True,
+    )
     try:
         for b in range(0, len(todo), step):
             batch, images = [], []
@@ -94,25 +110,70 @@ def execute(
                 except (ImageLoadError, FileNotFoundError, OSError) as err:
                     skips.add(item.item_id, f"image: {err}")
             if batch:
-                writer.append(process(ctx, batch, images))
+                writer.append(process(ctx, batch, images), items=[it.item_id for it in batch])
             bar.update(len(todo[b : b + step]))
     finally:
         bar.close()
         writer.close()
         skips.close()
     if world > 1:
+        _wait_for_ranks()
         if rank != 0:
             return out
         merge_parts(out)
-    results = pd.read_csv(out / RESULTS) if (out / RESULTS).exists() else pd.DataFrame(columns=columns)
+    results = read_results(out)
     metrics = summarize(ctx, results) if len(results) else {}
     n_skipped = len(pd.read_csv(out / "skipped.csv")) if (out / "skipped.csv").exists() else 0
-    metrics.update({"items/done": int(results["item_id"].nunique()) if len(results) else 0, "items/skipped": n_skipped})
+    metrics.update(
+        {
+            "items/done": int(results["item_id"].nunique()) if len(results) else 0,
+            "items/skipped": n_skipped,
+        }
+    )
     write_summary(out, metrics)
-    write_meta(out, to_dict(cfg), device=str(device), dtype=cfg.run.dtype, seed=cfg.run.seed,
-               wall_time_s=time.time() - start, items_done=metrics["items/done"], items_skipped=n_skipped,
-               command=command)
+    write_meta(
+        out,
+        to_dict(cfg),
+        device=str(device),
+        dtype=cfg.run.dtype,
+        seed=cfg.run.seed,
+        wall_time_s=time.time() - start,
+        items_done=metrics["items/done"],
+        items_skipped=n_skipped,
+        command=command,
+    )
     value = metrics.get(headline)
     shown = f"{value:.4g}" if isinstance(value, float) else value
-    print(f"{command}: {metrics['items/done']} items, {n_skipped} skipped, {headline} = {shown} -> {out}")
+    print(
+        f"{command}: {metrics['items/done']} items, {n_skipped} skipped, {headline} = {shown} -> {out}"
+    )
     return out
+
+
+def _wait_for_ranks() -> None:
+    """Barrier across torchrun ranks (gloo on CPU, nccl on GPU) so rank 0 merges complete parts."""
+    import os
+
+    import torch.distributed as dist
+
+    if not dist.is_available() or "MASTER_ADDR" not in os.environ:
+        log.warning(
+            "no torch.distributed launcher: rank 0 merges the parts finished so far; "
+            "rerun any rank into the same run.out_dir to merge again later"
+        )
+        return
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    dist.barrier()
+
+
+def _check_oracle_noise(cfg: Any) -> None:
+    if cfg.model.name == "shapes-oracle" and cfg.data.name.startswith("shapes-"):
+        noise = cfg.data.noise if cfg.data.noise is not None else 0.25
+        if abs(noise - cfg.model.sigma0) > 1e-12:
+            log.warning(
+                "data.noise=%s differs from model.sigma0=%s: the oracle is then not the optimal "
+                "denoiser of the data; set both to the same value",
+                noise,
+                cfg.model.sigma0,
+            )

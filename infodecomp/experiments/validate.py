@@ -18,7 +18,13 @@ import torch
 
 from infodecomp.estimators.engine import EngineConfig, ItemEstimate, Query, estimate
 from infodecomp.estimators.samplers import LogsnrSampler
-from infodecomp.experiments.common import hydra_main, resolve_device, resolve_dtype, run_dir, to_dict
+from infodecomp.experiments.common import (
+    hydra_main,
+    resolve_device,
+    resolve_dtype,
+    run_dir,
+    to_dict,
+)
 from infodecomp.experiments.config import ValidateConfig
 from infodecomp.models import shapes_world as world
 from infodecomp.models.oracles import GaussianOracle, ShapesOracle
@@ -31,8 +37,18 @@ SHAPES_WIDE = LogsnrSampler(kind="uniform", low=-12.0, high=20.0, mode="stratifi
 Z_MAX, REL_MAX = 4.0, 0.03
 
 
-def _row(check: str, quantity: str, exact: float, est: float, se: float, *, rel: bool = False,
-         outside: float = float("nan"), tol: float | None = None, note: str = "") -> dict:
+def _row(
+    check: str,
+    quantity: str,
+    exact: float,
+    est: float,
+    se: float,
+    *,
+    rel: bool = False,
+    outside: float = float("nan"),
+    tol: float | None = None,
+    note: str = "",
+) -> dict:
     z = (est - exact) / se if se > 0 else (0.0 if est == exact else math.inf)
     rel_err = abs(est - exact) / abs(exact) if exact else float("nan")
     if tol is not None:  # exact-equality checks: float tolerance, no z-test
@@ -41,8 +57,16 @@ def _row(check: str, quantity: str, exact: float, est: float, se: float, *, rel:
     else:
         passed = abs(z) < Z_MAX and (not rel or rel_err < REL_MAX)
     return {
-        "check": check, "quantity": quantity, "exact": exact, "estimate": est, "stderr": se, "z": z,
-        "rel_error": rel_err, "outside_paper_range": outside, "passed": bool(passed), "note": note,
+        "check": check,
+        "quantity": quantity,
+        "exact": exact,
+        "estimate": est,
+        "stderr": se,
+        "z": z,
+        "rel_error": rel_err,
+        "outside_paper_range": outside,
+        "passed": bool(passed),
+        "note": note,
     }
 
 
@@ -66,21 +90,37 @@ def gaussian_checks(n_items: int, seed: int, max_batch: int) -> list[dict]:
     oracle = GaussianOracle(seed=seed)
     exact = oracle.mutual_information()
     x, y = oracle.sample(n_items, torch.Generator().manual_seed(seed))
-    queries = [Query(x[i].float(), (tuple(y[i].tolist()), ""), ((0, 1),), key=("gauss", i)) for i in range(n_items)]
-    ests = estimate(oracle, queries, EngineConfig(n_samples=100, sampler=GAUSS_WIDE, max_batch=max_batch, seed=seed))
+    queries = [
+        Query(x[i].float(), (tuple(y[i].tolist()), ""), ((0, 1),), key=("gauss", i))
+        for i in range(n_items)
+    ]
+    ests = estimate(
+        oracle,
+        queries,
+        EngineConfig(n_samples=100, sampler=GAUSS_WIDE, max_batch=max_batch, seed=seed),
+    )
     rows = []
     for name, fn, attr in (("i^o", "info_o", "io"), ("i^s", "info_s", "is_")):
         m, se = _mean_se([getattr(e, fn)(0)[0] for e in ests])
         share = _outside(ests, attr) / exact
-        rows.append(_row("1 gaussian", f"mean {name} = I(X;Y)", exact, m, se, rel=True, outside=share))
-    err = [e.log_likelihood(1)[0] - float(lp) for e, lp in zip(ests, oracle.log_prob(x.double()))]
+        rows.append(
+            _row("1 gaussian", f"mean {name} = I(X;Y)", exact, m, se, rel=True, outside=share)
+        )
+    err = [
+        e.log_likelihood(1)[0] - float(lp)
+        for e, lp in zip(ests, oracle.log_prob(x.double()), strict=True)
+    ]
     m, se = _mean_se(err)
-    rows.append(_row("1 gaussian", "log p(x) error (nats)", 0.0, m, se, note="estimate minus exact, per item"))
+    rows.append(
+        _row(
+            "1 gaussian", "log p(x) error (nats)", 0.0, m, se, note="estimate minus exact, per item"
+        )
+    )
     return rows
 
 
 def _canonical(scene: tuple[world.Obj, world.Obj]) -> str:
-    a, b = sorted((world.describe(o) for o in scene))
+    a, b = sorted(world.describe(o) for o in scene)
     return f"a {a} and a {b}"
 
 
@@ -89,7 +129,8 @@ def shapes_pointwise(oracle: ShapesOracle, n_samples: int, seed: int, max_batch:
     gen = torch.Generator().manual_seed(seed + 1)
     all_scenes = world.scenes()
     picks = [
-        i for i, (a, b) in enumerate(all_scenes)
+        i
+        for i, (a, b) in enumerate(all_scenes)
         if world.relation_between(a, b) and a.colour != b.colour and a.shape != b.shape
     ][::97][:3]
     rows = []
@@ -100,29 +141,42 @@ def shapes_pointwise(oracle: ShapesOracle, n_samples: int, seed: int, max_batch:
         captions = {
             "true relation": f"a {world.describe(a)} {rel} a {world.describe(b)}",
             "swapped relation": f"a {world.describe(b)} {rel} a {world.describe(a)}",
-            "true colour only": f"a {a.colour} {b.shape}" if a.colour != b.colour else f"a {a.colour}",
+            "true colour only": f"a {a.colour} {b.shape}"
+            if a.colour != b.colour
+            else f"a {a.colour}",
         }
         cfg = EngineConfig(n_samples=n_samples, sampler=SHAPES_WIDE, max_batch=max_batch, seed=seed)
         conds = (*captions.values(), "")
-        q = Query(x, conds, tuple((i, len(captions)) for i in range(len(captions))), key=("pointwise", k))
+        q = Query(
+            x, conds, tuple((i, len(captions)) for i in range(len(captions))), key=("pointwise", k)
+        )
         (e,) = estimate(oracle, [q], cfg)
         base = float(oracle.log_prob(x[None], ""))
         for p, (label, cap) in enumerate(captions.items()):
             exact = float(oracle.log_prob(x[None], cap)) - base
             est, se = e.info_s(p)
             share = _outside([e], "is_", p) / exact
-            rows.append(_row("2 shapes pointwise", f"i^s '{cap}' ({label})", exact, est, se, outside=share))
+            rows.append(
+                _row("2 shapes pointwise", f"i^s '{cap}' ({label})", exact, est, se, outside=share)
+            )
     return rows
 
 
-def shapes_average(oracle: ShapesOracle, n_items: int, seed: int, max_batch: int) -> tuple[list[dict], list[ItemEstimate], list[Query]]:
+def shapes_average(
+    oracle: ShapesOracle, n_items: int, seed: int, max_batch: int
+) -> tuple[list[dict], list[ItemEstimate], list[Query]]:
     """Check 3: mean of i^o over (x, y) ~ p equals I(X;Y); y is the scene's 'and' caption."""
     gen = torch.Generator().manual_seed(seed + 2)
     k_all = torch.randint(len(world.scenes()), (n_items,), generator=gen)
     xs = [oracle.sample_scene(int(k), gen) for k in k_all]
     caps = [_canonical(world.scenes()[int(k)]) for k in k_all]
-    queries = [Query(x, (c, ""), ((0, 1),), key=("avg", i)) for i, (x, c) in enumerate(zip(xs, caps))]
-    cfg = EngineConfig(n_samples=100, sampler=SHAPES_WIDE, max_batch=max_batch, seed=seed, pixel_maps=True)
+    queries = [
+        Query(x, (c, ""), ((0, 1),), key=("avg", i))
+        for i, (x, c) in enumerate(zip(xs, caps, strict=True))
+    ]
+    cfg = EngineConfig(
+        n_samples=100, sampler=SHAPES_WIDE, max_batch=max_batch, seed=seed, pixel_maps=True
+    )
     ests = estimate(oracle, queries, cfg)
     # "Exact" I(X;Y): exact densities averaged over many independent draws of (x, y).
     n_mc = 4000
@@ -137,18 +191,49 @@ def shapes_average(oracle: ShapesOracle, n_items: int, seed: int, max_batch: int
     exact, exact_se = float(pmi.mean()), float(pmi.std() / math.sqrt(n_mc))
     m, se = _mean_se([e.info_o(0)[0] for e in ests])
     share = _outside(ests, "io") / exact
-    rows = [_row("3 shapes average", "mean i^o = I(X;Y)", exact, m, math.hypot(se, exact_se), outside=share,
-                 note=f"exact by {n_mc} draws with exact densities (se {exact_se:.1e})")]
+    rows = [
+        _row(
+            "3 shapes average",
+            "mean i^o = I(X;Y)",
+            exact,
+            m,
+            math.hypot(se, exact_se),
+            outside=share,
+            note=f"exact by {n_mc} draws with exact densities (se {exact_se:.1e})",
+        )
+    ]
     return rows, ests, queries
 
 
 def pixel_sum_checks(ests: list[ItemEstimate], label: str) -> list[dict]:
     """Check 4: pixel maps sum to the pointwise totals."""
-    worst_o = max(abs(float(e.io_map[0].double().sum()) - e.info_o(0)[0]) / max(1.0, abs(e.info_o(0)[0])) for e in ests)
-    worst_s = max(abs(float(e.is_map[0].double().sum()) - e.info_s(0)[0]) / max(1.0, abs(e.info_s(0)[0])) for e in ests)
+    worst_o = max(
+        abs(float(e.io_map[0].double().sum()) - e.info_o(0)[0]) / max(1.0, abs(e.info_o(0)[0]))
+        for e in ests
+    )
+    worst_s = max(
+        abs(float(e.is_map[0].double().sum()) - e.info_s(0)[0]) / max(1.0, abs(e.info_s(0)[0]))
+        for e in ests
+    )
     return [
-        _row("4 pixel sums", f"max |sum(i^o map) - i^o| ({label})", 0.0, worst_o, 0.0, tol=1e-4, note="relative"),
-        _row("4 pixel sums", f"max |sum(i^s map) - i^s| ({label})", 0.0, worst_s, 0.0, tol=1e-4, note="relative"),
+        _row(
+            "4 pixel sums",
+            f"max |sum(i^o map) - i^o| ({label})",
+            0.0,
+            worst_o,
+            0.0,
+            tol=1e-4,
+            note="relative",
+        ),
+        _row(
+            "4 pixel sums",
+            f"max |sum(i^s map) - i^s| ({label})",
+            0.0,
+            worst_s,
+            0.0,
+            tol=1e-4,
+            note="relative",
+        ),
     ]
 
 
@@ -164,27 +249,65 @@ def zero_outside_masks(oracle: ShapesOracle, seed: int, max_batch: int) -> list[
         x = oracle.sample_scene(k, gen)
         word = a.colour if word_kind == "colour" else a.shape
         caption = f"a {a.colour} {a.shape} and a {b.colour} {b.shape}"
-        context = caption.replace(f"{word} ", "", 1) if word_kind == "colour" else caption.replace(f" {word}", "", 1)
+        context = (
+            caption.replace(f"{word} ", "", 1)
+            if word_kind == "colour"
+            else caption.replace(f" {word}", "", 1)
+        )
         q = Query(x, (caption, context), ((0, 1),), key=("zero", k))
-        (e,) = estimate(oracle, [q], EngineConfig(n_samples=200, sampler=SHAPES_WIDE, max_batch=max_batch, seed=seed, pixel_maps=True))
+        (e,) = estimate(
+            oracle,
+            [q],
+            EngineConfig(
+                n_samples=200, sampler=SHAPES_WIDE, max_batch=max_batch, seed=seed, pixel_maps=True
+            ),
+        )
         outside = float(e.io_map[0][never].abs().max()), float(e.is_map[0][never].abs().max())
         inside = float(e.io_map[0][~never].abs().max())
-        rows.append(_row("5 zero outside masks", f"max |i^o_j| off-object, '{word}' | '{context}'", 0.0, outside[0], 0.0,
-                         tol=1e-6 * max(inside, 1.0), note=f"{int(never.sum())} pixels; max on-object {inside:.3g}"))
-        rows.append(_row("5 zero outside masks", f"max |i^s_j| off-object, '{word}' | '{context}'", 0.0, outside[1], 0.0,
-                         tol=1e-6 * max(inside, 1.0)))
+        rows.append(
+            _row(
+                "5 zero outside masks",
+                f"max |i^o_j| off-object, '{word}' | '{context}'",
+                0.0,
+                outside[0],
+                0.0,
+                tol=1e-6 * max(inside, 1.0),
+                note=f"{int(never.sum())} pixels; max on-object {inside:.3g}",
+            )
+        )
+        rows.append(
+            _row(
+                "5 zero outside masks",
+                f"max |i^s_j| off-object, '{word}' | '{context}'",
+                0.0,
+                outside[1],
+                0.0,
+                tol=1e-6 * max(inside, 1.0),
+            )
+        )
     return rows
 
 
-def chunk_invariance(denoiser, queries: list[Query], cfg: EngineConfig, label: str, rtol: float = 1e-5) -> list[dict]:
+def chunk_invariance(
+    denoiser, queries: list[Query], cfg: EngineConfig, label: str, rtol: float = 1e-5
+) -> list[dict]:
     """Check 6: same seed, chunk 1 vs chunk 64 give equal estimates (float tolerance)."""
     r1 = estimate(denoiser, queries, replace(cfg, max_batch=1))
     r64 = estimate(denoiser, queries, replace(cfg, max_batch=64))
     worst = 0.0
-    for a, b in zip(r1, r64):
+    for a, b in zip(r1, r64, strict=True):
         for t1, t2 in ((a.mse, b.mse), (a.io, b.io), (a.is_, b.is_)):
             worst = max(worst, float(((t1 - t2).abs() / (t2.abs() + 1.0)).max()))
-    return [_row("6 chunk invariance", f"max rel. diff chunk 1 vs 64 ({label})", 0.0, worst, 0.0, tol=rtol)]
+    return [
+        _row(
+            "6 chunk invariance",
+            f"max rel. diff chunk 1 vs 64 ({label})",
+            0.0,
+            worst,
+            0.0,
+            tol=rtol,
+        )
+    ]
 
 
 def oracle_checks(cfg: ValidateConfig) -> list[dict]:
@@ -196,7 +319,9 @@ def oracle_checks(cfg: ValidateConfig) -> list[dict]:
     rows += avg_rows
     rows += pixel_sum_checks(ests, "shapes")
     rows += zero_outside_masks(oracle, seed, mb)
-    rows += chunk_invariance(oracle, queries[:4], EngineConfig(n_samples=16, sampler=SHAPES_WIDE, seed=seed), "shapes")
+    rows += chunk_invariance(
+        oracle, queries[:4], EngineConfig(n_samples=16, sampler=SHAPES_WIDE, seed=seed), "shapes"
+    )
     return rows
 
 
@@ -212,15 +337,29 @@ def model_checks(cfg: ValidateConfig) -> list[dict]:
     images = [torch.rand(3, size, size, generator=gen) * 2 - 1 for _ in range(2)]
     xs = model.encode_images(images)
     conds = ("a red circle above a blue square", "a red circle", "")
-    queries = [Query(xs[i].cpu(), conds, ((0, 2), (0, 1)), key=("model", i)) for i in range(len(xs))]
-    ecfg = replace(engine_config(cfg.estimator, cfg.run, pixel_maps=True), n_samples=min(cfg.estimator.n_samples, 8))
+    queries = [
+        Query(xs[i].cpu(), conds, ((0, 2), (0, 1)), key=("model", i)) for i in range(len(xs))
+    ]
+    ecfg = replace(
+        engine_config(cfg.estimator, cfg.run, pixel_maps=True),
+        n_samples=min(cfg.estimator.n_samples, 8),
+    )
     ests = estimate(model, queries, ecfg)
     again = estimate(model, queries, ecfg)
-    det = max(float((a.mse - b.mse).abs().max()) for a, b in zip(ests, again))
+    det = max(float((a.mse - b.mse).abs().max()) for a, b in zip(ests, again, strict=True))
     min_io = min(float(e.io.min()) for e in ests)
     rows = chunk_invariance(model, queries, ecfg, cfg.model.name, rtol=1e-4)
     rows += pixel_sum_checks(ests, cfg.model.name)
-    rows.append(_row("i^o >= 0", "min per-sample ||eps_c - eps_u||^2", 0.0, min_io, 0.0, tol=math.inf if min_io >= 0 else -1))
+    rows.append(
+        _row(
+            "i^o >= 0",
+            "min per-sample ||eps_c - eps_u||^2",
+            0.0,
+            min_io,
+            0.0,
+            tol=math.inf if min_io >= 0 else -1,
+        )
+    )
     rows.append(_row("determinism", "max |mse run1 - run2| same seed", 0.0, det, 0.0, tol=1e-5))
     return rows
 
@@ -235,14 +374,39 @@ def run(cfg: ValidateConfig) -> Path:
     wall = time.time() - start
     from infodecomp.reporting.meta import write_meta, write_summary
 
-    write_meta(out, to_dict(cfg), command="validate", device="cpu", dtype=cfg.run.dtype,
-               seed=cfg.run.seed, wall_time_s=wall, items_done=len(rows), items_skipped=0)
-    write_summary(out, {"validate/passed": int(table.passed.sum()), "validate/failed": int((~table.passed).sum())})
-    with pd.option_context("display.width", 200, "display.max_colwidth", 70, "display.max_rows", 100):
-        cols = ["check", "quantity", "exact", "estimate", "stderr", "z", "outside_paper_range", "passed"]
+    write_meta(
+        out,
+        to_dict(cfg),
+        command="validate",
+        device="cpu",
+        dtype=cfg.run.dtype,
+        seed=cfg.run.seed,
+        wall_time_s=wall,
+        items_done=len(rows),
+        items_skipped=0,
+    )
+    write_summary(
+        out,
+        {"validate/passed": int(table.passed.sum()), "validate/failed": int((~table.passed).sum())},
+    )
+    with pd.option_context(
+        "display.width", 200, "display.max_colwidth", 70, "display.max_rows", 100
+    ):
+        cols = [
+            "check",
+            "quantity",
+            "exact",
+            "estimate",
+            "stderr",
+            "z",
+            "outside_paper_range",
+            "passed",
+        ]
         print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     failed = int((~table.passed).sum())
-    print(f"\nvalidate: {len(table) - failed}/{len(table)} checks passed in {wall:.1f} s -> {out / 'validate.csv'}")
+    print(
+        f"\nvalidate: {len(table) - failed}/{len(table)} checks passed in {wall:.1f} s -> {out / 'validate.csv'}"
+    )
     if failed:
         sys.exit(1)
     return out

@@ -27,7 +27,9 @@ def _display_image(model, image) -> np.ndarray:
     if size is not None:
         from infodecomp.models.sd import to_model_input
 
-        tensor = to_model_input(image, size, getattr(model, "resize", "squash"))  # [3, H, W] in [-1, 1]
+        tensor = to_model_input(
+            image, size, getattr(model, "resize", "squash")
+        )  # [3, H, W] in [-1, 1]
         return ((tensor + 1) / 2).clamp(0, 1).permute(1, 2, 0).numpy()
     return np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
 
@@ -39,7 +41,9 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     ecfg = engine_config(cfg.estimator, cfg.run)
     ests = info_maps(model, info_queries(items, xs, blank=False), ecfg)
     curve_cfg = replace(ecfg, n_samples=cfg.n_curve_samples, pixel_maps=False)
-    curves = info_maps(model, info_queries(items, xs, blank=False), replace(curve_cfg, pixel_maps=False))
+    curves = info_maps(
+        model, info_queries(items, xs, blank=False), replace(curve_cfg, pixel_maps=False)
+    )
     folder = ctx.out / "figures"
     folder.mkdir(exist_ok=True)
     rows = []
@@ -49,17 +53,28 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
             f"CMI '{it.word}' | context": ests[i].io_map[0].numpy(),
         }
         if has_attention(model):
-            maps[f"attention '{it.word}'"] = attention_word_maps(model, it, xs[i].cpu(), ecfg, 50)["attention"].numpy()
-        fig = figures.panel(_display_image(model, images[i]), maps, shared_scale=list(maps)[:2], title=it.caption)
+            maps[f"attention '{it.word}'"] = attention_word_maps(model, it, xs[i].cpu(), ecfg, 50)[
+                "attention"
+            ].numpy()
+        fig = figures.panel(
+            _display_image(model, images[i]), maps, shared_scale=list(maps)[:2], title=it.caption
+        )
         panel_path = figures.save(fig, folder / f"{it.item_id}-maps.png")
         e = curves[i]
         labels = {0: f"'{it.caption}'", 1: f"'{it.context}'", 3: "'' (unconditional)"}
         data = {label: tuple(t.numpy() for t in e.mmse_curve(k)) for k, label in labels.items()}
         fig = figures.mmse_curves(data, title=f"MMSE, {it.item_id}")
         curve_path = figures.save(fig, folder / f"{it.item_id}-mmse.png")
-        rows.append({"item_id": it.item_id, "word": it.word, "panel": str(panel_path.relative_to(ctx.out)),
-                     "curves": str(curve_path.relative_to(ctx.out)), "cmi_total": ests[i].info_o(0)[0],
-                     "mi_total": ests[i].info_o(1)[0]})
+        rows.append(
+            {
+                "item_id": it.item_id,
+                "word": it.word,
+                "panel": str(panel_path.relative_to(ctx.out)),
+                "curves": str(curve_path.relative_to(ctx.out)),
+                "cmi_total": ests[i].info_o(0)[0],
+                "mi_total": ests[i].info_o(1)[0],
+            }
+        )
     return rows
 
 

@@ -56,7 +56,9 @@ class GaussianOracle:
     def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Exact log p(x) or log p(x | y) for x [n, dx], y [n, dy]."""
         if y is None:
-            dist = torch.distributions.MultivariateNormal(torch.zeros(self.dx, dtype=torch.float64), self.cov_x)
+            dist = torch.distributions.MultivariateNormal(
+                torch.zeros(self.dx, dtype=torch.float64), self.cov_x
+            )
             return dist.log_prob(x)
         mean = y @ self.gain.T
         dist = torch.distributions.MultivariateNormal(mean, self.cov_x_given_y)
@@ -73,7 +75,9 @@ class GaussianOracle:
             else:
                 y = torch.as_tensor(c, dtype=torch.float64)
                 if y.shape != (self.dy,):
-                    raise ValueError(f"Gaussian oracle condition must have {self.dy} entries, got shape {tuple(y.shape)}")
+                    raise ValueError(
+                        f"Gaussian oracle condition must have {self.dy} entries, got shape {tuple(y.shape)}"
+                    )
                 rows.append(torch.cat([torch.ones(1, dtype=torch.float64), y]))
         return torch.stack(rows)  # [K, 1 + dy]
 
@@ -133,7 +137,9 @@ class ShapesOracle:
         a2, s2 = torch.sigmoid(ls), torch.sigmoid(-ls)
         a, s = a2.sqrt(), s2.sqrt()
         v = a2 * self.sigma0**2 + s2  # [B, 1] variance of z given the scene
-        sq = zf.square().sum(-1, keepdim=True) - 2 * a * (zf @ self.means.T) + a2 * self.mean_sqnorm  # [B, K]
+        sq = (
+            zf.square().sum(-1, keepdim=True) - 2 * a * (zf @ self.means.T) + a2 * self.mean_sqnorm
+        )  # [B, K]
         logits = (-sq / (2 * v)).masked_fill(~self._table[cond], float("-inf"))
         xbar = torch.softmax(logits, -1) @ self.means  # [B, D] posterior mean of the scene
         return ((s / v) * (zf - a * xbar)).view_as(z).to(z.dtype)
@@ -145,7 +151,9 @@ class ShapesOracle:
         members = world.scene_set(caption).to(self.device)
         sq = xf.square().sum(-1, keepdim=True) - 2 * xf @ self.means.T + self.mean_sqnorm  # [N, K]
         logits = (-sq / (2 * self.sigma0**2)).masked_fill(~members, float("-inf"))
-        norm = 0.5 * self.dim * math.log(2 * math.pi * self.sigma0**2) + math.log(int(members.sum()))
+        norm = 0.5 * self.dim * math.log(2 * math.pi * self.sigma0**2) + math.log(
+            int(members.sum())
+        )
         return torch.logsumexp(logits, -1) - norm
 
     def sample_scene(self, scene_index: int, generator: torch.Generator) -> torch.Tensor:

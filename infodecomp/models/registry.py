@@ -64,9 +64,18 @@ def _sd21_random(cfg: Any, device: torch.device, dtype: torch.dtype) -> Denoiser
     parts = build_sd21_base_random(device, dtype)
     tokenizer = build_clip_tokenizer(Path(tempfile.mkdtemp(prefix="infodecomp-clip-")))
     return StableDiffusionDenoiser(
-        parts["unet"], parts["vae"], parts["text_encoder"], tokenizer, DiscreteSchedule.from_config(SCHEDULER_CONFIG),
-        device=device, dtype=dtype, time_rule=cfg.time_rule, latent=cfg.latent, resize=cfg.resize,
-        image_size=cfg.image_size, compile=cfg.compile,
+        parts["unet"],
+        parts["vae"],
+        parts["text_encoder"],
+        tokenizer,
+        DiscreteSchedule.from_config(SCHEDULER_CONFIG),
+        device=device,
+        dtype=dtype,
+        time_rule=cfg.time_rule,
+        latent=cfg.latent,
+        resize=cfg.resize,
+        image_size=cfg.image_size,
+        compile=cfg.compile,
     )
 
 

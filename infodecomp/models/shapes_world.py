@@ -143,7 +143,9 @@ def parse(caption: str) -> Parsed:
     tokens = tokenize(caption)
     joins = [t for t in tokens if t in RELATIONS or t == "and"]
     if len(joins) > 1:
-        raise ValueError(f"caption '{caption}' joins more than two objects ({joins}); ShapesWorld scenes hold two")
+        raise ValueError(
+            f"caption '{caption}' joins more than two objects ({joins}); ShapesWorld scenes hold two"
+        )
     segments: list[list[str]] = [[]]
     for t in tokens:
         if t in RELATIONS or t == "and":
@@ -173,7 +175,9 @@ def parse(caption: str) -> Parsed:
     if not joins:  # without a join, empty segments (e.g. the empty prompt) constrain nothing
         specs = [s for s in specs if s != Spec()]
     if len(specs) > 2:
-        raise ValueError(f"caption '{caption}' describes {len(specs)} objects; ShapesWorld scenes hold two")
+        raise ValueError(
+            f"caption '{caption}' describes {len(specs)} objects; ShapesWorld scenes hold two"
+        )
     return Parsed(tuple(specs), joins[0] if joins else None)
 
 
@@ -186,7 +190,11 @@ def satisfies(p: Parsed, scene: tuple[Obj, Obj]) -> bool:
         return p.specs[0].matches(a) or p.specs[0].matches(b)
     s1, s2 = p.specs
     for x, y in ((a, b), (b, a)):
-        if s1.matches(x) and s2.matches(y) and (p.relation in (None, "and") or holds(p.relation, x, y)):
+        if (
+            s1.matches(x)
+            and s2.matches(y)
+            and (p.relation in (None, "and") or holds(p.relation, x, y))
+        ):
             return True
     return False
 
@@ -238,6 +246,10 @@ def word_mask(scene: tuple[Obj, Obj], caption: str, word: str) -> torch.Tensor:
                 return object_mask(x)
             continue
         s1, s2 = p.specs
-        if s1.matches(x) and s2.matches(y) and (p.relation in (None, "and") or holds(p.relation, x, y)):
+        if (
+            s1.matches(x)
+            and s2.matches(y)
+            and (p.relation in (None, "and") or holds(p.relation, x, y))
+        ):
             return object_mask((x, y)[seg_index])
     raise ValueError(f"caption '{caption}' does not describe the scene {scene}")

@@ -280,6 +280,9 @@ def pixel_level_r(
 def intervention_table(df: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Table 4 numbers: image- and pixel-level r for CMI and attention, with bootstrap se.
 
+    A method whose totals are all missing (a model without cross-attention, such as the exact
+    oracle, has no attention baseline) is left out rather than reported as zero.
+
     Returns:
         Rows ``cmi`` and ``attention`` (index ``method``) with columns ``image_r``,
         ``image_se``, ``pixel_r``, ``pixel_se``, ``n_items``, ``n_pixel``.
@@ -289,6 +292,8 @@ def intervention_table(df: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -
         ("cmi", "cmi_total", "pixel_r_cmi"),
         ("attention", "attn_total", "pixel_r_attn"),
     ):
+        if df[total].isna().all():
+            continue
         image_r, image_se = image_level_r(df, total, n_boot=n_boot, seed=seed)
         pixel_r, pixel_se, n_pixel = pixel_level_r(df, pixel, n_boot=n_boot, seed=seed)
         rows.append(
