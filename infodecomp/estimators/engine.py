@@ -173,18 +173,24 @@ def estimate(denoiser: Denoiser, queries: Sequence[Query], cfg: EngineConfig) ->
         offsets.append(offsets[-1] + s_count * k)
     item_idx_t, sample_idx_t, cond_idx_t = (torch.cat(t) for t in (item_idx, sample_idx, cond_idx))
     a_all, s_all = (t.float().to(device) for t in alpha_sigma(logsnr))  # [N, S]
-    logsnr_dev = logsnr.float().to(device)
+    # Index tensors live on the device once; the per-row logsnr stay on the host (the adapters
+    # map them to timesteps there), so the chunk loop issues no device-to-host copies.
+    ii_all, ss_all = item_idx_t.to(device), sample_idx_t.to(device)  # [J]
+    rows_all = cond_idx_t.to(table.device)  # [J]
+    logsnr_rows = logsnr.float()[item_idx_t, sample_idx_t]  # [J] host
+    if device.type == "cuda":
+        logsnr_rows = logsnr_rows.pin_memory()
+    shape = (-1,) + (1,) * (x.dim() - 1)
 
     out = torch.empty((offsets[-1], *x.shape[1:]), dtype=torch.float32, device=device)
     for start in range(0, offsets[-1], cfg.max_batch):
         stop = min(start + cfg.max_batch, offsets[-1])
-        ii, ss = item_idx_t[start:stop].to(device), sample_idx_t[start:stop].to(device)
-        shape = (-1,) + (1,) * (x.dim() - 1)
+        ii, ss = ii_all[start:stop], ss_all[start:stop]
         z = (
             a_all[ii, ss].view(shape) * x[ii] + s_all[ii, ss].view(shape) * eps[ii, ss]
         )  # [B, C, H, W]
-        cond = table[cond_idx_t[start:stop].to(table.device)]
-        out[start:stop] = denoiser.eps_hat(z, logsnr_dev[ii, ss], cond).float()
+        cond = table[rows_all[start:stop]]
+        out[start:stop] = denoiser.eps_hat(z, logsnr_rows[start:stop], cond).float()
 
     results = []
     for i, q in enumerate(queries):

@@ -17,20 +17,9 @@ from infodecomp.experiments.common import engine_config, hydra_main
 from infodecomp.experiments.config import AroConfig
 from infodecomp.experiments.runner import RunContext, execute
 from infodecomp.reporting.metrics import aro_accuracy, predict
+from infodecomp.reporting.writer import ARO_COLUMNS
 
-COLUMNS = [
-    "item_id",
-    "subset",
-    "group",
-    "label",
-    "option",
-    "text",
-    "estimator",
-    "value",
-    "stderr",
-    "score",
-    "n_samples",
-]
+COLUMNS = ARO_COLUMNS  # the documented results.csv schema
 ESTIMATORS = ("io", "is", "mmse")
 
 

@@ -21,17 +21,9 @@ from infodecomp.experiments.maps import attention_word_maps, has_attention, info
 from infodecomp.experiments.runner import RunContext, execute
 from infodecomp.models.ode import generate, invert, karras_sigmas, schedule_sigmas
 from infodecomp.reporting.metrics import intervention_table, pearson_r
+from infodecomp.reporting.writer import INTERVENE_COLUMNS
 
-COLUMNS = [
-    "item_id",
-    "word",
-    "edit",
-    "cmi_total",
-    "attn_total",
-    "change_total",
-    "pixel_r_cmi",
-    "pixel_r_attn",
-]
+COLUMNS = INTERVENE_COLUMNS  # the documented results.csv schema
 ORACLE_SIGMAS = (0.002, 80.0)  # data scale ~1: the EDM defaults cover every ShapesWorld noise level
 
 

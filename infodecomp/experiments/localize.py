@@ -26,8 +26,9 @@ from infodecomp.experiments.maps import (
 )
 from infodecomp.experiments.runner import RunContext, execute
 from infodecomp.reporting.metrics import IOU_COLUMNS, iou_curve, miou_heldout, miou_paper
+from infodecomp.reporting.writer import LOCALIZE_COLUMNS
 
-COLUMNS = ["item_id", "word", "word_type", "method", "n_steps", "split", "value", *IOU_COLUMNS]
+COLUMNS = LOCALIZE_COLUMNS  # the documented results.csv schema
 METHODS = ("cmi", "mi", "attention", "attn_info", "whole")
 
 

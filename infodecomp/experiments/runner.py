@@ -105,7 +105,7 @@ def execute(
             batch, images = [], []
             for item in todo[b : b + step]:
                 try:
-                    images.append(dataset.load_image(item))
+                    images.append(_for_model(cfg.model.name, dataset.load_image(item)))
                     batch.append(item)
                 except (ImageLoadError, FileNotFoundError, OSError) as err:
                     skips.add(item.item_id, f"image: {err}")
@@ -177,3 +177,29 @@ def _check_oracle_noise(cfg: Any) -> None:
                 noise,
                 cfg.model.sigma0,
             )
+
+
+_warned_clamp = False
+
+
+def _for_model(model_name: str, image: Any) -> Any:
+    """ShapesWorld tensors go to the oracles as they are; an image model gets them as RGB images.
+
+    The noisy ShapesWorld pixels exceed [-1, 1], so for a pixel-space image model they are clipped
+    to that range (said once in the log), then handed over as an 8-bit PIL image.
+    """
+    global _warned_clamp
+    from infodecomp.models.registry import is_oracle
+
+    if is_oracle(model_name) or not isinstance(image, torch.Tensor):
+        return image
+    if not _warned_clamp:
+        log.info(
+            "ShapesWorld images are clipped to [-1, 1] and converted to RGB for model=%s",
+            model_name,
+        )
+        _warned_clamp = True
+    from PIL import Image
+
+    arr = ((image.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()  # [H, W, 3]
+    return Image.fromarray(arr)

@@ -291,17 +291,22 @@ def zero_outside_masks(oracle: ShapesOracle, seed: int, max_batch: int) -> list[
 def chunk_invariance(
     denoiser, queries: list[Query], cfg: EngineConfig, label: str, rtol: float = 1e-5
 ) -> list[dict]:
-    """Check 6: same seed, chunk 1 vs chunk 64 give equal estimates (float tolerance)."""
+    """Check 6: same seed, chunk 1 vs chunk 64 give equal per-sample errors (float tolerance).
+
+    Differences are relative to the item's largest squared error, the scale every quantity
+    (mse, i^o, i^s) is accumulated at; a UNet's float32 kernels differ slightly by batch size.
+    """
     r1 = estimate(denoiser, queries, replace(cfg, max_batch=1))
     r64 = estimate(denoiser, queries, replace(cfg, max_batch=64))
     worst = 0.0
     for a, b in zip(r1, r64, strict=True):
+        scale = max(float(b.mse.abs().max()), 1.0)
         for t1, t2 in ((a.mse, b.mse), (a.io, b.io), (a.is_, b.is_)):
-            worst = max(worst, float(((t1 - t2).abs() / (t2.abs() + 1.0)).max()))
+            worst = max(worst, float((t1 - t2).abs().max()) / scale)
     return [
         _row(
             "6 chunk invariance",
-            f"max rel. diff chunk 1 vs 64 ({label})",
+            f"max diff / max mse, chunk 1 vs 64 ({label})",
             0.0,
             worst,
             0.0,

@@ -218,7 +218,9 @@ class StableDiffusionDenoiser:
         logsnr that built z (exact for that z; see schedule.v_to_eps).
         """
         self.schedule.warn_out_of_range(logsnr)
-        t = self.schedule.timestep(logsnr, self.time_rule).to(self.device, torch.float32)  # [B]
+        t = self.schedule.timestep(logsnr, self.time_rule).to(
+            self.device, torch.float32, non_blocking=True
+        )  # [B]
         zin = z.to(self.device, self.dtype)  # [B, 4, h, w]
         if self.channels_last:
             zin = zin.contiguous(memory_format=torch.channels_last)
