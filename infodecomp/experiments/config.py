@@ -143,9 +143,16 @@ SCHEMAS = {
 }
 
 
+def _or_default(value: object, default: object) -> object:
+    """Resolver `infodecomp.or`: `value` unless it is null or empty (oc.select keeps a null)."""
+    return default if value is None or value == "" else value
+
+
 def register() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("infodecomp.or"):
+        OmegaConf.register_new_resolver("infodecomp.or", _or_default)
     cs = ConfigStore.instance()
     for name, node in SCHEMAS.items():
         cs.store(name=f"{name}_schema", node=node)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
-    cs.store(group="data", name="data_schema", node=DataConfig)

@@ -159,7 +159,7 @@ def _wait_for_ranks() -> None:
     if not dist.is_available() or "MASTER_ADDR" not in os.environ:
         log.warning(
             "no torch.distributed launcher: rank 0 merges the parts finished so far; "
-            "rerun any rank into the same run.out_dir to merge again later"
+            "rerun rank 0 (run.rank=0) into the same run.out_dir to merge again later"
         )
         return
     if not dist.is_initialized():

@@ -1,0 +1,308 @@
+"""The four experiment commands end to end, their run directories, sweeps, aggregation, bad input.
+
+Every command runs as a subprocess (`python -m infodecomp.cli ...`) with tiny settings, once on
+the embedded ShapesWorld oracle and once on the offline random-weight tiny-sd pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from infodecomp import cli
+from infodecomp.experiments import aro, intervene, localize, visualize
+from infodecomp.reporting import writer
+
+ENV = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+MODULES = {"aro": aro, "localize": localize, "intervene": intervene, "visualize": visualize}
+COMMON = (
+    "run.limit=2",
+    "data.size=4",
+    "estimator.n_samples=4",
+    "run.device=cpu",
+    "run.progress=false",
+)
+TINY = {
+    "aro": (),
+    "localize": ("steps=[4]", "daam_steps=2"),
+    "intervene": ("n_sigmas=4", "n_boot=50"),
+    "visualize": ("n_curve_samples=8",),
+}
+MODELS = ("shapes-oracle", "tiny-sd")
+
+
+def run_cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`infodecomp <args>` in a subprocess, run in a temporary cwd so nothing lands in the repo."""
+    return subprocess.run(
+        [sys.executable, "-m", "infodecomp.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=ENV,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture(autouse=True)
+def _keep_argv(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", list(sys.argv))  # cli.main rewrites sys.argv for Hydra
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("experiments")
+
+
+@pytest.fixture(scope="module")
+def runs(workdir: Path):
+    """run(command, model) -> (run dir, completed process); each (command, model) runs once."""
+    done: dict[tuple[str, str], tuple[Path, subprocess.CompletedProcess]] = {}
+
+    def get(command: str, model: str) -> tuple[Path, subprocess.CompletedProcess]:
+        if (command, model) not in done:
+            out = workdir / f"{command}-{model}"
+            res = run_cli(
+                command,
+                f"model={model}",
+                f"run.out_dir={out}",
+                *COMMON,
+                *TINY[command],
+                cwd=workdir,
+            )
+            assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+            done[command, model] = (out, res)
+        return done[command, model]
+
+    return get
+
+
+def _expected_keys(command: str, model: str) -> set[str]:
+    keys = {
+        "aro": {"accuracy/io", "accuracy/is", "accuracy/mmse"},
+        "localize": {"miou/cmi", "miou/mi", "miou/whole"},
+        "intervene": {"pixel_r/cmi/omit"},
+        "visualize": {"figures", "mean_cmi"},
+    }[command] | {"items/done", "items/skipped"}
+    if model == "tiny-sd" and command == "localize":
+        keys |= {"miou/attention", "miou/attn_info"}
+    if model == "tiny-sd" and command == "intervene":
+        keys |= {"pixel_r/attention/omit"}
+    return keys
+
+
+def test_documented_columns_match_the_commands() -> None:
+    assert aro.COLUMNS == writer.ARO_COLUMNS
+    assert localize.COLUMNS == writer.LOCALIZE_COLUMNS
+    assert intervene.COLUMNS == writer.INTERVENE_COLUMNS
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("command", sorted(TINY))
+def test_command_end_to_end(command: str, model: str, runs) -> None:
+    out, res = runs(command, model)
+    assert f"{command}: 2 items, 0 skipped" in res.stdout and str(out) in res.stdout
+
+    results = pd.read_csv(out / "results.csv", keep_default_na=False, na_values=[""])
+    assert list(results.columns) == MODULES[command].COLUMNS
+    assert results["item_id"].nunique() == 2
+    done = (out / "done.txt").read_text().split()
+    assert sorted(done) == sorted(results["item_id"].unique())
+
+    summary = json.loads((out / "summary.json").read_text())
+    expected = _expected_keys(command, model)
+    assert expected <= set(summary), sorted(expected - set(summary))
+    assert summary["items/done"] == 2 and summary["items/skipped"] == 0
+
+    if command == "aro":
+        assert len(results) == 2 * 2 * 3  # items x options x estimators
+        for key in ("accuracy/io", "accuracy/is", "accuracy/mmse"):
+            assert 0.0 <= summary[key] <= 1.0
+        assert (results["n_samples"] == 4).all()
+    elif command == "localize":
+        methods = {"cmi", "mi", "whole"} | (
+            {"attention", "attn_info"} if model == "tiny-sd" else set()
+        )
+        assert set(results["method"]) == methods  # no attention maps without cross-attention
+        assert len(results) == 2 * len(methods) and set(results["n_steps"]) == {4}
+        for key in expected - {"items/done", "items/skipped"}:
+            assert 0.0 <= summary[key] <= 1.0, (key, summary[key])
+        if model != "tiny-sd":
+            assert "miou/attention" not in summary
+    elif command == "intervene":
+        assert set(results["edit"]) <= {"omit", "swap"} and "omit" in set(results["edit"])
+        assert results["change_total"].notna().all() and (results["change_total"] >= 0).all()
+        assert -1.0 <= summary["pixel_r/cmi/omit"] <= 1.0
+        assert results["attn_total"].notna().all() == (model == "tiny-sd")
+        pngs = sorted((out / "images").glob("*.png"))
+        names = {p.name for p in pngs}
+        for item in results["item_id"].unique():
+            assert {f"{item}-orig.png", f"{item}-omit.png"} <= names
+        for p in pngs:
+            with Image.open(p) as im:
+                im.load()
+                assert im.size[0] > 0 and im.mode == "RGB"
+    else:  # visualize
+        assert len(results) == 2 and summary["figures"] == 4
+        figures = sorted((out / "figures").glob("*.png"))
+        assert len(figures) == 4
+        listed = set(results["panel"]) | set(results["curves"])
+        assert {str(p.relative_to(out)) for p in figures} == listed
+        for p in figures:
+            with Image.open(p) as im:
+                im.verify()
+            with Image.open(p) as im:
+                assert im.size[0] > 50 and im.size[1] > 50
+
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["command"] == command
+    assert meta["config"]["model"]["name"] == model
+    assert meta["config"]["estimator"]["n_samples"] == 4
+    assert meta["versions"]["torch"] and meta["versions"]["infodecomp"]
+    assert meta["wall_time_s"] > 0
+    assert meta["items_done"] == 2 and meta["items_skipped"] == 0
+    hydra_cfg = yaml.safe_load((out / ".hydra" / "config.yaml").read_text())
+    assert hydra_cfg["model"]["name"] == model and hydra_cfg["run"]["limit"] == 2
+
+
+def test_aggregate_demo_runs(runs, workdir: Path) -> None:
+    """aro (relation and attribute), localize and intervene on the oracle -> Tables 1-4."""
+    aro_rel, _ = runs("aro", "shapes-oracle")
+    loc, _ = runs("localize", "shapes-oracle")
+    inter, _ = runs("intervene", "shapes-oracle")
+    attr = workdir / "aro-attribute"
+    res = run_cli("aro", "data=shapes-attribute", f"run.out_dir={attr}", *COMMON, cwd=workdir)
+    assert res.returncode == 0, res.stderr[-3000:]
+    tables = workdir / "tables"
+    res = run_cli(
+        "aggregate", f"runs=[{aro_rel},{attr},{loc},{inter}]", f"out_dir={tables}", cwd=workdir
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    for k in (1, 2, 3, 4):
+        for ext in ("md", "tex", "csv"):
+            path = tables / f"table{k}.{ext}"
+            assert path.exists() and path.stat().st_size > 0, path
+    t1 = pd.read_csv(tables / "table1.csv")
+    assert {"shapes-relation", "shapes-attribute"} <= set(t1.columns)
+    summary = json.loads((aro_rel / "summary.json").read_text())
+    row = t1[(t1["model"] == "shapes-oracle") & (t1["method"] == "Info. i^s")]
+    assert len(row) == 1
+    assert row["shapes-relation"].iloc[0] == pytest.approx(100 * summary["accuracy/is"])
+    assert "Table 3" in (tables / "table3.md").read_text()
+    assert "CMI" in (tables / "table4.md").read_text()
+    assert "Table 1" in res.stdout
+
+
+def test_sweep_then_aggregate(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    res = run_cli(
+        "aro",
+        "-m",
+        "estimator.n_samples=4,8",
+        f"run.out_dir={sweep}",
+        "data.size=6",
+        "run.progress=false",
+        "run.device=cpu",
+        cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    run_dirs = sorted(p.parent for p in sweep.glob("*/meta.json"))
+    assert len(run_dirs) == 2, list(sweep.iterdir())
+    used = sorted(int(pd.read_csv(d / "results.csv")["n_samples"].iloc[0]) for d in run_dirs)
+    assert used == [4, 8]
+    for d in run_dirs:
+        assert pd.read_csv(d / "results.csv")["item_id"].nunique() == 6
+        assert (d / ".hydra" / "config.yaml").exists()
+
+    tables = tmp_path / "tables"
+    res = run_cli("aggregate", f"runs=[{sweep}]", f"out_dir={tables}", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    curve = pd.read_csv(tables / "accuracy_vs_samples.csv")
+    assert sorted(curve["n_samples"]) == [4, 8]
+    assert (tables / "accuracy_vs_samples.md").exists()
+    assert (tables / "table1.md").exists()
+    assert sorted(pd.read_csv(tables / "table1.csv")["n_samples"].unique()) == [4, 8]
+
+
+def _cfg_job(capsys: pytest.CaptureFixture, *argv: str) -> dict:
+    assert cli.main([*argv, "--cfg", "job"]) == 0
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+PAPER_ESTIMATOR = {"sampler": "logistic", "loc": 1.0, "scale": 2.0, "clip": 3.0, "n_samples": 100}
+
+
+def test_paper_experiment_presets(capsys: pytest.CaptureFixture) -> None:
+    t1 = _cfg_job(capsys, "aro", "+experiment=paper-table1", "data=aro-vg-relation", "data.root=/x")
+    t3 = _cfg_job(
+        capsys, "localize", "+experiment=paper-table3", "data.root=/x", "data.manifest=/x/m.csv"
+    )
+    t4 = _cfg_job(
+        capsys, "intervene", "+experiment=paper-table4", "data.root=/x", "data.manifest=/x/m.csv"
+    )
+    for cfg in (t1, t3, t4):
+        assert cfg["model"]["name"] == "sd-2.1-base"
+        assert cfg["model"]["latent"] == "sample"
+        for key, value in PAPER_ESTIMATOR.items():
+            assert cfg["estimator"][key] == value, (key, cfg["estimator"])
+        assert cfg["run"]["dtype"] == "float32" and cfg["run"]["batch_size"] == 150
+    assert t1["data"]["name"] == "aro-vg-relation" and t1["data"]["root"] == "/x"
+    assert t1["estimator"]["mode"] == "iid" and t1["estimators"] == ["io", "is", "mmse"]
+    assert t3["data"]["name"] == "coco-it" and t3["steps"] == [50, 100, 200]
+    assert t3["daam_steps"] == 50 and "attention" in t3["methods"]
+    assert t4["data"]["name"] == "coco100-it" and t4["n_sigmas"] == 100
+    assert t4["edits"] == ["omit", "swap"]
+
+
+def test_missing_aro_root_names_the_path(tmp_path: Path) -> None:
+    res = run_cli(
+        "aro",
+        "data=aro-vg-relation",
+        "data.root=/nonexistent",
+        f"run.out_dir={tmp_path / 'run'}",
+        "run.progress=false",
+        cwd=tmp_path,
+    )
+    assert res.returncode != 0
+    assert "/nonexistent" in res.stderr and "data.root" in res.stderr
+
+
+def test_missing_coco_manifest_names_the_path(tmp_path: Path) -> None:
+    res = run_cli(
+        "localize",
+        "data=coco-it",
+        "data.root=/nonexistent",
+        "data.manifest=/nonexistent.csv",
+        f"run.out_dir={tmp_path / 'run'}",
+        "run.progress=false",
+        cwd=tmp_path,
+    )
+    assert res.returncode != 0
+    assert "/nonexistent.csv" in res.stderr and "manifest" in res.stderr
+
+
+def test_unknown_model_lists_the_models(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["aro", "model=nope"])
+    assert exc.value.code != 0
+    err = capsys.readouterr().err
+    assert "nope" in err
+    for name in ("shapes-oracle", "tiny-sd", "sd-2.1-base"):
+        assert name in err
+
+    # a model config that the registry does not know (e.g. a typo in model.name) suggests one
+    import torch
+
+    from infodecomp.experiments.config import ModelConfig
+    from infodecomp.models.registry import load_model
+
+    with pytest.raises(ValueError, match="Did you mean 'tiny-sd'"):
+        load_model(ModelConfig(name="tiny_sd"), torch.device("cpu"), torch.float32)
