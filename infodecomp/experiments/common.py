@@ -16,10 +16,11 @@ from infodecomp.data.spec import DataSpec
 from infodecomp.estimators.engine import EngineConfig
 from infodecomp.estimators.samplers import LogsnrSampler
 from infodecomp.experiments.config import DataConfig, EstimatorConfig, register
+from infodecomp.models.device import DTYPES
+from infodecomp.models.device import resolve_device as _resolve_device
+from infodecomp.models.device import resolve_dtype as _resolve_dtype
 
 log = logging.getLogger("infodecomp")
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def hydra_main(command: str, run: Callable[[Any], Any]) -> Callable[[], Any]:
@@ -61,14 +62,8 @@ def run_dir(cfg: Any, command: str) -> Path:
 
 
 def resolve_device(name: str) -> torch.device:
-    """auto -> cuda, else mps, else cpu; an unavailable explicit device is a clear error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(name)
+    """auto -> cuda, else mps, else cpu; an unavailable explicit CUDA device is a clear error."""
+    dev = _resolve_device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(
             f"run.device={name} was requested but CUDA is not available; use run.device=cpu or auto"
@@ -77,9 +72,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_dtype(name: str) -> torch.dtype:
-    if name not in DTYPES:
-        raise ValueError(f"run.dtype={name} is not one of {sorted(DTYPES)}")
-    return DTYPES[name]
+    try:
+        return _resolve_dtype(name)
+    except ValueError:
+        raise ValueError(f"run.dtype={name} is not one of {sorted(DTYPES)}") from None
 
 
 def sampler_from(est: EstimatorConfig) -> LogsnrSampler:

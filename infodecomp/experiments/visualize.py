@@ -25,7 +25,7 @@ def _display_image(model, image) -> np.ndarray:
         return ((image.float() + 1) / 2).clamp(0, 1).permute(1, 2, 0).numpy()
     size = getattr(model, "image_size", None)
     if size is not None:
-        from infodecomp.models.sd import to_model_input
+        from infodecomp.models.preprocess import to_model_input
 
         tensor = to_model_input(
             image, size, getattr(model, "resize", "squash")
