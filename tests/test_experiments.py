@@ -33,8 +33,8 @@ COMMON = (
 TINY = {
     "aro": (),
     "localize": ("steps=[4]", "daam_steps=2"),
-    "intervene": ("n_sigmas=4", "n_boot=50"),
-    "visualize": ("n_curve_samples=8",),
+    "intervene": ("n_sigmas=4", "n_boot=50", "daam_steps=2"),
+    "visualize": ("n_curve_samples=8", "daam_steps=2"),
 }
 MODELS = ("shapes-oracle", "tiny-sd")
 

@@ -96,6 +96,7 @@ class LocalizeConfig(BaseCommandConfig):
 @dataclass
 class InterveneConfig(BaseCommandConfig):
     n_sigmas: int = 100
+    daam_steps: int = 50  # DDIM steps of the attention baseline
     edits: list[str] = field(default_factory=lambda: ["omit", "swap"])
     save_images: bool = True
     n_boot: int = 1000
@@ -104,6 +105,7 @@ class InterveneConfig(BaseCommandConfig):
 @dataclass
 class VisualizeConfig(BaseCommandConfig):
     n_curve_samples: int = 200
+    daam_steps: int = 50  # DDIM steps of the attention baseline
 
     def __post_init__(self) -> None:
         if self.run.limit is None:  # a handful of figures, not one per item of the data set

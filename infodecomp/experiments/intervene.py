@@ -17,7 +17,7 @@ import torch
 
 from infodecomp.experiments.common import engine_config, hydra_main
 from infodecomp.experiments.config import InterveneConfig
-from infodecomp.experiments.maps import attention_word_maps, has_attention, info_maps, info_queries
+from infodecomp.experiments.maps import daam_word_map, has_attention, info_maps, info_queries
 from infodecomp.experiments.runner import RunContext, execute
 from infodecomp.models.ode import generate, invert, karras_sigmas, schedule_sigmas
 from infodecomp.reporting.metrics import intervention_table, pearson_r
@@ -66,9 +66,7 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
         cmi_map = ests[i].io_map[0]
         attn_map = None
         if has_attention(model):
-            attn_map = attention_word_maps(model, it, xs[i].cpu(), ecfg, cfg.estimator.n_samples)[
-                "attention"
-            ]
+            attn_map = daam_word_map(model, it, xs[i].cpu(), cfg.daam_steps)
         if cfg.save_images:
             for name, lat in regen.items():
                 _save(ctx, it, name, lat[i])

@@ -17,12 +17,13 @@ import pandas as pd
 from infodecomp.experiments.common import engine_config, hydra_main
 from infodecomp.experiments.config import LocalizeConfig
 from infodecomp.experiments.maps import (
-    attention_word_maps,
+    daam_word_map,
     has_attention,
     info_maps,
     info_queries,
     split_of,
     to_image_grid,
+    traced_word_map,
 )
 from infodecomp.experiments.runner import RunContext, execute
 from infodecomp.reporting.metrics import IOU_COLUMNS, iou_curve, miou_heldout, miou_paper
@@ -54,17 +55,23 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     xs = ctx.model.encode_images(images)  # [N, C, h, w]
     masks = [ctx.dataset.load_mask(it) for it in items]
     nan = np.full(len(IOU_COLUMNS), np.nan)
+    attention = has_attention(ctx.model)
+    daam = {}  # DAAM does not depend on the logsnr budget: one inversion per item
+    if attention and "attention" in cfg.methods:
+        daam = {
+            it.item_id: daam_word_map(ctx.model, it, x.cpu(), cfg.daam_steps)
+            for it, x in zip(items, xs, strict=True)
+        }
     rows = []
     for steps in cfg.steps:
         ecfg = engine_config(cfg.estimator, cfg.run, n_samples=steps)
         ests = info_maps(ctx.model, info_queries(items, xs, cfg.blank_context), ecfg)
         for it, x, e, mask in zip(items, xs, ests, masks, strict=True):
             heats = {"cmi": (e.io_map[0], e.info_o(0)[0]), "mi": (e.io_map[1], e.info_o(1)[0])}
-            if has_attention(ctx.model) and {"attention", "attn_info"} & set(cfg.methods):
-                for name, heat in attention_word_maps(
-                    ctx.model, it, x.cpu(), ecfg, cfg.daam_steps
-                ).items():
-                    heats[name] = (heat, float("nan"))
+            if it.item_id in daam:
+                heats["attention"] = (daam[it.item_id], float("nan"))
+            if attention and "attn_info" in cfg.methods:
+                heats["attn_info"] = (traced_word_map(ctx.model, it, x.cpu(), ecfg), float("nan"))
             for method in cfg.methods:
                 if method == "whole" or method not in heats:
                     continue

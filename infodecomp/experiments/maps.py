@@ -37,18 +37,20 @@ def info_maps(model, queries: list[Query], ecfg: EngineConfig) -> list[ItemEstim
     return estimate(model, queries, replace(ecfg, pixel_maps=True))
 
 
-def attention_word_maps(
-    model, item, x: torch.Tensor, ecfg: EngineConfig, daam_steps: int
-) -> dict[str, torch.Tensor]:
-    """DAAM (inversion + reconstruction) and Attention+Information maps of the item's word [h, w]."""
-    query = Query(x, (item.caption,), key=str(item.item_id))
-    logsnr, _, eps = draw(query, ecfg)  # the same draws the information maps use
+def daam_word_map(model, item, x: torch.Tensor, daam_steps: int) -> torch.Tensor:
+    """The DAAM baseline: attention traced over DDIM inversion + reconstruction of the image [h, w]."""
+    return model.word_map(
+        model.daam_maps(x, item.caption, n_steps=daam_steps), item.caption, item.word
+    )
+
+
+def traced_word_map(model, item, x: torch.Tensor, ecfg: EngineConfig) -> torch.Tensor:
+    """Attention+Information: attention over single calls at the item's sampled logsnr [h, w]."""
+    logsnr, _, eps = draw(
+        Query(x, (item.caption,), key=str(item.item_id)), ecfg
+    )  # the CMI map's draws
     traced = model.attention_maps(x, item.caption, logsnr.float(), eps, max_batch=ecfg.max_batch)
-    daam = model.daam_maps(x, item.caption, n_steps=daam_steps)
-    return {
-        "attention": model.word_map(daam, item.caption, item.word),
-        "attn_info": model.word_map(traced, item.caption, item.word),
-    }
+    return model.word_map(traced, item.caption, item.word)
 
 
 def split_of(item_id: str) -> str:

@@ -12,7 +12,7 @@ import torch
 
 from infodecomp.experiments.common import engine_config, hydra_main
 from infodecomp.experiments.config import VisualizeConfig
-from infodecomp.experiments.maps import attention_word_maps, has_attention, info_maps, info_queries
+from infodecomp.experiments.maps import daam_word_map, has_attention, info_maps, info_queries
 from infodecomp.experiments.runner import RunContext, execute
 from infodecomp.reporting import figures
 
@@ -53,9 +53,9 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
             f"CMI '{it.word}' | context": ests[i].io_map[0].numpy(),
         }
         if has_attention(model):
-            maps[f"attention '{it.word}'"] = attention_word_maps(model, it, xs[i].cpu(), ecfg, 50)[
-                "attention"
-            ].numpy()
+            maps[f"attention '{it.word}'"] = daam_word_map(
+                model, it, xs[i].cpu(), cfg.daam_steps
+            ).numpy()
         fig = figures.panel(
             _display_image(model, images[i]), maps, shared_scale=list(maps)[:2], title=it.caption
         )

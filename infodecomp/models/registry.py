@@ -28,6 +28,19 @@ def _gaussian(cfg: Any, device: torch.device, dtype: torch.dtype) -> Denoiser:
     return GaussianOracle()
 
 
+def _adapter_options(cfg: Any, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+    """The Stable Diffusion adapter's keyword options from a model config."""
+    return {
+        "device": device,
+        "dtype": dtype,
+        "time_rule": cfg.time_rule,
+        "latent": cfg.latent,
+        "resize": cfg.resize,
+        "image_size": cfg.image_size,
+        "compile": cfg.compile,
+    }
+
+
 def _stable_diffusion(path: str | None) -> Callable[[Any, torch.device, torch.dtype], Denoiser]:
     def build(cfg: Any, device: torch.device, dtype: torch.dtype) -> Denoiser:
         from infodecomp.models.sd import StableDiffusionDenoiser
@@ -38,14 +51,7 @@ def _stable_diffusion(path: str | None) -> Callable[[Any, torch.device, torch.dt
 
             source = str(tiny_sd_path())
         return StableDiffusionDenoiser.from_pretrained(
-            source,
-            device=device,
-            dtype=dtype,
-            time_rule=cfg.time_rule,
-            latent=cfg.latent,
-            resize=cfg.resize,
-            image_size=cfg.image_size,
-            compile=cfg.compile,
+            source, **_adapter_options(cfg, device, dtype)
         )
 
     return build
@@ -69,13 +75,7 @@ def _sd21_random(cfg: Any, device: torch.device, dtype: torch.dtype) -> Denoiser
         parts["text_encoder"],
         tokenizer,
         DiscreteSchedule.from_config(SCHEDULER_CONFIG),
-        device=device,
-        dtype=dtype,
-        time_rule=cfg.time_rule,
-        latent=cfg.latent,
-        resize=cfg.resize,
-        image_size=cfg.image_size,
-        compile=cfg.compile,
+        **_adapter_options(cfg, device, dtype),
     )
 
 
