@@ -141,9 +141,8 @@ def shapes_pointwise(oracle: ShapesOracle, n_samples: int, seed: int, max_batch:
         captions = {
             "true relation": f"a {world.describe(a)} {rel} a {world.describe(b)}",
             "swapped relation": f"a {world.describe(b)} {rel} a {world.describe(a)}",
-            "true colour only": f"a {a.colour} {b.shape}"
-            if a.colour != b.colour
-            else f"a {a.colour}",
+            "wrong binding": f"a {a.colour} {b.shape}",  # one object's colour, the other's shape
+            "true, colour only": f"a {a.colour}",
         }
         cfg = EngineConfig(n_samples=n_samples, sampler=SHAPES_WIDE, max_batch=max_batch, seed=seed)
         conds = (*captions.values(), "")
