@@ -139,6 +139,7 @@ def run(cfg: BenchConfig) -> Path:
     table.to_csv(out / "efficiency.csv", index=False)
     fraction, scheme = eval_fraction(table)
     result["efficiency"] = {
+        **table.attrs,
         "eval_fraction": fraction,
         "scheme": scheme,
         "table": table.to_dict(orient="records"),
