@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from infodecomp.estimators.engine import estimate
 from infodecomp.experiments.common import engine_config, hydra_main
 from infodecomp.experiments.config import VisualizeConfig
 from infodecomp.experiments.maps import daam_word_map, has_attention, info_maps, info_queries
@@ -39,10 +40,11 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     model = ctx.model
     xs = model.encode_images(images)  # [N, C, h, w]
     ecfg = engine_config(cfg.estimator, cfg.run)
-    ests = info_maps(model, info_queries(items, xs, blank=False), ecfg)
-    curve_cfg = replace(ecfg, n_samples=cfg.n_curve_samples, pixel_maps=False)
-    curves = info_maps(
-        model, info_queries(items, xs, blank=False), replace(curve_cfg, pixel_maps=False)
+    queries = info_queries(items, xs, blank=False)
+    ests = info_maps(model, queries, ecfg)
+    # MMSE curves need per-sample errors only, not pixel maps.
+    curves = estimate(
+        model, queries, replace(ecfg, n_samples=cfg.n_curve_samples, pixel_maps=False)
     )
     folder = ctx.out / "figures"
     folder.mkdir(exist_ok=True)

@@ -40,7 +40,7 @@ from infodecomp.reporting.tables import (
     table4_shown,
     write_table,
 )
-from infodecomp.reporting.writer import natural_key, read_results
+from infodecomp.reporting.writer import INTERVENE_COLUMNS, natural_key, read_results
 
 COMMANDS = ("aro", "localize", "intervene", "visualize")
 # Commands whose run directories carry no table: listed in the runs index only.
@@ -48,15 +48,7 @@ LISTED_ONLY = ("validate", "bench", "aggregate", "build-coco-manifest")
 METHOD_ORDER = ("whole", "attention", "cmi", "mi", "attn_info")
 ARO_REQUIRED = ("item_id", "subset", "group", "label", "option", "estimator", "score")
 LOCALIZE_REQUIRED = ("item_id", "method", "n_steps", "split", *IOU_COLUMNS)
-INTERVENE_REQUIRED = (
-    "item_id",
-    "edit",
-    "cmi_total",
-    "attn_total",
-    "change_total",
-    "pixel_r_cmi",
-    "pixel_r_attn",
-)
+INTERVENE_REQUIRED = tuple(c for c in INTERVENE_COLUMNS if c != "word")
 TITLES = {
     "table1": "Table 1: ARO accuracy (%)",
     "accuracy_vs_samples": "ARO accuracy (%) vs logsnr samples per image",
