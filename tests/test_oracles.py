@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from infodecomp.models import shapes_world as world
+from infodecomp.worlds import shapes as world
 from infodecomp.models.oracles import GaussianOracle, ShapesOracle
 
 

@@ -15,7 +15,7 @@ import torch
 
 from infodecomp.data.records import Dataset, RankingItem, WordItem
 from infodecomp.data.spec import DataSpec
-from infodecomp.models import shapes_world as world
+from infodecomp.worlds import shapes as world
 
 
 def _image(scene_index: int, gen: torch.Generator, noise: float) -> torch.Tensor:

@@ -19,7 +19,7 @@ class DataSpec:
         hf_name: Hugging Face dataset id or local saved-dataset folder when source == "hf".
         size: number of items for generated sets (ShapesWorld).
         seed: seed for generated sets and for caption perturbations.
-        noise: ShapesWorld pixel noise of generated images (None: the world's default 0.25);
+        noise: ShapesWorld pixel noise of generated images (None: the world's default, worlds.shapes.SIGMA0);
             pair it with the same `model.sigma0` so the oracle stays exact for the data.
     """
 

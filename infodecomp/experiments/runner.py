@@ -169,7 +169,7 @@ def _wait_for_ranks() -> None:
 
 def _check_oracle_noise(cfg: Any) -> None:
     if cfg.model.name == "shapes-oracle" and cfg.data.name.startswith("shapes-"):
-        noise = cfg.data.noise if cfg.data.noise is not None else 0.25
+        noise = cfg.data.noise if cfg.data.noise is not None else world.SIGMA0
         if abs(noise - cfg.model.sigma0) > 1e-12:
             log.warning(
                 "data.noise=%s differs from model.sigma0=%s: the oracle is then not the optimal "

@@ -26,7 +26,7 @@ from infodecomp.experiments.common import (
     to_dict,
 )
 from infodecomp.experiments.config import ValidateConfig
-from infodecomp.models import shapes_world as world
+from infodecomp.worlds import shapes as world
 from infodecomp.models.oracles import GaussianOracle, ShapesOracle
 
 PAPER = LogsnrSampler()  # loc 1, scale 2, clip 3: the paper's range [-5, 7]

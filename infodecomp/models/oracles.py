@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from infodecomp.models import shapes_world as world
+from infodecomp.worlds import shapes as world
 
 
 class GaussianOracle:
@@ -105,7 +105,7 @@ class ShapesOracle:
     is the unconditional. `encode_conditions` returns indices into a cached table of scene sets.
     """
 
-    def __init__(self, sigma0: float = 0.25, device: str | torch.device = "cpu") -> None:
+    def __init__(self, sigma0: float = world.SIGMA0, device: str | torch.device = "cpu") -> None:
         self.sigma0 = float(sigma0)
         self.device = torch.device(device)
         self.means = world.scene_means().to(self.device)  # [K, D] float64
