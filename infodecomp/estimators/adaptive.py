@@ -15,19 +15,9 @@ import torch
 from infodecomp.estimators.engine import EngineConfig, ItemEstimate, Query, estimate
 from infodecomp.estimators.protocol import Denoiser
 
-SCORES = ("io", "is", "mmse")
-
-
 def per_sample_scores(e: ItemEstimate, score: str, n_options: int) -> torch.Tensor:
-    """Weighted per-sample scores [n_options, S] whose sample mean is the option's score."""
-    w = 0.5 * e.weight
-    if score == "io":
-        return w * e.io[:n_options]
-    if score == "is":
-        return w * e.is_[:n_options]
-    if score == "mmse":
-        return -w * e.mse[:n_options]
-    raise ValueError(f"score '{score}' is not one of {SCORES}")
+    """Weighted per-sample scores [n_options, S] whose sample mean is the option's ranking score."""
+    return e.ranking_samples(score, n_options)
 
 
 def concat(parts: list[ItemEstimate]) -> ItemEstimate:

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 import torch
 
 from infodecomp.estimators.channel import alpha_sigma
-from infodecomp.estimators.protocol import Denoiser
+from infodecomp.estimators.protocol import Denoiser, conditions_device, select_rows
 from infodecomp.estimators.samplers import LogsnrSampler
+from infodecomp.scores import get_score
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,20 @@ class ItemEstimate:
         scale = 1.0 / (self.dim * math.log(2))
         return -ll * scale, se * scale
 
+    def score(self, name: str, option: int = 0) -> tuple[float, float]:
+        """A score of the score table (infodecomp.scores) for option `option`: (value, stderr).
+
+        The value is in the score's own units and sign (i^o, i^s in nats; the denoising loss
+        as its integral); `Score.sign` turns it into "higher is a better match".
+        """
+        sc = get_score(name)
+        return self._integral(getattr(self, sc.samples)[option])
+
+    def ranking_samples(self, name: str, n_options: int) -> torch.Tensor:
+        """Per-sample weighted terms [n_options, S] whose mean is sign x score of each option."""
+        sc = get_score(name)
+        return sc.sign * 0.5 * self.weight * getattr(self, sc.samples)[:n_options]
+
     def mmse_curve(self, k: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """(logsnr sorted [S], ||eps - eps_hat||^2 per sample [S]) for plotting."""
         order = torch.argsort(self.logsnr)
@@ -154,7 +169,7 @@ def estimate(denoiser: Denoiser, queries: Sequence[Query], cfg: EngineConfig) ->
     for q in queries:
         for c in q.conditions:
             keys.setdefault(c, len(keys))
-    table = denoiser.encode_conditions(list(keys))  # [U, ...]
+    table = denoiser.encode_conditions(list(keys))  # [U, ...] (every field)
 
     _n, s_count = len(queries), cfg.n_samples
     draws = [draw(q, cfg) for q in queries]
@@ -176,7 +191,7 @@ def estimate(denoiser: Denoiser, queries: Sequence[Query], cfg: EngineConfig) ->
     # Index tensors live on the device once; the per-row logsnr stay on the host (the adapters
     # map them to timesteps there), so the chunk loop issues no device-to-host copies.
     ii_all, ss_all = item_idx_t.to(device), sample_idx_t.to(device)  # [J]
-    rows_all = cond_idx_t.to(table.device)  # [J]
+    rows_all = cond_idx_t.to(conditions_device(table))  # [J]
     logsnr_rows = logsnr.float()[item_idx_t, sample_idx_t]  # [J] host
     if device.type == "cuda":
         logsnr_rows = logsnr_rows.pin_memory()
@@ -189,7 +204,7 @@ def estimate(denoiser: Denoiser, queries: Sequence[Query], cfg: EngineConfig) ->
         z = (
             a_all[ii, ss].view(shape) * x[ii] + s_all[ii, ss].view(shape) * eps[ii, ss]
         )  # [B, C, H, W]
-        cond = table[rows_all[start:stop]]
+        cond = select_rows(table, rows_all[start:stop])
         out[start:stop] = denoiser.eps_hat(z, logsnr_rows[start:stop], cond).float()
 
     results = []

@@ -18,9 +18,9 @@ from infodecomp.experiments.config import AroConfig
 from infodecomp.experiments.runner import RunContext, execute
 from infodecomp.reporting.metrics import aro_accuracy, predict
 from infodecomp.reporting.writer import ARO_COLUMNS
+from infodecomp.scores import SCORES, check_scores
 
 COLUMNS = ARO_COLUMNS  # the documented results.csv schema
-ESTIMATORS = ("io", "is", "mmse")
 
 
 def _queries(ctx: RunContext, items: list, images: list) -> list[Query]:
@@ -38,9 +38,7 @@ def _queries(ctx: RunContext, items: list, images: list) -> list[Query]:
 
 def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     cfg: AroConfig = ctx.cfg
-    unknown = set(cfg.estimators) - set(ESTIMATORS)
-    if unknown:
-        raise ValueError(f"estimators {sorted(unknown)} unknown; choose from {ESTIMATORS}")
+    check_scores(cfg.estimators)
     queries = _queries(ctx, items, images)
     ecfg = engine_config(cfg.estimator, cfg.run)
     if cfg.estimator.adaptive:
@@ -59,9 +57,8 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     rows = []
     for it, e, n in zip(items, ests, used, strict=True):
         for j, text in enumerate(it.options):
-            values = {"io": e.info_o(j), "is": e.info_s(j), "mmse": e.mmse_integral(j)}
             for name in cfg.estimators:
-                value, se = values[name]
+                value, se = e.score(name, j)
                 rows.append(
                     {
                         "item_id": it.item_id,
@@ -73,7 +70,7 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
                         "estimator": name,
                         "value": value,
                         "stderr": se,
-                        "score": -value if name == "mmse" else value,
+                        "score": SCORES[name].sign * value,
                         "n_samples": n,
                     }
                 )

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
 
+from infodecomp.worlds import shapes as world
+
 
 @dataclass
 class ModelConfig:
@@ -18,7 +20,7 @@ class ModelConfig:
     resize: str = "squash"  # squash (paper) | center-crop
     image_size: int | None = None
     compile: bool = False
-    sigma0: float = 0.25  # ShapesWorld oracle: pixel noise of the Gaussian mixture
+    sigma0: float = world.SIGMA0  # ShapesWorld oracle: pixel noise of the Gaussian mixture
 
 
 @dataclass

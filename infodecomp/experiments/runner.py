@@ -24,6 +24,7 @@ from infodecomp.experiments.common import (
     to_dict,
 )
 from infodecomp.models.registry import load_model
+from infodecomp.worlds import shapes as world
 from infodecomp.reporting.meta import write_meta, write_summary
 from infodecomp.reporting.writer import (
     ResultsWriter,

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from infodecomp.estimators.channel import noisy_channel
+from infodecomp.estimators.protocol import repeat_rows
 from infodecomp.models.ode import ddim_generate, ddim_invert, ddim_logsnrs
 
 CROSS_SUFFIX = "attn2.processor"
@@ -233,7 +234,7 @@ def attention_information_maps(
         e = eps[start : start + max_batch].to(denoiser.device, torch.float32)  # [b, C, h, w]
         z = noisy_channel(x.expand_as(e), lv, e)  # [b, C, h, w]
         with denoiser.trace() as rec:
-            denoiser.eps_hat(z, lv, cond.expand(len(lv), -1, -1))
+            denoiser.eps_hat(z, lv, repeat_rows(cond, len(lv)))
         part = rec.maps().sum(0)  # [T, h, w]
         total = part if total is None else total + part
     if total is None:

@@ -15,10 +15,11 @@ import pandas as pd
 
 from infodecomp.reporting import published as pub
 from infodecomp.reporting.csvio import natural_key
+from infodecomp.scores import SCORE_NAMES, SCORES
 
 MISSING = "–"
-ESTIMATOR_ORDER = ("io", "is", "mmse")
-ESTIMATOR_LABELS = {"io": "Info. i^o", "is": "Info. i^s", "mmse": "Denoising loss"}
+ESTIMATOR_ORDER = SCORE_NAMES
+ESTIMATOR_LABELS = {name: s.label for name, s in SCORES.items()}
 Formatter = Callable[[Any], str]
 
 
