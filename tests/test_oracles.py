@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from infodecomp.worlds import shapes as world
 from infodecomp.models.oracles import GaussianOracle, ShapesOracle
+from infodecomp.worlds import shapes as world
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import torch
 from infodecomp.data.records import RankingItem, WordItem
 from infodecomp.data.registry import load_dataset
 from infodecomp.data.spec import DataSpec
-from infodecomp.worlds import shapes as world
 from infodecomp.models.oracles import ShapesOracle
+from infodecomp.worlds import shapes as world
 from infodecomp.worlds.shapes import Obj, Spec
 
 N_SCENES = 6 * 12 * 12  # 6 cell pairs x (4 colours x 3 shapes)^2

@@ -15,6 +15,7 @@ import torch
 from infodecomp.estimators.engine import EngineConfig, ItemEstimate, Query, estimate
 from infodecomp.estimators.protocol import Denoiser
 
+
 def per_sample_scores(e: ItemEstimate, score: str, n_options: int) -> torch.Tensor:
     """Weighted per-sample scores [n_options, S] whose sample mean is the option's ranking score."""
     return e.ranking_samples(score, n_options)

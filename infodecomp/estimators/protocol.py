@@ -37,7 +37,9 @@ def conditions_device(cond: Conditions) -> torch.device:
     return next(iter(cond.values())).device
 
 
-def conditions_to(cond: Conditions, device: torch.device, dtype: torch.dtype | None = None) -> Conditions:
+def conditions_to(
+    cond: Conditions, device: torch.device, dtype: torch.dtype | None = None
+) -> Conditions:
     """Moves every field to `device`; floating fields are also cast to `dtype` when given."""
 
     def move(t: torch.Tensor) -> torch.Tensor:

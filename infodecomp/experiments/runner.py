@@ -24,7 +24,6 @@ from infodecomp.experiments.common import (
     to_dict,
 )
 from infodecomp.models.registry import load_model
-from infodecomp.worlds import shapes as world
 from infodecomp.reporting.meta import write_meta, write_summary
 from infodecomp.reporting.writer import (
     ResultsWriter,
@@ -33,6 +32,7 @@ from infodecomp.reporting.writer import (
     part_filename,
     read_results,
 )
+from infodecomp.worlds import shapes as world
 
 log = logging.getLogger("infodecomp")
 

@@ -26,8 +26,8 @@ from infodecomp.experiments.common import (
     to_dict,
 )
 from infodecomp.experiments.config import ValidateConfig
-from infodecomp.worlds import shapes as world
 from infodecomp.models.oracles import GaussianOracle, ShapesOracle
+from infodecomp.worlds import shapes as world
 
 PAPER = LogsnrSampler()  # loc 1, scale 2, clip 3: the paper's range [-5, 7]
 # Wide ranges for the checks, chosen so the truncation bias is far below the tolerance
