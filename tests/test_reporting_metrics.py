@@ -6,13 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from infodecomp.data.aro_relations import EXCLUDED_RELATIONS
 from infodecomp.reporting.metrics import (
     IOU_COLUMNS,
     THRESHOLDS,
-    aro_accuracy,
     bootstrap_se,
-    canonical_subset,
     image_level_r,
     intervention_table,
     iou,
@@ -23,8 +20,10 @@ from infodecomp.reporting.metrics import (
     miou_paper,
     pearson_r,
     pixel_level_r,
-    predict,
+    ranking_accuracy,
 )
+from infodecomp.tasks import canonical_subset, predict
+from infodecomp.tasks.aro_relations import EXCLUDED_RELATIONS
 
 # ---------------------------------------------------------------------------------------- ARO
 
@@ -82,7 +81,7 @@ def test_vg_relation_macro_leaves_out_excluded_relations():
     assert "next to" in EXCLUDED_RELATIONS
     assert "on" not in EXCLUDED_RELATIONS and "above" not in EXCLUDED_RELATIONS
     pred = vg_items("vg-relation", {"on": (3, 2), "above": (1, 1), "next to": (2, 0)})
-    score, per_group = aro_accuracy(pred)
+    score, per_group = ranking_accuracy(pred)
     assert score == pytest.approx((2 / 3 + 1) / 2)
     table = per_group.set_index("group")
     assert table.loc["on", "n"] == 3 and table.loc["on", "accuracy"] == pytest.approx(2 / 3)
@@ -99,7 +98,7 @@ def test_vg_relation_tie_counts_as_wrong_through_predict():
             {"item_id": "r", "option": 1, "score": 0.3},
         ]
     ).assign(subset="aro-vg-relation", group="on", label=1)
-    score, _ = aro_accuracy(predict(scores))
+    score, _ = ranking_accuracy(predict(scores))
     assert score == pytest.approx(0.5)
 
 
@@ -107,7 +106,7 @@ def test_vg_attribution_needs_25_items_per_pair():
     pred = vg_items(
         "vg-attribution", {"red_blue": (25, 20), "big_small": (24, 0), "old_new": (30, 15)}
     )
-    score, per_group = aro_accuracy(pred)
+    score, per_group = ranking_accuracy(pred)
     assert score == pytest.approx((0.8 + 0.5) / 2)
     assert per_group.set_index("group")["included"].to_dict() == {
         "big_small": False,
@@ -120,14 +119,14 @@ def test_order_subsets_use_plain_accuracy():
     pred = vg_items("coco-order", {"g1": (3, 3), "g2": (1, 0)}).assign(
         label=0, pred=lambda d: 1 - d["pred"]
     )
-    score, per_group = aro_accuracy(pred)
+    score, per_group = ranking_accuracy(pred)
     assert score == pytest.approx(0.75)  # the macro over groups would be 0.5
     assert per_group["included"].all()
 
 
 def test_shapes_subsets_plain_accuracy_with_macro_attr():
     pred = vg_items("shapes-relation", {"left of": (3, 3), "above": (1, 0)})
-    score, per_group = aro_accuracy(pred)
+    score, per_group = ranking_accuracy(pred)
     assert score == pytest.approx(0.75)
     assert per_group.attrs["macro"] == pytest.approx(0.5)
 
@@ -136,9 +135,9 @@ def test_aro_accuracy_input_errors():
     a = vg_items("vg-relation", {"on": (1, 1)})
     b = vg_items("coco-order", {"x": (1, 1)})
     with pytest.raises(ValueError, match="one subset at a time"):
-        aro_accuracy(pd.concat([a, b]))
+        ranking_accuracy(pd.concat([a, b]))
     with pytest.raises(ValueError, match="more than once"):
-        aro_accuracy(pd.concat([a, a]))
+        ranking_accuracy(pd.concat([a, a]))
     assert canonical_subset("ARO_VG_Relation") == "vg-relation"
     assert canonical_subset("flickr30k-order") == "flickr-order"
 

@@ -16,7 +16,7 @@ from infodecomp.estimators.engine import Query, estimate
 from infodecomp.experiments.common import engine_config, hydra_main
 from infodecomp.experiments.config import AroConfig
 from infodecomp.experiments.runner import RunContext, execute
-from infodecomp.reporting.metrics import aro_accuracy, predict
+from infodecomp.reporting.metrics import ranking_scores
 from infodecomp.reporting.writer import ARO_COLUMNS
 from infodecomp.scores import SCORES, check_scores
 
@@ -78,11 +78,16 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
 
 
 def summarize(ctx: RunContext, results: pd.DataFrame) -> dict:
+    """accuracy/<score> by the subset's task rule (as Table 1 computes it); a run over several
+    subsets gets accuracy/<score>/<subset> per subset as well."""
     metrics = {}
-    for name, df in results.groupby("estimator"):
-        pred = predict(df[["item_id", "option", "score", "subset", "group", "label"]])
-        score, _ = aro_accuracy(pred)
-        metrics[f"accuracy/{name}"] = float(score)
+    scored = ranking_scores(results)
+    several = len({r["subset"] for r in scored}) > 1
+    for r in scored:
+        key = f"accuracy/{r['estimator']}"
+        if several:
+            key += f"/{r['subset']}"
+        metrics[key] = float(r["score"])
     metrics["samples/mean_per_item"] = float(results.groupby("item_id")["n_samples"].first().mean())
     return metrics
 

@@ -9,6 +9,7 @@ IoU against the ground-truth mask is stored at the 50 thresholds of the publishe
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from infodecomp.experiments.maps import (
     traced_word_map,
 )
 from infodecomp.experiments.runner import RunContext, execute
-from infodecomp.reporting.metrics import IOU_COLUMNS, iou_curve, miou_heldout, miou_paper
+from infodecomp.reporting.metrics import IOU_COLUMNS, iou_curve, miou_cells
 from infodecomp.reporting.writer import LOCALIZE_COLUMNS
 
 COLUMNS = LOCALIZE_COLUMNS  # the documented results.csv schema
@@ -88,12 +89,20 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
 
 
 def summarize(ctx: RunContext, results: pd.DataFrame) -> dict:
-    metrics = {}
+    """mIoU per method and step count (paper protocol and held-out threshold). A held-out
+    figure needs items in both halves; with fewer it is reported as NaN with a note."""
+    metrics: dict = {}
     for (method, steps), df in results.groupby(["method", "n_steps"]):
         df = df.dropna(subset=IOU_COLUMNS)
         if len(df):
-            metrics[f"miou/{method}@{steps}"] = float(miou_paper(df))
-            metrics[f"miou_heldout/{method}@{steps}"] = float(miou_heldout(df))
+            paper, held = miou_cells(df)
+            metrics[f"miou/{method}@{steps}"] = float(paper)
+            metrics[f"miou_heldout/{method}@{steps}"] = float(held)
+    if any(k.startswith("miou_heldout/") and math.isnan(v) for k, v in metrics.items()):
+        metrics["note/miou_heldout"] = (
+            "held-out mIoU unavailable: it needs scored items in both halves (A and B) of the "
+            "data; run more items"
+        )
     top = max(int(s) for s in results["n_steps"].unique())
     for method in results["method"].unique():
         if f"miou/{method}@{top}" in metrics:

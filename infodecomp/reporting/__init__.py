@@ -13,7 +13,6 @@ from infodecomp.reporting.meta import write_meta, write_summary
 from infodecomp.reporting.metrics import (
     IOU_COLUMNS,
     THRESHOLDS,
-    aro_accuracy,
     intervention_table,
     iou,
     iou_curve,
@@ -21,7 +20,7 @@ from infodecomp.reporting.metrics import (
     miou_heldout,
     miou_paper,
     pearson_r,
-    predict,
+    ranking_accuracy,
 )
 from infodecomp.reporting.writer import (
     ARO_COLUMNS,
@@ -33,6 +32,7 @@ from infodecomp.reporting.writer import (
     part_filename,
     read_results,
 )
+from infodecomp.tasks import predict
 
 _FIGURES = ("panel", "mmse_curves", "save")
 
@@ -54,7 +54,6 @@ __all__ = [
     "ResultsWriter",
     "SkipLog",
     "aggregate",
-    "aro_accuracy",
     "find_run_dirs",
     "intervention_table",
     "iou",
@@ -67,6 +66,7 @@ __all__ = [
     "part_filename",
     "pearson_r",
     "predict",
+    "ranking_accuracy",
     "read_results",
     "tables_markdown",
     "write_meta",

@@ -18,12 +18,9 @@ from infodecomp.reporting import published as pub
 from infodecomp.reporting.meta import META, SUMMARY, read_json
 from infodecomp.reporting.metrics import (
     IOU_COLUMNS,
-    aro_accuracy,
-    canonical_subset,
     intervention_table,
-    miou_heldout,
-    miou_paper,
-    predict,
+    miou_cells,
+    ranking_scores,
 )
 from infodecomp.reporting.tables import (
     ESTIMATOR_ORDER,
@@ -166,18 +163,22 @@ def _aro(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     """
     records, groups, seen = [], [], {}
     for run in runs:
-        df = run.results(ARO_REQUIRED).copy()
+        df = run.results(ARO_REQUIRED)
         if df.empty:
             continue
         used = df["n_samples"] if "n_samples" in df.columns else None
         n = run.n_samples
         if n is None and used is not None and used.nunique() == 1:
             n = int_or_none(used.iloc[0])
-        df["subset"] = df["subset"].map(canonical_subset)
-        for (est, subset), part in df.groupby(["estimator", "subset"], sort=False):
+        for res in ranking_scores(df):
+            est, subset, part, per_group = (
+                res["estimator"],
+                res["subset"],
+                res["part"],
+                res["per_group"],
+            )
             method = estimator_method(est, run.adaptive)
             _claim(seen, (run.model, method, n, subset), run)
-            score, per_group = aro_accuracy(predict(part))
             mean_used = (
                 float(part.groupby("item_id")["n_samples"].first().mean())
                 if used is not None
@@ -188,7 +189,7 @@ def _aro(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
             records.append(
                 {
                     **common,
-                    "accuracy": 100 * score,
+                    "accuracy": 100 * res["score"],
                     "n_items": part["item_id"].nunique(),
                     "mean_samples": mean_used,
                     "paper": run.paper_setting,
@@ -234,10 +235,8 @@ def table3(runs: list[Run]) -> pd.DataFrame:
             ids[1].update(set(part["item_id"]) - set(scored["item_id"]))
             if scored.empty:
                 continue
-            part = scored
-            both = set(part["split"].dropna()) >= {"A", "B"}
-            held = 100 * miou_heldout(part) if both else float("nan")
-            cells.setdefault((run.setting, method), {})[n] = (100 * miou_paper(part), held)
+            paper, held = miou_cells(scored)
+            cells.setdefault((run.setting, method), {})[n] = (100 * paper, 100 * held)
             if n is not None:
                 steps.add(n)
     step_cols = sorted(steps) or [None]

@@ -10,130 +10,47 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from infodecomp.data.aro_relations import EXCLUDED_RELATIONS
+from infodecomp.tasks import canonical_subset, get_task
 
 # ----------------------------------------------------------------------------- ARO (Tables 1, 2)
 
-VG_RELATION = "vg-relation"
-VG_ATTRIBUTION = "vg-attribution"
-ORDER_SUBSETS = ("coco-order", "flickr-order")
-MIN_ATTRIBUTE_GROUP = (
-    25  # VG-Attribution averages over attribute pairs with at least this many items
-)
-_ALIASES = {
-    "flickr30k-order": "flickr-order",
-    "visual-genome-relation": VG_RELATION,
-    "visual-genome-attribution": VG_ATTRIBUTION,
-    "vg-r": VG_RELATION,
-    "vg-a": VG_ATTRIBUTION,
-}
 
-
-def canonical_subset(name: str) -> str:
-    """Normalise an ARO subset name: ``aro-vg-relation``, ``VG_Relation`` -> ``vg-relation``."""
-    key = str(name).strip().lower().replace("_", "-")
-    key = key.removeprefix("aro-")
-    return _ALIASES.get(key, key)
-
-
-def predict(scores: pd.DataFrame) -> pd.DataFrame:
-    """Pick each item's option with the highest score, with the benchmark's tie rule.
-
-    Ties go to the lowest option index, as ``np.argmax`` over options in their original order does
-    in the ARO evaluation (VG: [false, true], so a tie counts as wrong; Order: true first).
-
-    Args:
-        scores: one row per (item, option) with columns ``item_id``, ``option`` (index of the
-            caption among the item's options) and ``score`` (higher is better). Columns
-            ``subset``, ``group`` and ``label``, when present, are carried over per item.
-
-    Returns:
-        One row per item: ``item_id``, ``pred`` and the carried-over columns.
-    """
-    missing = {"item_id", "option", "score"} - set(scores.columns)
-    if missing:
-        raise ValueError(f"predict: columns {sorted(missing)} missing; got {list(scores.columns)}.")
-    bad = scores.loc[scores["score"].isna(), "item_id"].unique()
-    if len(bad):
-        raise ValueError(
-            f"predict: NaN scores for items {list(bad[:5])}; an estimate failed, "
-            "rerun those items or drop them explicitly."
-        )
-    if scores.duplicated(["item_id", "option"]).any():
-        dup = scores.loc[scores.duplicated(["item_id", "option"]), "item_id"].tolist()[:5]
-        raise ValueError(
-            f"predict: items {dup} have an option scored twice; pass one estimator at a time."
-        )
-    df = scores.reset_index(drop=True).sort_values(["item_id", "option"], kind="stable")
-    # idxmax returns the first occurrence of the maximum, i.e. the lowest option index.
-    best = df.groupby("item_id", sort=False)["score"].idxmax()
-    keep = ["item_id", "option"] + [c for c in ("subset", "group", "label") if c in df.columns]
-    out = df.loc[best.values, keep].rename(columns={"option": "pred"})
-    return out.reset_index(drop=True)
-
-
-def _group_table(pred: pd.DataFrame) -> pd.DataFrame:
-    correct = (pred["pred"].astype(int) == pred["label"].astype(int)).astype(float)
-    g = correct.groupby(pred["group"].astype(str))
-    return pd.DataFrame(
-        {"group": g.mean().index, "n": g.size().values, "accuracy": g.mean().values}
-    )
-
-
-def aro_accuracy(pred: pd.DataFrame) -> tuple[float, pd.DataFrame]:
-    """ARO accuracy of one subset exactly as the benchmark defines it.
-
-    - ``vg-relation``: macro mean over relations of per-relation accuracy, leaving out the
-      relations in ``EXCLUDED_RELATIONS``.
-    - ``vg-attribution``: macro mean over attribute pairs with at least 25 items.
-    - ``coco-order``, ``flickr-order``: plain accuracy (Precision@1).
-    - any other subset (ShapesWorld ``shapes-*``): plain accuracy; the macro mean over groups is
-      reported in ``per_group.attrs["macro"]``.
-
-    Args:
-        pred: one row per item with ``item_id``, ``subset``, ``group``, ``label``, ``pred``.
-
-    Returns:
-        ``(score, per_group)``: score in [0, 1]; ``per_group`` has columns ``group``, ``n``,
-        ``accuracy`` and ``included`` (whether the group enters the score's macro mean), and
-        ``attrs`` ``micro`` (plain accuracy), ``macro`` (mean over all groups) and ``rule``.
-    """
-    missing = {"item_id", "subset", "group", "label", "pred"} - set(pred.columns)
-    if missing:
-        raise ValueError(
-            f"aro_accuracy: columns {sorted(missing)} missing; got {list(pred.columns)}."
-        )
-    if pred.empty:
-        raise ValueError("aro_accuracy: no predictions.")
+def ranking_accuracy(pred: pd.DataFrame) -> tuple[float, pd.DataFrame]:
+    """One subset's score from one prediction per item, by the subset's task rule
+    (infodecomp.tasks); see `RankingTask.accuracy` for the returned per-group table."""
+    if "subset" not in pred.columns or pred.empty:
+        raise ValueError("ranking_accuracy: needs predictions with a 'subset' column.")
     subsets = {canonical_subset(s) for s in pred["subset"].unique()}
     if len(subsets) != 1:
         raise ValueError(
-            f"aro_accuracy: one subset at a time, got {sorted(subsets)}; group by subset first."
+            f"ranking_accuracy: one subset at a time, got {sorted(subsets)}; group by subset first."
         )
-    if pred["item_id"].duplicated().any():
-        dup = pred.loc[pred["item_id"].duplicated(), "item_id"].tolist()[:5]
-        raise ValueError(f"aro_accuracy: items {dup} appear more than once; pass one row per item.")
-    subset = subsets.pop()
-    per_group = _group_table(pred)
-    micro = float((pred["pred"].astype(int) == pred["label"].astype(int)).mean())
-    if subset == VG_RELATION:
-        per_group["included"] = ~per_group["group"].isin(EXCLUDED_RELATIONS)
-        rule = "macro over relations, excluded relations left out"
-    elif subset == VG_ATTRIBUTION:
-        per_group["included"] = per_group["n"] >= MIN_ATTRIBUTE_GROUP
-        rule = f"macro over attribute pairs with >= {MIN_ATTRIBUTE_GROUP} items"
-    else:
-        per_group["included"] = True
-        rule = "plain accuracy"
-    if subset in (VG_RELATION, VG_ATTRIBUTION):
-        inc = per_group.loc[per_group["included"], "accuracy"]
-        score = float(inc.mean()) if len(inc) else float("nan")
-    else:
-        score = micro
-    per_group.attrs.update(
-        micro=micro, macro=float(per_group["accuracy"].mean()), rule=rule, subset=subset
-    )
-    return score, per_group
+    return get_task(subsets.pop()).accuracy(pred)
+
+
+def ranking_scores(results: pd.DataFrame) -> list[dict]:
+    """Every (estimator, subset) of an `aro` results table scored by its task's rule.
+
+    Returns one dict per pair: ``estimator``, ``subset`` (canonical), ``score`` in [0, 1],
+    ``per_group`` (see `RankingTask.accuracy`) and ``part`` (the rows scored). The `aro`
+    summary and the aggregate tables both read this, so they cannot disagree.
+    """
+    df = results.copy()
+    df["subset"] = df["subset"].map(canonical_subset)
+    out = []
+    for (est, subset), part in df.groupby(["estimator", "subset"], sort=False):
+        cols = ["item_id", "option", "score", "subset", "group", "label"]
+        score, per_group = get_task(subset).evaluate(part[cols])
+        out.append(
+            {
+                "estimator": est,
+                "subset": subset,
+                "score": score,
+                "per_group": per_group,
+                "part": part,
+            }
+        )
+    return out
 
 
 # ------------------------------------------------------------------------ localisation (Table 3)
@@ -210,6 +127,13 @@ def miou_heldout(df: pd.DataFrame, split_column: str = "split") -> float:
         )
     ca, cb = miou_curve(a), miou_curve(b)
     return float((cb[int(np.argmax(ca))] + ca[int(np.argmax(cb))]) / 2)
+
+
+def miou_cells(df: pd.DataFrame) -> tuple[float, float]:
+    """(paper-protocol mIoU, held-out-threshold mIoU) of scored rows; the held-out figure is NaN
+    when the rows do not fill both splits (e.g. a run of one item), never an error."""
+    both = set(df["split"].dropna()) >= {"A", "B"} if "split" in df.columns else False
+    return miou_paper(df), (miou_heldout(df) if both else float("nan"))
 
 
 # ------------------------------------------------------------------------ interventions (Table 4)

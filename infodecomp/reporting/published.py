@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import pandas as pd
 
+from infodecomp.tasks import get_task
+
 PAPER_MODEL = "sd-2.1-base"
 PAPER_N_SAMPLES = 100  # logsnr samples per image for the ARO scores
 
-# Column order and display names of the ARO subsets.
-SUBSET_LABELS: dict[str, str] = {
-    "vg-attribution": "VG-A",
-    "vg-relation": "VG-R",
-    "coco-order": "COCO-Order",
-    "flickr-order": "Flickr-Order",
-}
+# Table 1's subsets, in the paper's column order (labels come from infodecomp.tasks).
+TABLE1_SUBSETS = ("vg-attribution", "vg-relation", "coco-order", "flickr-order")
 
 # Table 1: accuracy (%) per method and subset.
 TABLE1: dict[str, dict[str, float]] = {
@@ -94,4 +91,5 @@ def published_correlation(method: str, level: str) -> tuple[float, float] | None
 
 def table1_frame() -> pd.DataFrame:
     """Published Table 1 as a frame: rows = methods, columns = VG-A, VG-R, COCO-Order, ..."""
-    return pd.DataFrame(TABLE1).T[list(SUBSET_LABELS)].rename(columns=SUBSET_LABELS)
+    labels = {s: get_task(s).label for s in TABLE1_SUBSETS}
+    return pd.DataFrame(TABLE1).T[list(TABLE1_SUBSETS)].rename(columns=labels)

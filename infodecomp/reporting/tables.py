@@ -16,6 +16,7 @@ import pandas as pd
 from infodecomp.reporting import published as pub
 from infodecomp.reporting.csvio import natural_key
 from infodecomp.scores import SCORE_NAMES, SCORES
+from infodecomp.tasks import TASKS, get_task
 
 MISSING = "–"
 ESTIMATOR_ORDER = SCORE_NAMES
@@ -171,12 +172,13 @@ def int_or_none(value: Any) -> int | None:
 
 
 def _subset_order(subsets: Iterable[str]) -> list[str]:
-    known = [s for s in pub.SUBSET_LABELS if s in set(subsets)]
+    """Registered tasks in their table order, then any other subsets sorted."""
+    known = [s for s in TASKS if s in set(subsets)]
     return known + sorted(set(subsets) - set(known))
 
 
 def _subset_label(subset: str) -> str:
-    return pub.SUBSET_LABELS.get(subset, subset)
+    return get_task(subset).label
 
 
 TABLE1_KEYS = ("model", "method", "n_samples", "samples/item", "source")

@@ -1,0 +1,164 @@
+"""Ranking tasks: a benchmark's metric rule over per-option scores, and the task table.
+
+A ranking item offers caption options, exactly one correct (`label`). A score ranks them (higher
+is better, see infodecomp.scores); `predict` picks each item's best option with the tie rule
+(the lowest option index wins, as argmax over the options in their original order does). A
+`RankingTask` then turns one subset's predictions into its published accuracy: plain accuracy,
+or a macro mean over groups with a rule for which groups count.
+
+Every loader tags its items with a `subset` that names a task here; `aro` summaries and the
+aggregate tables look the rule up by that name, so a new benchmark adds one task (and, for a
+metric that is not "best option correct", overrides `evaluate`). Pure pandas: no torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+GroupRule = Callable[[pd.DataFrame], pd.Series]  # per-group table -> bool "enters the macro mean"
+
+
+def predict(scores: pd.DataFrame) -> pd.DataFrame:
+    """Pick each item's option with the highest score, with the benchmark's tie rule.
+
+    Ties go to the lowest option index, as ``np.argmax`` over options in their original order does
+    in the ARO evaluation (VG: [false, true], so a tie counts as wrong; Order: true first).
+
+    Args:
+        scores: one row per (item, option) with columns ``item_id``, ``option`` (index of the
+            caption among the item's options) and ``score`` (higher is better). Columns
+            ``subset``, ``group`` and ``label``, when present, are carried over per item.
+
+    Returns:
+        One row per item: ``item_id``, ``pred`` and the carried-over columns.
+    """
+    missing = {"item_id", "option", "score"} - set(scores.columns)
+    if missing:
+        raise ValueError(f"predict: columns {sorted(missing)} missing; got {list(scores.columns)}.")
+    bad = scores.loc[scores["score"].isna(), "item_id"].unique()
+    if len(bad):
+        raise ValueError(
+            f"predict: NaN scores for items {list(bad[:5])}; an estimate failed, "
+            "rerun those items or drop them explicitly."
+        )
+    if scores.duplicated(["item_id", "option"]).any():
+        dup = scores.loc[scores.duplicated(["item_id", "option"]), "item_id"].tolist()[:5]
+        raise ValueError(
+            f"predict: items {dup} have an option scored twice; pass one estimator at a time."
+        )
+    df = scores.reset_index(drop=True).sort_values(["item_id", "option"], kind="stable")
+    # idxmax returns the first occurrence of the maximum, i.e. the lowest option index.
+    best = df.groupby("item_id", sort=False)["score"].idxmax()
+    keep = ["item_id", "option"] + [c for c in ("subset", "group", "label") if c in df.columns]
+    out = df.loc[best.values, keep].rename(columns={"option": "pred"})
+    return out.reset_index(drop=True)
+
+
+def _group_table(pred: pd.DataFrame) -> pd.DataFrame:
+    correct = (pred["pred"].astype(int) == pred["label"].astype(int)).astype(float)
+    g = correct.groupby(pred["group"].astype(str))
+    return pd.DataFrame(
+        {"group": g.mean().index, "n": g.size().values, "accuracy": g.mean().values}
+    )
+
+
+@dataclass(frozen=True)
+class RankingTask:
+    """One benchmark subset and its metric rule.
+
+    Args:
+        name: canonical subset name, as loaders write it into `RankingItem.subset`.
+        label: column label in the compositionality table (e.g. "VG-R").
+        benchmark: the family it belongs to (ARO, ShapesWorld, ...), for grouping in tables.
+        macro_groups: None for plain accuracy (Precision@1); otherwise a rule selecting the
+            groups (per-group table with columns group, n, accuracy) whose accuracies are
+            averaged into the score.
+        rule: the rule in words, shown with the per-group table.
+        aliases: other spellings of `name` accepted in results files.
+    """
+
+    name: str
+    label: str
+    benchmark: str
+    macro_groups: GroupRule | None = None
+    rule: str = "plain accuracy"
+    aliases: tuple[str, ...] = field(default=())
+
+    def accuracy(self, pred: pd.DataFrame) -> tuple[float, pd.DataFrame]:
+        """The subset's score from one prediction per item.
+
+        Args:
+            pred: one row per item with ``item_id``, ``subset``, ``group``, ``label``, ``pred``.
+
+        Returns:
+            ``(score, per_group)``: score in [0, 1]; ``per_group`` has columns ``group``, ``n``,
+            ``accuracy`` and ``included`` (whether the group enters the score's macro mean),
+            and ``attrs`` ``micro`` (plain accuracy), ``macro`` (mean over all groups),
+            ``rule`` and ``subset``.
+        """
+        missing = {"item_id", "subset", "group", "label", "pred"} - set(pred.columns)
+        if missing:
+            raise ValueError(
+                f"accuracy: columns {sorted(missing)} missing; got {list(pred.columns)}."
+            )
+        if pred.empty:
+            raise ValueError("accuracy: no predictions.")
+        subsets = {canonical_subset(s) for s in pred["subset"].unique()}
+        if subsets != {self.name}:
+            raise ValueError(
+                f"accuracy: one subset at a time ({self.name}), got {sorted(subsets)}; "
+                "group by subset first."
+            )
+        if pred["item_id"].duplicated().any():
+            dup = pred.loc[pred["item_id"].duplicated(), "item_id"].tolist()[:5]
+            raise ValueError(f"accuracy: items {dup} appear more than once; pass one row per item.")
+        per_group = _group_table(pred)
+        micro = float((pred["pred"].astype(int) == pred["label"].astype(int)).mean())
+        if self.macro_groups is None:
+            per_group["included"] = True
+            score = micro
+        else:
+            per_group["included"] = self.macro_groups(per_group).astype(bool).to_numpy()
+            inc = per_group.loc[per_group["included"], "accuracy"]
+            score = float(inc.mean()) if len(inc) else float("nan")
+        per_group.attrs.update(
+            micro=micro, macro=float(per_group["accuracy"].mean()), rule=self.rule, subset=self.name
+        )
+        return score, per_group
+
+    def evaluate(self, scores: pd.DataFrame) -> tuple[float, pd.DataFrame]:
+        """The subset's score from per-option scores (one estimator): predict, then `accuracy`.
+
+        A benchmark whose metric is not "the best option is the labelled one" overrides this.
+        """
+        return self.accuracy(predict(scores))
+
+
+TASKS: dict[str, RankingTask] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register(*tasks: RankingTask) -> None:
+    """Adds tasks to the table (a benchmark module calls this when it is imported)."""
+    for t in tasks:
+        TASKS[t.name] = t
+        for a in t.aliases:
+            _ALIASES[a] = t.name
+
+
+def canonical_subset(name: str) -> str:
+    """Normalise a subset name: ``aro-vg-relation``, ``VG_Relation`` -> ``vg-relation``."""
+    key = str(name).strip().lower().replace("_", "-")
+    if key in TASKS or key in _ALIASES:
+        return _ALIASES.get(key, key)
+    key = key.removeprefix("aro-")
+    return _ALIASES.get(key, key)
+
+
+def get_task(subset: str) -> RankingTask:
+    """The task of a subset; a subset without a registered rule is scored by plain accuracy."""
+    name = canonical_subset(subset)
+    return TASKS.get(name) or RankingTask(name, name, "other")
