@@ -15,6 +15,7 @@ import pytest
 from infodecomp import cli
 from infodecomp.experiments import validate
 from infodecomp.experiments.config import ValidateConfig
+from infodecomp.models.oracles import ShapesOracle
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HYDRA_FULL_ERROR": "1"}
@@ -160,7 +161,7 @@ def test_aro_end_to_end_and_resume(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def validate_rows() -> pd.DataFrame:
-    return pd.DataFrame(validate.oracle_checks(ValidateConfig()))
+    return pd.DataFrame(validate.oracle_checks(ValidateConfig(), ShapesOracle()))
 
 
 def test_validate_oracle_checks_pass(validate_rows: pd.DataFrame) -> None:
@@ -183,14 +184,14 @@ def test_validate_run_writes_and_fails_on_a_broken_check(
 ) -> None:
     cfg = ValidateConfig()
     cfg.run.out_dir = str(tmp_path / "ok")
-    monkeypatch.setattr(validate, "oracle_checks", lambda c: _fake_rows(True))
+    monkeypatch.setattr(validate, "oracle_checks", lambda c, o: _fake_rows(True))
     assert validate.run(cfg) == tmp_path / "ok"
     table = pd.read_csv(tmp_path / "ok" / "validate.csv")
     assert table["passed"].all() and len(table) == 1
     assert json.loads((tmp_path / "ok" / "summary.json").read_text())["validate/failed"] == 0
 
     cfg.run.out_dir = str(tmp_path / "bad")
-    monkeypatch.setattr(validate, "oracle_checks", lambda c: _fake_rows(True) + _fake_rows(False))
+    monkeypatch.setattr(validate, "oracle_checks", lambda c, o: _fake_rows(True) + _fake_rows(False))
     with pytest.raises(SystemExit) as exc:
         validate.run(cfg)
     assert exc.value.code == 1
@@ -205,7 +206,7 @@ def test_run_dir_after_an_in_process_hydra_call(
     capsys.readouterr()
     cfg = ValidateConfig()
     cfg.run.out_dir = str(tmp_path / "later")
-    monkeypatch.setattr(validate, "oracle_checks", lambda c: _fake_rows(True))
+    monkeypatch.setattr(validate, "oracle_checks", lambda c, o: _fake_rows(True))
     assert validate.run(cfg) == tmp_path / "later"
 
 

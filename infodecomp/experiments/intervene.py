@@ -15,23 +15,26 @@ import numpy as np
 import pandas as pd
 import torch
 
+from infodecomp.data.registry import WORDS
 from infodecomp.experiments.common import engine_config, hydra_main
 from infodecomp.experiments.config import InterveneConfig
-from infodecomp.experiments.maps import daam_word_map, has_attention, info_maps, info_queries
+from infodecomp.experiments.maps import daam_word_map, has_daam, info_maps, info_queries
 from infodecomp.experiments.runner import RunContext, execute
-from infodecomp.models.ode import generate, invert, karras_sigmas, schedule_sigmas
+from infodecomp.models.capabilities import ImageModel, ProbabilityFlow
+from infodecomp.models.ode import generate, invert, karras_sigmas
 from infodecomp.reporting.metrics import intervention_table, pearson_r
 from infodecomp.reporting.writer import INTERVENE_COLUMNS
 
 COLUMNS = INTERVENE_COLUMNS  # the documented results.csv schema
-ORACLE_SIGMAS = (0.002, 80.0)  # data scale ~1: the EDM defaults cover every ShapesWorld noise level
 
 
 def _sigmas(model, n: int) -> torch.Tensor:
-    schedule = getattr(model, "schedule", None)
-    return (
-        schedule_sigmas(schedule, n) if schedule is not None else karras_sigmas(*ORACLE_SIGMAS, n=n)
-    )
+    if not isinstance(model, ProbabilityFlow):
+        raise ValueError(
+            f"intervene needs a model the probability-flow ODE can run on (ProbabilityFlow); "
+            f"{type(model).__name__} has no sigma_range"
+        )
+    return karras_sigmas(*model.sigma_range, n=n)
 
 
 def _save(ctx: RunContext, item, name: str, latent: torch.Tensor) -> None:
@@ -39,7 +42,7 @@ def _save(ctx: RunContext, item, name: str, latent: torch.Tensor) -> None:
 
     folder = ctx.out / "images"
     folder.mkdir(exist_ok=True)
-    if hasattr(ctx.model, "decode_latents"):
+    if isinstance(ctx.model, ImageModel):
         img = ctx.model.decode_latents(latent[None])[0]  # [3, H, W] in [0, 1]
     else:
         img = ((latent + 1) / 2).clamp(0, 1)
@@ -65,7 +68,7 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     for i, it in enumerate(items):
         cmi_map = ests[i].io_map[0]
         attn_map = None
-        if has_attention(model):
+        if has_daam(model):
             attn_map = daam_word_map(model, it, xs[i].cpu(), cfg.daam_steps)
         if cfg.save_images:
             for name, lat in regen.items():
@@ -102,7 +105,9 @@ def summarize(ctx: RunContext, results: pd.DataFrame) -> dict:
 
 
 def run(cfg: InterveneConfig) -> Path:
-    return execute(cfg, "intervene", COLUMNS, process, summarize, headline="pixel_r/cmi/omit")
+    return execute(
+        cfg, "intervene", COLUMNS, process, summarize, headline="pixel_r/cmi/omit", consumes=WORDS
+    )
 
 
 main = hydra_main("intervene", run)

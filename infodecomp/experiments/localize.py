@@ -15,11 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from infodecomp.data.registry import WORDS
 from infodecomp.experiments.common import engine_config, hydra_main
 from infodecomp.experiments.config import LocalizeConfig
 from infodecomp.experiments.maps import (
     daam_word_map,
-    has_attention,
+    has_daam,
+    has_traced_attention,
     info_maps,
     info_queries,
     split_of,
@@ -56,9 +58,9 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     xs = ctx.model.encode_images(images)  # [N, C, h, w]
     masks = [ctx.dataset.load_mask(it) for it in items]
     nan = np.full(len(IOU_COLUMNS), np.nan)
-    attention = has_attention(ctx.model)
+    traced = has_traced_attention(ctx.model) and "attn_info" in cfg.methods
     daam = {}  # DAAM does not depend on the logsnr budget: one inversion per item
-    if attention and "attention" in cfg.methods:
+    if has_daam(ctx.model) and "attention" in cfg.methods:
         daam = {
             it.item_id: daam_word_map(ctx.model, it, x.cpu(), cfg.daam_steps)
             for it, x in zip(items, xs, strict=True)
@@ -71,7 +73,7 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
             heats = {"cmi": (e.io_map[0], e.info_o(0)[0]), "mi": (e.io_map[1], e.info_o(1)[0])}
             if it.item_id in daam:
                 heats["attention"] = (daam[it.item_id], float("nan"))
-            if attention and "attn_info" in cfg.methods:
+            if traced:
                 heats["attn_info"] = (traced_word_map(ctx.model, it, x.cpu(), ecfg), float("nan"))
             for method in cfg.methods:
                 if method == "whole" or method not in heats:
@@ -111,7 +113,9 @@ def summarize(ctx: RunContext, results: pd.DataFrame) -> dict:
 
 
 def run(cfg: LocalizeConfig) -> Path:
-    return execute(cfg, "localize", COLUMNS, process, summarize, headline="miou/cmi")
+    return execute(
+        cfg, "localize", COLUMNS, process, summarize, headline="miou/cmi", consumes=WORDS
+    )
 
 
 main = hydra_main("localize", run)

@@ -9,10 +9,17 @@ import numpy as np
 import torch
 
 from infodecomp.estimators.engine import EngineConfig, ItemEstimate, Query, draw, estimate
+from infodecomp.models.capabilities import AttentionCapture, DaamInversion, ImageModel
 
 
-def has_attention(model: object) -> bool:
-    return hasattr(model, "daam_maps") and hasattr(model, "attention_maps")
+def has_daam(model: object) -> bool:
+    """The DAAM baseline needs attention capture and DDIM inversion."""
+    return isinstance(model, AttentionCapture) and isinstance(model, DaamInversion)
+
+
+def has_traced_attention(model: object) -> bool:
+    """Attention+Information needs attention capture only."""
+    return isinstance(model, AttentionCapture)
 
 
 def context_of(item, blank: bool) -> str:
@@ -63,7 +70,7 @@ def to_image_grid(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """A map and its ground-truth mask on one grid: the image's (resized) resolution for diffusers
     models (maps bilinear-upsampled, masks resized like the image), the data grid for oracles."""
-    if hasattr(model, "mask_transform") and hasattr(model, "image_size"):
+    if isinstance(model, ImageModel):
         size = model.image_size
         heat = model.upsample_map(heat, size)
         mask = model.mask_transform(mask, size) if mask is not None else None

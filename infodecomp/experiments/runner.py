@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from infodecomp.data.records import Dataset, ImageLoadError
-from infodecomp.data.registry import load_dataset
+from infodecomp.data.registry import check_kind, load_dataset
 from infodecomp.experiments.common import (
     data_spec,
     resolve_device,
@@ -23,7 +23,8 @@ from infodecomp.experiments.common import (
     shard,
     to_dict,
 )
-from infodecomp.models.registry import load_model
+from infodecomp.models.capabilities import ExactLikelihood, needs_rgb
+from infodecomp.models.registry import load_model, model_source
 from infodecomp.reporting.meta import write_meta, write_summary
 from infodecomp.reporting.writer import (
     ResultsWriter,
@@ -32,7 +33,6 @@ from infodecomp.reporting.writer import (
     part_filename,
     read_results,
 )
-from infodecomp.worlds import shapes as world
 
 log = logging.getLogger("infodecomp")
 
@@ -61,6 +61,7 @@ def execute(
     summarize: Callable[[RunContext, pd.DataFrame], dict],
     *,
     headline: str,
+    consumes: str,
 ) -> Path:
     """Runs `process` over the data set in checkpointed batches and writes the run directory.
 
@@ -74,7 +75,7 @@ def execute(
     rank = cfg.run.rank if cfg.run.rank is not None else rank
     world = cfg.run.world_size if cfg.run.world_size is not None else world
     device, dtype = resolve_device(cfg.run.device), resolve_dtype(cfg.run.dtype)
-    _check_oracle_noise(cfg)
+    check_kind(cfg.data.name, consumes, command)
     dataset = load_dataset(data_spec(cfg.data), cfg.run.limit)
     items = dataset.items[rank::world]
     filename = "results.csv" if world == 1 else part_filename(rank)
@@ -91,6 +92,8 @@ def execute(
             "resuming %s: %d of %d items already done", out, len(items) - len(todo), len(items)
         )
     model = load_model(cfg.model, device, dtype) if todo else None
+    if model is not None:
+        _check_exact_for_data(model, dataset)
     ctx = RunContext(cfg, out, model, dataset, device, rank, world)
     step = max(1, cfg.run.items_per_step)
     bar = tqdm(
@@ -106,7 +109,7 @@ def execute(
             batch, images = [], []
             for item in todo[b : b + step]:
                 try:
-                    images.append(_for_model(cfg.model.name, dataset.load_image(item)))
+                    images.append(_for_model(model, dataset.load_image(item)))
                     batch.append(item)
                 except (ImageLoadError, FileNotFoundError, OSError) as err:
                     skips.add(item.item_id, f"image: {err}")
@@ -123,26 +126,23 @@ def execute(
             return out
         merge_parts(out)
     results = read_results(out)
-    metrics = summarize(ctx, results) if len(results) else {}
     n_skipped = len(pd.read_csv(out / "skipped.csv")) if (out / "skipped.csv").exists() else 0
-    metrics.update(
-        {
-            "items/done": int(results["item_id"].nunique()) if len(results) else 0,
-            "items/skipped": n_skipped,
-        }
-    )
-    write_summary(out, metrics)
-    write_meta(
-        out,
-        to_dict(cfg),
+    n_done = int(results["item_id"].nunique()) if len(results) else 0
+    meta = dict(
         device=str(device),
         dtype=cfg.run.dtype,
         seed=cfg.run.seed,
-        wall_time_s=time.time() - start,
-        items_done=metrics["items/done"],
+        items_done=n_done,
         items_skipped=n_skipped,
         command=command,
+        extra={"model_source": model_source(cfg.model)},
     )
+    # meta.json first: a summary that fails still leaves a run that aggregate can read
+    write_meta(out, to_dict(cfg), wall_time_s=time.time() - start, **meta)
+    metrics = summarize(ctx, results) if len(results) else {}
+    metrics.update({"items/done": n_done, "items/skipped": n_skipped})
+    write_summary(out, metrics)
+    write_meta(out, to_dict(cfg), wall_time_s=time.time() - start, **meta)
     value = metrics.get(headline)
     shown = f"{value:.4g}" if isinstance(value, float) else value
     print(
@@ -168,36 +168,37 @@ def _wait_for_ranks() -> None:
     dist.barrier()
 
 
-def _check_oracle_noise(cfg: Any) -> None:
-    if cfg.model.name == "shapes-oracle" and cfg.data.name.startswith("shapes-"):
-        noise = cfg.data.noise if cfg.data.noise is not None else world.SIGMA0
-        if abs(noise - cfg.model.sigma0) > 1e-12:
-            log.warning(
-                "data.noise=%s differs from model.sigma0=%s: the oracle is then not the optimal "
-                "denoiser of the data; set both to the same value",
-                noise,
-                cfg.model.sigma0,
-            )
+def _check_exact_for_data(model: Any, dataset: Dataset) -> None:
+    """An exact oracle is exact only for data of its world drawn with its noise: say so once."""
+    if not isinstance(model, ExactLikelihood) or dataset.info.get("world") != model.world:
+        return
+    noise = dataset.info.get("noise")
+    if noise is not None and abs(float(noise) - model.noise) > 1e-12:
+        log.warning(
+            "data.noise=%s differs from model.sigma0=%s: the oracle is then not the optimal "
+            "denoiser of the data; set both to the same value",
+            noise,
+            model.noise,
+        )
 
 
 _warned_clamp = False
 
 
-def _for_model(model_name: str, image: Any) -> Any:
+def _for_model(model: Any, image: Any) -> Any:
     """ShapesWorld tensors go to the oracles as they are; an image model gets them as RGB images.
 
-    The noisy ShapesWorld pixels exceed [-1, 1], so for a pixel-space image model they are clipped
-    to that range (said once in the log), then handed over as an 8-bit PIL image.
+    The noisy ShapesWorld pixels exceed [-1, 1], so for an image model they are clipped to that
+    range (said once in the log), then handed over as an 8-bit PIL image.
     """
     global _warned_clamp
-    from infodecomp.models.registry import is_oracle
 
-    if is_oracle(model_name) or not isinstance(image, torch.Tensor):
+    if not needs_rgb(model) or not isinstance(image, torch.Tensor):
         return image
     if not _warned_clamp:
         log.info(
-            "ShapesWorld images are clipped to [-1, 1] and converted to RGB for model=%s",
-            model_name,
+            "ShapesWorld images are clipped to [-1, 1] and converted to RGB for %s",
+            type(model).__name__,
         )
         _warned_clamp = True
     from PIL import Image

@@ -12,6 +12,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -26,7 +27,9 @@ from infodecomp.experiments.common import (
     to_dict,
 )
 from infodecomp.experiments.config import ValidateConfig
+from infodecomp.models.capabilities import ExactLikelihood, ImageModel
 from infodecomp.models.oracles import GaussianOracle, ShapesOracle
+from infodecomp.models.registry import load_model, model_source
 from infodecomp.worlds import shapes as world
 
 PAPER = LogsnrSampler()  # loc 1, scale 2, clip 3: the paper's range [-5, 7]
@@ -314,9 +317,9 @@ def chunk_invariance(
     ]
 
 
-def oracle_checks(cfg: ValidateConfig) -> list[dict]:
+def oracle_checks(cfg: ValidateConfig, oracle: ShapesOracle) -> list[dict]:
+    """Every exact check: the Gaussian pair, then ShapesWorld with the configured oracle."""
     seed, mb = cfg.run.seed, max(cfg.run.batch_size, 1024)
-    oracle = ShapesOracle(sigma0=cfg.model.sigma0)
     rows = gaussian_checks(max(cfg.n_items * 50, 2000), seed, 8192)
     rows += shapes_pointwise(oracle, cfg.pointwise_samples, seed, mb)
     avg_rows, ests, queries = shapes_average(oracle, cfg.n_items * 5, seed, mb)
@@ -329,15 +332,17 @@ def oracle_checks(cfg: ValidateConfig) -> list[dict]:
     return rows
 
 
-def model_checks(cfg: ValidateConfig) -> list[dict]:
-    """Checks that hold for any denoiser, run end to end through a diffusers adapter."""
+def model_checks(cfg: ValidateConfig, model: Any) -> list[dict]:
+    """Checks that hold for any denoiser of images, run end to end through its adapter."""
     from infodecomp.experiments.common import engine_config
-    from infodecomp.models.registry import load_model
 
-    device, dtype = resolve_device(cfg.run.device), resolve_dtype(cfg.run.dtype)
-    model = load_model(cfg.model, device, dtype)
+    if not isinstance(model, ImageModel):
+        raise ValueError(
+            f"validate: model={cfg.model.name} is neither an exact oracle nor an image model; "
+            "the model-independent checks need RGB images"
+        )
     gen = torch.Generator().manual_seed(cfg.run.seed)
-    size = getattr(model, "image_size", 64)
+    size = model.image_size
     images = [torch.rand(3, size, size, generator=gen) * 2 - 1 for _ in range(2)]
     xs = model.encode_images(images)
     conds = ("a red circle above a blue square", "a red circle", "")
@@ -372,7 +377,14 @@ def run(cfg: ValidateConfig) -> Path:
     out = run_dir(cfg, "validate")
     start = time.time()
     torch.manual_seed(cfg.run.seed)
-    rows = oracle_checks(cfg) if cfg.model.name == "shapes-oracle" else model_checks(cfg)
+    device, dtype = resolve_device(cfg.run.device), resolve_dtype(cfg.run.dtype)
+    model = load_model(cfg.model, device, dtype)
+    if isinstance(model, ExactLikelihood) and model.world == "shapes":
+        rows = oracle_checks(cfg, model)
+    elif isinstance(model, ExactLikelihood) and model.world == "gaussian":
+        rows = gaussian_checks(max(cfg.n_items * 50, 2000), cfg.run.seed, 8192)
+    else:
+        rows = model_checks(cfg, model)
     table = pd.DataFrame(rows)
     table.to_csv(out / "validate.csv", index=False)
     wall = time.time() - start
@@ -382,12 +394,13 @@ def run(cfg: ValidateConfig) -> Path:
         out,
         to_dict(cfg),
         command="validate",
-        device="cpu",
+        device=str(getattr(model, "device", device)),
         dtype=cfg.run.dtype,
         seed=cfg.run.seed,
         wall_time_s=wall,
         items_done=len(rows),
         items_skipped=0,
+        extra={"model_source": model_source(cfg.model)},
     )
     write_summary(
         out,

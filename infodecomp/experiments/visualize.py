@@ -10,11 +10,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from infodecomp.data.registry import WORDS
 from infodecomp.estimators.engine import estimate
 from infodecomp.experiments.common import engine_config, hydra_main
 from infodecomp.experiments.config import VisualizeConfig
-from infodecomp.experiments.maps import daam_word_map, has_attention, info_maps, info_queries
+from infodecomp.experiments.maps import daam_word_map, has_daam, info_maps, info_queries
 from infodecomp.experiments.runner import RunContext, execute
+from infodecomp.models.capabilities import ImageModel
 from infodecomp.reporting import figures
 
 COLUMNS = ["item_id", "word", "panel", "curves", "cmi_total", "mi_total"]
@@ -22,16 +24,10 @@ COLUMNS = ["item_id", "word", "panel", "curves", "cmi_total", "mi_total"]
 
 def _display_image(model, image) -> np.ndarray:
     """The image as the model saw it, H x W x 3 in [0, 1]."""
+    if isinstance(model, ImageModel):
+        return model.preview(image).permute(1, 2, 0).numpy()
     if isinstance(image, torch.Tensor):
         return ((image.float() + 1) / 2).clamp(0, 1).permute(1, 2, 0).numpy()
-    size = getattr(model, "image_size", None)
-    if size is not None:
-        from infodecomp.models.preprocess import to_model_input
-
-        tensor = to_model_input(
-            image, size, getattr(model, "resize", "squash")
-        )  # [3, H, W] in [-1, 1]
-        return ((tensor + 1) / 2).clamp(0, 1).permute(1, 2, 0).numpy()
     return np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
 
 
@@ -54,7 +50,7 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
             f"MI '{it.word}'": ests[i].io_map[1].numpy(),
             f"CMI '{it.word}' | context": ests[i].io_map[0].numpy(),
         }
-        if has_attention(model):
+        if has_daam(model):
             maps[f"attention '{it.word}'"] = daam_word_map(
                 model, it, xs[i].cpu(), cfg.daam_steps
             ).numpy()
@@ -85,7 +81,9 @@ def summarize(ctx: RunContext, results: pd.DataFrame) -> dict:
 
 
 def run(cfg: VisualizeConfig) -> Path:
-    return execute(cfg, "visualize", COLUMNS, process, summarize, headline="figures")
+    return execute(
+        cfg, "visualize", COLUMNS, process, summarize, headline="figures", consumes=WORDS
+    )
 
 
 main = hydra_main("visualize", run)

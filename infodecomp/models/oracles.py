@@ -37,6 +37,7 @@ class GaussianOracle:
         self.dx, self.dy = dx, dy
         self.cov = cov
         self.device = torch.device("cpu")
+        self.world, self.noise = "gaussian", 0.0  # ExactLikelihood capability
         sxx, sxy, syy = cov[:dx, :dx], cov[:dx, dx:], cov[dx:, dx:]
         self.gain = sxy @ torch.linalg.inv(syy)  # [dx, dy]: E[x | y] = gain y
         self.cov_x = sxx
@@ -97,6 +98,11 @@ class GaussianOracle:
         return out.to(z.dtype)
 
 
+# Probability-flow ODE range for the oracles: data scale ~1, so the EDM defaults cover every
+# ShapesWorld noise level.
+ORACLE_SIGMA_RANGE = (0.002, 80.0)
+
+
 class ShapesOracle:
     """The exact conditional denoiser of ShapesWorld.
 
@@ -107,6 +113,7 @@ class ShapesOracle:
 
     def __init__(self, sigma0: float = world.SIGMA0, device: str | torch.device = "cpu") -> None:
         self.sigma0 = float(sigma0)
+        self.world, self.noise = "shapes", self.sigma0  # ExactLikelihood capability
         self.device = torch.device(device)
         self.means = world.scene_means().to(self.device)  # [K, D] float64
         self.mean_sqnorm = self.means.square().sum(-1)  # [K]
@@ -114,6 +121,8 @@ class ShapesOracle:
         self._keys: dict[str, int] = {}
         self._sets: list[torch.Tensor] = []
         self.condition_encodes = 0
+
+    sigma_range = ORACLE_SIGMA_RANGE  # ProbabilityFlow capability
 
     # --- Denoiser protocol -------------------------------------------------------------------
     def encode_images(self, images: Sequence[Any]) -> torch.Tensor:

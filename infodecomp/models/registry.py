@@ -1,63 +1,67 @@
-"""Model names -> denoisers. A plain dict registry; Stable Diffusion loads lazily."""
+"""`model=<name>` -> a Denoiser: presets (models.presets) resolved through one family table.
+
+A family is a function (model config, device, dtype, preset) -> Denoiser; diffusers families
+load lazily, so the oracles and the tables never import diffusers.
+"""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from infodecomp.estimators.protocol import Denoiser
+from infodecomp.models.presets import PRESETS, AdapterOptions, Preset
 
-HUB_PRESETS = {
-    "sd-2.1-base": "stabilityai/stable-diffusion-2-1-base",
-    "sd-2.1": "stabilityai/stable-diffusion-2-1",
-    "sd-1.5": "stable-diffusion-v1-5/stable-diffusion-v1-5",
-}
+Family = Callable[[Any, torch.device, torch.dtype, Preset], Denoiser]
 
 
-def _shapes(cfg: Any, device: torch.device, dtype: torch.dtype) -> Denoiser:
+def _shapes(cfg: Any, device: torch.device, dtype: torch.dtype, preset: Preset) -> Denoiser:
     from infodecomp.models.oracles import ShapesOracle
 
     return ShapesOracle(sigma0=cfg.sigma0, device="cpu")
 
 
-def _gaussian(cfg: Any, device: torch.device, dtype: torch.dtype) -> Denoiser:
+def _gaussian(cfg: Any, device: torch.device, dtype: torch.dtype, preset: Preset) -> Denoiser:
     from infodecomp.models.oracles import GaussianOracle
 
     return GaussianOracle()
 
 
-def _adapter_options(cfg: Any, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
-    """The Stable Diffusion adapter's keyword options from a model config."""
-    return {
-        "device": device,
-        "dtype": dtype,
-        "time_rule": cfg.time_rule,
-        "latent": cfg.latent,
-        "resize": cfg.resize,
-        "image_size": cfg.image_size,
-        "compile": cfg.compile,
-    }
+def _diffusers(class_path: str) -> Family:
+    """A family loaded with `<class>.from_pretrained(model.path or the preset's hub id)`."""
 
+    def build(cfg: Any, device: torch.device, dtype: torch.dtype, preset: Preset) -> Denoiser:
+        import importlib
 
-def _stable_diffusion(path: str | None) -> Callable[[Any, torch.device, torch.dtype], Denoiser]:
-    def build(cfg: Any, device: torch.device, dtype: torch.dtype) -> Denoiser:
-        from infodecomp.models.sd import StableDiffusionDenoiser
-
-        source = cfg.path or path
+        module, name = class_path.split(":")
+        cls = getattr(importlib.import_module(module), name)
+        source = cfg.path or preset.source
         if source is None:
-            from infodecomp.models.tiny_sd import tiny_sd_path
-
-            source = str(tiny_sd_path())
-        return StableDiffusionDenoiser.from_pretrained(
-            source, **_adapter_options(cfg, device, dtype)
+            raise ValueError(f"model={cfg.name} needs model.path=<diffusers folder or hub id>")
+        revision = (
+            cfg.revision if cfg.revision is not None else (None if cfg.path else preset.revision)
+        )
+        return cls.from_pretrained(
+            source, _options(cfg, preset), device=device, dtype=dtype, revision=revision
         )
 
     return build
 
 
-def _sd21_random(cfg: Any, device: torch.device, dtype: torch.dtype) -> Denoiser:
+def _tiny_sd(cfg: Any, device: torch.device, dtype: torch.dtype, preset: Preset) -> Denoiser:
+    from infodecomp.models.sd import StableDiffusionDenoiser
+    from infodecomp.models.tiny_sd import tiny_sd_path
+
+    source = cfg.path or str(tiny_sd_path())
+    return StableDiffusionDenoiser.from_pretrained(
+        source, _options(cfg, preset), device=device, dtype=dtype
+    )
+
+
+def _sd21_random(cfg: Any, device: torch.device, dtype: torch.dtype, preset: Preset) -> Denoiser:
     """The exact SD 2.1 base architecture with random weights (benchmarks, shape checks; no download)."""
     import tempfile
     from pathlib import Path
@@ -75,35 +79,50 @@ def _sd21_random(cfg: Any, device: torch.device, dtype: torch.dtype) -> Denoiser
         parts["text_encoder"],
         tokenizer,
         DiscreteSchedule.from_config(SCHEDULER_CONFIG),
-        **_adapter_options(cfg, device, dtype),
+        device=device,
+        dtype=dtype,
+        options=_options(cfg, preset),
     )
 
 
-MODELS: dict[str, Callable[[Any, torch.device, torch.dtype], Denoiser]] = {
+FAMILIES: dict[str, Family] = {
     "shapes-oracle": _shapes,
     "gaussian-oracle": _gaussian,
-    "tiny-sd": _stable_diffusion(None),
-    "local": _stable_diffusion(None),
+    "tiny-sd": _tiny_sd,
     "sd21-random": _sd21_random,
-    **{name: _stable_diffusion(hub) for name, hub in HUB_PRESETS.items()},
+    "stable-diffusion": _diffusers("infodecomp.models.sd:StableDiffusionDenoiser"),
 }
 
 
-def is_oracle(name: str) -> bool:
-    return name in ("shapes-oracle", "gaussian-oracle")
+def _options(cfg: Any, preset: Preset) -> AdapterOptions:
+    """The config's adapter options; a preset's own options apply where the config keeps the default."""
+    opts = AdapterOptions.from_config(cfg)
+    default = AdapterOptions()
+    for key, value in preset.options.items():
+        if getattr(opts, key) == getattr(default, key):
+            setattr(opts, key, value)
+    return opts.check()
+
+
+def model_source(cfg: Any) -> dict[str, Any]:
+    """Where the weights of `model=<name>` come from, for meta.json: preset, family, hub id or
+    folder, and the revision that is loaded (None: the repository's main branch or a folder)."""
+    preset = PRESETS.get(cfg.name)
+    if preset is None:
+        return {"preset": cfg.name}
+    source = cfg.path or preset.source
+    revision = cfg.revision if cfg.revision is not None else (None if cfg.path else preset.revision)
+    return {"preset": preset.name, "family": preset.family, "source": source, "revision": revision}
 
 
 def load_model(cfg: Any, device: torch.device, dtype: torch.dtype) -> Denoiser:
-    """Builds the denoiser named by cfg.name (or from cfg.path for any diffusers SD checkpoint)."""
-    if cfg.name not in MODELS:
-        import difflib
-
-        close = difflib.get_close_matches(cfg.name, MODELS, n=1)
+    """Builds the denoiser of preset cfg.name (with cfg.path for `local` or another folder)."""
+    if cfg.name not in PRESETS:
+        close = difflib.get_close_matches(cfg.name, PRESETS, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise ValueError(
-            f"model={cfg.name} is not a known model ({', '.join(MODELS)}).{hint} "
+            f"model={cfg.name} is not a known model ({', '.join(PRESETS)}).{hint} "
             "For another diffusers checkpoint use model=local model.path=<folder or hub id>."
         )
-    if cfg.name == "local" and not cfg.path:
-        raise ValueError("model=local needs model.path=<diffusers folder or hub id>")
-    return MODELS[cfg.name](cfg, device, dtype)
+    preset = PRESETS[cfg.name]
+    return FAMILIES[preset.family](cfg, device, dtype, preset)

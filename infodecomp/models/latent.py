@@ -1,0 +1,383 @@
+"""Latent diffusion models (a VAE around a text-conditioned denoising network) as Denoisers.
+
+`LatentDiffusionDenoiser` holds everything a latent text-to-image family shares: VAE encode
+(posterior mean or seeded sample, cached per image key) and decode, the logsnr -> timestep
+lookup, the prediction-type conversion to eps, the image/mask geometry of the maps, prompt
+caching, and cross-attention capture (DAAM, Attention+Information). A family subclass (e.g.
+models.sd.StableDiffusionDenoiser) adds only:
+
+- `REQUIRED_PARTS`: the files a saved pipeline folder must hold;
+- `_load_components(src, dtype, revision)`: the diffusers / transformers classes it loads;
+- `_encode_prompts(prompts)`: text encoders -> one encoding row per prompt (a tensor or a
+  mapping of tensors, see estimators.protocol.Conditions);
+- `_denoise(z, t, cond)`: the network's call signature.
+
+A DDPM network trained on x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps sees exactly the engine's
+z = sqrt(sigmoid(logsnr)) x + sqrt(sigmoid(-logsnr)) eps when abar_t = sigmoid(logsnr); z is fed
+as is and only the timestep is looked up from logsnr (models/schedule.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Hashable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from infodecomp.estimators.protocol import Conditions, conditions_to, select_rows
+from infodecomp.models.attention import (
+    CrossAttentionRecorder,
+    attention_information_maps,
+    capture_cross_attention,
+    daam_maps,
+)
+from infodecomp.models.device import resolve_device, resolve_dtype
+from infodecomp.models.preprocess import mask_transform, to_model_input, upsample_map
+from infodecomp.models.presets import PRESETS, AdapterOptions, resolve_hub_id
+from infodecomp.models.schedule import DiscreteSchedule, v_to_eps
+from infodecomp.models.tokens import word_token_indices
+
+
+class ModelFolderError(FileNotFoundError):
+    """A local model folder is missing or lacks parts of a diffusers pipeline."""
+
+
+def _looks_local(path: str) -> bool:
+    return path.startswith(("/", ".", "~")) or "\\" in path or path.count("/") > 1
+
+
+def resolve_model_path(
+    path: str | Path,
+    required: dict[str, tuple[str, ...]] | None = None,
+    weights: tuple[str, ...] = (),
+) -> str | Path:
+    """A preset name or hub id (returned as the hub id to load) or a checked local folder (a Path).
+
+    Args:
+        path: preset name, hub id (removed ids map to their mirrors) or folder.
+        required: part name -> files of which one must exist in a local folder.
+        weights: subfolders that must hold *.safetensors or *.bin weights.
+
+    Raises:
+        ModelFolderError: a local folder is missing or lacks pipeline parts.
+    """
+    text = str(path)
+    if text in PRESETS and PRESETS[text].source:
+        return PRESETS[text].source
+    local = Path(text).expanduser()
+    if not (isinstance(path, Path) or local.exists() or _looks_local(text)):
+        hub_id, note = resolve_hub_id(text)
+        if note:
+            import logging
+
+            logging.getLogger("infodecomp").warning(note)
+        return hub_id
+    hubs = ", ".join(f"{p.name} ({p.source})" for p in PRESETS.values() if p.source)
+    fix = (
+        "save a complete pipeline there with <Pipeline>.save_pretrained(folder), or give a hub id "
+        f"or a preset: {hubs}"
+    )
+    if not local.is_dir():
+        raise ModelFolderError(f"model folder {local} does not exist; {fix}")
+    lacking = [
+        k for k, files in (required or {}).items() if not any((local / f).is_file() for f in files)
+    ]
+    for part in weights:
+        found = [*(local / part).glob("*.safetensors"), *(local / part).glob("*.bin")]
+        if part not in lacking and not found:
+            lacking.append(f"{part} weights")
+    if lacking:
+        raise ModelFolderError(f"model folder {local} lacks {', '.join(lacking)}; {fix}")
+    return local
+
+
+def hub_error_hint(source: str | Path, revision: str | None) -> str:
+    """One line on what to do when a hub id or revision cannot be reached."""
+    pinned = f" at revision {revision}" if revision else ""
+    return (
+        f"could not load {source}{pinned} from the Hugging Face Hub (offline, gated, moved or "
+        "removed?). Pass another hub id with model=local model.path=<hub id>, a folder written by "
+        "save_pretrained with model.path=<folder>, or model.revision=main for the newest "
+        "revision; gated models need `huggingface-cli login` or HF_TOKEN"
+    )
+
+
+def _scheduler_config(src: str | Path, revision: str | None) -> dict[str, Any]:
+    if isinstance(src, Path):
+        return json.loads((src / "scheduler" / "scheduler_config.json").read_text())
+    from diffusers import DDPMScheduler
+
+    return dict(DDPMScheduler.load_config(src, subfolder="scheduler", revision=revision))
+
+
+def _key_gen(seed: int, key: Hashable) -> torch.Generator:
+    from infodecomp.estimators.engine import item_generator
+
+    return item_generator(seed, ("vae-sample", key))
+
+
+class LatentDiffusionDenoiser:
+    """Denoiser protocol (and ImageModel, AttentionCapture, DaamInversion, ProbabilityFlow
+    capabilities) over a latent text-to-image model. Subclass per family; see the module doc.
+
+    Conditions are prompts ("" is the unconditional); images are PIL images or [3, H, W] float
+    tensors in [-1, 1]. eps_hat always returns float32.
+    """
+
+    REQUIRED_PARTS: ClassVar[dict[str, tuple[str, ...]]] = {}
+    WEIGHT_PARTS: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        network: Any,
+        vae: Any,
+        schedule: DiscreteSchedule,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        options: AdapterOptions | None = None,
+        token_count: int = 77,
+        encoders: Sequence[Any] = (),
+        seed: int = 0,
+        vae_batch: int = 8,
+        **option_overrides: Any,
+    ) -> None:
+        opts = replace(options or AdapterOptions(), **option_overrides).check()
+        self.options = opts
+        self.network, self.vae, self.schedule = network, vae, schedule
+        self.device, self.dtype = device, dtype
+        self.time_rule, self.latent, self.resize = opts.time_rule, opts.latent, opts.resize
+        self.seed, self.vae_batch, self.token_count = seed, vae_batch, int(token_count)
+        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.image_size = int(opts.image_size or network.config.sample_size * self.vae_scale_factor)
+        if self.image_size % self.vae_scale_factor:
+            raise ValueError(
+                f"model.image_size={self.image_size} is not a multiple of the VAE factor "
+                f"{self.vae_scale_factor}"
+            )
+        self.latent_size = (self.image_size // self.vae_scale_factor,) * 2
+        self.channels_last = device.type == "cuda"
+        for m in (network, vae, *encoders):
+            m.to(device=device).eval().requires_grad_(False)
+            if m.dtype != dtype:  # from_pretrained already loads in the dtype; cast only the rest
+                m.to(dtype=dtype)
+        if self.channels_last:
+            network.to(memory_format=torch.channels_last)
+        self._network_call = torch.compile(network) if opts.compile else network
+        self._tracing = False
+        self._prompt_cache: dict[str, Conditions] = {}
+        self._latent_cache: dict[Hashable, torch.Tensor] = {}
+        self.prompt_encodes = 0
+        self.image_encodes = 0
+
+    # --- family hooks ------------------------------------------------------------------------
+
+    @classmethod
+    def _load_components(
+        cls, src: str | Path, dtype: torch.dtype, revision: str | None
+    ) -> dict[str, Any]:
+        """Loads the family's parts: a dict of keyword arguments for the constructor."""
+        raise NotImplementedError
+
+    def _encode_prompts(self, prompts: list[str]) -> Conditions:
+        """Text encoders on a batch of prompts -> encoding rows [k, ...] (every field)."""
+        raise NotImplementedError
+
+    def _denoise(
+        self, network: Any, z: torch.Tensor, t: torch.Tensor, cond: Conditions
+    ) -> torch.Tensor:
+        """One call of the denoising network on model-dtype inputs; returns its raw output."""
+        raise NotImplementedError
+
+    # --- loading -----------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        options: AdapterOptions | None = None,
+        *,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "float32",
+        revision: str | None = None,
+        seed: int = 0,
+        **option_overrides: Any,
+    ) -> LatentDiffusionDenoiser:
+        """Loads a pipeline's components from a preset name, hub id or local folder.
+
+        Args:
+            path: a preset name, a hub id, or a folder written by `save_pretrained`.
+            options: adapter options (infodecomp.models.presets.AdapterOptions); keyword
+                arguments named like its fields override single options.
+            device: "auto" (cuda > mps > cpu) or a torch device.
+            dtype: weights dtype of every part; outputs stay float32.
+            revision: hub revision (commit, tag or branch) of a hub id; ignored for folders.
+            seed: seeds the VAE posterior samples when latent="sample".
+        """
+        opts = replace(options or AdapterOptions(), **option_overrides).check()
+        src = resolve_model_path(path, cls.REQUIRED_PARTS, cls.WEIGHT_PARTS)
+        rev = None if isinstance(src, Path) else revision
+        tdtype, dev = resolve_dtype(dtype), resolve_device(device)
+        try:
+            parts = cls._load_components(src, tdtype, rev)
+            schedule = DiscreteSchedule.from_config(_scheduler_config(src, rev))
+        except OSError as err:
+            if isinstance(src, Path):
+                raise
+            raise OSError(f"{hub_error_hint(src, rev)} ({type(err).__name__}: {err})") from err
+        return cls(**parts, schedule=schedule, device=dev, dtype=tdtype, options=opts, seed=seed)
+
+    # --- Denoiser protocol -------------------------------------------------------------------
+
+    @torch.no_grad()
+    def eps_hat(self, z: torch.Tensor, logsnr: torch.Tensor, cond: Conditions) -> torch.Tensor:
+        """Predicted noise [B, C, h, w] float32 for z [B, C, h, w], logsnr [B], cond [B, ...].
+
+        v-prediction models are converted with eps = a v + s z, (a, s) from the continuous
+        logsnr that built z (exact for that z; see schedule.v_to_eps).
+        """
+        self.schedule.warn_out_of_range(logsnr)
+        t = self.schedule.timestep(logsnr, self.time_rule).to(
+            self.device, torch.float32, non_blocking=True
+        )  # [B]
+        zin = z.to(self.device, self.dtype)  # [B, C, h, w]
+        if self.channels_last:
+            zin = zin.contiguous(memory_format=torch.channels_last)
+        network = self.network if self._tracing else self._network_call
+        out = self._denoise(network, zin, t, conditions_to(cond, self.device, self.dtype))
+        if self.schedule.prediction_type == "v_prediction":
+            return v_to_eps(out, z.to(self.device), logsnr.to(self.device))  # [B, C, h, w]
+        return out.float().contiguous()  # [B, C, h, w]
+
+    @torch.no_grad()
+    def encode_conditions(self, conditions: Sequence[Hashable]) -> Conditions:
+        """Prompts -> encodings [K, ...], each distinct prompt encoded once per adapter."""
+        bad = [c for c in conditions if not isinstance(c, str)]
+        if bad:
+            raise TypeError(f"text-to-image conditions are prompt strings, got {bad[:3]!r}")
+        todo = [p for p in dict.fromkeys(conditions) if p not in self._prompt_cache]
+        for start in range(0, len(todo), 64):
+            chunk = todo[start : start + 64]
+            enc = self._encode_prompts(chunk)  # [k, ...]
+            for i, p in enumerate(chunk):
+                self._prompt_cache[p] = select_rows(enc, slice(i, i + 1))
+            self.prompt_encodes += len(chunk)
+        rows = [self._prompt_cache[p] for p in conditions]
+        if isinstance(rows[0], torch.Tensor):
+            return torch.cat(rows)  # [K, ...]
+        return {k: torch.cat([r[k] for r in rows]) for k in rows[0]}
+
+    @torch.no_grad()
+    def encode_images(
+        self, images: Sequence[Any], keys: Sequence[Hashable] | None = None
+    ) -> torch.Tensor:
+        """Images -> scaled VAE latents [N, C, h, w] float32 (on CPU), cached per key if keys are given.
+
+        Preprocessing: `resize` ("squash": bicubic to image_size x image_size, no crop, as
+        published; "center-crop": central square first), pixels mapped to [-1, 1], VAE
+        posterior mean (or a sample seeded by (seed, key or position)), shifted and scaled by
+        the VAE's shift_factor and scaling_factor.
+        """
+        if keys is not None and len(keys) != len(images):
+            raise ValueError(
+                f"got {len(keys)} keys for {len(images)} images; give one key per image or none"
+            )
+        todo = [i for i in range(len(images)) if keys is None or keys[i] not in self._latent_cache]
+        fresh: dict[int, torch.Tensor] = {}
+        for start in range(0, len(todo), self.vae_batch):
+            idx = todo[start : start + self.vae_batch]
+            px = torch.stack(
+                [to_model_input(images[i], self.image_size, self.resize) for i in idx]
+            )  # [b, 3, S, S]
+            dist = self.vae.encode(px.to(self.device, self.dtype)).latent_dist
+            lat = dist.mean.float()  # [b, C, h, w]
+            if self.latent == "sample":
+                gens = [_key_gen(self.seed, keys[i] if keys else i) for i in idx]
+                noise = torch.stack(
+                    [torch.randn(lat.shape[1:], generator=g) for g in gens]
+                )  # [b, C, h, w]
+                lat = lat + dist.std.float() * noise.to(lat.device)
+            lat = (lat - self._vae_shift) * self.vae.config.scaling_factor
+            self.image_encodes += len(idx)
+            for j, i in enumerate(idx):
+                fresh[i] = lat[j].cpu()
+                if keys is not None:
+                    self._latent_cache[keys[i]] = fresh[i]
+        rows = [fresh[i] if i in fresh else self._latent_cache[keys[i]] for i in range(len(images))]  # type: ignore[index]
+        return torch.stack(rows)  # [N, C, h, w]
+
+    @property
+    def _vae_shift(self) -> float:
+        return getattr(self.vae.config, "shift_factor", None) or 0.0
+
+    # --- ImageModel: images, masks, maps -----------------------------------------------------
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents [N, C, h, w] -> images [N, 3, H, W] in [0, 1], float32 on CPU."""
+        lat = (
+            latents.to(self.device, self.dtype) / self.vae.config.scaling_factor + self._vae_shift
+        )  # [N, C, h, w]
+        out = self.vae.decode(lat, return_dict=False)[0]  # [N, 3, H, W] in [-1, 1]
+        return ((out.float() + 1) / 2).clamp(0, 1).cpu()  # [N, 3, H, W]
+
+    def preview(self, image: Any) -> torch.Tensor:
+        """The image as the model sees it (resize rule applied): [3, H, W] in [0, 1]."""
+        return ((to_model_input(image, self.image_size, self.resize) + 1) / 2).clamp(0, 1)
+
+    def mask_transform(
+        self, mask: torch.Tensor, size: int | tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """Resizes a ground-truth mask [H, W] the way images are resized; see `mask_transform`."""
+        return mask_transform(mask, size or self.latent_size, self.resize)
+
+    @staticmethod
+    def upsample_map(heat: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+        """Bilinear upsampling of a map [h, w] to `size`; returned unchanged when already that size."""
+        return upsample_map(heat, size)
+
+    # --- ProbabilityFlow ---------------------------------------------------------------------
+
+    @property
+    def sigma_range(self) -> tuple[float, float]:
+        """(sigma_min, sigma_max) of the trained schedule (VE sigma = exp(-logsnr / 2))."""
+        return self.schedule.sigma_range
+
+    # --- AttentionCapture, DaamInversion -----------------------------------------------------
+
+    @contextmanager
+    def trace(self, skip_lowest: bool = True) -> Iterator[CrossAttentionRecorder]:
+        """Captures cross-attention (attention.capture_cross_attention) of eps_hat calls inside."""
+        with capture_cross_attention(
+            self.network, self.token_count, self.latent_size, skip_lowest
+        ) as rec:
+            self._tracing = True
+            try:
+                yield rec
+            finally:
+                self._tracing = False
+
+    def attention_maps(
+        self,
+        latent: torch.Tensor,
+        prompt: str,
+        logsnr: torch.Tensor,
+        eps: torch.Tensor,
+        max_batch: int = 64,
+    ) -> torch.Tensor:
+        """Attention+Information maps [T, h, w]; see attention.attention_information_maps."""
+        return attention_information_maps(self, latent, prompt, logsnr, eps, max_batch)
+
+    def daam_maps(self, latent: torch.Tensor, prompt: str, n_steps: int = 50) -> torch.Tensor:
+        """DAAM maps [T, h, w] of a real image latent [C, h, w]; see attention.daam_maps."""
+        return daam_maps(self, latent, prompt, n_steps)
+
+    def word_map(
+        self, maps: torch.Tensor, caption: str, word: str, occurrence: int | None = None
+    ) -> torch.Tensor:
+        """Mean of `maps` [T, h, w] over the word's token indices in the caption -> [h, w]."""
+        return maps[word_token_indices(self.tokenizer, caption, word, occurrence)].mean(0)
