@@ -47,7 +47,7 @@ demo: install
 	$(BIN)/infodecomp localize run.out_dir=$(OUT)/localize
 	$(BIN)/infodecomp intervene run.out_dir=$(OUT)/intervene
 	$(BIN)/infodecomp visualize run.out_dir=$(OUT)/visualize
-	$(BIN)/infodecomp aggregate runs=[$(OUT)/aro-relation,$(OUT)/aro-attribute,$(OUT)/aro-order,$(OUT)/localize,$(OUT)/intervene] out_dir=$(OUT)/tables
+	$(BIN)/infodecomp aggregate runs=[$(OUT)/aro-relation,$(OUT)/aro-attribute,$(OUT)/aro-order,$(OUT)/localize,$(OUT)/intervene] run.out_dir=$(OUT)/tables
 
 bench: install
 	$(BIN)/infodecomp bench run.out_dir=$(OUT)/bench
@@ -62,7 +62,7 @@ reproduce: install
 	$(BIN)/infodecomp aro +experiment=paper-table1 data=aro-flickr-order data.root=$(ARO_ROOT) run.out_dir=outputs/paper/aro-flickr-order
 	$(BIN)/infodecomp localize +experiment=paper-table3 data.root=$(COCO_ROOT) data.manifest=$(MANIFEST_IT) run.out_dir=outputs/paper/localize
 	$(BIN)/infodecomp intervene +experiment=paper-table4 data.root=$(COCO_ROOT) data.manifest=$(MANIFEST_100) run.out_dir=outputs/paper/intervene
-	$(BIN)/infodecomp aggregate runs=[outputs/paper/aro-vg-relation,outputs/paper/aro-vg-attribution,outputs/paper/aro-coco-order,outputs/paper/aro-flickr-order,outputs/paper/localize,outputs/paper/intervene] out_dir=outputs/paper/tables
+	$(BIN)/infodecomp aggregate runs=[outputs/paper/aro-vg-relation,outputs/paper/aro-vg-attribution,outputs/paper/aro-coco-order,outputs/paper/aro-flickr-order,outputs/paper/localize,outputs/paper/intervene] run.out_dir=outputs/paper/tables
 
 clean:
 	rm -rf outputs multirun .pytest_cache .ruff_cache

@@ -172,7 +172,7 @@ def test_reference_matches_the_engine_on_the_same_draws(
     same = estimate(tiny, [query], EngineConfig(n_samples=n, seed=seed))[0]
 
     io = torch.tensor([same.info_o(j)[0] for j in range(len(bench.OPTIONS))], dtype=torch.float32)
-    mmse = torch.tensor([same.mmse_integral(j)[0] for j in range(len(bench.OPTIONS))])
+    mmse = torch.tensor([same.score("mmse", j)[0] for j in range(len(bench.OPTIONS))])
     assert torch.allclose(io, ref["io"], rtol=1e-4, atol=1e-5), (io, ref["io"])
     assert torch.allclose(mmse.float(), ref["mmse"], rtol=1e-4), (mmse, ref["mmse"])
     # with its own per-item draws the engine estimates the same quantities from other samples

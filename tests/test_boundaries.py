@@ -55,10 +55,111 @@ DATA = [
 ]
 
 
+LEAVES = ["infodecomp.scores", "infodecomp.tasks", "infodecomp.reporting"]
+
+
 @pytest.fixture(scope="module")
 def loaded() -> list[set[str]]:
     """Cumulative: estimators, then + oracles, then + data, then + omegaconf (the probe's control)."""
     return _heavy_after_each([ESTIMATORS, ORACLES, DATA, ["omegaconf"]])
+
+
+def test_reporting_tasks_and_scores_import_no_torch() -> None:
+    code = (
+        "import importlib, sys\n"
+        f"for m in {LEAVES!r}: importlib.import_module(m)\n"
+        "print('torch' in sys.modules)\n"
+        "import torch\n"
+        "print('torch' in sys.modules)\n"  # the probe's control: it sees an import
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["False", "True"]
+
+
+# Which infodecomp packages each package may import (its own modules always). Nothing imports
+# upward: experiments sit on top, cli only dispatches to them by name.
+ALLOWED = {
+    "scores": set(),
+    "paths": set(),
+    "tasks": {"scores"},
+    "worlds": set(),
+    "estimators": {"scores"},
+    "models": {"estimators", "worlds", "scores"},
+    "data": {"worlds", "tasks"},
+    "reporting": {"tasks", "scores"},
+    "experiments": {
+        "estimators",
+        "models",
+        "data",
+        "reporting",
+        "tasks",
+        "scores",
+        "worlds",
+        "paths",
+    },
+    "cli": set(),
+}
+
+
+def _infodecomp_imports(path: Path) -> set[str]:
+    """Top-level infodecomp packages a module imports, anywhere in it (also inside functions)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "infodecomp" and len(parts) > 1:
+                found.add(parts[1])
+    return found
+
+
+def layer_violations(root: Path) -> list[str]:
+    bad = []
+    for path in sorted((root / "infodecomp").rglob("*.py")):
+        rel = path.relative_to(root / "infodecomp")
+        layer = rel.parts[0].removesuffix(".py")
+        if layer == "__init__":
+            continue
+        for target in _infodecomp_imports(path) - ALLOWED[layer] - {layer}:
+            # `from infodecomp.models import shapes_world` style names a module, not a layer
+            if target in ALLOWED:
+                bad.append(f"{rel}: {layer} imports {target}")
+    return bad
+
+
+def test_layers_import_only_downward() -> None:
+    assert layer_violations(REPO) == []
+
+
+def test_the_layer_check_catches_an_upward_import(tmp_path: Path) -> None:
+    shutil.copytree(
+        REPO / "infodecomp", tmp_path / "infodecomp", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    engine = tmp_path / "infodecomp" / "estimators" / "engine.py"
+    engine.write_text(
+        engine.read_text()
+        + "\n\ndef _x():\n    from infodecomp.models.registry import load_model\n"
+    )
+    table = tmp_path / "infodecomp" / "reporting" / "tables.py"
+    table.write_text(table.read_text() + "\nimport infodecomp.experiments.runner\n")
+    assert layer_violations(tmp_path) == [
+        "estimators/engine.py: estimators imports models",
+        "reporting/tables.py: reporting imports experiments",
+    ]
 
 
 def test_estimators_import_no_heavy_libraries(loaded: list[set[str]]) -> None:
@@ -82,9 +183,7 @@ def test_config_dir_finds_the_presets() -> None:
     assert (d / "aro.yaml").is_file()
     for name in ("validate", "localize", "intervene", "visualize", "aggregate"):
         assert (d / f"{name}.yaml").is_file(), name
-    assert (d / "model" / "shapes-oracle.yaml").is_file() and (
-        d / "data" / "shapes-relation.yaml"
-    ).is_file()
+    assert (d / "data" / "shapes-relation.yaml").is_file()
 
 
 def test_wheel_ships_the_configs(tmp_path: Path) -> None:

@@ -191,7 +191,9 @@ def test_validate_run_writes_and_fails_on_a_broken_check(
     assert json.loads((tmp_path / "ok" / "summary.json").read_text())["validate/failed"] == 0
 
     cfg.run.out_dir = str(tmp_path / "bad")
-    monkeypatch.setattr(validate, "oracle_checks", lambda c, o: _fake_rows(True) + _fake_rows(False))
+    monkeypatch.setattr(
+        validate, "oracle_checks", lambda c, o: _fake_rows(True) + _fake_rows(False)
+    )
     with pytest.raises(SystemExit) as exc:
         validate.run(cfg)
     assert exc.value.code == 1

@@ -14,7 +14,6 @@ import pytest
 from PIL import Image
 
 from infodecomp.data.aro import (
-    ARO_SUBSETS,
     load_coco_order,
     load_flickr_order,
     load_vg_attribution,
@@ -256,15 +255,6 @@ def test_order_missing_file_and_missing_tagger(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "nltk", None)
     with pytest.raises(ImportError, match=r"pip install 'infodecomp\[pos\]'"):
         load_coco_order(DataSpec(root=str(tmp_path)))
-
-
-def test_subset_table():
-    assert ARO_SUBSETS == {
-        "vg-relation": load_vg_relation,
-        "vg-attribution": load_vg_attribution,
-        "coco-order": load_coco_order,
-        "flickr-order": load_flickr_order,
-    }
 
 
 # ---------------------------------------------------------------- frozen Hugging Face copies

@@ -14,7 +14,6 @@ from infodecomp.models.ode import (
     generate,
     invert,
     karras_sigmas,
-    schedule_sigmas,
 )
 from infodecomp.models.schedule import DiscreteSchedule
 from infodecomp.models.sd import StableDiffusionDenoiser
@@ -45,14 +44,14 @@ def test_heun_matches_the_exact_gaussian_flow_at_second_order() -> None:
     den, cond = _GaussianEps(), torch.zeros(3, 1)
     errs = {}
     for n in (10, 20, 100):
-        sigmas = schedule_sigmas(sched, n)
+        sigmas = karras_sigmas(*sched.sigma_range, n=n)
         exact = x0 * math.sqrt(1 + float(sigmas[0]) ** 2)
         errs[n] = float((invert(den, x0, cond, sigmas) - exact).norm() / exact.norm())
     assert (
         errs[100] < 2e-3
     )  # floor: the Euler step from sigma 0 to sigma_min, about sigma_min^2 / 2
     assert errs[10] > 3.5 * errs[20]  # Heun halves the step, error / 4 (Euler would give / 2)
-    sigmas = schedule_sigmas(sched, 100)
+    sigmas = karras_sigmas(*sched.sigma_range, n=100)
     back = generate(den, invert(den, x0, cond, sigmas), cond, sigmas)
     assert (back - x0).norm() / x0.norm() < 1e-4
 
@@ -95,7 +94,7 @@ def test_heun_reconstruction_on_tiny_sd(tiny_sd: StableDiffusionDenoiser) -> Non
     < 1% (measured 0.5%; 2% with 50 sigmas, 10% with 25)."""
     x = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
     cond = tiny_sd.encode_conditions(["a red circle"])
-    sigmas = schedule_sigmas(tiny_sd.schedule, 100)
+    sigmas = karras_sigmas(*tiny_sd.sigma_range, n=100)
     assert sigmas[-1] == pytest.approx(math.exp(-7.069 / 2), rel=1e-3)
     ends = (-2 * sigmas[[0, -1]].log()).float()  # as eps_hat sees them: float32 logsnr
     assert tiny_sd.schedule.out_of_range(ends) == 0  # no spurious out-of-range warning

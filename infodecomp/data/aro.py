@@ -14,7 +14,7 @@ source file), so a resumed run skips exactly what finished.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,14 +106,6 @@ def load_flickr_order(spec: DataSpec, tagger: Tagger | None = None) -> Dataset:
     if spec.source == "hf":
         return _load_order_hf(spec, "flickr-order")
     return _load_order_files(spec, "flickr-order", FLICKR_ORDER_FILES, FLICKR_ORDER_SOURCE, tagger)
-
-
-ARO_SUBSETS: dict[str, Callable[..., Dataset]] = {
-    "vg-relation": load_vg_relation,
-    "vg-attribution": load_vg_attribution,
-    "coco-order": load_coco_order,
-    "flickr-order": load_flickr_order,
-}
 
 
 # ---------------------------------------------------------------- original files

@@ -1,11 +1,11 @@
-"""Plain data-set settings, converted from Hydra config at the command boundary."""
+"""Data-set settings: one dataclass, used as the `data` config schema and by every loader."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
+@dataclass
 class DataSpec:
     """Where a data set lives and how to read it.
 

@@ -11,7 +11,7 @@ def alpha_sigma(logsnr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def noisy_channel(x: torch.Tensor, logsnr: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """z for x [B, ...], logsnr [B], eps [B, ...] (paper section 2, design.md convention)."""
+    """z for x [B, ...], logsnr [B], eps [B, ...] (paper section 2, docs/architecture.md convention)."""
     a, s = alpha_sigma(logsnr)
     shape = (-1,) + (1,) * (x.dim() - 1)
     return a.view(shape) * x + s.view(shape) * eps

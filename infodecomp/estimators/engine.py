@@ -93,10 +93,6 @@ class ItemEstimate:
         """i^s(x; with | without) in nats and its standard error (paper eq. 5 / 10)."""
         return self._integral(self.is_[p])
 
-    def mmse_integral(self, k: int = 0) -> tuple[float, float]:
-        """1/2 int E||eps - eps_hat(z | c_k)||^2 dlogsnr over the proposal's support (eq. 3)."""
-        return self._integral(self.mse[k])
-
     def log_likelihood(self, k: int = 0) -> tuple[float, float]:
         """log p(x | c_k) in nats, relative to the N(0, I) reference denoiser (eq. 3).
 

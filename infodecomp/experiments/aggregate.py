@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from infodecomp.experiments.common import hydra_main, run_dir
 from infodecomp.experiments.config import AggregateConfig
+
+log = logging.getLogger("infodecomp")
 
 
 def run(cfg: AggregateConfig) -> Path:
@@ -19,7 +22,10 @@ def run(cfg: AggregateConfig) -> Path:
     missing = [r for r in cfg.runs if not Path(r).exists()]
     if missing:
         raise SystemExit(f"aggregate: run directories not found: {missing}")
-    out = Path(cfg.out_dir) if cfg.out_dir else run_dir(cfg, "aggregate")
+    if cfg.out_dir and not cfg.run.out_dir:
+        log.warning("aggregate: out_dir= is deprecated; use run.out_dir= like every other command")
+        cfg.run.out_dir = cfg.out_dir
+    out = Path(cfg.run.out_dir) if cfg.run.out_dir else run_dir(cfg, "aggregate")
     out.mkdir(parents=True, exist_ok=True)
     tables = aggregate([Path(r) for r in cfg.runs], out)
     for name, frame in tables.items():

@@ -12,10 +12,9 @@ from typing import Any
 
 import torch
 
-from infodecomp.data.spec import DataSpec
 from infodecomp.estimators.engine import EngineConfig
 from infodecomp.estimators.samplers import LogsnrSampler
-from infodecomp.experiments.config import DataConfig, EstimatorConfig, register
+from infodecomp.experiments.config import EstimatorConfig, register
 from infodecomp.models.device import DTYPES
 from infodecomp.models.device import resolve_device as _resolve_device
 from infodecomp.models.device import resolve_dtype as _resolve_dtype
@@ -102,10 +101,6 @@ def engine_config(
         pixel_maps=pixel_maps,
         seed=run.seed,
     )
-
-
-def data_spec(data: DataConfig) -> DataSpec:
-    return DataSpec(**asdict(data))
 
 
 def to_dict(obj: Any) -> Any:

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
 
-from infodecomp.models.presets import AdapterOptions
+from infodecomp.data.spec import DataSpec
+from infodecomp.models.presets import PRESETS, AdapterOptions
 from infodecomp.worlds import shapes as world
 
 
@@ -26,20 +27,8 @@ class ModelConfig(AdapterOptions):
     sigma0: float = world.SIGMA0  # ShapesWorld oracle: pixel noise of the Gaussian mixture
 
 
-@dataclass
-class DataConfig:
-    """Which data set; see infodecomp.data.spec.DataSpec for the fields."""
-
-    name: str = "shapes-relation"
-    root: str | None = None
-    manifest: str | None = None
-    annotations: str | None = None
-    images: str | None = None
-    source: str = "files"
-    hf_name: str | None = None
-    size: int = 64
-    seed: int = 0
-    noise: float | None = None  # ShapesWorld image noise; keep equal to model.sigma0
+# The `data` schema is the loaders' own settings dataclass (no mirror to keep in sync).
+DataConfig = DataSpec
 
 
 @dataclass
@@ -126,7 +115,8 @@ class ValidateConfig(BaseCommandConfig):
 @dataclass
 class AggregateConfig:
     runs: list[str] = field(default_factory=list)
-    out_dir: str | None = None
+    run: RunConfig = field(default_factory=RunConfig)  # run.out_dir: where the tables go
+    out_dir: str | None = None  # deprecated alias of run.out_dir
 
 
 @dataclass
@@ -163,3 +153,6 @@ def register() -> None:
     cs = ConfigStore.instance()
     for name, node in SCHEMAS.items():
         cs.store(name=f"{name}_schema", node=node)
+    # `model=<preset>` options come from the one presets table, not from one YAML file each
+    for name in PRESETS:
+        cs.store(group="model", name=name, node=ModelConfig(name=name))

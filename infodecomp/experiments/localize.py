@@ -9,6 +9,7 @@ IoU against the ground-truth mask is stored at the 50 thresholds of the publishe
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pandas as pd
 
 from infodecomp.data.registry import WORDS
 from infodecomp.experiments.common import engine_config, hydra_main
-from infodecomp.experiments.config import LocalizeConfig
+from infodecomp.experiments.config import EstimatorConfig, LocalizeConfig
 from infodecomp.experiments.maps import (
     daam_word_map,
     has_daam,
@@ -32,6 +33,7 @@ from infodecomp.experiments.runner import RunContext, execute
 from infodecomp.reporting.metrics import IOU_COLUMNS, iou_curve, miou_cells
 from infodecomp.reporting.writer import LOCALIZE_COLUMNS
 
+log = logging.getLogger("infodecomp")
 COLUMNS = LOCALIZE_COLUMNS  # the documented results.csv schema
 METHODS = ("cmi", "mi", "attention", "attn_info", "whole")
 
@@ -113,6 +115,13 @@ def summarize(ctx: RunContext, results: pd.DataFrame) -> dict:
 
 
 def run(cfg: LocalizeConfig) -> Path:
+    if cfg.estimator.n_samples != EstimatorConfig().n_samples:
+        log.warning(
+            "localize: estimator.n_samples=%d is not used; each map uses the logsnr samples "
+            "of `steps` (now %s): set steps=[...] instead",
+            cfg.estimator.n_samples,
+            list(cfg.steps),
+        )
     return execute(
         cfg, "localize", COLUMNS, process, summarize, headline="miou/cmi", consumes=WORDS
     )

@@ -16,7 +16,6 @@ from tqdm import tqdm
 from infodecomp.data.records import Dataset, ImageLoadError
 from infodecomp.data.registry import check_kind, load_dataset
 from infodecomp.experiments.common import (
-    data_spec,
     resolve_device,
     resolve_dtype,
     run_dir,
@@ -76,7 +75,7 @@ def execute(
     world = cfg.run.world_size if cfg.run.world_size is not None else world
     device, dtype = resolve_device(cfg.run.device), resolve_dtype(cfg.run.dtype)
     check_kind(cfg.data.name, consumes, command)
-    dataset = load_dataset(data_spec(cfg.data), cfg.run.limit)
+    dataset = load_dataset(cfg.data, cfg.run.limit)
     items = dataset.items[rank::world]
     filename = "results.csv" if world == 1 else part_filename(rank)
     skipfile = "skipped.csv" if world == 1 else f"skipped.part-{rank}.csv"

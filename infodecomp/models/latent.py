@@ -240,18 +240,30 @@ class LatentDiffusionDenoiser:
         v-prediction models are converted with eps = a v + s z, (a, s) from the continuous
         logsnr that built z (exact for that z; see schedule.v_to_eps).
         """
-        self.schedule.warn_out_of_range(logsnr)
-        t = self.schedule.timestep(logsnr, self.time_rule).to(
-            self.device, torch.float32, non_blocking=True
-        )  # [B]
+        t = self._timestep(logsnr)  # [B]
         zin = z.to(self.device, self.dtype)  # [B, C, h, w]
         if self.channels_last:
             zin = zin.contiguous(memory_format=torch.channels_last)
         network = self.network if self._tracing else self._network_call
         out = self._denoise(network, zin, t, conditions_to(cond, self.device, self.dtype))
+        return self._to_eps(out, z, logsnr)  # [B, C, h, w]
+
+    def _timestep(self, logsnr: torch.Tensor) -> torch.Tensor:
+        """The network's time input [B] (float32, on the device) for the channel's logsnr [B].
+
+        DDPM families: the schedule's timestep by `time_rule`; a family on another time variable
+        (e.g. rectified flow) overrides this and `_to_eps`.
+        """
+        self.schedule.warn_out_of_range(logsnr)
+        return self.schedule.timestep(logsnr, self.time_rule).to(
+            self.device, torch.float32, non_blocking=True
+        )
+
+    def _to_eps(self, out: torch.Tensor, z: torch.Tensor, logsnr: torch.Tensor) -> torch.Tensor:
+        """The network's raw output -> eps [B, C, h, w] float32 (epsilon or v-prediction)."""
         if self.schedule.prediction_type == "v_prediction":
-            return v_to_eps(out, z.to(self.device), logsnr.to(self.device))  # [B, C, h, w]
-        return out.float().contiguous()  # [B, C, h, w]
+            return v_to_eps(out, z.to(self.device), logsnr.to(self.device))
+        return out.float().contiguous()
 
     @torch.no_grad()
     def encode_conditions(self, conditions: Sequence[Hashable]) -> Conditions:

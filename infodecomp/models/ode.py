@@ -33,11 +33,6 @@ def karras_sigmas(
     return (hi + ramp * (lo - hi)) ** rho
 
 
-def schedule_sigmas(schedule: DiscreteSchedule, n: int = 100, rho: float = 7.0) -> torch.Tensor:
-    """Karras sigmas [n] between the schedule's sigma_min and sigma_max (its trained range)."""
-    return karras_sigmas(*schedule.sigma_range, n=n, rho=rho)
-
-
 def _ve_eps(denoiser: Any, x: torch.Tensor, sigma: float, cond: torch.Tensor) -> torch.Tensor:
     """dx / dsigma = eps_hat at the VP point of x_sigma. x [B, C, H, W] float32."""
     z = x / math.sqrt(1.0 + sigma * sigma)  # [B, C, H, W]

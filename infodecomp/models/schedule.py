@@ -1,6 +1,6 @@
 """A discrete DDPM noise schedule seen through logsnr: tables, time rules and the trained range.
 
-Convention (design.md): z = sqrt(sigmoid(logsnr)) x + sqrt(sigmoid(-logsnr)) eps. A DDPM step t
+Convention (docs/architecture.md): z = sqrt(sigmoid(logsnr)) x + sqrt(sigmoid(-logsnr)) eps. A DDPM step t
 with cumulative product abar_t is the same channel at logsnr_t = log(abar_t / (1 - abar_t)), so
 a diffusers UNet trained on x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps is queried on z as is;
 only the timestep fed to it has to be found from logsnr.
@@ -8,11 +8,9 @@ only the timestep fed to it has to be found from logsnr.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -85,11 +83,6 @@ class DiscreteSchedule:
             str(config.get("prediction_type", "epsilon")),
             int(config.get("steps_offset", 0)),
         )
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> DiscreteSchedule:
-        """From a scheduler_config.json file."""
-        return cls.from_config(json.loads(Path(path).read_text()))
 
     @property
     def trained_range(self) -> tuple[float, float]:

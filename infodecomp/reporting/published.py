@@ -5,15 +5,8 @@ Accuracies and mIoU are percentages, correlations are Pearson r, as printed in t
 
 from __future__ import annotations
 
-import pandas as pd
-
-from infodecomp.tasks import get_task
-
 PAPER_MODEL = "sd-2.1-base"
 PAPER_N_SAMPLES = 100  # logsnr samples per image for the ARO scores
-
-# Table 1's subsets, in the paper's column order (labels come from infodecomp.tasks).
-TABLE1_SUBSETS = ("vg-attribution", "vg-relation", "coco-order", "flickr-order")
 
 # Table 1: accuracy (%) per method and subset.
 TABLE1: dict[str, dict[str, float]] = {
@@ -47,7 +40,6 @@ TABLE1_INFO_METHOD = "Info. (logistic)"
 
 # Table 3: mIoU (%) on COCO-IT by method and number of logsnr steps. The whole-image mask does
 # not depend on the steps (one number in the paper).
-TABLE3_STEPS = (50, 100, 200)
 TABLE3_WHOLE_IMAGE = 14.94
 TABLE3: dict[str, dict[int, float]] = {
     "attention": {50: 34.52, 100: 34.90, 200: 35.35},
@@ -70,11 +62,6 @@ METHOD_LABELS: dict[str, str] = {
 }
 
 
-def published_accuracy(method: str, subset: str) -> float | None:
-    """Table 1 accuracy (%) of a published method on a subset, None when not published."""
-    return TABLE1.get(method, {}).get(subset)
-
-
 def published_miou(method: str, n_steps: int | None) -> float | None:
     """Table 3 mIoU (%) of a localisation method at ``n_steps``, None when not published."""
     if method == "whole":
@@ -87,9 +74,3 @@ def published_miou(method: str, n_steps: int | None) -> float | None:
 def published_correlation(method: str, level: str) -> tuple[float, float] | None:
     """Table 4 ``(r, se)`` for ``method`` in {cmi, attention} at ``level`` in {image, pixel}."""
     return TABLE4.get(method, {}).get(level)
-
-
-def table1_frame() -> pd.DataFrame:
-    """Published Table 1 as a frame: rows = methods, columns = VG-A, VG-R, COCO-Order, ..."""
-    labels = {s: get_task(s).label for s in TABLE1_SUBSETS}
-    return pd.DataFrame(TABLE1).T[list(TABLE1_SUBSETS)].rename(columns=labels)

@@ -1,6 +1,6 @@
 """Crash-safe appending CSV writer for run directories, with resume and shard merging.
 
-Layout of a run directory (see docs/design.md section 3):
+Layout of a run directory (see docs/architecture.md, 'Run directories'):
 
 - ``results.csv``: long-format rows, header written once.
 - ``done.txt``: one item id per line, appended only after that item's rows are on disk. An item is
@@ -50,7 +50,7 @@ __all__ = [
     "read_results",
 ]
 
-# results.csv columns of each command (long format; docs/design.md section 3).
+# results.csv columns of each command (long format; docs/architecture.md).
 ARO_COLUMNS = [
     "item_id",
     "subset",
