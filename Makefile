@@ -44,10 +44,11 @@ demo: install
 	$(BIN)/infodecomp aro run.out_dir=$(OUT)/aro-relation data=shapes-relation
 	$(BIN)/infodecomp aro run.out_dir=$(OUT)/aro-attribute data=shapes-attribute
 	$(BIN)/infodecomp aro run.out_dir=$(OUT)/aro-order data=shapes-order
+	$(BIN)/infodecomp aro run.out_dir=$(OUT)/aro-winoground data=shapes-winoground
 	$(BIN)/infodecomp localize run.out_dir=$(OUT)/localize
 	$(BIN)/infodecomp intervene run.out_dir=$(OUT)/intervene
 	$(BIN)/infodecomp visualize run.out_dir=$(OUT)/visualize
-	$(BIN)/infodecomp aggregate runs=[$(OUT)/aro-relation,$(OUT)/aro-attribute,$(OUT)/aro-order,$(OUT)/localize,$(OUT)/intervene] run.out_dir=$(OUT)/tables
+	$(BIN)/infodecomp aggregate runs=[$(OUT)/aro-relation,$(OUT)/aro-attribute,$(OUT)/aro-order,$(OUT)/aro-winoground,$(OUT)/localize,$(OUT)/intervene] run.out_dir=$(OUT)/tables
 
 bench: install
 	$(BIN)/infodecomp bench run.out_dir=$(OUT)/bench

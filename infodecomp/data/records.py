@@ -20,6 +20,10 @@ class RankingItem:
 
     `image` is an ImageRef (real data) or an in-memory tensor [C, H, W] (ShapesWorld).
     `group` is what the macro accuracy averages over (relation name, attribute pair, ...).
+    `subset` names the ranking task (infodecomp.tasks) whose rule scores the item.
+    `draw_key` seeds the item's (logsnr, eps) draws (default: the item id); items that are
+    compared with each other (the two images of a Winoground example) share one, so their
+    scores use common random numbers.
     """
 
     item_id: str
@@ -28,6 +32,7 @@ class RankingItem:
     label: int
     group: str
     subset: str
+    draw_key: str | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from infodecomp.data.records import Dataset
 from infodecomp.data.shapes import SHAPES_SETS
 from infodecomp.data.spec import DataSpec
+from infodecomp.tasks.sugarcrepe import SUBSETS as SUGARCREPE_SUBSETS
 
 
 def _aro(fn_name: str) -> Callable[[DataSpec], Dataset]:
@@ -16,6 +17,19 @@ def _aro(fn_name: str) -> Callable[[DataSpec], Dataset]:
         from infodecomp.data import aro
 
         return getattr(aro, fn_name)(spec)
+
+    return load
+
+
+def _lazy(module: str, fn_name: str, *args: str) -> Callable[[DataSpec], Dataset]:
+    """A loader imported on first use: `infodecomp.data.<module>.<fn_name>(*args)(spec)` when
+    args are given (a loader factory), else `<fn_name>(spec)`."""
+
+    def load(spec: DataSpec) -> Dataset:
+        import importlib
+
+        fn = getattr(importlib.import_module(f"infodecomp.data.{module}"), fn_name)
+        return fn(*args)(spec) if args else fn(spec)
 
     return load
 
@@ -48,6 +62,12 @@ DATASETS: dict[str, DataEntry] = {
     "aro-vg-attribution": DataEntry(_aro("load_vg_attribution"), RANKING),
     "aro-coco-order": DataEntry(_aro("load_coco_order"), RANKING),
     "aro-flickr-order": DataEntry(_aro("load_flickr_order"), RANKING),
+    **{
+        task: DataEntry(_lazy("sugarcrepe", "subset_loader", stem), RANKING)
+        for stem, (task, _, _) in SUGARCREPE_SUBSETS.items()
+    },
+    "sugarcrepe": DataEntry(_lazy("sugarcrepe", "load_sugarcrepe"), RANKING),
+    "winoground": DataEntry(_lazy("winoground", "load_winoground"), RANKING),
     "coco-it": DataEntry(_coco("coco-it"), WORDS),
     "coco-wl": DataEntry(_coco("coco-wl"), WORDS),
     "coco100-it": DataEntry(_coco("coco100-it"), WORDS),

@@ -7,6 +7,8 @@
 - localize (COCO-IT / COCO-WL-like): one word of a caption (shape: noun, colour: adj, relation:
   perp) with the exact mask of the pixels it describes.
 - intervene (COCO100-IT-like): localisation items with a swap partner for the word.
+- winoground (Winoground-like): two scenes that differ by swapping the objects' cells, two
+  captions that differ by swapping the objects' descriptions; each caption holds in one scene.
 """
 
 from __future__ import annotations
@@ -103,6 +105,36 @@ def order_set(spec: DataSpec) -> Dataset:
     return _dataset(spec, items)
 
 
+def winoground_set(spec: DataSpec) -> Dataset:
+    """Winoground-style examples: scene 0 has object a `rel` object b; scene 1 the same objects
+    with their cells swapped. Caption 0 ("a <a> rel a <b>") holds in scene 0 only, caption 1
+    ("a <b> rel a <a>") in scene 1 only. Two RankingItems per example (see tasks.winoground)."""
+    gen = torch.Generator().manual_seed(spec.seed * 1000 + 6)
+    index = {s: i for i, s in enumerate(world.scenes())}
+    pool = [i for i, s in enumerate(world.scenes()) if _related(s)]
+    items = []
+    for n, p in enumerate(torch.randint(len(pool), (spec.size,), generator=gen)):
+        a, b = world.scenes()[pool[int(p)]]
+        rel = world.relation_between(a, b)
+        swapped = (world.Obj(b.colour, b.shape, a.cell), world.Obj(a.colour, a.shape, b.cell))
+        scenes = (pool[int(p)], index[swapped])
+        captions = (_caption(a, b, rel), _caption(b, a, rel))
+        example = f"shapes-winoground-{spec.seed}-{n}"
+        for k in (0, 1):
+            items.append(
+                RankingItem(
+                    f"{example}-img{k}",
+                    _image(scenes[k], gen, _noise(spec)),
+                    captions,
+                    k,
+                    rel,
+                    "shapes-winoground",
+                    draw_key=example,
+                )
+            )
+    return _dataset(spec, items)
+
+
 def _delete(caption: str, word: str, blank: bool) -> str:
     words = world.tokenize(caption)
     idx = words.index(word)
@@ -162,6 +194,7 @@ SHAPES_SETS = {
     "shapes-relation": (relation_set, "ranking"),
     "shapes-attribute": (attribute_set, "ranking"),
     "shapes-order": (order_set, "ranking"),
+    "shapes-winoground": (winoground_set, "ranking"),
     "shapes-localize": (localize_set, "words"),
     "shapes-intervene": (intervene_set, "words"),
 }

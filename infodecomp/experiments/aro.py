@@ -31,7 +31,7 @@ def _queries(ctx: RunContext, items: list, images: list) -> list[Query]:
             xs[i].cpu(),
             (*it.options, ""),
             tuple((j, len(it.options)) for j in range(len(it.options))),
-            key=str(it.item_id),
+            key=str(it.draw_key or it.item_id),
         )
         for i, it in enumerate(items)
     ]
@@ -79,18 +79,34 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
 
 
 def summarize(ctx: RunContext, results: pd.DataFrame) -> dict:
-    """accuracy/<score> by the subset's task rule (as Table 1 computes it); a run over several
-    subsets gets accuracy/<score>/<subset> per subset as well."""
-    metrics = {}
+    """<metric>/<score> by each subset's task rule, as Table 1 computes it (accuracy/io; for
+    Winoground text/io, image/io, group/io). A run over several subsets adds
+    <metric>/<score>/<subset> per subset and reports the mean over subsets as <metric>/<score>."""
+    metrics: dict = {}
     scored = ranking_scores(results)
     several = len({r["subset"] for r in scored}) > 1
+    per_key: dict[str, list[float]] = {}
     for r in scored:
-        key = f"accuracy/{r['estimator']}"
-        if several:
-            key += f"/{r['subset']}"
-        metrics[key] = float(r["score"])
+        for name, value in r["metrics"].items():
+            key = f"{name}/{r['estimator']}"
+            per_key.setdefault(key, []).append(float(value))
+            if several:
+                metrics[f"{key}/{r['subset']}"] = float(value)
+    for key, values in per_key.items():
+        metrics[key] = sum(values) / len(values)
     metrics["samples/mean_per_item"] = float(results.groupby("item_id")["n_samples"].first().mean())
     return metrics
+
+
+def _headline(score: str):
+    """The summary key to print: the first score's headline metric (accuracy, or text for
+    Winoground-style tasks)."""
+
+    def pick(metrics: dict) -> str:
+        keys = [k for k in metrics if k.endswith(f"/{score}") and k.count("/") == 1]
+        return keys[0] if keys else f"accuracy/{score}"
+
+    return pick
 
 
 def run(cfg: AroConfig) -> Path:
@@ -100,7 +116,7 @@ def run(cfg: AroConfig) -> Path:
         COLUMNS,
         process,
         summarize,
-        headline=f"accuracy/{cfg.estimators[0]}",
+        headline=_headline(cfg.estimators[0]),
         consumes=RANKING,
     )
 

@@ -59,7 +59,7 @@ def execute(
     process: BatchFn,
     summarize: Callable[[RunContext, pd.DataFrame], dict],
     *,
-    headline: str,
+    headline: str | Callable[[dict], str],
     consumes: str,
 ) -> Path:
     """Runs `process` over the data set in checkpointed batches and writes the run directory.
@@ -142,6 +142,8 @@ def execute(
     metrics.update({"items/done": n_done, "items/skipped": n_skipped})
     write_summary(out, metrics)
     write_meta(out, to_dict(cfg), wall_time_s=time.time() - start, **meta)
+    if callable(headline):
+        headline = headline(metrics)
     value = metrics.get(headline)
     shown = f"{value:.4g}" if isinstance(value, float) else value
     print(

@@ -38,6 +38,7 @@ from infodecomp.reporting.tables import (
     write_table,
 )
 from infodecomp.reporting.writer import INTERVENE_COLUMNS, natural_key, read_results
+from infodecomp.tasks import column_key, get_task, mean_key
 
 COMMANDS = ("aro", "localize", "intervene", "visualize")
 # Commands whose run directories carry no table: listed in the runs index only.
@@ -47,9 +48,9 @@ ARO_REQUIRED = ("item_id", "subset", "group", "label", "option", "estimator", "s
 LOCALIZE_REQUIRED = ("item_id", "method", "n_steps", "split", *IOU_COLUMNS)
 INTERVENE_REQUIRED = tuple(c for c in INTERVENE_COLUMNS if c != "word")
 TITLES = {
-    "table1": "Table 1: ARO accuracy (%)",
+    "table1": "Table 1: compositionality accuracy (%) (ARO and the other ranking benchmarks)",
     "accuracy_vs_samples": "ARO accuracy (%) vs logsnr samples per image",
-    "table2": "Table 2: ARO accuracy (%) per relation / attribute pair",
+    "table2": "Table 2: accuracy (%) per group (relation, attribute pair, tag; Winoground: group score)",
     "table3": "Table 3: localisation mIoU (%), paper protocol vs held-out threshold",
     "table4": "Table 4: intervention correlation (Pearson r ± bootstrap se)",
     "runs": "Runs",
@@ -186,20 +187,26 @@ def _aro(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
             )
             common = {"model": run.model, "method": method, "n_samples": n, "subset": subset}
             rank = (ESTIMATOR_ORDER.index(est) if est in ESTIMATOR_ORDER else 9, run.adaptive)
-            records.append(
-                {
-                    **common,
-                    "accuracy": 100 * res["score"],
-                    "n_items": part["item_id"].nunique(),
-                    "mean_samples": mean_used,
-                    "paper": run.paper_setting,
-                    "_rank": rank,
-                }
-            )
+            for i, (metric, value) in enumerate(res["metrics"].items()):
+                records.append(
+                    {
+                        **common,
+                        "subset": column_key(subset, metric),
+                        "accuracy": 100 * value,
+                        "n_items": part["item_id"].nunique(),
+                        "mean_samples": mean_used,
+                        "paper": run.paper_setting,
+                        "derived": i > 0,  # further metrics of the same items
+                        "_rank": rank,
+                    }
+                )
             groups.append(per_group.assign(**common, accuracy=100 * per_group["accuracy"]))
     if not records:
         return None
     rec = pd.DataFrame(records)
+    means = _group_means(rec)
+    if means is not None:
+        rec = pd.concat([rec, means], ignore_index=True)
     rec["_n"] = rec["n_samples"].map(lambda v: -1 if v is None else v)
     rec = rec.sort_values(["model", "_rank", "method", "_n"], kind="stable")
     rec = rec.drop(columns=["_rank", "_n"]).reset_index(drop=True)
@@ -207,6 +214,37 @@ def _aro(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     groups_df = pd.concat(groups, ignore_index=True)
     groups_df = groups_df.sort_values("method", key=lambda c: c.map(method_order), kind="stable")
     return rec, groups_df
+
+
+def _group_means(rec: pd.DataFrame) -> pd.DataFrame | None:
+    """Rows for each benchmark's mean over the tasks of one `mean_group` (SugarCrepe's Add,
+    Replace, Swap), per model x method x n_samples; only over the subsets that were run."""
+    rows = []
+    base = rec[~rec["derived"]]
+    tasks = {k: get_task(k) for k in base["subset"].unique()}
+    groups = {k: (t.benchmark, t.mean_group) for k, t in tasks.items() if t.mean_group}
+    if not groups:
+        return None
+    part = base[base["subset"].isin(groups)].assign(_g=lambda d: d["subset"].map(groups))
+    for (model, method, n, g), grp in part.groupby(
+        ["model", "method", "n_samples", "_g"], sort=False, dropna=False
+    ):
+        first = grp.iloc[0]
+        rows.append(
+            {
+                "model": model,
+                "method": method,
+                "n_samples": n,
+                "subset": mean_key(*g),
+                "accuracy": float(grp["accuracy"].mean()),
+                "n_items": int(grp["n_items"].sum()),
+                "mean_samples": first["mean_samples"],
+                "paper": bool(grp["paper"].any()),
+                "derived": True,
+                "_rank": first["_rank"],
+            }
+        )
+    return pd.DataFrame(rows, columns=rec.columns)
 
 
 # -------------------------------------------------------------------------------- localisation

@@ -31,21 +31,24 @@ def ranking_accuracy(pred: pd.DataFrame) -> tuple[float, pd.DataFrame]:
 def ranking_scores(results: pd.DataFrame) -> list[dict]:
     """Every (estimator, subset) of an `aro` results table scored by its task's rule.
 
-    Returns one dict per pair: ``estimator``, ``subset`` (canonical), ``score`` in [0, 1],
-    ``per_group`` (see `RankingTask.accuracy`) and ``part`` (the rows scored). The `aro`
-    summary and the aggregate tables both read this, so they cannot disagree.
+    Returns one dict per pair: ``estimator``, ``subset`` (canonical), ``metrics`` ({name: value
+    in [0, 1]}, headline first: ``accuracy`` for most tasks, ``text`` / ``image`` / ``group``
+    for Winoground), ``score`` (the headline value), ``per_group`` (see
+    `RankingTask.accuracy`) and ``part`` (the rows scored). The `aro` summary and the
+    aggregate tables both read this, so they cannot disagree.
     """
     df = results.copy()
     df["subset"] = df["subset"].map(canonical_subset)
     out = []
     for (est, subset), part in df.groupby(["estimator", "subset"], sort=False):
         cols = ["item_id", "option", "score", "subset", "group", "label"]
-        score, per_group = get_task(subset).evaluate(part[cols])
+        metrics, per_group = get_task(subset).evaluate(part[cols])
         out.append(
             {
                 "estimator": est,
                 "subset": subset,
-                "score": score,
+                "metrics": metrics,
+                "score": next(iter(metrics.values())),
                 "per_group": per_group,
                 "part": part,
             }

@@ -16,7 +16,7 @@ import pandas as pd
 from infodecomp.reporting import published as pub
 from infodecomp.reporting.csvio import natural_key
 from infodecomp.scores import SCORE_NAMES, SCORES
-from infodecomp.tasks import TASKS, get_task
+from infodecomp.tasks import column_label, column_order
 
 MISSING = "–"
 ESTIMATOR_ORDER = SCORE_NAMES
@@ -171,14 +171,13 @@ def int_or_none(value: Any) -> int | None:
     return int(value)
 
 
-def _subset_order(subsets: Iterable[str]) -> list[str]:
-    """Registered tasks in their table order, then any other subsets sorted."""
-    known = [s for s in TASKS if s in set(subsets)]
-    return known + sorted(set(subsets) - set(known))
+def _subset_order(keys: Iterable[str]) -> list[str]:
+    """Table 1 columns in order: see tasks.column_order."""
+    return column_order(keys)
 
 
-def _subset_label(subset: str) -> str:
-    return get_task(subset).label
+def _subset_label(key: str) -> str:
+    return column_label(key)
 
 
 TABLE1_KEYS = ("model", "method", "n_samples", "samples/item", "source")
@@ -203,7 +202,8 @@ def table1(rec: pd.DataFrame) -> pd.DataFrame:
     for (model, method, n), grp in rec.groupby(
         ["model", "method", "n_samples"], sort=False, dropna=False
     ):
-        used = float((grp["mean_samples"] * grp["n_items"]).sum() / grp["n_items"].sum())
+        own = grp[~grp["derived"]] if "derived" in grp.columns else grp
+        used = float((own["mean_samples"] * own["n_items"]).sum() / own["n_items"].sum())
         row = {
             "model": model,
             "method": method,

@@ -13,7 +13,7 @@ metric that is not "best option correct", overrides `evaluate`). Pure pandas: no
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -78,6 +78,9 @@ class RankingTask:
             averaged into the score.
         rule: the rule in words, shown with the per-group table.
         aliases: other spellings of `name` accepted in results files.
+        mean_group: tables also show the mean of this metric over the benchmark's tasks that
+            share this group name (SugarCrepe: Add, Replace, Swap).
+        metrics: the names of the numbers `evaluate` returns, headline first.
     """
 
     name: str
@@ -86,6 +89,8 @@ class RankingTask:
     macro_groups: GroupRule | None = None
     rule: str = "plain accuracy"
     aliases: tuple[str, ...] = field(default=())
+    mean_group: str | None = None
+    metrics: tuple[str, ...] = ("accuracy",)
 
     def accuracy(self, pred: pd.DataFrame) -> tuple[float, pd.DataFrame]:
         """The subset's score from one prediction per item.
@@ -129,12 +134,15 @@ class RankingTask:
         )
         return score, per_group
 
-    def evaluate(self, scores: pd.DataFrame) -> tuple[float, pd.DataFrame]:
-        """The subset's score from per-option scores (one estimator): predict, then `accuracy`.
+    def evaluate(self, scores: pd.DataFrame) -> tuple[dict[str, float], pd.DataFrame]:
+        """The subset's numbers from per-option scores (one estimator): {metric: value in
+        [0, 1]} in the order of `metrics`, and the per-group table.
 
-        A benchmark whose metric is not "the best option is the labelled one" overrides this.
+        Default: predict, then `accuracy`. A benchmark whose metric is not "the best option is
+        the labelled one" (e.g. Winoground's text / image / group scores) overrides this.
         """
-        return self.accuracy(predict(scores))
+        score, per_group = self.accuracy(predict(scores))
+        return {"accuracy": score}, per_group
 
 
 TASKS: dict[str, RankingTask] = {}
@@ -156,6 +164,43 @@ def canonical_subset(name: str) -> str:
         return _ALIASES.get(key, key)
     key = key.removeprefix("aro-")
     return _ALIASES.get(key, key)
+
+
+def column_key(subset: str, metric: str = "accuracy") -> str:
+    """A compositionality-table column: the subset for its headline metric, else subset:metric."""
+    return subset if metric == get_task(subset).metrics[0] else f"{subset}:{metric}"
+
+
+def mean_key(benchmark: str, group: str) -> str:
+    """The column of a benchmark's mean over the tasks of one `mean_group`."""
+    return f"mean:{benchmark}:{group}"
+
+
+def column_label(key: str) -> str:
+    """Human label of a column key (see `column_key`, `mean_key`)."""
+    if key.startswith("mean:"):
+        _, benchmark, group = key.split(":", 2)
+        return f"{benchmark} {group} (mean)"
+    subset, _, metric = key.partition(":")
+    task = get_task(subset)
+    if not metric and len(task.metrics) > 1:
+        metric = task.metrics[0]
+    return f"{task.label} {metric}" if metric else task.label
+
+
+def column_order(keys: Iterable[str]) -> list[str]:
+    """Columns in table order: registered tasks in registration order (each task's metrics in
+    order, a benchmark's group means after its last task), then unregistered subsets sorted."""
+    keys = set(keys)
+    out: list[str] = []
+    tasks = list(TASKS.values())
+    for i, task in enumerate(tasks):
+        out += [k for k in (column_key(task.name, m) for m in task.metrics) if k in keys]
+        last_of_benchmark = i + 1 == len(tasks) or tasks[i + 1].benchmark != task.benchmark
+        if last_of_benchmark:
+            groups = dict.fromkeys(t.mean_group for t in tasks if t.benchmark == task.benchmark)
+            out += [k for k in (mean_key(task.benchmark, g) for g in groups if g) if k in keys]
+    return out + sorted(keys - set(out))
 
 
 def get_task(subset: str) -> RankingTask:
