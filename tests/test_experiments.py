@@ -164,6 +164,8 @@ def test_command_end_to_end(command: str, model: str, runs) -> None:
 
     meta = json.loads((out / "meta.json").read_text())
     assert meta["command"] == command
+    if command != "aro":  # the run says which attention aggregation it used
+        assert meta["config"]["attention"] == "daam"
     assert meta["config"]["model"]["name"] == model
     assert meta["config"]["estimator"]["n_samples"] == 4
     assert meta["versions"]["torch"] and meta["versions"]["infodecomp"]
@@ -232,6 +234,22 @@ def test_sweep_then_aggregate(tmp_path: Path) -> None:
     assert sorted(pd.read_csv(tables / "table1.csv")["n_samples"].unique()) == [4, 8]
 
 
+def test_attention_option_is_validated() -> None:
+    from infodecomp.experiments.config import (
+        ATTENTION_AGGREGATIONS,
+        InterveneConfig,
+        LocalizeConfig,
+        VisualizeConfig,
+    )
+    from infodecomp.models.attention import AGGREGATIONS
+
+    assert ATTENTION_AGGREGATIONS == AGGREGATIONS == ("daam", "layer-mean")
+    for schema in (LocalizeConfig, InterveneConfig, VisualizeConfig):
+        assert schema().attention == "daam" and schema(attention="layer-mean")
+        with pytest.raises(ValueError, match=r"^attention=mean is not one of: daam, layer-mean$"):
+            schema(attention="mean")
+
+
 def _cfg_job(capsys: pytest.CaptureFixture, *argv: str) -> dict:
     assert cli.main([*argv, "--cfg", "job"]) == 0
     return yaml.safe_load(capsys.readouterr().out)
@@ -258,6 +276,7 @@ def test_paper_experiment_presets(capsys: pytest.CaptureFixture) -> None:
     assert t1["estimator"]["mode"] == "iid" and t1["estimators"] == ["io", "is", "mmse"]
     assert t3["data"]["name"] == "coco-it" and t3["steps"] == [50, 100, 200]
     assert t3["daam_steps"] == 50 and "attention" in t3["methods"]
+    assert t3["attention"] == "daam" and t4["attention"] == "daam"  # DAAM's aggregation
     assert t4["data"]["name"] == "coco100-it" and t4["n_sigmas"] == 100
     assert t4["edits"] == ["omit", "swap"]
 

@@ -24,12 +24,23 @@ NAN = float("nan")
 
 
 def make_run(
-    path, command, model, data, rows, columns, *, n_samples=100, adaptive=False, unfinished=()
+    path,
+    command,
+    model,
+    data,
+    rows,
+    columns,
+    *,
+    n_samples=100,
+    adaptive=False,
+    unfinished=(),
+    **config_extra,
 ):
     config = {
         "model": {"name": model},
         "data": {"name": data},
         "estimator": {"n_samples": n_samples, "adaptive": adaptive},
+        **config_extra,
     }
     with ResultsWriter(path, columns=columns) as w:
         for item in dict.fromkeys(r["item_id"] for r in rows):
@@ -252,12 +263,20 @@ def localize_rows():
 @pytest.mark.parametrize("paper", [True, False])
 def test_table3_hand_computed(tmp_path, paper):
     model, data = ("sd-2.1-base", "coco-it") if paper else ("shapes-oracle", "shapes-localize")
-    run = make_run(tmp_path / "loc", "localize", model, data, localize_rows(), LOCALIZE_COLUMNS)
+    run = make_run(
+        tmp_path / "loc",
+        "localize",
+        model,
+        data,
+        localize_rows(),
+        LOCALIZE_COLUMNS,
+        attention="daam",
+    )
     t3 = aggregate([run], tmp_path / "out")["table3"].set_index("method")
-    assert list(t3.index) == ["Whole image", "Attention", "CMI"]
+    assert list(t3.index) == ["Whole image", "Attention (DAAM)", "CMI"]
     assert t3.loc["CMI", "50 steps paper"] == pytest.approx(55.0)
     assert t3.loc["CMI", "50 steps held-out"] == pytest.approx(25.0)
-    assert t3.loc["Attention", "50 steps paper"] == pytest.approx(40.0)
+    assert t3.loc["Attention (DAAM)", "50 steps paper"] == pytest.approx(40.0)
     assert t3.loc["Whole image", "50 steps held-out"] == pytest.approx(10.0)
     assert t3["pairs"].tolist() == [4, 4, 4] and t3["unscored"].tolist() == [0, 0, 1]
     assert ("50 steps published" in t3.columns) is paper
@@ -265,6 +284,65 @@ def test_table3_hand_computed(tmp_path, paper):
         assert t3["50 steps published"].tolist() == [14.94, 34.52, 32.31]
         md = (tmp_path / "out" / "table3.md").read_text()
         assert "| sd-2.1-base / coco-it | CMI | 55.00 | 25.00 | 32.31 | 4 | 1 |" in md
+
+
+def test_table3_attention_variants_side_by_side(tmp_path):
+    """Two runs that differ only in `attention`: both attention rows, the shared rows once."""
+    rows = localize_rows()
+    rows += [r | {"method": "attn_info"} for r in rows if r["method"] == "attention"]
+    other = [
+        r | {c: 0.6 for c in IOU_COLUMNS} if r["method"] in ("attention", "attn_info") else r
+        for r in rows
+    ]
+    common = dict(run={"seed": 0, "out_dir": "x"}, steps=[50])
+    paper = ("sd-2.1-base", "coco-it")
+    daam = make_run(
+        tmp_path / "d", "localize", *paper, rows, LOCALIZE_COLUMNS, attention="daam", **common
+    )
+    common["run"] = {"seed": 0, "out_dir": "y"}  # where a run went does not matter
+    mean = make_run(
+        tmp_path / "m",
+        "localize",
+        *paper,
+        other,
+        LOCALIZE_COLUMNS,
+        attention="layer-mean",
+        **common,
+    )
+    t3 = aggregate([mean, daam], tmp_path / "out")["table3"].set_index("method")
+    assert list(t3.index) == [
+        "Whole image",
+        "Attention (DAAM)",
+        "Attention (layer-mean)",
+        "CMI",
+        "Attention+Information (DAAM)",
+        "Attention+Information (layer-mean)",
+    ]
+    assert t3.loc["Attention (DAAM)", "50 steps paper"] == pytest.approx(40.0)
+    assert t3.loc["Attention (layer-mean)", "50 steps paper"] == pytest.approx(60.0)
+    assert t3.loc["CMI", "50 steps paper"] == pytest.approx(55.0)
+    published = t3["50 steps published"]  # the paper's attention rows are DAAM's
+    assert (
+        published["Attention (DAAM)"] == 34.52
+        and published["Attention+Information (DAAM)"] == 42.46
+    )
+    assert np.isnan(published["Attention (layer-mean)"])
+    md = (tmp_path / "out" / "table3.md").read_text()
+    assert "| Attention (layer-mean) | 60.00 |" in md
+    # a run without the setting was written before it existed: it used the layer mean
+    legacy = make_run(tmp_path / "l", "localize", *paper, rows, LOCALIZE_COLUMNS)
+    assert "Attention (layer-mean)" in list(
+        aggregate([legacy], tmp_path / "o2")["table3"]["method"]
+    )
+    # the same aggregation twice, or CMI rows from a different measurement: still an error
+    with pytest.raises(ValueError, match="both report"):
+        aggregate([daam, daam], tmp_path / "o3")
+    seed1 = make_run(
+        tmp_path / "s", "localize", *paper, rows, LOCALIZE_COLUMNS, attention="layer-mean",
+        run={"seed": 1}, steps=[50],
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="both report"):
+        aggregate([daam, seed1], tmp_path / "o4")
 
 
 def intervene_rows():
@@ -291,7 +369,13 @@ def intervene_rows():
 def test_table4_hand_computed(tmp_path):
     rows = intervene_rows()
     run = make_run(
-        tmp_path / "int", "intervene", "sd-2.1-base", "coco100-it", rows, INTERVENE_COLUMNS
+        tmp_path / "int",
+        "intervene",
+        "sd-2.1-base",
+        "coco100-it",
+        rows,
+        INTERVENE_COLUMNS,
+        attention="daam",
     )
     shapes = make_run(
         tmp_path / "int2", "intervene", "shapes-oracle", "shapes-intervene", rows, INTERVENE_COLUMNS
@@ -303,18 +387,18 @@ def test_table4_hand_computed(tmp_path):
     assert paper.loc[("all", "CMI"), "image_r"] == pytest.approx(
         np.corrcoef(df.change_total, df.cmi_total)[0, 1]
     )
-    assert paper.loc[("all", "Attention"), "image_r"] == pytest.approx(
+    assert paper.loc[("all", "Attention (DAAM)"), "image_r"] == pytest.approx(
         np.corrcoef(df.change_total, df.attn_total)[0, 1]
     )
     omit = df[df.edit == "omit"]
-    assert paper.loc[("omit", "Attention"), "image_r"] == pytest.approx(
+    assert paper.loc[("omit", "Attention (DAAM)"), "image_r"] == pytest.approx(
         np.corrcoef(omit.change_total, omit.attn_total)[0, 1]
     )
     assert paper.loc[("all", "CMI"), "pixel_r"] == pytest.approx(0.35)
-    assert paper.loc[("swap", "Attention"), "pixel_r"] == pytest.approx(0.1)
+    assert paper.loc[("swap", "Attention (DAAM)"), "pixel_r"] == pytest.approx(0.1)
     assert paper.loc[("all", "CMI"), "image_se"] > 0
     assert paper.loc[("all", "CMI"), "published_image_r"] == 0.34
-    assert paper.loc[("all", "Attention"), "published_pixel_se"] == 0.002
+    assert paper.loc[("all", "Attention (DAAM)"), "published_pixel_se"] == 0.002
     assert np.isnan(paper.loc[("omit", "CMI"), "published_image_r"])
     other = t4[t4["setting"] != "sd-2.1-base / coco100-it"]
     assert other["published_image_r"].isna().all()

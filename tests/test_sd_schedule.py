@@ -25,6 +25,17 @@ def test_sd_trained_range(sched: DiscreteSchedule) -> None:
     assert torch.all(sched.logsnr_table[1:] < sched.logsnr_table[:-1])
 
 
+def test_ddim_clean_level_follows_set_alpha_to_one(sched: DiscreteSchedule) -> None:
+    # SD configs: set_alpha_to_one = false, so DDIM's clean end is abar_0 (diffusers' DDIM)
+    assert sched.set_alpha_to_one is False
+    assert sched.ddim_clean_logsnr == pytest.approx(7.069, abs=1e-3)
+    assert sched.ddim_clean_logsnr == float(sched.logsnr_table[0])
+    default = DiscreteSchedule.from_config(
+        {k: v for k, v in SCHEDULER_CONFIG.items() if k != "set_alpha_to_one"}
+    )
+    assert default.ddim_clean_logsnr == float("inf")  # DDIMScheduler's default: truly clean
+
+
 def test_betas_kinds() -> None:
     lin = betas_from_config(
         {"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 2e-2, "num_train_timesteps": 10}

@@ -77,6 +77,14 @@ class AroConfig(BaseCommandConfig):
     estimators: list[str] = field(default_factory=lambda: ["io", "is", "mmse"])
 
 
+ATTENTION_AGGREGATIONS = ("daam", "layer-mean")  # = infodecomp.models.attention.AGGREGATIONS
+
+
+def _check_attention(value: str) -> None:
+    if value not in ATTENTION_AGGREGATIONS:
+        raise ValueError(f"attention={value} is not one of: {', '.join(ATTENTION_AGGREGATIONS)}")
+
+
 @dataclass
 class LocalizeConfig(BaseCommandConfig):
     steps: list[int] = field(default_factory=lambda: [50, 100, 200])
@@ -85,6 +93,10 @@ class LocalizeConfig(BaseCommandConfig):
     )
     daam_steps: int = 50
     blank_context: bool = False  # use context_ ("_") instead of the deleted-word context
+    attention: str = "daam"  # aggregation of attention maps: daam (DAAM's, paper) | layer-mean
+
+    def __post_init__(self) -> None:
+        _check_attention(self.attention)
 
 
 @dataclass
@@ -94,14 +106,20 @@ class InterveneConfig(BaseCommandConfig):
     edits: list[str] = field(default_factory=lambda: ["omit", "swap"])
     save_images: bool = True
     n_boot: int = 1000
+    attention: str = "daam"  # aggregation of attention maps: daam (DAAM's, paper) | layer-mean
+
+    def __post_init__(self) -> None:
+        _check_attention(self.attention)
 
 
 @dataclass
 class VisualizeConfig(BaseCommandConfig):
     n_curve_samples: int = 200
     daam_steps: int = 50  # DDIM steps of the attention baseline
+    attention: str = "daam"  # aggregation of attention maps: daam (DAAM's, paper) | layer-mean
 
     def __post_init__(self) -> None:
+        _check_attention(self.attention)
         if self.run.limit is None:  # a handful of figures, not one per item of the data set
             self.run.limit = 4
 

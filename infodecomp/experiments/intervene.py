@@ -69,7 +69,7 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
         cmi_map = ests[i].io_map[0]
         attn_map = None
         if has_daam(model):
-            attn_map = daam_word_map(model, it, xs[i].cpu(), cfg.daam_steps)
+            attn_map = daam_word_map(model, it, xs[i].cpu(), cfg.daam_steps, cfg.attention)
         if cfg.save_images:
             for name, lat in regen.items():
                 _save(ctx, it, name, lat[i])

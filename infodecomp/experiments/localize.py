@@ -2,7 +2,9 @@
 
 For every (image, caption, word) and every step count in `steps`, the CMI map compares the
 caption with the caption without the word, the MI map the word alone with the empty prompt.
-With a cross-attention model, the DAAM baseline and Attention+Information maps are added.
+With a cross-attention model, the DAAM baseline and Attention+Information maps are added,
+aggregated as `attention` says (`daam`: DAAM's aggregation, the default and the paper's;
+`layer-mean`: heads averaged per layer; see models.attention); meta.json records the choice.
 IoU against the ground-truth mask is stored at the 50 thresholds of the published protocol;
 `aggregate` reports the paper's best-threshold mIoU and a held-out-threshold variant.
 """
@@ -36,6 +38,7 @@ from infodecomp.reporting.writer import LOCALIZE_COLUMNS
 log = logging.getLogger("infodecomp")
 COLUMNS = LOCALIZE_COLUMNS  # the documented results.csv schema
 METHODS = ("cmi", "mi", "attention", "attn_info", "whole")
+ATTENTION_METHODS = ("attention", "attn_info")  # aggregated and expanded as cfg.attention says
 
 
 def _row(item, method: str, n_steps: int, value: float, ious: np.ndarray) -> dict:
@@ -64,7 +67,7 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     daam = {}  # DAAM does not depend on the logsnr budget: one inversion per item
     if has_daam(ctx.model) and "attention" in cfg.methods:
         daam = {
-            it.item_id: daam_word_map(ctx.model, it, x.cpu(), cfg.daam_steps)
+            it.item_id: daam_word_map(ctx.model, it, x.cpu(), cfg.daam_steps, cfg.attention)
             for it, x in zip(items, xs, strict=True)
         }
     rows = []
@@ -76,12 +79,16 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
             if it.item_id in daam:
                 heats["attention"] = (daam[it.item_id], float("nan"))
             if traced:
-                heats["attn_info"] = (traced_word_map(ctx.model, it, x.cpu(), ecfg), float("nan"))
+                heats["attn_info"] = (
+                    traced_word_map(ctx.model, it, x.cpu(), ecfg, cfg.attention),
+                    float("nan"),
+                )
             for method in cfg.methods:
                 if method == "whole" or method not in heats:
                     continue
                 heat, value = heats[method]
-                grid, gt = to_image_grid(ctx.model, heat, mask)
+                agg = cfg.attention if method in ATTENTION_METHODS else None
+                grid, gt = to_image_grid(ctx.model, heat, mask, attention=agg)
                 rows.append(
                     _row(it, method, steps, value, iou_curve(grid, gt) if gt is not None else nan)
                 )

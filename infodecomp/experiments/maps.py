@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from infodecomp.estimators.engine import EngineConfig, ItemEstimate, Query, draw, estimate
+from infodecomp.models.attention import expand_attention_map
 from infodecomp.models.capabilities import AttentionCapture, DaamInversion, ImageModel
 
 
@@ -44,19 +45,30 @@ def info_maps(model, queries: list[Query], ecfg: EngineConfig) -> list[ItemEstim
     return estimate(model, queries, replace(ecfg, pixel_maps=True))
 
 
-def daam_word_map(model, item, x: torch.Tensor, daam_steps: int) -> torch.Tensor:
-    """The DAAM baseline: attention traced over DDIM inversion + reconstruction of the image [h, w]."""
-    return model.word_map(
-        model.daam_maps(x, item.caption, n_steps=daam_steps), item.caption, item.word
-    )
+def daam_word_map(
+    model, item, x: torch.Tensor, daam_steps: int, attention: str = "daam"
+) -> torch.Tensor:
+    """The DAAM baseline: attention traced over DDIM inversion + reconstruction of the image [h, w].
+
+    `attention` is the aggregation ("daam" or "layer-mean"; models.attention). The word's
+    tokens are found by infodecomp's rule (a run of tokens starting at a word boundary), not
+    DAAM's (the word's pieces anywhere in the caption); see models.attention.
+    """
+    maps = model.daam_maps(x, item.caption, n_steps=daam_steps, aggregation=attention)
+    return model.word_map(maps, item.caption, item.word)
 
 
-def traced_word_map(model, item, x: torch.Tensor, ecfg: EngineConfig) -> torch.Tensor:
-    """Attention+Information: attention over single calls at the item's sampled logsnr [h, w]."""
+def traced_word_map(
+    model, item, x: torch.Tensor, ecfg: EngineConfig, attention: str = "daam"
+) -> torch.Tensor:
+    """Attention+Information: attention over single calls at the item's sampled logsnr [h, w],
+    aggregated as `attention` says."""
     logsnr, _, eps = draw(
         Query(x, (item.caption,), key=str(item.item_id)), ecfg
     )  # the CMI map's draws
-    traced = model.attention_maps(x, item.caption, logsnr.float(), eps, max_batch=ecfg.max_batch)
+    traced = model.attention_maps(
+        x, item.caption, logsnr.float(), eps, max_batch=ecfg.max_batch, aggregation=attention
+    )
     return model.word_map(traced, item.caption, item.word)
 
 
@@ -66,13 +78,21 @@ def split_of(item_id: str) -> str:
 
 
 def to_image_grid(
-    model, heat: torch.Tensor, mask: torch.Tensor | None
+    model, heat: torch.Tensor, mask: torch.Tensor | None, attention: str | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """A map and its ground-truth mask on one grid: the image's (resized) resolution for diffusers
-    models (maps bilinear-upsampled, masks resized like the image), the data grid for oracles."""
+    models (masks resized like the image), the data grid for oracles.
+
+    Maps are upsampled bilinearly, except attention maps under `attention="daam"`, which are
+    expanded bicubic as DAAM does (models.attention.expand_attention_map); give `attention`
+    only for attention maps.
+    """
     if isinstance(model, ImageModel):
         size = model.image_size
-        heat = model.upsample_map(heat, size)
+        if attention is None or attention == "layer-mean":
+            heat = model.upsample_map(heat, size)
+        else:
+            heat = expand_attention_map(heat, size, attention)
         mask = model.mask_transform(mask, size) if mask is not None else None
     out_mask = None if mask is None else mask.bool().cpu().numpy()
     return heat.float().cpu().numpy(), out_mask

@@ -51,8 +51,8 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
             f"CMI '{it.word}' | context": ests[i].io_map[0].numpy(),
         }
         if has_daam(model):
-            maps[f"attention '{it.word}'"] = daam_word_map(
-                model, it, xs[i].cpu(), cfg.daam_steps
+            maps[f"attention ({cfg.attention}) '{it.word}'"] = daam_word_map(
+                model, it, xs[i].cpu(), cfg.daam_steps, cfg.attention
             ).numpy()
         fig = figures.panel(
             _display_image(model, images[i]), maps, shared_scale=list(maps)[:2], title=it.caption

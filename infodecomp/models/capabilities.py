@@ -53,8 +53,11 @@ class ImageModel(Protocol):
 class AttentionCapture(Protocol):
     """Text cross-attention that can be recorded without changing the outputs."""
 
-    def trace(self) -> AbstractContextManager[Any]:
-        """Records attention of eps_hat calls inside the context; the recorder gives [B, T, h, w]."""
+    def trace(
+        self, skip_lowest: bool = True, aggregation: str = "daam", pool_rows: bool = False
+    ) -> AbstractContextManager[Any]:
+        """Records attention of eps_hat calls inside the context; the recorder gives [B, T, h, w]
+        aggregated by `aggregation` ("daam" or "layer-mean", see models.attention)."""
         ...
 
     def attention_maps(
@@ -79,7 +82,9 @@ class AttentionCapture(Protocol):
 class DaamInversion(Protocol):
     """DAAM on a real image: deterministic DDIM inversion then reconstruction, traced."""
 
-    def daam_maps(self, latent: torch.Tensor, prompt: str, n_steps: int = 50) -> torch.Tensor:
+    def daam_maps(
+        self, latent: torch.Tensor, prompt: str, n_steps: int = 50, aggregation: str = "daam"
+    ) -> torch.Tensor:
         """Token maps [T, h, w] of a data-space point [C, h, w]."""
         ...
 

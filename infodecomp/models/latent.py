@@ -362,10 +362,12 @@ class LatentDiffusionDenoiser:
     # --- AttentionCapture, DaamInversion -----------------------------------------------------
 
     @contextmanager
-    def trace(self, skip_lowest: bool = True) -> Iterator[CrossAttentionRecorder]:
+    def trace(
+        self, skip_lowest: bool = True, aggregation: str = "daam", pool_rows: bool = False
+    ) -> Iterator[CrossAttentionRecorder]:
         """Captures cross-attention (attention.capture_cross_attention) of eps_hat calls inside."""
         with capture_cross_attention(
-            self.network, self.token_count, self.latent_size, skip_lowest
+            self.network, self.token_count, self.latent_size, skip_lowest, aggregation, pool_rows
         ) as rec:
             self._tracing = True
             try:
@@ -380,13 +382,18 @@ class LatentDiffusionDenoiser:
         logsnr: torch.Tensor,
         eps: torch.Tensor,
         max_batch: int = 64,
+        aggregation: str = "daam",
     ) -> torch.Tensor:
         """Attention+Information maps [T, h, w]; see attention.attention_information_maps."""
-        return attention_information_maps(self, latent, prompt, logsnr, eps, max_batch)
+        return attention_information_maps(
+            self, latent, prompt, logsnr, eps, max_batch, aggregation=aggregation
+        )
 
-    def daam_maps(self, latent: torch.Tensor, prompt: str, n_steps: int = 50) -> torch.Tensor:
+    def daam_maps(
+        self, latent: torch.Tensor, prompt: str, n_steps: int = 50, aggregation: str = "daam"
+    ) -> torch.Tensor:
         """DAAM maps [T, h, w] of a real image latent [C, h, w]; see attention.daam_maps."""
-        return daam_maps(self, latent, prompt, n_steps)
+        return daam_maps(self, latent, prompt, n_steps, aggregation=aggregation)
 
     def word_map(
         self, maps: torch.Tensor, caption: str, word: str, occurrence: int | None = None

@@ -130,15 +130,21 @@ def _eps(denoiser: Any, z: torch.Tensor, logsnr: float, cond: torch.Tensor) -> t
 
 @torch.no_grad()
 def ddim_invert(
-    denoiser: Any, latent: torch.Tensor, cond: torch.Tensor, logsnrs: torch.Tensor
+    denoiser: Any,
+    latent: torch.Tensor,
+    cond: torch.Tensor,
+    logsnrs: torch.Tensor,
+    clean: float = math.inf,
 ) -> torch.Tensor:
     """Deterministic DDIM inversion: clean latent [B, C, H, W] -> VP z at the noisiest level.
 
     Each step from level i to i + 1 uses the noise predicted at the current z shown at level
-    i + 1 (the usual inversion approximation, as diffusers' DDIMInverseScheduler); the clean
-    latent counts as logsnr = +inf. `logsnrs` [n] go from least to most noisy.
+    i + 1 (the usual inversion approximation, as diffusers' DDIMInverseScheduler). The latent
+    starts at logsnr `clean`: +inf (exactly clean) by default; diffusers' DDIM schedulers with
+    set_alpha_to_one = false start it at the level of abar_0 (`DiscreteSchedule.ddim_clean_logsnr`).
+    `logsnrs` [n] go from least to most noisy.
     """
-    levels = [math.inf] + [float(v) for v in logsnrs]
+    levels = [float(clean)] + [float(v) for v in logsnrs]
     z = latent.float()
     for src, dst in zip(levels[:-1], levels[1:], strict=True):
         z = _ddim_step(z, _eps(denoiser, z, dst, cond), src, dst)

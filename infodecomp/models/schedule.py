@@ -55,12 +55,17 @@ class DiscreteSchedule:
         betas: [T] DDPM betas.
         prediction_type: "epsilon" or "v_prediction" (what the network was trained to output).
         steps_offset: offset of DDIM's timestep spacing in the scheduler config.
+        set_alpha_to_one: DDIM's last level is clean (true) or abar_0 (false, as in SD configs).
 
     One instance belongs to one adapter, so its out-of-range warning fires once per adapter.
     """
 
     def __init__(
-        self, betas: torch.Tensor, prediction_type: str = "epsilon", steps_offset: int = 0
+        self,
+        betas: torch.Tensor,
+        prediction_type: str = "epsilon",
+        steps_offset: int = 0,
+        set_alpha_to_one: bool = True,
     ) -> None:
         if prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(
@@ -73,6 +78,7 @@ class DiscreteSchedule:
         self.prediction_type = prediction_type
         self.num_train_timesteps = len(self.betas)
         self.steps_offset = int(steps_offset)  # DDIM timestep spacing offset (SD: 1)
+        self.set_alpha_to_one = bool(set_alpha_to_one)  # DDIM's final level: clean, or abar_0 (SD)
         self._warned = False
 
     @classmethod
@@ -82,7 +88,14 @@ class DiscreteSchedule:
             betas_from_config(config),
             str(config.get("prediction_type", "epsilon")),
             int(config.get("steps_offset", 0)),
+            bool(config.get("set_alpha_to_one", True)),  # diffusers' DDIMScheduler default
         )
+
+    @property
+    def ddim_clean_logsnr(self) -> float:
+        """logsnr of the level diffusers' DDIM treats as the clean end (its final_alpha_cumprod):
+        +inf with set_alpha_to_one, else that of abar_0 (SD: 7.069)."""
+        return math.inf if self.set_alpha_to_one else float(self.logsnr_table[0])
 
     @property
     def trained_range(self) -> tuple[float, float]:

@@ -44,6 +44,8 @@ COMMANDS = ("aro", "localize", "intervene", "visualize")
 # Commands whose run directories carry no table: listed in the runs index only.
 LISTED_ONLY = ("validate", "bench", "aggregate", "build-coco-manifest")
 METHOD_ORDER = ("whole", "attention", "cmi", "mi", "attn_info")
+AGGREGATION_ORDER = ("daam", "layer-mean")
+LEGACY_ATTENTION = "layer-mean"  # what runs without an `attention` setting computed
 ARO_REQUIRED = ("item_id", "subset", "group", "label", "option", "estimator", "score")
 LOCALIZE_REQUIRED = ("item_id", "method", "n_steps", "split", *IOU_COLUMNS)
 INTERVENE_REQUIRED = tuple(c for c in INTERVENE_COLUMNS if c != "word")
@@ -102,6 +104,27 @@ class Run:
     @property
     def setting(self) -> str:
         return f"{self.model} / {self.data}"
+
+    @property
+    def attention(self) -> str:
+        """Aggregation of the run's attention maps (``daam`` or ``layer-mean``); runs written
+        before the ``attention`` option existed used the layer mean."""
+        return str(self.config.get("attention") or LEGACY_ATTENTION)
+
+    def shares_maps_with(self, other: Run) -> bool:
+        """Whether the CMI, MI and whole-image rows of two localize runs are one measurement:
+        same model, data, estimator, step counts, context and seed (the attention aggregation,
+        the attention steps and where or how fast the runs went may differ)."""
+
+        def key(run: Run) -> dict:
+            c = run.config
+            r = c.get("run") or {}
+            return {
+                **{k: c.get(k) for k in ("model", "data", "estimator", "steps", "blank_context")},
+                **{f"run.{k}": r.get(k) for k in ("seed", "limit", "dtype")},
+            }
+
+        return key(self) == key(other)
 
     def results(self, required: Iterable[str] = ()) -> pd.DataFrame:
         if self._results is None:
@@ -253,18 +276,35 @@ def _group_means(rec: pd.DataFrame) -> pd.DataFrame | None:
 def table3(runs: list[Run]) -> pd.DataFrame:
     """Rows = setting x method, columns = ``{n} paper``, ``{n} held-out`` (+ ``{n} published``).
 
+    Attention rows name their aggregation ("Attention (DAAM)", "Attention+Information
+    (layer-mean)"), so runs that differ in ``attention`` appear side by side; their CMI, MI and
+    whole-image rows are one measurement when the runs agree on everything those depend on
+    (``Run.shares_maps_with``) and are shown once, from the first such run. Published numbers
+    stand beside the DAAM attention rows only (the paper's baseline).
+
     ``pairs`` counts the scored (image, word) pairs, ``unscored`` those without a ground-truth
     mask (all IoU values empty), which cannot enter the mIoU.
     """
-    cells: dict[tuple[str, str], dict[Any, tuple[float, float]]] = {}
-    counts: dict[tuple[str, str], tuple[set, set]] = {}
+    cells: dict[tuple[str, tuple], dict[Any, tuple[float, float]]] = {}
+    counts: dict[tuple[str, tuple], tuple[set, set]] = {}
     paper_settings, steps, seen = set(), set(), {}
+    first: dict[tuple, Run] = {}  # (setting, method, n) -> the run its shared row came from
     for run in runs:
         df = run.results(LOCALIZE_REQUIRED)
         if run.paper_setting:
             paper_settings.add(run.setting)
-        for (method, n), part in df.groupby(["method", "n_steps"], sort=False, dropna=False):
+        for (name, n), part in df.groupby(["method", "n_steps"], sort=False, dropna=False):
             n = int_or_none(n)
+            attention = name in pub.ATTENTION_METHODS
+            method = (name, run.attention if attention else None)
+            if not attention:
+                prev = first.setdefault((run.setting, name, n), run)
+                if (
+                    prev is not run
+                    and prev.attention != run.attention
+                    and prev.shares_maps_with(run)
+                ):
+                    continue  # the same CMI / MI / whole-image row, already taken from prev
             _claim(seen, (run.setting, method, n), run)
             # pairs without a ground-truth mask have no IoU at all: counted, not scored
             scored = part[part[IOU_COLUMNS].notna().any(axis=1)]
@@ -280,19 +320,27 @@ def table3(runs: list[Run]) -> pd.DataFrame:
     step_cols = sorted(steps) or [None]
     show_pub = bool(paper_settings)
     mo = {m: i for i, m in enumerate(METHOD_ORDER)}
+    ao = {a: i for i, a in enumerate(AGGREGATION_ORDER)}
+
+    def order(key: tuple[str, tuple]) -> tuple:
+        setting, (name, agg) = key
+        return (setting, mo.get(name, len(mo)), name, agg is not None, ao.get(agg, len(ao)), agg)
+
     rows = []
-    for setting, method in sorted(counts, key=lambda k: (k[0], mo.get(k[1], len(mo)), k[1])):
+    for setting, method in sorted(counts, key=order):
+        name, agg = method
         by_n = cells.get((setting, method), {})
-        row: dict[str, Any] = {"setting": setting, "method": pub.METHOD_LABELS.get(method, method)}
+        row: dict[str, Any] = {"setting": setting, "method": pub.method_label(name, agg)}
+        published = setting in paper_settings and agg in (None, pub.PUBLISHED_AGGREGATION)
         for n in step_cols:
             # n_steps left empty (e.g. the whole-image mask) applies to every step count
             paper, held = by_n.get(n, by_n.get(None, (float("nan"), float("nan"))))
-            name = "all steps" if n is None else f"{n} steps"
-            row[f"{name} paper"] = paper
-            row[f"{name} held-out"] = held
+            col = "all steps" if n is None else f"{n} steps"
+            row[f"{col} paper"] = paper
+            row[f"{col} held-out"] = held
             if show_pub:
-                value = pub.published_miou(method, n) if setting in paper_settings else None
-                row[f"{name} published"] = float("nan") if value is None else value
+                value = pub.published_miou(name, n) if published else None
+                row[f"{col} published"] = float("nan") if value is None else value
         scored_ids, unscored_ids = counts[(setting, method)]
         row["pairs"], row["unscored"] = len(scored_ids), len(unscored_ids - scored_ids)
         rows.append(row)
@@ -316,10 +364,11 @@ def table4(runs: list[Run], *, n_boot: int = 1000, seed: int = 0) -> pd.DataFram
             part = df if edit == "all" else df[df["edit"] == edit]
             stats = intervention_table(part, n_boot=n_boot, seed=seed)
             for method, s in stats.iterrows():
+                agg = run.attention if method in pub.ATTENTION_METHODS else None
                 row = {
                     "setting": run.setting,
                     "edit": edit,
-                    "method": pub.METHOD_LABELS[method],
+                    "method": pub.method_label(method, agg),
                     "image_r": s.image_r,
                     "image_se": s.image_se,
                     "pixel_r": s.pixel_r,
@@ -329,6 +378,7 @@ def table4(runs: list[Run], *, n_boot: int = 1000, seed: int = 0) -> pd.DataFram
                 }
                 if show_pub:
                     ok = run.paper_setting and edit == "all"
+                    ok = ok and agg in (None, pub.PUBLISHED_AGGREGATION)
                     for level in ("image", "pixel"):
                         r_se = pub.published_correlation(method, level) if ok else None
                         r, se = r_se if r_se else (float("nan"), float("nan"))

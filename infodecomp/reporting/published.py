@@ -61,6 +61,20 @@ METHOD_LABELS: dict[str, str] = {
     "attn_info": "Attention+Information",
 }
 
+# Methods whose maps are aggregated cross-attention; their rows name the aggregation (a run's
+# `attention` setting, infodecomp.models.attention). The paper's rows used DAAM's.
+ATTENTION_METHODS = ("attention", "attn_info")
+AGGREGATION_LABELS: dict[str, str] = {"daam": "DAAM", "layer-mean": "layer-mean"}
+PUBLISHED_AGGREGATION = "daam"
+
+
+def method_label(method: str, aggregation: str | None = None) -> str:
+    """Display name of a method, e.g. "Attention (DAAM)" for attention maps aggregated by DAAM."""
+    label = METHOD_LABELS.get(method, method)
+    if method in ATTENTION_METHODS and aggregation is not None:
+        label = f"{label} ({AGGREGATION_LABELS.get(aggregation, aggregation)})"
+    return label
+
 
 def published_miou(method: str, n_steps: int | None) -> float | None:
     """Table 3 mIoU (%) of a localisation method at ``n_steps``, None when not published."""
