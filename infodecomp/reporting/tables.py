@@ -16,7 +16,7 @@ import pandas as pd
 from infodecomp.reporting import published as pub
 from infodecomp.reporting.csvio import natural_key
 from infodecomp.scores import SCORE_NAMES, SCORES
-from infodecomp.tasks import column_label, column_order
+from infodecomp.tasks import column_label, column_order, get_task
 
 MISSING = "–"
 ESTIMATOR_ORDER = SCORE_NAMES
@@ -247,6 +247,13 @@ def accuracy_vs_samples(rec: pd.DataFrame) -> pd.DataFrame | None:
     )
 
 
+def _group_table_label(subset: str) -> str:
+    """Table 2 shows each task's per-group accuracy; for a task with several metrics (Winoground)
+    that is its last, strictest one (the group score)."""
+    task = get_task(subset)
+    return task.label if len(task.metrics) == 1 else f"{task.label} ({task.metrics[-1]} score)"
+
+
 def table2(groups: pd.DataFrame) -> pd.DataFrame:
     """Per relation / attribute pair accuracy (%); one column per method, in order of appearance."""
     order = {s: i for i, s in enumerate(_subset_order(groups["subset"]))}
@@ -261,7 +268,7 @@ def table2(groups: pd.DataFrame) -> pd.DataFrame:
     )
     return pd.DataFrame(
         [
-            dict(zip(TABLE2_KEYS, (k[0], k[1], _subset_label(k[2]), *k[3:]), strict=True))
+            dict(zip(TABLE2_KEYS, (k[0], k[1], _group_table_label(k[2]), *k[3:]), strict=True))
             | {m: table[k].get(m, float("nan")) for m in methods}
             for k in keys
         ]
