@@ -1,4 +1,4 @@
-"""Results schema, crash-safe CSV writer with resume, metrics, Tables 1-4 and figures.
+"""Results schema, the transactional results store, metrics, Tables 1-4 and figures.
 
 Never imports torch: tables are rebuilt from run directories alone. The figure helpers
 (matplotlib) are loaded on first use.
@@ -27,10 +27,9 @@ from infodecomp.reporting.writer import (
     ARO_COLUMNS,
     INTERVENE_COLUMNS,
     LOCALIZE_COLUMNS,
-    ResultsWriter,
-    SkipLog,
-    merge_parts,
-    part_filename,
+    RunStore,
+    RunView,
+    export,
     read_results,
 )
 
@@ -51,8 +50,8 @@ __all__ = [
     "IOU_COLUMNS",
     "LOCALIZE_COLUMNS",
     "THRESHOLDS",
-    "ResultsWriter",
-    "SkipLog",
+    "RunStore",
+    "RunView",
     "aggregate",
     "aro_accuracy",
     "find_run_dirs",
@@ -60,11 +59,10 @@ __all__ = [
     "iou",
     "iou_curve",
     "load_runs",
-    "merge_parts",
     "miou_heldout",
     "miou_paper",
     "min_max_normalise",
-    "part_filename",
+    "export",
     "pearson_r",
     "predict",
     "read_results",
