@@ -23,6 +23,7 @@ from infodecomp.data.errors import (
     ARO_SOURCE,
     COCO_ORDER_SOURCE,
     FLICKR_ORDER_SOURCE,
+    DataError,
     require_path,
 )
 from infodecomp.data.images import HFImage, load_item_image
@@ -125,9 +126,9 @@ def _read_json_list(path: Path, what: str) -> list[dict]:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{what} {path} is not valid JSON: {err}") from err
+        raise DataError(f"{what} {path} is not valid JSON: {err}") from err
     if not isinstance(data, list):
-        raise ValueError(f"{what} {path} should hold a JSON list of records, found {type(data)}")
+        raise DataError(f"{what} {path} should hold a JSON list of records, found {type(data)}")
     return data
 
 
@@ -135,7 +136,7 @@ def _check_fields(record: Any, fields: Sequence[str], where: str) -> None:
     missing = [k for k in fields if not isinstance(record, dict) or k not in record]
     if missing:
         found = sorted(record) if isinstance(record, dict) else type(record).__name__
-        raise ValueError(
+        raise DataError(
             f"{where}: missing fields {missing}; expected {list(fields)}, found {found}"
         )
 

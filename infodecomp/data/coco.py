@@ -38,7 +38,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from infodecomp.data.errors import COCO2017_SOURCE, MANIFEST_SOURCE, MaskLoadError, require_path
+from infodecomp.data.errors import (
+    COCO2017_SOURCE,
+    MANIFEST_SOURCE,
+    DataError,
+    MaskLoadError,
+    require_path,
+)
 from infodecomp.data.images import load_item_image
 from infodecomp.data.records import Dataset, ImageRef, Skipped, WordItem
 from infodecomp.data.spec import DataSpec
@@ -221,7 +227,7 @@ def _read_manifest(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """Header and (first line number, fields) of every non-blank record, strictly parsed.
 
     Raises:
-        ValueError: a CSV quoting error (naming the line where the record starts), a record
+        DataError: a CSV quoting error (naming the line where the record starts), a record
             spanning more than MAX_RECORD_LINES lines, or a header of an unknown layout.
     """
     records: list[tuple[int, list[str]]] = []
@@ -234,12 +240,12 @@ def _read_manifest(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
             except StopIteration:
                 break
             except csv.Error as err:
-                raise ValueError(
+                raise DataError(
                     f"manifest {path}: CSV quoting error in the record starting at line {start} "
                     f"({err}); fix the quotes on that line"
                 ) from None
             if reader.line_num - start + 1 > MAX_RECORD_LINES:
-                raise ValueError(
+                raise DataError(
                     f"manifest {path}: the record starting at line {start} runs over "
                     f"{reader.line_num - start + 1} lines (an unbalanced quote?); fix the quotes "
                     "on that line"
@@ -247,11 +253,11 @@ def _read_manifest(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
             records.append((start, row))
             start = reader.line_num + 1
     if not records:
-        raise ValueError(f"manifest {path} is empty; expected header {list(BASE_COLUMNS)}")
+        raise DataError(f"manifest {path} is empty; expected header {list(BASE_COLUMNS)}")
     header = [h.strip() for h in records[0][1]]
     if tuple(header) not in MANIFEST_LAYOUTS:
         known = "; ".join(",".join(layout) for layout in MANIFEST_LAYOUTS)
-        raise ValueError(
+        raise DataError(
             f"manifest {path}: expected columns {list(BASE_COLUMNS)} [+ context_] [+ word type "
             f"under an empty header], found {records[0][1]}; the known layouts are: {known}"
         )

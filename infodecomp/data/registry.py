@@ -6,6 +6,7 @@ import difflib
 from collections.abc import Callable
 from dataclasses import replace
 
+from infodecomp.data.errors import DataError
 from infodecomp.data.records import Dataset
 from infodecomp.data.shapes import SHAPES_SETS
 from infodecomp.data.spec import DataSpec
@@ -52,14 +53,21 @@ RANKING = {
 WORDS = {"shapes-localize", "shapes-intervene", "coco-it", "coco-wl", "coco100-it"}
 
 
+def generation_spec(spec: DataSpec, limit: int | None) -> DataSpec:
+    """The spec a loader gets: a generated (ShapesWorld) set is drawn at min(size, limit) items,
+    and its items depend on that size, so the limit is part of what it produces."""
+    if spec.name in SHAPES_SETS and limit is not None:
+        return replace(spec, size=min(spec.size, limit))
+    return spec
+
+
 def load_dataset(spec: DataSpec, limit: int | None = None) -> Dataset:
     """Loads `spec.name`; `limit` keeps the first N items (after the loader's stable order)."""
     if spec.name not in DATASETS:
         close = difflib.get_close_matches(spec.name, DATASETS, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ValueError(f"data={spec.name} is not a known data set ({', '.join(DATASETS)}).{hint}")
-    if spec.name in SHAPES_SETS and limit is not None:
-        spec = replace(spec, size=min(spec.size, limit))
+        raise DataError(f"data={spec.name} is not a known data set ({', '.join(DATASETS)}).{hint}")
+    spec = generation_spec(spec, limit)
     ds = DATASETS[spec.name](spec)
     if limit is not None:
         ds.items = ds.items[:limit]

@@ -29,6 +29,7 @@ def hydra_main(command: str, run: Callable[[Any], Any]) -> Callable[[], Any]:
     import hydra
     from omegaconf import OmegaConf
 
+    from infodecomp.data.errors import DataError, MissingDataError
     from infodecomp.experiments.config import SCHEMAS, ConfigError, check_keys, check_values
     from infodecomp.experiments.runner import RunError
     from infodecomp.paths import config_dir
@@ -44,7 +45,7 @@ def hydra_main(command: str, run: Callable[[Any], Any]) -> Callable[[], Any]:
             obj = OmegaConf.to_object(cfg)
             check_values(obj)
             return run(obj)
-        except (ConfigError, StoreError, RunError) as err:
+        except (ConfigError, StoreError, RunError, DataError, MissingDataError) as err:
             # The message says what is wrong and what to do: one line, no traceback.
             print(f"infodecomp {command}: {err}", file=sys.stderr)
             raise SystemExit(2) from None

@@ -4,10 +4,12 @@ Item boundary: every failure of one item (its image, its mask, its tokens, the m
 caught, recorded in the store's skipped table with the item id and the reason, and the run goes
 on. When a batch fails as a whole, its items are retried one by one, so only the bad ones are
 skipped. A failure that hits every item is a setup problem, not a bad item, so the run stops on
-it instead: when every item of the first batch a run processes (at least two items) fails inside
-the command with the same error type, the run stops with that error before writing anything
-(image files that cannot be read never stop a run; they are per-item by nature). Running out of
-memory always stops the run.
+it instead: when every item of the first batch of at least two items that a run processes fails
+inside the command with the same error type (and no item has finished in this run yet), the run
+stops with that error before writing anything of that batch. Unreadable images and masks
+(ImageLoadError) never stop a run, and a lone item is never taken for a setup problem (a resumed
+run left with one bad item must not die on it forever). Running out of memory always stops the
+run.
 """
 
 from __future__ import annotations
@@ -190,7 +192,7 @@ def _run_leg(
         disable=not cfg.run.progress,
         dynamic_ncols=True,
     )
-    first = True
+    decided = False  # whether a shared failure can still stop the run (see the module doc)
     try:
         for b in range(0, len(todo), step):
             chunk = todo[b : b + step]
@@ -206,9 +208,9 @@ def _run_leg(
             rows, done = [], []
             if batch:
                 rows, done, failed = _process_batch(ctx, process, batch, images)
-                if first and len(batch) >= 2 and len(failed) == len(batch):
+                if not decided and len(batch) >= 2 and not done:
                     _stop_if_shared(command, failed)
-                first = False
+                decided = decided or len(batch) >= 2 or bool(done)
                 skips += [s for s, _ in failed]
             session.commit(rows, done, skips)
             bar.update(len(chunk))

@@ -89,11 +89,19 @@ def fingerprint(config: Mapping[str, Any]) -> dict[str, Any]:
 
     Everything under `model`, `data` and `estimator` and every command-specific setting
     (estimators, steps, methods, edits, ...) except NOT_IN_FINGERPRINT; of `run`, the seed and the
-    dtype; and the code version (``code.version``: the infodecomp release; the git commit is
+    dtype (`run.limit` only where it changes the items: a generated ShapesWorld set is drawn at
+    min(data.size, run.limit) items, recorded as `data.size`; a file-based set can be extended
+    by a larger limit); and the code version (``code.version``: the infodecomp release; the git commit is
     recorded per leg in meta.json but not compared, so a fix can resume a run). Existing local
     paths are made absolute, so the same folder named from another working directory matches.
     """
     flat = _flatten(config)
+    name, limit = flat.get("data.name"), flat.get("run.limit")
+    if isinstance(name, str) and "data.size" in flat:  # a generated set's items depend on its size
+        from infodecomp.data.registry import generation_spec
+        from infodecomp.data.spec import DataSpec
+
+        flat["data.size"] = generation_spec(DataSpec(name=name, size=flat["data.size"]), limit).size
     out: dict[str, Any] = {"code.version": __version__}
     for k, v in flat.items():
         if k in NOT_IN_FINGERPRINT:
