@@ -434,7 +434,13 @@ class RunStore:
             raise _damaged(self.path, err) from err
 
     def _put_skips(self, skipped: Iterable[Skip], now: float) -> None:
-        done = {i for (i,) in self.conn.execute("SELECT item_id FROM done")}
+        """Upsert skip records (inside the caller's transaction); a done item is never skipped."""
+        skipped = list(skipped)
+        done = {
+            s.item_id
+            for s in skipped
+            if self.conn.execute("SELECT 1 FROM done WHERE item_id = ?", (s.item_id,)).fetchone()
+        }
         self.conn.executemany(
             "INSERT INTO skipped (item_id, ord, reason, transient, stage, at) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(item_id) DO UPDATE SET ord = excluded.ord, "
