@@ -576,6 +576,22 @@ def test_concurrent_second_run_is_refused_and_the_first_completes(reference, tmp
     assert not read_results(out).duplicated(ARO_KEY).any()
 
 
+def test_concurrent_ranks_merge_to_the_unsharded_result(reference, tmp_path):
+    """Data-parallel ranks by hand (no launcher): each writes its own store, rank 0 merges."""
+    out = tmp_path / "run"
+    run_aro(out, **{"run.rank": 0, "run.world_size": 2})
+    with pytest.raises(ResumeRefused) as err:  # a rank with other settings joins: refused
+        run_aro(out, **{"run.rank": 1, "run.world_size": 2, "estimator.n_samples": 5})
+    one_line(str(err.value), "estimator.n_samples: 4 -> 5", "run.resume=overwrite")
+    run_aro(out, **{"run.rank": 1, "run.world_size": 2})
+    assert (out / "results.rank-1.sqlite").exists()
+    run_aro(out, **{"run.rank": 0, "run.world_size": 3})  # another world size: nothing redone
+    assert text(out / "results.csv") == text(reference / "results.csv")
+    with RunView(out) as view:
+        assert sum(g["items_done"] for g in view.legs()) == N_ITEMS
+    assert not read_results(out).duplicated(ARO_KEY).any()
+
+
 # ============================================================================ bad input
 
 

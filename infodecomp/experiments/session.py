@@ -184,8 +184,10 @@ class Session:
                     f"{out} holds {', '.join(legacy[:3])} but no results store, so its config "
                     "cannot be checked: use a new run.out_dir, or run.resume=overwrite to discard it"
                 )
-        others = [p for p in store_files(out) if p != mine]
-        for p in others:  # refuse before writing anything when any store differs
+        # Refuse before writing anything when any store differs. (With overwrite, what is left
+        # belongs to other ranks of this run, which clear their own stores.)
+        others = [p for p in store_files(out) if p != mine] if self.resume != "overwrite" else []
+        for p in others:
             with RunStore.read(p) as other:
                 other.check(
                     command=self.command,
