@@ -510,6 +510,18 @@ def test_config_another_command_is_refused(finished):
     one_line(str(err.value), 'command: "aro" -> "localize"', "run.resume=overwrite")
 
 
+def test_config_a_run_that_stopped_before_any_item_can_be_fixed(tmp_path, fake_model):
+    root = tmp_path / "aro"
+    _vg_fixture(root)
+    out = tmp_path / "run"
+    from infodecomp.data.errors import MissingDataError
+
+    with pytest.raises(MissingDataError):  # a typo in data.root: nothing finished
+        aro.run(make_cfg(out, {**VG_BASE, "data.root": str(tmp_path / "typo")}))
+    aro.run(make_cfg(out, {**VG_BASE, "data.root": str(root)}))  # not refused: nothing to keep
+    assert set(read_results(out)["item_id"]) == {"vgr-0", "vgr-5", "vgr-7", "vgr-12"}
+
+
 def test_config_overwrite_starts_afresh_with_the_new_config(reference, tmp_path):
     out = copy_run(reference, tmp_path / "run")
     fresh = run_aro(tmp_path / "fresh", **{"estimator.n_samples": 5})

@@ -7,7 +7,9 @@ Resume rules (`run.resume`):
   that differ and the two ways out (a new `run.out_dir`, or `run.resume=overwrite`). Finished
   items are never redone. Skipped items are retried when `run.retry_skipped=true` (the default)
   and their cause may have gone (a missing or unreadable file); items the data loader rejected
-  are re-checked on every run, because the loader runs again.
+  are re-checked on every run, because the loader runs again. A store of another config that
+  holds no finished or skipped item (a run that stopped before its first batch, e.g. on a
+  wrong data.root) is started afresh rather than refused.
 - ``overwrite``: the directory's stores and exports (results, skipped, summary, meta, figures,
   images) are deleted first and the run starts afresh.
 
@@ -112,6 +114,12 @@ def fingerprint(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _holds_results(store: RunStore) -> bool:
+    """Whether a store holds work: a finished item or an item skipped while processed (the
+    loader's rejects are recomputed by every run)."""
+    return bool(store.done()) or any(s.stage == "item" for s in store.skipped().values())
+
+
 def _remove(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path)
@@ -189,19 +197,19 @@ class Session:
         others = [p for p in store_files(out) if p != mine] if self.resume != "overwrite" else []
         for p in others:
             with RunStore.read(p) as other:
-                other.check(
-                    command=self.command,
-                    columns=self.columns,
-                    key=self.key,
-                    fingerprint=self.fingerprint,
-                )
-        self.store = RunStore.open(
-            mine,
-            command=self.command,
-            columns=self.columns,
-            key=self.key,
-            fingerprint=self.fingerprint,
-        )
+                try:
+                    other.check(
+                        command=self.command,
+                        columns=self.columns,
+                        key=self.key,
+                        fingerprint=self.fingerprint,
+                    )
+                except ResumeRefused:
+                    if _holds_results(other):
+                        raise
+                    if not sharded:  # its lock is ours: an empty store of another config goes
+                        _remove_store(p)
+        self.store = self._open_store(mine)
         if not sharded:
             for _, p in rank_stores(out):  # an earlier data-parallel leg: take its items in
                 with RunStore.read(p) as part:
@@ -215,6 +223,26 @@ class Session:
             previous = self.store.legs()
         self._warn_code_change(previous, leg_info)
         self.leg = self.store.start_leg(leg_info, rank=self.rank if sharded else None)
+
+    def _open_store(self, path: Path) -> RunStore:
+        """Open a store this process writes (and holds the lock of). A store of another config
+        that holds no finished or skipped item (a run that stopped before its first batch, e.g.
+        on a wrong data.root) is started afresh instead of refusing the run."""
+        args = {
+            "command": self.command,
+            "columns": self.columns,
+            "key": self.key,
+            "fingerprint": self.fingerprint,
+        }
+        try:
+            return RunStore.open(path, **args)
+        except ResumeRefused:
+            with RunStore.read(path) as old:
+                if _holds_results(old):
+                    raise
+            log.info("%s held no finished or skipped item; starting it afresh", path)
+            _remove_store(path)
+            return RunStore.open(path, **args)
 
     def _clear(self, main: Path, mine: Path) -> None:
         out = self.out
@@ -292,13 +320,7 @@ class Session:
         if self.world > 1:
             if self.rank != 0:
                 return
-            with RunStore.open(
-                store_path(self.out),
-                command=self.command,
-                columns=self.columns,
-                key=self.key,
-                fingerprint=self.fingerprint,
-            ) as main:
+            with self._open_store(store_path(self.out)) as main:
                 for r, p in rank_stores(self.out):
                     with RunStore.read(p) as part:
                         main.merge(part, load_skips=(r == 0))
