@@ -357,7 +357,7 @@ def legs_for_meta(legs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for g in legs:
         rec = {
             "started_at": _iso(g["started"]),
-            "last_commit_at": _iso(g["last"]),
+            "ended_at": _iso(g["last"]),  # an unfinished leg: its last commit
             "wall_time_s": round(float(g["last"]) - float(g["started"]), 3),
             # a leg with no recorded end was killed (or, for another rank, is still going)
             "status": "unfinished" if g["status"] == "running" else g["status"],
