@@ -239,11 +239,16 @@ def test_kill_in_process_at_batch_k_then_resume(batch, reference, tmp_path, monk
     finished = assert_whole_items(out) if batch > 1 else set()
     assert len(finished) == 2 * (batch - 1)  # the batches before k, nothing of batch k
     before = done_legs(out)
-    monkeypatch.setattr(aro, "process", original)
-    calls.clear()
-    monkeypatch.setattr(aro, "process", lambda c, i, im: calls.append(i) or original(c, i, im))
+    resumed = []
+
+    def counting(ctx, items, images):
+        resumed.append([it.item_id for it in items])
+        return original(ctx, items, images)
+
+    monkeypatch.setattr(aro, "process", counting)
     run_aro(out)
-    assert len(calls) == 4 - (batch - 1)  # finished batches are not recomputed
+    assert len(resumed) == 4 - (batch - 1)  # finished batches are not recomputed
+    assert not {i for b in resumed for i in b} & set(before)
     assert {i: done_legs(out)[i] for i in before} == before
     assert text(out / "results.csv") == text(reference / "results.csv")
     assert json.loads(text(out / "summary.json")) == json.loads(text(reference / "summary.json"))
@@ -252,7 +257,7 @@ def test_kill_in_process_at_batch_k_then_resume(batch, reference, tmp_path, monk
 
 
 def _kill_child(out: Path, phase: str, k: int, **overrides) -> subprocess.CompletedProcess:
-    res = subprocess.run(
+    return subprocess.run(
         [
             sys.executable,
             "-c",
@@ -269,7 +274,6 @@ def _kill_child(out: Path, phase: str, k: int, **overrides) -> subprocess.Comple
         timeout=300,
         check=False,
     )
-    return res
 
 
 FIXED_POINTS = [("process", 3), ("transaction", 2), ("commit", 2), ("export", 1)]
