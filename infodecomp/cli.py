@@ -16,6 +16,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "pixel MI / CMI heat maps, MMSE curves (Fig. 2)",
     ),
     "aggregate": ("infodecomp.experiments.aggregate", "turn run directories into Tables 1-4"),
+    "export": (
+        "infodecomp.experiments.export",
+        "write results.csv / skipped.csv from a run's store (killed or damaged runs)",
+    ),
     "validate": (
         "infodecomp.experiments.validate",
         "check every estimator against exact ground truth",

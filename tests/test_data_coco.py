@@ -435,3 +435,47 @@ def test_published_manifest_parses(tmp_path, kind, filename, n_rows):
         for r in rows:
             assert find_form(r[2], category_forms(r[1])) == r[4]
             assert delete_word(r[2], r[4]) == r[3]
+
+
+def test_manifest_layouts_rows_and_quoting_are_checked_with_the_line_named(coco):
+    root, *_ = coco
+    spec = lambda m: DataSpec(root=str(root), manifest=str(m))  # noqa: E731
+    # two extra named columns: an unknown layout, refused (no column is reinterpreted)
+    extra = write_manifest(root / "x.csv", IT_HEADER + ["context_", "", "extra"], [])
+    with pytest.raises(ValueError, match="found .*'extra'.*known layouts"):
+        load_coco_manifest(spec(extra), "coco-wl")
+    # a row with more fields than the header is skipped with its line, the others load
+    rows = [IT_ROWS[0], IT_ROWS[1][:5] + ["x", "verb"], [1, "cat", "", "", "cat"]]
+    mixed = write_manifest(root / "m.csv", IT_HEADER, rows)
+    ds = load_coco_manifest(spec(mixed), "coco-it")
+    assert [it.item_id for it in ds.items] == ["1-dog-0"]
+    reasons = [s.reason for s in ds.skipped]
+    assert "m.csv line 3: 7 fields, the header has 5" in reasons[0]
+    assert "m.csv line 4: empty caption" in reasons[1]
+    # COCO-WL as the builder writes it without context_: the word type is the unnamed column
+    wl = write_manifest(
+        root / "wl.csv",
+        IT_HEADER + [""],
+        [[2, "two", "Two people standing", " people standing", "Two", "num"]],
+    )
+    (item,) = load_coco_manifest(spec(wl), "coco-wl").items
+    assert item.word_type == "num" and item.context_blank == "_ people standing"
+    # an unbalanced quote would swallow the later rows: refused, naming the line it starts on
+    text = (root / "COCO-IT.csv").read_text().splitlines()
+    text[2] = text[2].replace("A  cat", '"A  cat', 1)
+    (root / "q.csv").write_text("\n".join(text) + "\n")
+    with pytest.raises(
+        ValueError, match="q.csv: CSV quoting error in the record starting at line 3"
+    ):
+        load_coco_manifest(spec(root / "q.csv"), "coco-it")
+
+
+def test_bad_annotation_records_are_mask_errors_naming_the_annotation(coco):
+    root, _, inst, *_ = coco
+    data = json.loads(inst.read_text())
+    data["annotations"][2]["segmentation"] = None  # the cat of image 1
+    inst.write_text(json.dumps(data))
+    masks = CocoMasks(inst)
+    with pytest.raises(MaskLoadError, match=r"annotation 3 \('cat' in image 1\).*unreadable"):
+        masks.mask(1, "cat")
+    assert int(masks.mask(1, "dog").sum()) == 44  # the other records still load

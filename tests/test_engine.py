@@ -299,3 +299,93 @@ def test_adaptive_bad_round_size(shapes: ShapesOracle, relation_items) -> None:
             round_samples=2,
             **NO_FLOOR,
         )
+
+
+# ----------------------------------------------------------------------------- bounded memory
+
+
+class _LargestTensor:
+    """Records the element count of the largest tensor any torch op produces inside the block."""
+
+    def __enter__(self) -> _LargestTensor:
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_flatten
+
+        record = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                for t in tree_flatten(out)[0]:
+                    if isinstance(t, torch.Tensor):
+                        record.largest = max(record.largest, t.numel())
+                return out
+
+        self.largest = 0
+        self._mode = Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._mode.__exit__(*exc)
+
+
+class _Linear:
+    """A cheap denoiser (eps_hat = z / 2 + a per-condition offset), so the engine's own tensors
+    are the largest ones created."""
+
+    device = torch.device("cpu")
+
+    def encode_conditions(self, conditions):
+        return torch.arange(len(conditions), dtype=torch.float32)
+
+    def eps_hat(self, z, logsnr, cond):
+        return 0.5 * z + cond.view(-1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("pixel_maps", [False, True])
+def test_memory_does_not_grow_with_n_samples(shapes: ShapesOracle, pixel_maps: bool) -> None:
+    qs = _shape_queries(shapes, 2)  # 3 conditions, 3 contrasts, images 3 x 16 x 16
+    dim, max_batch = qs[0].x.numel(), 16
+    largest = {}
+    for n in (64, 2048):
+        cfg = EngineConfig(
+            n_samples=n, sampler=WIDE, max_batch=max_batch, seed=0, pixel_maps=pixel_maps
+        )
+        with _LargestTensor() as probe:
+            ests = estimate(_Linear(), qs, cfg)
+        largest[n] = probe.largest
+        assert ests[0].mse.shape == (3, n)
+    # 32x the samples, the same largest tensor: nothing the engine holds spans all samples
+    assert largest[2048] == largest[64], largest
+    assert largest[2048] <= 3 * max_batch * dim, (largest, max_batch * dim)
+
+
+def test_the_probe_sees_a_tensor_that_spans_all_samples(shapes: ShapesOracle) -> None:
+    (q,) = _shape_queries(shapes, 1)
+    from infodecomp.estimators.engine import draw
+
+    with _LargestTensor() as probe:
+        draw(q, EngineConfig(n_samples=512, sampler=WIDE))  # eps [512, 3, 16, 16] at once
+    assert probe.largest >= 512 * q.x.numel()
+
+
+@pytest.mark.parametrize("shape", [(1,), (3,), (5,), (3, 5, 5), (3, 16, 16), (4, 8, 8)])
+@pytest.mark.parametrize("max_batch", [1, 3, 16, 100])
+def test_noise_blocks_equal_one_draw(shape: tuple, max_batch: int) -> None:
+    """The engine's block-wise noise is `draw`'s noise, bit for bit, for any chunk size."""
+    from infodecomp.estimators.engine import _NoiseStream, draw, item_generator
+
+    for n in (1, 2, 7, 33):
+        cfg = EngineConfig(n_samples=n, sampler=WIDE, max_batch=max_batch, seed=4)
+        q = Query(torch.zeros(shape), ("a", ""), key=("k", n))
+        _, _, eps = draw(q, cfg)
+        gen = item_generator(cfg.seed, q.key)
+        cfg.sampler.sample(n, gen)
+        stream = _NoiseStream(gen, n, shape, -(-max_batch // 2) + 1)
+        got, lo = [], 0
+        while lo < n:  # walk like the engine: overlapping, non-decreasing windows
+            hi = min(n, lo + max(1, max_batch // 2))
+            got.append(stream.get(lo, hi).clone())
+            lo = hi
+        assert torch.equal(torch.cat(got), eps), (shape, max_batch, n)

@@ -20,6 +20,7 @@ from PIL import Image
 from infodecomp import cli
 from infodecomp.experiments import aro, intervene, localize, visualize
 from infodecomp.reporting import writer
+from infodecomp.reporting.store import RunView
 
 ENV = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 MODULES = {"aro": aro, "localize": localize, "intervene": intervene, "visualize": visualize}
@@ -114,8 +115,9 @@ def test_command_end_to_end(command: str, model: str, runs) -> None:
     results = pd.read_csv(out / "results.csv", keep_default_na=False, na_values=[""])
     assert list(results.columns) == MODULES[command].COLUMNS
     assert results["item_id"].nunique() == 2
-    done = (out / "done.txt").read_text().split()
-    assert sorted(done) == sorted(results["item_id"].unique())
+    with RunView(out) as view:  # the store's finished items are the exported ones
+        assert sorted(view.done()) == sorted(results["item_id"].unique())
+        assert view.skipped() == {}
 
     summary = json.loads((out / "summary.json").read_text())
     expected = _expected_keys(command, model)

@@ -11,16 +11,22 @@ from infodecomp.reporting import (
     INTERVENE_COLUMNS,
     IOU_COLUMNS,
     LOCALIZE_COLUMNS,
-    ResultsWriter,
     aggregate,
     tables_markdown,
     write_meta,
     write_summary,
 )
 from infodecomp.reporting.aggregate import load_runs
+from infodecomp.reporting.store import RunStore, export, store_path
 from infodecomp.reporting.tables import latex_escape, to_markdown
+from infodecomp.reporting.writer import ARO_KEY, INTERVENE_KEY, LOCALIZE_KEY
 
 NAN = float("nan")
+KEYS = {
+    tuple(ARO_COLUMNS): ARO_KEY,
+    tuple(LOCALIZE_COLUMNS): LOCALIZE_KEY,
+    tuple(INTERVENE_COLUMNS): INTERVENE_KEY,
+}
 
 
 def make_run(
@@ -42,11 +48,21 @@ def make_run(
         "estimator": {"n_samples": n_samples, "adaptive": adaptive},
         **config_extra,
     }
-    with ResultsWriter(path, columns=columns) as w:
-        for item in dict.fromkeys(r["item_id"] for r in rows):
-            w.append([r for r in rows if r["item_id"] == item])
-        if unfinished:
-            w.append(list(unfinished), mark_done=False)
+    path.mkdir(parents=True, exist_ok=True)
+    key = KEYS.get(tuple(columns), ["item_id"])
+    with RunStore.open(
+        store_path(path), command=command, columns=columns, key=key, fingerprint=config
+    ) as store:
+        for pos, item in enumerate(dict.fromkeys(r["item_id"] for r in rows)):
+            store.commit([r for r in rows if r["item_id"] == item], [(item, pos)])
+        if unfinished:  # a run killed inside a batch: its transaction never committed
+            store.conn.execute("BEGIN")
+            store.conn.executemany(
+                f"INSERT INTO results VALUES ({', '.join('?' * len(columns))})",
+                [[r[c] for c in columns] for r in unfinished],
+            )
+            store.conn.execute("ROLLBACK")
+    export(path)
     write_meta(
         path,
         config,

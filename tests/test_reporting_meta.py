@@ -118,10 +118,14 @@ import sys, pathlib, tempfile
 import infodecomp.reporting as rep
 from infodecomp.reporting import figures
 d = pathlib.Path(tempfile.mkdtemp())
-with rep.ResultsWriter(d, columns=rep.ARO_COLUMNS) as w:
-    w.append([dict(item_id='a', subset='vg-relation', group='on', label=1, option=k, text='t',
+from infodecomp.reporting.store import store_path
+from infodecomp.reporting.writer import ARO_KEY
+with rep.RunStore.open(store_path(d), command='aro', columns=rep.ARO_COLUMNS, key=ARO_KEY,
+                       fingerprint={}) as w:
+    w.commit([dict(item_id='a', subset='vg-relation', group='on', label=1, option=k, text='t',
                    estimator='io', value=v, stderr=0.0, score=v, n_samples=1)
-              for k, v in enumerate([0.1, 0.2])])
+              for k, v in enumerate([0.1, 0.2])], [('a', 0)])
+rep.export(d)
 rep.write_meta(d, {'model': {'name': 'x'}}, device='cpu', dtype='float32', seed=0,
                wall_time_s=0.0, items_done=1, items_skipped=0, command='aro')
 rep.aggregate([d], d / 'out')

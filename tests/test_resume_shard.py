@@ -7,11 +7,13 @@ results of one uninterrupted, unsharded run with the same seed.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -19,6 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from infodecomp.reporting.store import read_results
 
 ENV = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 for _key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
@@ -56,9 +60,16 @@ def results(out: Path) -> pd.DataFrame:
     return df.sort_values(KEY).reset_index(drop=True)
 
 
-def done_lines(out: Path) -> list[str]:
-    path = out / "done.txt"
-    return path.read_text().splitlines() if path.exists() else []
+def done_items(out: Path, store: str = "results.sqlite") -> dict[str, str]:
+    """Finished items of one store: item id -> the uid of the leg that finished it."""
+    path = out / store
+    if not path.exists():
+        return {}
+    with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn:
+        try:
+            return dict(conn.execute("SELECT item_id, leg FROM done ORDER BY ord"))
+        except sqlite3.OperationalError:  # created, tables not visible yet
+            return {}
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +83,7 @@ def reference(workdir: Path) -> Path:
     out = workdir / "reference"
     res = run_cli(*RESUME_ARGS, f"run.out_dir={out}", cwd=workdir)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert len(done_lines(out)) == N_RESUME
+    assert len(done_items(out)) == N_RESUME
     return out
 
 
@@ -84,8 +95,8 @@ def unsharded(workdir: Path) -> Path:
     return out
 
 
-def _interrupt(out: Path, sig: int, cwd: Path) -> list[str]:
-    """Starts the run, waits for its first checkpoint, sends `sig`; returns done.txt then."""
+def _interrupt(out: Path, sig: int, cwd: Path) -> dict[str, str]:
+    """Starts the run, waits for its first checkpoint, sends `sig`; returns the finished items."""
     log = cwd / f"{out.name}.log"
     with open(log, "w") as sink:  # a file, not a pipe: the child never blocks on a full pipe
         proc = subprocess.Popen(
@@ -97,7 +108,7 @@ def _interrupt(out: Path, sig: int, cwd: Path) -> list[str]:
         )
     try:
         deadline = time.monotonic() + 180
-        while not done_lines(out):
+        while not done_items(out):
             if proc.poll() is not None:
                 pytest.fail(f"run ended before its first checkpoint:\n{log.read_text()[-3000:]}")
             assert time.monotonic() < deadline, "no checkpoint within 180 s"
@@ -109,7 +120,7 @@ def _interrupt(out: Path, sig: int, cwd: Path) -> list[str]:
             proc.kill()
             proc.wait()
     assert proc.returncode != 0, "an interrupted run must not exit 0"
-    return done_lines(out)
+    return done_items(out)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
@@ -117,9 +128,9 @@ def test_resume_after_interruption(sig: int, reference: Path, workdir: Path) -> 
     out = workdir / f"interrupted-{sig}"
     before = _interrupt(out, sig, workdir)
     assert 1 <= len(before) < N_RESUME, f"interrupted after {len(before)} of {N_RESUME} items"
-    # what is on disk after the interruption is consistent: rows only of finished items or of
-    # the item being written (dropped on resume), never a duplicate
-    partial = pd.read_csv(out / "results.csv", dtype={"item_id": str})
+    # what the store holds after the interruption is consistent: whole items, no duplicate
+    partial = read_results(out)
+    assert set(partial["item_id"]) == set(before)
     assert not partial.duplicated(KEY).any()
 
     res = run_cli(*RESUME_ARGS, f"run.out_dir={out}", cwd=workdir)
@@ -127,37 +138,48 @@ def test_resume_after_interruption(sig: int, reference: Path, workdir: Path) -> 
     assert f"aro: {N_RESUME} items, 0 skipped" in res.stdout
     assert "resuming" in res.stdout + res.stderr
 
-    after = done_lines(out)
-    assert after[: len(before)] == before  # finished items were kept, not redone
-    assert len(after) == len(set(after)) == N_RESUME
-    assert set(after) == set(done_lines(reference))
+    after = done_items(out)
+    assert {i: after[i] for i in before} == before  # finished items were kept, not redone
+    assert len(after) == N_RESUME
+    assert set(after) == set(done_items(reference))
     got, want = results(out), results(reference)
     assert not got.duplicated(KEY).any()
     pd.testing.assert_frame_equal(got, want)
+    assert (out / "results.csv").read_text() == (reference / "results.csv").read_text()
     summary = json.loads((out / "summary.json").read_text())
     assert summary == json.loads((reference / "summary.json").read_text())
-    assert json.loads((out / "meta.json").read_text())["items_done"] == N_RESUME
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["items_done"] == N_RESUME
+    legs = meta["legs"]  # the interrupted leg and the resumed one, times accumulated
+    first = "interrupted" if sig == signal.SIGINT else "unfinished"  # SIGKILL: no end recorded
+    assert [g["status"] for g in legs] == [first, "finished"]
+    assert sum(g["items_done"] for g in legs) == N_RESUME
+    assert meta["started_at"] == legs[0]["started_at"]
+    assert meta["wall_time_s"] >= legs[1]["wall_time_s"] + 0.9 * legs[0]["wall_time_s"]
 
 
 def test_rerun_of_a_finished_run_recomputes_nothing(reference: Path, workdir: Path) -> None:
-    files = [reference / "results.csv", reference / "done.txt"]
+    files = [reference / "results.csv", reference / "skipped.csv"]
     stamps = [p.stat().st_mtime_ns for p in files]
+    before = done_items(reference)
     rows = len(results(reference))
     res = run_cli(*RESUME_ARGS, f"run.out_dir={reference}", cwd=workdir)
     assert res.returncode == 0, res.stderr[-3000:]
     assert [p.stat().st_mtime_ns for p in files] == stamps
+    assert done_items(reference) == before  # no item finished again
     assert len(results(reference)) == rows == N_RESUME * 2 * 3
     assert f"aro: {N_RESUME} items, 0 skipped, accuracy/io = " in res.stdout  # summary printed
     assert f"{N_RESUME} of {N_RESUME} items already done" in res.stdout + res.stderr
     meta = json.loads((reference / "meta.json").read_text())
     assert meta["items_done"] == N_RESUME
+    assert [g["items_done"] for g in meta["legs"]][-1] == 0
 
 
 def _check_parts(out: Path, world: int, n_items: int) -> None:
     items = [f"shapes-relation-0-{i}" for i in range(n_items)]
     for rank in range(world):
-        part = pd.read_csv(out / f"results.part-{rank}.csv", dtype={"item_id": str})
-        assert sorted(part["item_id"].unique()) == sorted(items[rank::world])
+        part = done_items(out, f"results.rank-{rank}.sqlite")
+        assert sorted(part) == sorted(items[rank::world])
 
 
 def _torchrun_usable() -> bool:
@@ -216,7 +238,7 @@ def test_sharded_run_matches_unsharded(unsharded: Path, workdir: Path) -> None:
             assert p.returncode == 0, err[-3000:]
     _check_parts(out, 2, 8)
     pd.testing.assert_frame_equal(results(out), results(unsharded))
-    assert sorted(done_lines(out)) == sorted(done_lines(unsharded))
+    assert sorted(done_items(out)) == sorted(done_items(unsharded))
     summary = json.loads((out / "summary.json").read_text())
     assert summary == json.loads((unsharded / "summary.json").read_text())
     assert summary["items/done"] == 8
@@ -244,7 +266,6 @@ def test_manual_shards_without_a_launcher(unsharded: Path, workdir: Path) -> Non
     assert res.returncode == 0, res.stderr[-3000:]
     assert "aro: 8 items, 0 skipped" in res.stdout
     pd.testing.assert_frame_equal(results(out), results(unsharded))
-    done = done_lines(out)
-    assert len(done) == len(set(done)) == 8
+    assert len(done_items(out)) == 8  # merged into results.sqlite
     summary = json.loads((out / "summary.json").read_text())
     assert summary == json.loads((unsharded / "summary.json").read_text())

@@ -14,6 +14,7 @@ source file), so a resumed run skips exactly what finished.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from infodecomp.data.errors import (
     ARO_SOURCE,
     COCO_ORDER_SOURCE,
     FLICKR_ORDER_SOURCE,
+    DataError,
     require_path,
 )
 from infodecomp.data.images import HFImage, load_item_image
@@ -116,9 +118,9 @@ def _read_json_list(path: Path, what: str) -> list[dict]:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{what} {path} is not valid JSON: {err}") from err
+        raise DataError(f"{what} {path} is not valid JSON: {err}") from err
     if not isinstance(data, list):
-        raise ValueError(f"{what} {path} should hold a JSON list of records, found {type(data)}")
+        raise DataError(f"{what} {path} should hold a JSON list of records, found {type(data)}")
     return data
 
 
@@ -126,7 +128,7 @@ def _check_fields(record: Any, fields: Sequence[str], where: str) -> None:
     missing = [k for k in fields if not isinstance(record, dict) or k not in record]
     if missing:
         found = sorted(record) if isinstance(record, dict) else type(record).__name__
-        raise ValueError(
+        raise DataError(
             f"{where}: missing fields {missing}; expected {list(fields)}, found {found}"
         )
 
@@ -157,24 +159,63 @@ def _load_vg_files(spec: DataSpec, subset: str, filename: str) -> Dataset:
     items, skipped = [], []
     prefix = _ID_PREFIX[subset]
     for i, rec in enumerate(_read_json_list(ann, f"ARO {subset} annotation file")):
-        _check_fields(rec, fields, f"{ann} record {i}")
+        where = f"{ann} record {i}"
+        _check_fields(rec, fields, where)
         item_id = f"{prefix}-{i}"
+        try:  # one bad record is skipped with its reason; the others load
+            bbox = _record_bbox(rec, where)
+            options = (
+                _record_caption(rec, "false_caption", where),
+                _record_caption(rec, "true_caption", where),
+            )
+            group = _vg_group(rec[group_field], subset, where)
+            if not isinstance(rec["image_path"], str) or not rec["image_path"]:
+                raise ValueError(f"{where}: image_path is {rec['image_path']!r}, not a file name")
+        except ValueError as err:
+            skipped.append(Skipped(item_id, str(err)))
+            continue
         path = _resolve_image(image_dir, root, rec["image_path"])
         if path is None:
             skipped.append(Skipped(item_id, f"image file missing: {image_dir / rec['image_path']}"))
             continue
-        bbox = tuple(float(rec[k]) for k in ("bbox_x", "bbox_y", "bbox_w", "bbox_h"))
         items.append(
             RankingItem(
                 item_id=item_id,
-                image=ImageRef(str(path), bbox),  # type: ignore[arg-type]
-                options=(rec["false_caption"], rec["true_caption"]),
+                image=ImageRef(str(path), bbox),
+                options=options,
                 label=1,
-                group=_vg_group(rec[group_field], subset, f"{ann} record {i}"),
+                group=group,
                 subset=subset,
             )
         )
     return _dataset(subset, items, skipped, source="files", annotation_file=str(ann))
+
+
+def _record_bbox(rec: dict, where: str) -> tuple[float, float, float, float]:
+    """(x, y, w, h) of a VG record; a null, non-numeric or non-finite field is a ValueError."""
+    out = []
+    for k in ("bbox_x", "bbox_y", "bbox_w", "bbox_h"):
+        value = rec[k]
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError(f"{where}: {k} is {value!r}, not a number")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"{where}: {k} is {value!r}, not a number") from None
+        if not math.isfinite(number):
+            raise ValueError(f"{where}: {k} is {value!r}, not a finite number")
+        out.append(number)
+    if out[2] <= 0 or out[3] <= 0:
+        raise ValueError(f"{where}: bbox width and height must be > 0, found {out[2:]}")
+    return out[0], out[1], out[2], out[3]
+
+
+def _record_caption(rec: dict, key: str, where: str) -> str:
+    """A caption field of a record; null, non-text or empty is a ValueError."""
+    value = rec[key]
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{where}: {key} is {value!r}, not a caption")
+    return value
 
 
 def _vg_group(value: Any, subset: str, where: str) -> str:
@@ -215,20 +256,33 @@ def _load_order_files(
     items, skipped = [], []
     prefix = _ID_PREFIX[subset]
     for i, rec in enumerate(_read_json_list(ann, f"{what} annotation file")):
-        _check_fields(rec, ("image", "caption"), f"{ann} record {i}")
+        where = f"{ann} record {i}"
+        _check_fields(rec, ("image", "caption"), where)
         captions = rec["caption"] if isinstance(rec["caption"], list) else [rec["caption"]]
-        path = image_root / rec["image"]
-        exists = path.is_file()
+        bad_image = not isinstance(rec["image"], str) or not rec["image"]
+        path = image_root / rec["image"] if not bad_image else None
+        exists = path is not None and path.is_file()
         for j, caption in enumerate(captions):
             item_id = f"{prefix}-{i}-{j}"
+            if bad_image:
+                skipped.append(Skipped(item_id, f"{where}: image is {rec['image']!r}, not a file"))
+                continue
+            if not isinstance(caption, str) or not caption.strip():
+                skipped.append(Skipped(item_id, f"{where}: caption {j} is {caption!r}, not text"))
+                continue
             if not exists:
                 skipped.append(Skipped(item_id, f"image file missing: {path}"))
+                continue
+            try:
+                options = order_options(caption, item_id, spec.seed, tag)
+            except ValueError as err:
+                skipped.append(Skipped(item_id, f"{where}: caption {j}: {err}"))
                 continue
             items.append(
                 RankingItem(
                     item_id=item_id,
                     image=ImageRef(str(path)),
-                    options=order_options(caption, item_id, spec.seed, tag),
+                    options=options,
                     label=0,
                     group=subset,
                     subset=subset,

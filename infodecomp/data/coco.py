@@ -11,8 +11,13 @@ explicit about the published artefacts:
 - `context` is kept as published, including the published deletion artefacts (a word deleted
   everywhere it occurs, also inside longer words); `context_blank` is the `context_` column or,
   when absent, rebuilt by the rule that reproduces the published `context`;
-- a row whose word is not a whole word of its caption, or whose image file is missing, goes to
-  `Dataset.skipped` with the reason.
+- a row whose word is not a whole word of its caption, whose caption, word or label is empty,
+  whose field count differs from the header's, or whose image file is missing, goes to
+  `Dataset.skipped` with the reason and the manifest line.
+
+The file itself is read strictly: a header of another layout than the four in MANIFEST_LAYOUTS
+is refused (a column is never reinterpreted), and a CSV quoting error (an unbalanced quote would
+otherwise swallow every later row) is refused naming the line where the record starts.
 
 Masks: `Dataset.load_mask(item)` is the union of all instances (crowd ones included) of the
 row's category in the image, a bool tensor [H, W] at the image's original size, built with
@@ -33,7 +38,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from infodecomp.data.errors import COCO2017_SOURCE, MANIFEST_SOURCE, MaskLoadError, require_path
+from infodecomp.data.errors import (
+    COCO2017_SOURCE,
+    MANIFEST_SOURCE,
+    DataError,
+    MaskLoadError,
+    require_path,
+)
 from infodecomp.data.images import load_item_image
 from infodecomp.data.records import Dataset, ImageRef, Skipped, WordItem
 from infodecomp.data.spec import DataSpec
@@ -165,11 +176,14 @@ def load_coco_manifest(spec: DataSpec, kind: str) -> Dataset:
     items: list[WordItem] = []
     skipped: list[Skipped] = []
     counts = {"whitespace_normalized": 0, "context_blank_rebuilt": 0, "without_swap": 0}
-    for r, row in enumerate(rows):
+    for r, (line, row) in enumerate(rows):
         item, reason = _row_to_item(row, r, header, kind, images_dir, counts)
         if item is None:
-            label = row[1].strip() if len(row) > 1 else "?"
-            skipped.append(Skipped(f"{(row or ['?'])[0].strip()}-{_slug(label)}-{r}", reason))
+            label = normalize_space(row[1]) if len(row) > 1 else "?"
+            where = f"manifest {manifest.name} line {line}"
+            skipped.append(
+                Skipped(f"{(row or ['?'])[0].strip()}-{_slug(label)}-{r}", f"{where}: {reason}")
+            )
         else:
             items.append(item)
     return Dataset(
@@ -196,40 +210,85 @@ def _images_dir(spec: DataSpec) -> Path | None:
     return None
 
 
-def _read_manifest(path: Path) -> tuple[list[str], list[list[str]]]:
+# The published layouts (COCO-IT; COCO100-IT; COCO-WL with the word type under an empty header;
+# and the builder's COCO-WL without `context_`). Any other header is refused, never reinterpreted.
+MANIFEST_LAYOUTS = (
+    BASE_COLUMNS,
+    (*BASE_COLUMNS, "context_"),
+    (*BASE_COLUMNS, "context_", ""),
+    (*BASE_COLUMNS, ""),
+)
+# A quoted field may span lines (published captions end in a newline inside the quotes; the
+# longest published record spans 5 lines); a record spanning more is an unbalanced quote.
+MAX_RECORD_LINES = 12
+
+
+def _read_manifest(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """Header and (first line number, fields) of every non-blank record, strictly parsed.
+
+    Raises:
+        DataError: a CSV quoting error (naming the line where the record starts), a record
+            spanning more than MAX_RECORD_LINES lines, or a header of an unknown layout.
+    """
+    records: list[tuple[int, list[str]]] = []
     with open(path, encoding="utf-8-sig", newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows:
-        raise ValueError(f"manifest {path} is empty; expected header {list(BASE_COLUMNS)}")
-    header = [h.strip() for h in rows[0]]
-    if tuple(header[:5]) != BASE_COLUMNS:
-        raise ValueError(
-            f"manifest {path}: expected columns {list(BASE_COLUMNS)} [+ context_] [+ word type], "
-            f"found {rows[0]}"
+        reader = csv.reader(f, strict=True)
+        start = 1
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as err:
+                raise DataError(
+                    f"manifest {path}: CSV quoting error in the record starting at line {start} "
+                    f"({err}); fix the quotes on that line"
+                ) from None
+            if reader.line_num - start + 1 > MAX_RECORD_LINES:
+                raise DataError(
+                    f"manifest {path}: the record starting at line {start} runs over "
+                    f"{reader.line_num - start + 1} lines (an unbalanced quote?); fix the quotes "
+                    "on that line"
+                )
+            records.append((start, row))
+            start = reader.line_num + 1
+    if not records:
+        raise DataError(f"manifest {path} is empty; expected header {list(BASE_COLUMNS)}")
+    header = [h.strip() for h in records[0][1]]
+    if tuple(header) not in MANIFEST_LAYOUTS:
+        known = "; ".join(",".join(layout) for layout in MANIFEST_LAYOUTS)
+        raise DataError(
+            f"manifest {path}: expected columns {list(BASE_COLUMNS)} [+ context_] [+ word type "
+            f"under an empty header], found {records[0][1]}; the known layouts are: {known}"
         )
-    return header, [r for r in rows[1:] if any(c.strip() for c in r)]
+    return header, [(n, r) for n, r in records[1:] if any(c.strip() for c in r)]
 
 
 def _row_to_item(
     row: list[str], r: int, header: list[str], kind: str, images_dir: Path, counts: dict
 ) -> tuple[WordItem | None, str]:
-    if len(row) < 5:
-        return None, f"row {r + 1} has {len(row)} columns, expected at least 5"
+    if len(row) != len(header):
+        return None, f"{len(row)} fields, the header has {len(header)}; the row is not read"
     raw_id, raw_label, raw_caption, raw_context, raw_word = row[:5]
     try:
         image_id = int(raw_id.strip())
     except ValueError:
-        return None, f"row {r + 1}: Image ID {raw_id!r} is not an integer"
+        return None, f"Image ID {raw_id!r} is not an integer"
     label = normalize_space(raw_label)
     item_id = f"{image_id}-{_slug(label)}-{r}"
     caption, word = normalize_space(raw_caption), normalize_space(raw_word)
-    if not word or not whole_word(word, re.IGNORECASE).search(caption):
+    if not caption:
+        return None, "empty caption (correct_obj+context)"
+    if not word:
+        return None, "empty word (correct_obj)"
+    if not label:
+        return None, "empty Label"
+    if not whole_word(word, re.IGNORECASE).search(caption):
         return None, f"word {word!r} is not a whole word of the caption {caption!r}"
     path = images_dir / f"{image_id:012d}.jpg"
     if not path.is_file():
         return None, f"image file missing: {path}"
-    has_blank = "context_" in header and len(row) > header.index("context_")
-    raw_blank = row[header.index("context_")] if has_blank else ""
+    raw_blank = row[header.index("context_")] if "context_" in header else ""
     extra: dict[str, Any] = {"image_id": image_id, "label": label, "row": r}
     if raw_blank.strip():
         blank = normalize_space(raw_blank)
@@ -237,7 +296,9 @@ def _row_to_item(
         blank, rule = _rebuild_blank(raw_caption, raw_context, raw_word.strip())
         extra["context_blank_rule"] = rule
         counts["context_blank_rebuilt"] += 1
-    word_type = normalize_space(row[6]) if len(row) > 6 and row[6].strip() else "noun"
+    type_col = header.index("") if "" in header else None  # the word type's column
+    word_type = normalize_space(row[type_col]) if type_col is not None else ""
+    word_type = word_type or "noun"
     context = normalize_space(raw_context)
     if any(
         raw != normalize_space(raw)
@@ -335,9 +396,28 @@ class CocoMasks:
         if not ann_ids:
             raise MaskLoadError(f"image {image_id} has no instance of {category!r}")
         info = coco.imgs[image_id]
-        union = np.zeros((info["height"], info["width"]), dtype=bool)  # [H, W]
+        try:
+            shape = (int(info["height"]), int(info["width"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise MaskLoadError(
+                f"image {image_id} of {self.annotations} has no usable height/width ({err!r})"
+            ) from err
+        union = np.zeros(shape, dtype=bool)  # [H, W]
         with warnings.catch_warnings():  # pycocotools' Cython decode warns under numpy 2
             warnings.simplefilter("ignore", DeprecationWarning)
             for ann in coco.loadAnns(ann_ids):
-                union |= coco.annToMask(ann).astype(bool)
+                try:
+                    mask = coco.annToMask(ann).astype(bool)
+                except Exception as err:  # pycocotools raises anything on a malformed record
+                    raise MaskLoadError(
+                        f"annotation {ann.get('id')} ({category!r} in image {image_id}) of "
+                        f"{self.annotations}: unreadable segmentation "
+                        f"{str(ann.get('segmentation'))[:60]!r} ({type(err).__name__}: {err})"
+                    ) from err
+                if mask.shape != shape:
+                    raise MaskLoadError(
+                        f"annotation {ann.get('id')} ({category!r} in image {image_id}): mask "
+                        f"{mask.shape} does not match the image's {shape}"
+                    )
+                union |= mask
         return torch.from_numpy(union)

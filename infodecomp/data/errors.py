@@ -37,6 +37,15 @@ MANIFEST_SOURCE = (
 )
 
 
+class DataError(ValueError):
+    """A data file (annotation JSON, manifest) cannot be read as a whole; the message names the
+    file and, where it applies, the line or record. Such an error stops a run before any item."""
+
+
+class MissingDataError(FileNotFoundError):
+    """A data file or folder is missing; the message names the path and where to get it."""
+
+
 class MaskLoadError(ImageLoadError):
     """A ground-truth mask could not be built (unknown image or category, no instances).
 
@@ -66,17 +75,17 @@ def require_path(
         The existing path.
 
     Raises:
-        FileNotFoundError: the path is None or does not exist.
+        MissingDataError: the path is None or does not exist.
     """
     how = f" (set {setting}=<path>)" if setting else ""
     listing = ", ".join(expected) if expected else "-"
     if path is None:
-        raise FileNotFoundError(
+        raise MissingDataError(
             f"{what}: no path given{how}. Expected there: {listing}. They come from {source}."
         )
     p = Path(path).expanduser()
     if not p.exists():
-        raise FileNotFoundError(
+        raise MissingDataError(
             f"{what} not found: {p}{how}. Expected there: {listing}. They come from {source}."
         )
     return p

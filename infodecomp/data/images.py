@@ -56,6 +56,48 @@ def crop_to_bbox(image: Image.Image, bbox: Sequence[float] | None, name: str) ->
     return image.crop((left, top, right, bottom))
 
 
+# Integer modes holding more than 8 bits per value, and the largest value of each.
+_WIDE_INT_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535}
+
+
+def to_rgb(image: Image.Image, name: str) -> Image.Image:
+    """An RGB image from any PIL mode, with the mode's own value range scaled to 0..255.
+
+    PIL's own conversion clips 16-bit (``I;16*``, and ``I`` as PNG and TIFF store 16-bit
+    grey) and float (``F``) values to 0..255; here a 16-bit value v becomes round(v / 257)
+    and a float image in [0, 1] becomes round(255 v). A 32-bit integer or float image whose
+    values lie outside those ranges has no known scaling and is refused.
+
+    Raises:
+        ImageLoadError: the values have no known scaling, or the mode has no RGB conversion.
+    """
+    mode = image.mode
+    if mode in _WIDE_INT_MODES or mode == "F":
+        import numpy as np
+
+        arr = np.asarray(image).astype(np.float64)  # [H, W]
+        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+        top = _WIDE_INT_MODES.get(mode, 1.0)
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo >= 0 and hi <= top):
+            raise ImageLoadError(
+                f"image {name}: mode {mode} with values in [{lo:g}, {hi:g}], outside 0..{top:g}; "
+                "its scaling is unknown, convert it to 8-bit RGB"
+            )
+        grey = np.rint(arr * (255.0 / top)).astype(np.uint8)
+        return Image.fromarray(np.repeat(grey[..., None], 3, axis=-1))  # [H, W, 3]
+    try:
+        return image.convert("RGB")
+    except ValueError as err:
+        raise ImageLoadError(f"image {name}: mode {mode} has no RGB conversion ({err})") from err
+
+
+def _bomb(name: str, err: Exception) -> ImageLoadError:
+    return ImageLoadError(
+        f"image {name} is larger than PIL's decompression-bomb limit "
+        f"(Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}): {err}"
+    )
+
+
 def load_image(ref: ImageRef) -> Image.Image:
     """Read an image file as RGB, cropped to `ref.bbox` (x, y, w, h) clamped to the image.
 
@@ -63,18 +105,23 @@ def load_image(ref: ImageRef) -> Image.Image:
         ref: the file path and optional bounding box.
 
     Returns:
-        An RGB PIL image.
+        An RGB PIL image (16-bit and float images scaled, see `to_rgb`).
 
     Raises:
-        ImageLoadError: the file is missing, unreadable, corrupt or truncated, or the box is empty.
+        ImageLoadError: the file is missing, unreadable, corrupt or truncated (``transient``:
+            the file may be restored), over PIL's decompression-bomb limit, of an unknown value
+            range, or the box is empty.
     """
     try:
         with Image.open(ref.path) as img:
-            rgb = img.convert("RGB")  # forces a full decode, so truncation surfaces here
+            img.load()  # forces a full decode, so truncation surfaces here
+            rgb = to_rgb(img, ref.path)
     except FileNotFoundError as err:
-        raise ImageLoadError(f"image file not found: {ref.path}") from err
+        raise ImageLoadError(f"image file not found: {ref.path}", transient=True) from err
+    except Image.DecompressionBombError as err:
+        raise _bomb(ref.path, err) from err
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise ImageLoadError(f"cannot read image {ref.path}: {err}") from err
+        raise ImageLoadError(f"cannot read image {ref.path}: {err}", transient=True) from err
     return crop_to_bbox(rgb, ref.bbox, ref.path)
 
 
@@ -82,16 +129,19 @@ def load_hf_image(ref: HFImage) -> Image.Image:
     """Decode one row's image from a Hugging Face dataset as RGB, cropped to `ref.bbox`.
 
     Raises:
-        ImageLoadError: the cell is empty or cannot be decoded.
+        ImageLoadError: the cell is empty or cannot be decoded, or the image is over PIL's
+            decompression-bomb limit.
     """
     name = f"row {ref.index} of column {ref.column!r}"
     try:
         img = ref.table[ref.index][ref.column]
         if img is None:
             raise ImageLoadError(f"no image in {name}")
-        rgb = img.convert("RGB")
+        rgb = to_rgb(img, name)
     except ImageLoadError:
         raise
+    except Image.DecompressionBombError as err:
+        raise _bomb(name, err) from err
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, AttributeError) as err:
         raise ImageLoadError(f"cannot decode image in {name}: {err}") from err
     return crop_to_bbox(rgb, ref.bbox, name)

@@ -67,7 +67,17 @@ class Skipped:
 
 
 class ImageLoadError(RuntimeError):
-    """An image could not be read or decoded; the item is skipped and logged, the run goes on."""
+    """An item's image (or mask) could not be read or decoded; the item is skipped and logged,
+    the run goes on.
+
+    `transient` marks causes that may go away without a change to the data set's records (a
+    missing, unreadable or truncated file): a resumed run retries those items
+    (`run.retry_skipped`).
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 @dataclass

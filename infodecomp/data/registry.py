@@ -6,6 +6,7 @@ import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from infodecomp.data.errors import DataError
 from infodecomp.data.records import Dataset
 from infodecomp.data.shapes import SHAPES_SETS
 from infodecomp.data.spec import DataSpec
@@ -78,7 +79,7 @@ def _entry(name: str) -> DataEntry:
     if name not in DATASETS:
         close = difflib.get_close_matches(name, DATASETS, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ValueError(f"data={name} is not a known data set ({', '.join(DATASETS)}).{hint}")
+        raise DataError(f"data={name} is not a known data set ({', '.join(DATASETS)}).{hint}")
     return DATASETS[name]
 
 
@@ -93,11 +94,18 @@ def check_kind(name: str, kind: str, command: str) -> None:
         )
 
 
+def generation_spec(spec: DataSpec, limit: int | None) -> DataSpec:
+    """The spec a loader gets: a generated (ShapesWorld) set is drawn at min(size, limit) items,
+    and its items depend on that size, so the limit is part of what it produces."""
+    if spec.name in SHAPES_SETS and limit is not None:
+        return replace(spec, size=min(spec.size, limit))
+    return spec
+
+
 def load_dataset(spec: DataSpec, limit: int | None = None) -> Dataset:
     """Loads `spec.name`; `limit` keeps the first N items (after the loader's stable order)."""
     entry = _entry(spec.name)
-    if spec.name in SHAPES_SETS and limit is not None:
-        spec = replace(spec, size=min(spec.size, limit))
+    spec = generation_spec(spec, limit)
     ds = entry.load(spec)
     if limit is not None:
         ds.items = ds.items[:limit]

@@ -150,11 +150,20 @@ def estimate(denoiser: Denoiser, queries: Sequence[Query], cfg: EngineConfig) ->
     Returns one ItemEstimate per query, in order. Condition encodings are requested once per
     distinct key for the whole call; the unconditional pass is one condition among the others
     and is therefore computed once per sample and reused by every contrast that needs it.
+
+    Memory is bounded by `cfg.max_batch`, not by `cfg.n_samples`: the (item, sample, condition)
+    rows are walked in chunks of at most `max_batch` rows, each item's noise is drawn in blocks
+    of samples as the walk reaches them, and each chunk's predictions are reduced at once into
+    the item's per-sample errors (a few numbers per sample) and running pixel-map sums. Only a
+    sample whose conditions straddle two chunks is held over, so no tensor of predictions or
+    noise ever spans all samples.
     """
     if not queries:
         return []
     if cfg.max_batch < 1:
         raise ValueError(f"max_batch must be >= 1, got {cfg.max_batch}")
+    if cfg.n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {cfg.n_samples}")
     shapes = {tuple(q.x.shape) for q in queries}
     if len(shapes) != 1:
         raise ValueError(
@@ -166,92 +175,185 @@ def estimate(denoiser: Denoiser, queries: Sequence[Query], cfg: EngineConfig) ->
         for c in q.conditions:
             keys.setdefault(c, len(keys))
     table = denoiser.encode_conditions(list(keys))  # [U, ...] (every field)
+    table_device = conditions_device(table)
 
-    _n, s_count = len(queries), cfg.n_samples
-    draws = [draw(q, cfg) for q in queries]
-    x = torch.stack([q.x.float() for q in queries]).to(device)  # [N, C, H, W]
-    eps = torch.stack([d[2] for d in draws]).to(device)  # [N, S, C, H, W]
-    logsnr = torch.stack([d[0] for d in draws])  # [N, S] float64, CPU
-
-    # Flat job list ordered (item, sample, condition).
-    item_idx, sample_idx, cond_idx, offsets = [], [], [], [0]
-    for i, q in enumerate(queries):
-        rows = torch.tensor([keys[c] for c in q.conditions])
-        k = len(rows)
-        item_idx.append(torch.full((s_count * k,), i))
-        sample_idx.append(torch.arange(s_count).repeat_interleave(k))
-        cond_idx.append(rows.repeat(s_count))
-        offsets.append(offsets[-1] + s_count * k)
-    item_idx_t, sample_idx_t, cond_idx_t = (torch.cat(t) for t in (item_idx, sample_idx, cond_idx))
-    a_all, s_all = (t.float().to(device) for t in alpha_sigma(logsnr))  # [N, S]
-    # Index tensors live on the device once; the per-row logsnr stay on the host (the adapters
-    # map them to timesteps there), so the chunk loop issues no device-to-host copies.
-    ii_all, ss_all = item_idx_t.to(device), sample_idx_t.to(device)  # [J]
-    rows_all = cond_idx_t.to(conditions_device(table))  # [J]
-    logsnr_rows = logsnr.float()[item_idx_t, sample_idx_t]  # [J] host
-    if device.type == "cuda":
-        logsnr_rows = logsnr_rows.pin_memory()
-    shape = (-1,) + (1,) * (x.dim() - 1)
-
-    out = torch.empty((offsets[-1], *x.shape[1:]), dtype=torch.float32, device=device)
-    for start in range(0, offsets[-1], cfg.max_batch):
-        stop = min(start + cfg.max_batch, offsets[-1])
-        ii, ss = ii_all[start:stop], ss_all[start:stop]
-        z = (
-            a_all[ii, ss].view(shape) * x[ii] + s_all[ii, ss].view(shape) * eps[ii, ss]
-        )  # [B, C, H, W]
-        cond = select_rows(table, rows_all[start:stop])
-        out[start:stop] = denoiser.eps_hat(z, logsnr_rows[start:stop], cond).float()
-
-    results = []
-    for i, q in enumerate(queries):
-        k = len(q.conditions)
-        pred = out[offsets[i] : offsets[i + 1]].view(s_count, k, *x.shape[1:])  # [S, K, C, H, W]
-        results.append(_reduce(q, cfg, draws[i], pred, eps[i], x[i], a_all[i], s_all[i]))
-    return results
+    s_count = cfg.n_samples
+    acc = [_ItemAccumulator(q, cfg, [keys[c] for c in q.conditions], device) for q in queries]
+    spans = [s_count * a.k for a in acc]  # rows of each item, ordered (sample, condition)
+    item, row = 0, 0  # where the walk over the flat (item, sample, condition) rows stands
+    shape = (-1,) + (1,) * queries[0].x.dim()
+    while item < len(acc):
+        # One chunk: up to max_batch consecutive rows, possibly spanning several items.
+        segments = []  # (item, first row, end row) within that item
+        room = cfg.max_batch
+        while room and item < len(acc):
+            take = min(room, spans[item] - row)
+            segments.append((item, row, row + take))
+            room -= take
+            row += take
+            if row == spans[item]:
+                item, row = item + 1, 0
+        zs, eps_rows, logsnr_rows, cond_rows = [], [], [], []
+        for i, r0, r1 in segments:
+            a = acc[i]
+            rows = torch.arange(r0, r1)
+            samples = rows // a.k  # [n]
+            eps = a.noise(int(samples[0]), int(samples[-1]) + 1)[samples - int(samples[0])]
+            eps = eps.to(device)  # [n, C, H, W]
+            sd = samples.to(device)
+            zs.append(a.alpha[sd].view(shape) * a.x + a.sigma[sd].view(shape) * eps)
+            eps_rows.append(eps)
+            logsnr_rows.append(a.logsnr.float()[samples])
+            cond_rows.append(a.cond_rows[rows % a.k])
+        z = torch.cat(zs)  # [B, C, H, W]
+        cond = select_rows(table, torch.cat(cond_rows).to(table_device))
+        pred = denoiser.eps_hat(z, torch.cat(logsnr_rows), cond).float()  # [B, C, H, W]
+        start = 0
+        for (i, r0, r1), eps in zip(segments, eps_rows, strict=True):
+            acc[i].add(r0, pred[start : start + r1 - r0], eps)
+            start += r1 - r0
+    return [a.result() for a in acc]
 
 
-def _reduce(
-    q: Query,
-    cfg: EngineConfig,
-    d: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    pred: torch.Tensor,
-    eps: torch.Tensor,
-    x: torch.Tensor,
-    a: torch.Tensor,
-    s: torch.Tensor,
-) -> ItemEstimate:
-    """Per-sample errors and pixel maps of one item from its predictions [S, K, C, H, W]."""
-    logsnr, weight, _ = d
-    bshape = (-1,) + (1,) * x.dim()
-    err = (eps.unsqueeze(1) - pred).square()  # [S, K, C, H, W]
-    mse = err.flatten(2).sum(-1).double().T  # [K, S]
-    z = a.view(bshape) * x + s.view(bshape) * eps  # [S, C, H, W]
-    mse_gauss = (eps - s.view(bshape) * z).square().flatten(1).sum(-1).double()  # [S]
-    with_idx = [a_ for a_, _ in q.contrasts]
-    without_idx = [b_ for _, b_ in q.contrasts]
-    diff_sq = (pred[:, with_idx] - pred[:, without_idx]).square()  # [S, P, C, H, W]
-    io = diff_sq.flatten(2).sum(-1).double().T  # [P, S]
-    is_ = mse[without_idx] - mse[with_idx]  # [P, S]
-    io_map = is_map = None
-    if cfg.pixel_maps and q.contrasts:
-        w = (0.5 * weight).to(pred.device, torch.float32).view(-1, 1, 1, 1)  # [S, 1, 1, 1]
-        io_map = (w * diff_sq.sum(2)).mean(0).cpu()  # [P, H, W]
-        err_px = err.sum(2)  # [S, K, H, W]
-        is_map = (w * (err_px[:, without_idx] - err_px[:, with_idx])).mean(0).cpu()  # [P, H, W]
-    return ItemEstimate(
-        key=q.key,
-        conditions=q.conditions,
-        contrasts=q.contrasts,
-        sampler=cfg.sampler,
-        logsnr=logsnr,
-        weight=weight,
-        mse=mse.cpu(),
-        mse_gauss=mse_gauss.cpu(),
-        io=io.cpu(),
-        is_=is_.cpu(),
-        dim=x.numel(),
-        x_sqnorm=float(x.double().square().sum()),
-        io_map=io_map,
-        is_map=is_map,
-    )
+class _NoiseStream:
+    """An item's eps draws [S, C, H, W], generated block by block from its generator.
+
+    CPU `torch.randn` fills a tensor from the generator's stream in groups of 16 values, and
+    redraws the last 16 when the size is not a multiple of 16. Blocks whose sizes are multiples
+    of 16 values, and a last block of at least 16 values, therefore consume the stream exactly
+    as one call for all samples does: the draws equal `draw`'s, bit for bit.
+    """
+
+    def __init__(self, gen: torch.Generator, n_samples: int, shape: tuple, block: int) -> None:
+        self.gen, self.n_samples, self.shape = gen, n_samples, tuple(shape)
+        dim = math.prod(self.shape)
+        unit = 16 // math.gcd(dim, 16)  # samples per whole number of 16-value groups
+        self.block = max(unit, -(-block // unit) * unit)
+        self.dim = dim
+        self.buf = torch.empty((0, *self.shape))
+        self.first = 0  # sample index of buf[0]
+
+    def _next_block(self, start: int) -> torch.Tensor:
+        n = min(self.block, self.n_samples - start)
+        if (self.n_samples - start - n) * self.dim < 16:  # too small a tail: draw it now
+            n = self.n_samples - start
+        return torch.randn((n, *self.shape), generator=self.gen, dtype=torch.float32)
+
+    def get(self, lo: int, hi: int) -> torch.Tensor:
+        """Draws of samples lo..hi-1 [hi - lo, C, H, W]; lo never decreases between calls."""
+        end = self.first + self.buf.shape[0]
+        if hi > end:
+            parts = [self.buf[lo - self.first :]] if lo < end else []
+            while end < hi:
+                block = self._next_block(end)
+                parts.append(block)
+                end += block.shape[0]
+            self.buf = torch.cat(parts) if len(parts) > 1 else parts[0]
+            self.first = end - self.buf.shape[0]
+        return self.buf[lo - self.first : hi - self.first]
+
+
+class _ItemAccumulator:
+    """One item's draws and the running reduction of its predictions (see `estimate`)."""
+
+    def __init__(
+        self, q: Query, cfg: EngineConfig, cond_rows: list[int], device: torch.device
+    ) -> None:
+        self.q, self.cfg, self.k = q, cfg, len(q.conditions)
+        gen = item_generator(cfg.seed, q.key)
+        self.logsnr, self.weight = cfg.sampler.sample(cfg.n_samples, gen)  # [S] float64
+        block = -(-cfg.max_batch // self.k) + 1  # samples one chunk can touch
+        self._eps = _NoiseStream(gen, cfg.n_samples, tuple(q.x.shape), block)
+        self.cond_rows = torch.tensor(cond_rows)  # [K] rows of the encoding table
+        self.x = q.x.float().to(device)  # [C, H, W]
+        self.alpha, self.sigma = (t.float().to(device) for t in alpha_sigma(self.logsnr))  # [S]
+        s, p = cfg.n_samples, len(q.contrasts)
+        self.with_idx = [a for a, _ in q.contrasts]
+        self.without_idx = [b for _, b in q.contrasts]
+        self.mse = torch.empty((self.k, s), dtype=torch.float64)
+        self.mse_gauss = torch.empty(s, dtype=torch.float64)
+        self.io = torch.empty((p, s), dtype=torch.float64)
+        self.is_ = torch.empty((p, s), dtype=torch.float64)
+        self.maps = cfg.pixel_maps and p > 0
+        hw = tuple(q.x.shape[1:])
+        self.io_sum = (
+            torch.zeros((p, *hw), dtype=torch.float64, device=device) if self.maps else None
+        )
+        self.is_sum = (
+            torch.zeros((p, *hw), dtype=torch.float64, device=device) if self.maps else None
+        )
+        self._held: tuple[int, torch.Tensor, torch.Tensor] | None = None  # a straddling sample
+        self._done = 0  # samples reduced so far
+
+    def noise(self, lo: int, hi: int) -> torch.Tensor:
+        return self._eps.get(lo, hi)
+
+    def add(self, r0: int, pred: torch.Tensor, eps: torch.Tensor) -> None:
+        """Predictions [n, C, H, W] of rows r0.. (and their eps [n, C, H, W]) of this item."""
+        if self._held is not None:
+            h0, hpred, heps = self._held
+            r0, pred, eps = h0, torch.cat([hpred, pred]), torch.cat([heps, eps])
+            self._held = None
+        assert r0 % self.k == 0, "an item's rows must arrive in order"
+        whole = (pred.shape[0] // self.k) * self.k
+        if whole < pred.shape[0]:  # the last sample's other conditions come with the next chunk
+            self._held = (r0 + whole, pred[whole:].clone(), eps[whole:].clone())
+        if whole:
+            n = whole // self.k
+            s0 = r0 // self.k
+            self._reduce(
+                s0,
+                pred[:whole].view(n, self.k, *pred.shape[1:]),  # [n, K, C, H, W]
+                eps[: whole : self.k],  # [n, C, H, W]
+            )
+
+    def _reduce(self, s0: int, pred: torch.Tensor, eps: torch.Tensor) -> None:
+        """Per-sample errors and pixel-map sums of samples s0..s0+n-1 from pred [n, K, C, H, W]."""
+        n = pred.shape[0]
+        sl = slice(s0, s0 + n)
+        x = self.x
+        bshape = (-1,) + (1,) * x.dim()
+        err = (eps.unsqueeze(1) - pred).square()  # [n, K, C, H, W]
+        mse = err.flatten(2).sum(-1).double().T  # [K, n]
+        a, s = self.alpha[sl], self.sigma[sl]
+        z = a.view(bshape) * x + s.view(bshape) * eps  # [n, C, H, W]
+        self.mse[:, sl] = mse.cpu()
+        self.mse_gauss[sl] = (eps - s.view(bshape) * z).square().flatten(1).sum(-1).double().cpu()
+        if self.with_idx:
+            diff_sq = (
+                pred[:, self.with_idx] - pred[:, self.without_idx]
+            ).square()  # [n, P, C, H, W]
+            self.io[:, sl] = diff_sq.flatten(2).sum(-1).double().T.cpu()
+            self.is_[:, sl] = (mse[self.without_idx] - mse[self.with_idx]).cpu()
+            if self.maps:
+                w = (0.5 * self.weight[sl]).to(pred.device, torch.float32).view(bshape)
+                self.io_sum += (w * diff_sq.sum(2)).double().sum(0)  # [P, H, W]
+                err_px = err.sum(2)  # [n, K, H, W]
+                self.is_sum += (
+                    (w * (err_px[:, self.without_idx] - err_px[:, self.with_idx])).double().sum(0)
+                )
+        self._done += n
+
+    def result(self) -> ItemEstimate:
+        q, s_count = self.q, self.cfg.n_samples
+        assert self._done == s_count and self._held is None, "an item's rows were not all reduced"
+        io_map = is_map = None
+        if self.maps:
+            io_map = (self.io_sum / s_count).float().cpu()  # [P, H, W]
+            is_map = (self.is_sum / s_count).float().cpu()
+        return ItemEstimate(
+            key=q.key,
+            conditions=q.conditions,
+            contrasts=q.contrasts,
+            sampler=self.cfg.sampler,
+            logsnr=self.logsnr,
+            weight=self.weight,
+            mse=self.mse,
+            mse_gauss=self.mse_gauss,
+            io=self.io,
+            is_=self.is_,
+            dim=self.x.numel(),
+            x_sqnorm=float(self.x.double().square().sum()),
+            io_map=io_map,
+            is_map=is_map,
+        )

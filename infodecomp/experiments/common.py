@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
@@ -14,7 +15,7 @@ import torch
 
 from infodecomp.estimators.engine import EngineConfig
 from infodecomp.estimators.samplers import LogsnrSampler
-from infodecomp.experiments.config import EstimatorConfig, register
+from infodecomp.experiments.config import EstimatorConfig, check_device, register
 from infodecomp.models.device import DTYPES
 from infodecomp.models.device import resolve_device as _resolve_device
 from infodecomp.models.device import resolve_dtype as _resolve_dtype
@@ -27,14 +28,26 @@ def hydra_main(command: str, run: Callable[[Any], Any]) -> Callable[[], Any]:
     import hydra
     from omegaconf import OmegaConf
 
+    from infodecomp.data.errors import DataError, MissingDataError
+    from infodecomp.experiments.config import SCHEMAS, ConfigError, check_keys, check_values
+    from infodecomp.experiments.runner import RunError
     from infodecomp.paths import config_dir
+    from infodecomp.reporting.store import StoreError
 
     register()
 
     @hydra.main(config_path=str(config_dir()), config_name=command, version_base="1.3")
     def _main(cfg: Any) -> Any:
-        obj = OmegaConf.to_object(cfg)
-        return run(obj)
+        try:
+            if command in SCHEMAS:
+                check_keys(cfg, SCHEMAS[command], command)
+            obj = OmegaConf.to_object(cfg)
+            check_values(obj)
+            return run(obj)
+        except (ConfigError, StoreError, RunError, DataError, MissingDataError) as err:
+            # The message says what is wrong and what to do: one line, no traceback.
+            print(f"infodecomp {command}: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
 
     return _main
 
@@ -61,13 +74,9 @@ def run_dir(cfg: Any, command: str) -> Path:
 
 
 def resolve_device(name: str) -> torch.device:
-    """auto -> cuda, else mps, else cpu; an unavailable explicit CUDA device is a clear error."""
-    dev = _resolve_device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
-            f"run.device={name} was requested but CUDA is not available; use run.device=cpu or auto"
-        )
-    return dev
+    """auto -> cuda, else mps, else cpu; a device this machine lacks is a ConfigError."""
+    check_device(str(name))
+    return _resolve_device(name)
 
 
 def resolve_dtype(name: str) -> torch.dtype:

@@ -1,9 +1,20 @@
-"""The loop every experiment shares: shard, resume, load images, process batches, write, summarise."""
+"""The loop every experiment shares: shard, resume, load images, process batches, write, summarise.
+
+Item boundary: every failure of one item (its image, its mask, its tokens, the model on it) is
+caught, recorded in the store's skipped table with the item id and the reason, and the run goes
+on. When a batch fails as a whole, its items are retried one by one, so only the bad ones are
+skipped. A failure that hits every item is a setup problem, not a bad item, so the run stops on
+it instead: when every item of the first batch of at least two items that a run processes fails
+inside the command with the same error type (and no item has finished in this run yet), the run
+stops with that error before writing anything of that batch. Unreadable images and masks
+(ImageLoadError) never stop a run, and a lone item is never taken for a setup problem (a resumed
+run left with one bad item must not die on it forever). Running out of memory always stops the
+run.
+"""
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,18 +33,20 @@ from infodecomp.experiments.common import (
     shard,
     to_dict,
 )
+from infodecomp.experiments.session import KEYS, Session, first_start, leg_info, legs_for_meta
 from infodecomp.models.capabilities import ExactLikelihood, needs_rgb
 from infodecomp.models.registry import load_model, model_source
 from infodecomp.reporting.meta import write_meta, write_summary
-from infodecomp.reporting.writer import (
-    ResultsWriter,
-    SkipLog,
-    merge_parts,
-    part_filename,
-    read_results,
-)
+from infodecomp.reporting.store import RunView, Skip, StoreError, read_results, wall_time
 
 log = logging.getLogger("infodecomp")
+
+# Errors that are never one item's fault: they stop the run.
+_FATAL = (MemoryError, StoreError, torch.cuda.OutOfMemoryError)
+
+
+class RunError(RuntimeError):
+    """A run stopped for a reason shared by every item (one line, naming the cause)."""
 
 
 @dataclass
@@ -61,34 +74,118 @@ def execute(
     *,
     headline: str | Callable[[dict], str],
     consumes: str,
+    key: Sequence[str] | None = None,
 ) -> Path:
     """Runs `process` over the data set in checkpointed batches and writes the run directory.
 
-    Finished items (listed in the done file) are skipped on rerun; images that fail to load are
-    logged to skipped.csv and the run goes on. With WORLD_SIZE > 1 (torchrun) each rank takes every
-    world_size-th item and writes its own part; rank 0 merges the parts it finds at the end.
+    Each batch's rows, finished items and skipped items are committed to the run's store in one
+    transaction (infodecomp.reporting.store); a rerun into the same run.out_dir resumes when the
+    config fingerprint matches (infodecomp.experiments.session). With WORLD_SIZE > 1 (torchrun)
+    each rank takes every world_size-th item and writes its own store; rank 0 merges them at the
+    end. results.csv and skipped.csv are exported from the store at the end. `consumes` is the
+    kind of data set the command reads (data.registry RANKING or WORDS), checked up front;
+    `headline` is the summary key printed at the end (or a function of the metrics giving it).
     """
     out = run_dir(cfg, command)
-    start = time.time()
     rank, world = shard()
     rank = cfg.run.rank if cfg.run.rank is not None else rank
     world = cfg.run.world_size if cfg.run.world_size is not None else world
     device, dtype = resolve_device(cfg.run.device), resolve_dtype(cfg.run.dtype)
     check_kind(cfg.data.name, consumes, command)
+    session = Session(
+        out,
+        command,
+        columns,
+        key if key is not None else KEYS.get(command, ["item_id"]),
+        to_dict(cfg),
+        rank=rank,
+        world=world,
+        resume=cfg.run.resume,
+        leg_info=leg_info(
+            device=str(device), dtype=cfg.run.dtype, world_size=world, resume=cfg.run.resume
+        ),
+    )
+    try:
+        ctx = _run_leg(cfg, command, process, session, out, device, dtype, rank, world)
+        session.end_leg("finished")
+        if world > 1:
+            _wait_for_ranks()
+            if rank != 0:
+                return out
+        session.merge_and_export()
+    except BaseException as err:
+        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        try:
+            session.end_leg(status, error=f"{type(err).__name__}: {err}")
+        except Exception as leg_err:  # the original error matters more
+            log.warning("could not record the end of this leg in %s: %s", out, leg_err)
+        if world == 1:
+            try:  # what finished is exported even when the run stops
+                session.merge_and_export()
+            except Exception as export_err:  # the original error matters more
+                log.warning("could not export %s: %s", out, export_err)
+        raise
+    finally:
+        session.close()
+    with RunView(out) as view:
+        n_done, n_skipped, legs = len(view.done()), len(view.skipped()), view.legs()
+    results = read_results(out)
+    # meta.json before the summary: a summary that fails still leaves a run aggregate can read
+    write_meta(
+        out,
+        to_dict(cfg),
+        device=str(device),
+        dtype=cfg.run.dtype,
+        seed=cfg.run.seed,
+        wall_time_s=wall_time(legs),
+        items_done=n_done,
+        items_skipped=n_skipped,
+        command=command,
+        started_at=first_start(legs),
+        legs=legs_for_meta(legs),
+        extra={"model_source": model_source(cfg.model)},
+    )
+    metrics = summarize(ctx, results) if len(results) else {}
+    metrics.update({"items/done": n_done, "items/skipped": n_skipped})
+    write_summary(out, metrics)
+    if n_done == 0:
+        raise RunError(
+            f"{command}: no item finished in {out} ({n_skipped} skipped: see {out / 'skipped.csv'})"
+            if n_skipped
+            else f"{command}: the data set {cfg.data.name} has no items"
+        )
+    if callable(headline):
+        headline = headline(metrics)
+    value = metrics.get(headline)
+    shown = f"{value:.4g}" if isinstance(value, float) else value
+    print(f"{command}: {n_done} items, {n_skipped} skipped, {headline} = {shown} -> {out}")
+    return out
+
+
+def _run_leg(
+    cfg: Any,
+    command: str,
+    process: BatchFn,
+    session: Session,
+    out: Path,
+    device: Any,
+    dtype: Any,
+    rank: int,
+    world: int,
+) -> RunContext:
+    """Loads the data and the model and processes what is left of this rank's items."""
     dataset = load_dataset(cfg.data, cfg.run.limit)
-    items = dataset.items[rank::world]
-    filename = "results.csv" if world == 1 else part_filename(rank)
-    skipfile = "skipped.csv" if world == 1 else f"skipped.part-{rank}.csv"
-    writer = ResultsWriter(out, filename, columns)
-    skips = SkipLog(out, skipfile)
-    for s in dataset.skipped:
-        if s.item_id not in skips.skipped_ids():
-            skips.add(s.item_id, s.reason)
-    done = writer.done_ids() | skips.skipped_ids()
-    todo = [it for it in items if str(it.item_id) not in done]
-    if len(todo) < len(items):
+    session.record_load_skips(dataset.skipped)
+    mine = list(enumerate(dataset.items))[rank::world]  # (position in the data set, item)
+    todo = session.todo(mine, retry_skipped=cfg.run.retry_skipped)
+    if len(todo) < len(mine):
+        retried = sum(1 for _, it in todo if str(it.item_id) in session.skipped)
         log.info(
-            "resuming %s: %d of %d items already done", out, len(items) - len(todo), len(items)
+            "resuming %s: %d of %d items already done or skipped; retrying %d skipped",
+            out,
+            len(mine) - len(todo),
+            len(mine),
+            retried,
         )
     model = load_model(cfg.model, device, dtype) if todo else None
     if model is not None:
@@ -96,60 +193,100 @@ def execute(
     ctx = RunContext(cfg, out, model, dataset, device, rank, world)
     step = max(1, cfg.run.items_per_step)
     bar = tqdm(
-        total=len(items),
-        initial=len(items) - len(todo),
+        total=len(mine),
+        initial=len(mine) - len(todo),
         desc=f"{command} {cfg.data.name}",
         unit="item",
         disable=not cfg.run.progress,
         dynamic_ncols=True,
     )
+    decided = False  # whether a shared failure can still stop the run (see the module doc)
     try:
         for b in range(0, len(todo), step):
-            batch, images = [], []
-            for item in todo[b : b + step]:
+            chunk = todo[b : b + step]
+            batch, images, skips = [], [], []
+            for pos, item in chunk:
                 try:
                     images.append(_for_model(model, dataset.load_image(item)))
-                    batch.append(item)
-                except (ImageLoadError, FileNotFoundError, OSError) as err:
-                    skips.add(item.item_id, f"image: {err}")
+                    batch.append((pos, item))
+                except _FATAL:
+                    raise
+                except Exception as err:
+                    skips.append(_skip(item, pos, err, "image: "))
+            rows, done = [], []
             if batch:
-                writer.append(process(ctx, batch, images), items=[it.item_id for it in batch])
-            bar.update(len(todo[b : b + step]))
+                rows, done, failed = _process_batch(ctx, process, batch, images)
+                if not decided and len(batch) >= 2 and not done:
+                    _stop_if_shared(command, failed)
+                decided = decided or len(batch) >= 2 or bool(done)
+                skips += [s for s, _ in failed]
+            session.commit(rows, done, skips)
+            bar.update(len(chunk))
     finally:
         bar.close()
-        writer.close()
-        skips.close()
-    if world > 1:
-        _wait_for_ranks()
-        if rank != 0:
-            return out
-        merge_parts(out)
-    results = read_results(out)
-    n_skipped = len(pd.read_csv(out / "skipped.csv")) if (out / "skipped.csv").exists() else 0
-    n_done = int(results["item_id"].nunique()) if len(results) else 0
-    meta = dict(
-        device=str(device),
-        dtype=cfg.run.dtype,
-        seed=cfg.run.seed,
-        items_done=n_done,
-        items_skipped=n_skipped,
-        command=command,
-        extra={"model_source": model_source(cfg.model)},
+    return ctx
+
+
+def _skip(item: Any, pos: int, err: BaseException, prefix: str = "") -> Skip:
+    reason = (
+        f"{prefix}{err}"
+        if isinstance(err, ImageLoadError)
+        else f"{prefix}{type(err).__name__}: {err}"
     )
-    # meta.json first: a summary that fails still leaves a run that aggregate can read
-    write_meta(out, to_dict(cfg), wall_time_s=time.time() - start, **meta)
-    metrics = summarize(ctx, results) if len(results) else {}
-    metrics.update({"items/done": n_done, "items/skipped": n_skipped})
-    write_summary(out, metrics)
-    write_meta(out, to_dict(cfg), wall_time_s=time.time() - start, **meta)
-    if callable(headline):
-        headline = headline(metrics)
-    value = metrics.get(headline)
-    shown = f"{value:.4g}" if isinstance(value, float) else value
-    print(
-        f"{command}: {metrics['items/done']} items, {n_skipped} skipped, {headline} = {shown} -> {out}"
-    )
-    return out
+    if isinstance(err, ImageLoadError):
+        transient = err.transient
+    else:
+        transient = isinstance(err, OSError)  # missing, unreadable or unreachable files
+    return Skip(str(item.item_id), reason, transient=transient, stage="item", ord=pos)
+
+
+def _process_batch(
+    ctx: RunContext, process: BatchFn, batch: list[tuple[int, Any]], images: list[Any]
+) -> tuple[list[dict], list[tuple[str, int]], list[tuple[Skip, BaseException]]]:
+    """Rows, finished (id, position) and failed (skip, error) of one batch; a failing batch is
+    retried item by item, so one bad item costs only itself."""
+    items = [it for _, it in batch]
+    try:
+        rows = process(ctx, items, images)
+        return rows, [(str(it.item_id), pos) for pos, it in batch], []
+    except _FATAL:
+        raise
+    except Exception as err:
+        if len(batch) == 1:
+            pos, item = batch[0]
+            log.warning("item %s skipped: %s: %s", item.item_id, type(err).__name__, err)
+            return [], [], [(_skip(item, pos, err), err)]
+        log.warning(
+            "a batch of %d items failed (%s: %s); retrying its items one by one",
+            len(batch),
+            type(err).__name__,
+            err,
+        )
+    rows, done, failed = [], [], []
+    for (pos, item), image in zip(batch, images, strict=True):
+        try:
+            rows += process(ctx, [item], [image])
+            done.append((str(item.item_id), pos))
+        except _FATAL:
+            raise
+        except Exception as err:
+            log.warning("item %s skipped: %s: %s", item.item_id, type(err).__name__, err)
+            failed.append((_skip(item, pos, err), err))
+    return rows, done, failed
+
+
+def _stop_if_shared(command: str, failed: list[tuple[Skip, BaseException]]) -> None:
+    """Every item of the first batch failed: stop when they failed the same way (not one item's
+    data, e.g. an unreadable image or mask, but a setting or the model)."""
+    kinds = {type(err) for _, err in failed}
+    if len(kinds) != 1 or issubclass(next(iter(kinds)), ImageLoadError):
+        return
+    err = failed[0][1]
+    raise RunError(
+        f"{command}: every item of the first batch ({len(failed)}) failed with "
+        f"{type(err).__name__}: {' '.join(str(err).split())} -- a failure shared by every item "
+        "is a setup problem, not a bad item; nothing of this batch was written, fix it and rerun"
+    ) from err
 
 
 def _wait_for_ranks() -> None:

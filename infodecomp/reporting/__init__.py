@@ -1,4 +1,4 @@
-"""Results schema, crash-safe CSV writer with resume, metrics, Tables 1-4 and figures.
+"""Results schema, the transactional results store, metrics, Tables 1-4 and figures.
 
 Never imports torch: tables are rebuilt from run directories alone. The figure helpers
 (matplotlib) are loaded on first use.
@@ -26,10 +26,9 @@ from infodecomp.reporting.writer import (
     ARO_COLUMNS,
     INTERVENE_COLUMNS,
     LOCALIZE_COLUMNS,
-    ResultsWriter,
-    SkipLog,
-    merge_parts,
-    part_filename,
+    RunStore,
+    RunView,
+    export,
     read_results,
 )
 from infodecomp.tasks import predict
@@ -51,19 +50,18 @@ __all__ = [
     "IOU_COLUMNS",
     "LOCALIZE_COLUMNS",
     "THRESHOLDS",
-    "ResultsWriter",
-    "SkipLog",
+    "RunStore",
+    "RunView",
     "aggregate",
     "find_run_dirs",
     "intervention_table",
     "iou",
     "iou_curve",
     "load_runs",
-    "merge_parts",
     "miou_heldout",
     "miou_paper",
     "min_max_normalise",
-    "part_filename",
+    "export",
     "pearson_r",
     "predict",
     "ranking_accuracy",

@@ -118,6 +118,8 @@ def write_meta(
     items_skipped: int,
     extra: Mapping[str, Any] | None = None,
     command: str | None = None,
+    started_at: str | None = None,
+    legs: list[Mapping[str, Any]] | None = None,
 ) -> Path:
     """Write ``meta.json``: resolved config, versions, git revision, device and progress.
 
@@ -127,13 +129,16 @@ def write_meta(
         device: torch device string the run used (e.g. ``"cuda:0"``).
         dtype: compute dtype name (e.g. ``"float32"``).
         seed: the run's seed.
-        wall_time_s: seconds the run took.
+        wall_time_s: seconds the run took (all legs into this directory together).
         items_done: items finished (all runs into this directory together).
         items_skipped: items skipped.
         extra: further keys to store (merged into the top-level object).
         command: the command that produced the run (``aro``, ``localize``, ``intervene``,
             ``visualize``); read by aggregation. Defaults to ``extra["command"]`` or
             ``config["command"]``.
+        started_at: when the first leg started (ISO 8601); default: now - wall_time_s.
+        legs: one record per run into this directory (a resumed run has several), stored
+            as ``legs``.
 
     Returns:
         Path of ``meta.json``.
@@ -153,13 +158,16 @@ def write_meta(
         "wall_time_s": float(wall_time_s),
         "items_done": int(items_done),
         "items_skipped": int(items_skipped),
-        "started_at": (now - timedelta(seconds=float(wall_time_s))).isoformat(timespec="seconds"),
+        "started_at": started_at
+        or (now - timedelta(seconds=float(wall_time_s))).isoformat(timespec="seconds"),
         "finished_at": now.isoformat(timespec="seconds"),
         "versions": package_versions(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "git": git_revision(),
     }
+    if legs is not None:
+        meta["legs"] = _jsonable(list(legs))
     clash = sorted(set(extra) & set(meta))
     if clash:
         raise ValueError(
