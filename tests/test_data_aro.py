@@ -112,15 +112,40 @@ def test_bbox_crop_exact_pixels(tmp_path):
     assert tuple(arr[14, 19]) == (29, 19, 100)
 
 
-def test_bbox_is_rounded_and_clamped(tmp_path):
+def test_bbox_leaving_the_image_is_padded_black_like_aro(tmp_path):
+    """Default crop = ARO's `image.crop((x, y, x + w, y + h))`: the box keeps its size."""
     gradient(40, 30).save(tmp_path / "g.png")
-    img = load_image(ImageRef(str(tmp_path / "g.png"), (30.4, 20.6, 100, 100)))
+    box = (30.4, 20.6, 100, 100)
+    img = load_image(ImageRef(str(tmp_path / "g.png"), box))
+    assert img.size == (100, 100)  # corners rounded: x 30..130, y 21..121
+    arr = np.asarray(img)
+    assert tuple(arr[0, 0]) == (30, 21, 100) and tuple(arr[8, 9]) == (39, 29, 100)
+    assert (arr[9:, :] == 0).all() and (arr[:, 10:] == 0).all()  # outside the image: black
+    aro = gradient(40, 30).crop((box[0], box[1], box[0] + box[2], box[1] + box[3]))
+    assert np.array_equal(arr, np.asarray(aro))  # the same pixels as ARO's own crop
+    img = load_image(ImageRef(str(tmp_path / "g.png"), (-5, -5, 10, 10)))
+    arr = np.asarray(img)
+    assert img.size == (10, 10) and (arr[:5, :] == 0).all() and (arr[:, :5] == 0).all()
+    assert tuple(arr[5, 5]) == (0, 0, 100)
+    outside = crop_to_bbox(gradient(40, 30), (50, 50, 5, 5), "g")
+    assert outside.size == (5, 5) and not np.asarray(outside).any()
+    with pytest.raises(ImageLoadError, match="empty"):
+        crop_to_bbox(gradient(40, 30), (5, 5, 0, 3), "g")
+
+
+def test_bbox_is_rounded_and_clamped_on_request(tmp_path):
+    gradient(40, 30).save(tmp_path / "g.png")
+    img = load_image(ImageRef(str(tmp_path / "g.png"), (30.4, 20.6, 100, 100)), crop="clamp")
     assert img.size == (10, 9)  # x 30..40, y 21..30
     assert tuple(np.asarray(img)[0, 0]) == (30, 21, 100)
-    img = load_image(ImageRef(str(tmp_path / "g.png"), (-5, -5, 10, 10)))
+    img = load_image(ImageRef(str(tmp_path / "g.png"), (-5, -5, 10, 10)), crop="clamp")
     assert img.size == (5, 5) and tuple(np.asarray(img)[0, 0]) == (0, 0, 100)
     with pytest.raises(ImageLoadError, match="outside image"):
-        crop_to_bbox(gradient(40, 30), (50, 50, 5, 5), "g")
+        crop_to_bbox(gradient(40, 30), (50, 50, 5, 5), "g", mode="clamp")
+    with pytest.raises(ValueError, match="data.crop=trim is not one of pad, clamp"):
+        crop_to_bbox(gradient(40, 30), (0, 0, 5, 5), "g", mode="trim")
+    with pytest.raises(ValueError, match="data.crop=trim"):
+        DataSpec(crop="trim")
 
 
 def test_whole_image_is_rgb(tmp_path):
@@ -170,7 +195,10 @@ def test_vg_relation_items_and_crops(tmp_path):
     assert first.image.bbox == (10.0, 5.0, 20.0, 15.0)
     img = ds.load_image(first)
     assert img.size == (20, 15) and tuple(np.asarray(img)[0, 0]) == (10, 5, 100)
-    assert ds.load_image(ds.items[1]).size == (34, 27)  # clamped to the 64x48 image
+    assert ds.load_image(ds.items[1]).size == (100, 100)  # ARO's crop: padded with black
+    assert ds.info["crop"] == "pad"
+    clamped = load_vg_relation(DataSpec(root=str(tmp_path), crop="clamp"))
+    assert clamped.load_image(clamped.items[1]).size == (34, 27)  # clamped to the 64x48 image
     # ids are positions in the file: loading twice gives the same ids
     again = load_vg_relation(DataSpec(root=str(tmp_path)))
     assert [it.item_id for it in again.items] == ["vgr-0", "vgr-1"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +183,9 @@ def _load_vg_files(spec: DataSpec, subset: str, filename: str) -> Dataset:
                 subset=subset,
             )
         )
-    return _dataset(subset, items, skipped, source="files", annotation_file=str(ann))
+    return _dataset(
+        subset, items, skipped, source="files", annotation_file=str(ann), crop=spec.crop
+    )
 
 
 def _vg_group(value: Any, subset: str, where: str) -> str:
@@ -316,7 +319,7 @@ def _load_vg_hf(spec: DataSpec, subset: str) -> Dataset:
                 subset=subset,
             )
         )
-    return _dataset(subset, items, [], source="hf", hf_name=name)
+    return _dataset(subset, items, [], source="hf", hf_name=name, crop=spec.crop)
 
 
 def _load_order_hf(spec: DataSpec, subset: str) -> Dataset:
@@ -341,10 +344,11 @@ def _load_order_hf(spec: DataSpec, subset: str) -> Dataset:
 
 
 def _dataset(subset: str, items: list, skipped: list[Skipped], **info: Any) -> Dataset:
+    """`info` is the data set's provenance (source, files or hub id and revision, crop mode)."""
     return Dataset(
         name=f"aro-{subset}",
         items=items,
         skipped=skipped,
-        image_loader=load_item_image,
+        image_loader=partial(load_item_image, crop=info.get("crop", "pad")),
         info={"subset": subset, **info},
     )

@@ -34,6 +34,8 @@ class DataConfig:
     images: str | None = None
     source: str = "files"
     hf_name: str | None = None
+    revision: str | None = None
+    crop: str = "pad"
     size: int = 64
     seed: int = 0
     noise: float | None = None  # ShapesWorld image noise; keep equal to model.sigma0
