@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -395,3 +397,37 @@ def test_runs_without_finished_items_give_no_tables(tmp_path):
     tables = aggregate([aro, loc, itv], tmp_path / "out")
     assert list(tables) == ["runs"]
     assert len(tables["runs"]) == 3
+
+
+def test_data_source_and_revision_reach_table1_and_the_runs_table(tmp_path):
+    hub = make_run(
+        tmp_path / "hub", "aro", "tiny-sd", "aro-vg-relation", aro_rows(ITEMS, ["io"], 100),
+        ARO_COLUMNS,
+    )  # fmt: skip
+    meta = (hub / "meta.json").read_text()
+    # what the runner records from the loader (data.aro: source, hub id, revision)
+    obj = json.loads(meta)
+    obj["dataset"] = {
+        "name": "aro-vg-relation",
+        "source": "hf",
+        "hf_name": "gowitheflow/ARO-Visual-Relation",
+        "revision": "3867ad4f46a1ac2e63be034d1fc77dd8c2ef7209",
+    }
+    (hub / "meta.json").write_text(json.dumps(obj))
+    old = make_run(  # written before the loader recorded its source: read from the config
+        tmp_path / "old", "aro", "sd-2.1-base", "aro-vg-relation", aro_rows(ITEMS, ["io"], 100),
+        ARO_COLUMNS,
+    )  # fmt: skip
+    tables = aggregate([hub, old], tmp_path / "out")
+    sources = tables["runs"].set_index("model")["data_source"]
+    assert sources["tiny-sd"] == (
+        "Hugging Face gowitheflow/ARO-Visual-Relation @ 3867ad4f46a1ac2e63be034d1fc77dd8c2ef7209"
+    )
+    assert sources["sd-2.1-base"] == "files"
+    md = (tmp_path / "out" / "table1.md").read_text()
+    assert md.endswith(
+        "\n- Data, VG-R: Hugging Face gowitheflow/ARO-Visual-Relation @ "
+        "3867ad4f46a1ac2e63be034d1fc77dd8c2ef7209; files.\n"
+    )
+    tex = (tmp_path / "out" / "table1.tex").read_text()
+    assert r"{\footnotesize Data, VG-R: Hugging Face" in tex and tex.endswith("\\end{table}\n")

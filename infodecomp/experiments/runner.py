@@ -142,6 +142,7 @@ def execute(
         items_done=metrics["items/done"],
         items_skipped=n_skipped,
         command=command,
+        extra={"dataset": {"name": dataset.name, **dataset.info}},  # source, revision, files
     )
     value = metrics.get(headline)
     shown = f"{value:.4g}" if isinstance(value, float) else value

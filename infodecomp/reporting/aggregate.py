@@ -105,6 +105,21 @@ class Run:
     def setting(self) -> str:
         return f"{self.model} / {self.data}"
 
+    @property
+    def data_source(self) -> str:
+        """Where the run's data came from: hub id and revision, files, or a generated set."""
+        ds = self.meta.get("dataset") or {}  # what the loader recorded (runs since it does)
+        cfg = self.config.get("data") or {}
+        if self.data.startswith("shapes-"):
+            return f"ShapesWorld, generated (seed {cfg.get('seed', 0)})"
+        if (ds.get("source") or cfg.get("source")) == "hf":
+            name = ds.get("hf_name") or cfg.get("hf_name") or "default hub id"
+            revision = ds.get("revision") or cfg.get("revision")
+            where = f"{name} @ {revision}" if revision else f"{name} (revision not recorded)"
+            return f"Hugging Face {where}"
+        where = ds.get("annotation_file") or ds.get("manifest") or cfg.get("root")
+        return f"files {where}" if where else "files"
+
     def results(self, required: Iterable[str] = ()) -> pd.DataFrame:
         if self._results is None:
             self._results = read_results(self.path)
@@ -164,7 +179,7 @@ def _aro(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     Runs are told apart by their configured ``estimator.n_samples`` (the sweep variable); the
     ``n_samples`` column of the results is what adaptive allocation actually used per item.
     """
-    records, groups, seen = [], [], {}
+    records, groups, seen, sources = [], [], {}, {}
     for run in runs:
         df = run.results(ARO_REQUIRED).copy()
         if df.empty:
@@ -184,6 +199,7 @@ def _aro(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
                 else (float("nan") if n is None else float(n))
             )
             common = {"model": run.model, "method": method, "n_samples": n, "subset": subset}
+            sources.setdefault(subset, {})[run.data_source] = None
             rank = (ESTIMATOR_ORDER.index(est) if est in ESTIMATOR_ORDER else 9, run.adaptive)
             records.append(
                 {
@@ -205,6 +221,7 @@ def _aro(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     method_order = {m: i for i, m in enumerate(dict.fromkeys(rec["method"]))}
     groups_df = pd.concat(groups, ignore_index=True)
     groups_df = groups_df.sort_values("method", key=lambda c: c.map(method_order), kind="stable")
+    rec.attrs["data_sources"] = {k: list(v) for k, v in sources.items()}
     return rec, groups_df
 
 
@@ -317,6 +334,7 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
                 "items_skipped": r.meta.get("items_skipped"),
                 "wall_time_s": r.meta.get("wall_time_s"),
                 "paper_setting": r.paper_setting,
+                "data_source": r.data_source,
             }
             for r in runs
         ]
@@ -343,6 +361,7 @@ def aggregate(
     runs = load_runs(run_dirs)
     by_cmd = {c: [r for r in runs if r.command == c] for c in COMMANDS}
     built: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
+    notes: dict[str, list[str]] = {}
     pct = fmt_number(1)
     aro = _aro(by_cmd["aro"]) if by_cmd["aro"] else None
     if aro is not None:
@@ -351,6 +370,7 @@ def aggregate(
         fmt1 = {c: pct for c in t1.columns if c not in TABLE1_KEYS}
         fmt1 |= {"n_samples": fmt_int, "samples/item": fmt_number(1)}
         built["table1"] = (t1, display(t1, fmt1))
+        notes["table1"] = data_notes(rec.attrs["data_sources"])
         sweep = accuracy_vs_samples(rec)
         if sweep is not None:
             fmt_s = {c: pct for c in sweep.columns} | {"n_samples": fmt_int}
@@ -377,12 +397,19 @@ def aggregate(
     out: dict[str, pd.DataFrame] = {}
     parts = ["# infodecomp results\n"]
     for name, (data, shown) in built.items():
-        md = write_table(data, shown, out_dir, name, TITLES[name])
+        md = write_table(data, shown, out_dir, name, TITLES[name], notes.get(name))
         data.attrs["markdown"] = md
         out[name] = data
         parts.append(md)
     Path(out_dir, "tables.md").write_text("\n".join(parts), encoding="utf-8")
     return out
+
+
+def data_notes(sources: dict[str, list[str]]) -> list[str]:
+    """One line per subset: where its items came from (several sources are all listed)."""
+    known = [s for s in pub.SUBSET_LABELS if s in sources]
+    order = known + sorted(set(sources) - set(known))
+    return [f"Data, {pub.SUBSET_LABELS.get(s, s)}: {'; '.join(sources[s])}." for s in order]
 
 
 def tables_markdown(tables: dict[str, pd.DataFrame]) -> str:

@@ -140,7 +140,12 @@ def to_latex(table: pd.DataFrame, caption: str | None = None, label: str | None 
 
 
 def write_table(
-    data: pd.DataFrame, shown: pd.DataFrame, out_dir: str | Path, name: str, title: str
+    data: pd.DataFrame,
+    shown: pd.DataFrame,
+    out_dir: str | Path,
+    name: str,
+    title: str,
+    notes: Iterable[str] | None = None,
 ) -> str:
     """Write ``{name}.csv`` (numbers), ``{name}.md`` and ``{name}.tex`` (formatted); return the md.
 
@@ -150,13 +155,21 @@ def write_table(
         out_dir: output folder (created if missing).
         name: file stem, e.g. ``table1``.
         title: heading / caption.
+        notes: footnote lines printed under the Markdown and LaTeX table.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data.to_csv(out_dir / f"{name}.csv", index=False)
+    notes = list(notes or [])
     md = to_markdown(shown, title)
+    if notes:
+        md += "\n" + "".join(f"- {n}\n" for n in notes)
     (out_dir / f"{name}.md").write_text(md, encoding="utf-8")
-    (out_dir / f"{name}.tex").write_text(to_latex(shown, title, f"tab:{name}"), encoding="utf-8")
+    tex = to_latex(shown, title, f"tab:{name}")
+    if notes:
+        body = r" \\ ".join(latex_escape(n) for n in notes)
+        tex = tex.replace(r"\end{table}", rf"{{\footnotesize {body}}}" + "\n" + r"\end{table}")
+    (out_dir / f"{name}.tex").write_text(tex, encoding="utf-8")
     return md
 
 
