@@ -366,8 +366,11 @@ def test_visualize_and_bad_runs(tmp_path):
     )
     with pytest.raises(ValueError, match="not one of"):
         load_runs([bad])
-    with pytest.raises(FileNotFoundError, match="no meta.json"):
+    with pytest.raises(FileNotFoundError, match="runs: nothing found at .*nothing"):
         load_runs([tmp_path / "nothing"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no meta.json"):
+        load_runs([tmp_path / "empty"])
     loc = make_run(
         tmp_path / "loc",
         "localize",
@@ -431,3 +434,32 @@ def test_data_source_and_revision_reach_table1_and_the_runs_table(tmp_path):
     )
     tex = (tmp_path / "out" / "table1.tex").read_text()
     assert r"{\footnotesize Data, VG-R: Hugging Face" in tex and tex.endswith("\\end{table}\n")
+
+
+def test_runs_accept_folders_globs_and_dots(tmp_path, monkeypatch):
+    rows = aro_rows(ITEMS, ["io"], 100)
+    for name, data in (("2025-01-01_10-00-00", "aro-vg-relation"), ("2025-01-02_09-00-00", None)):
+        make_run(tmp_path / "outputs" / "aro" / name, "aro", "tiny-sd", data or "aro-vg-attribution",
+                 [r | {"subset": "vg-attribution"} for r in rows] if data is None else rows,
+                 ARO_COLUMNS)  # fmt: skip
+    make_run(tmp_path / "outputs" / "localize" / "2025-01-03_08-00-00", "localize", "tiny-sd",
+             "coco-it", localize_rows(), LOCALIZE_COLUMNS)  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+
+    def runs(*given):
+        return [str(r.path) for r in load_runs(given)]
+
+    a1, a2 = "outputs/aro/2025-01-01_10-00-00", "outputs/aro/2025-01-02_09-00-00"
+    loc = "outputs/localize/2025-01-03_08-00-00"
+    assert runs("outputs/aro", "outputs/localize") == [a1, a2, loc]  # parent folders
+    assert runs("outputs/aro/...", "outputs/localize/...") == [a1, a2, loc]  # the README's old form
+    assert runs("outputs/aro/2025-01-01*") == [a1]  # a glob
+    assert runs("outputs/*/2025-*") == [a1, a2, loc]
+    assert runs("outputs/**/2025-01-0[23]*") == [a2, loc]
+    assert runs("outputs", a1) == [a1, a2, loc]  # a run named twice is read once
+    with pytest.raises(FileNotFoundError) as err:
+        load_runs(["outputs/aro/2024-*", "outputs/missing"])
+    msg = str(err.value)
+    assert "nothing found at outputs/aro/2024-*, outputs/missing" in msg and "\n" not in msg
+    tables = aggregate(["outputs/*"], tmp_path / "tables")
+    assert {"table1", "table3", "runs"} <= set(tables) and len(tables["runs"]) == 3

@@ -7,6 +7,7 @@ Published numbers appear beside measured ones only for runs in the paper's setti
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,11 +139,45 @@ def find_run_dirs(root: str | Path) -> list[Path]:
     return sorted({p.parent for p in root.rglob(META)}, key=lambda p: natural_key(str(p)))
 
 
+def expand_run_paths(given: Iterable[str | Path]) -> list[Path]:
+    """Run paths as typed: folders, glob patterns (``outputs/aro/2025-*``, ``**``) and
+    ``folder/...`` (the folder and everything below it, as searching a folder does anyway).
+
+    Raises:
+        FileNotFoundError: a path does not exist or a pattern matches nothing (one line, naming
+            every such path).
+    """
+    out: list[Path] = []
+    missing: list[str] = []
+    for entry in given:
+        text = str(entry)
+        if text.endswith(("/...", "\\...")) or text == "...":
+            text = text[:-3].rstrip("/\\") or "."
+        if any(ch in text for ch in "*?["):
+            matches = sorted(glob.glob(text, recursive=True), key=natural_key)
+            out += [Path(m) for m in matches if Path(m).is_dir()]
+            if not any(Path(m).is_dir() for m in matches):
+                missing.append(text)
+        elif Path(text).exists():
+            out.append(Path(text))
+        else:
+            missing.append(text)
+    if missing:
+        raise FileNotFoundError(
+            f"runs: nothing found at {', '.join(missing)}; pass run directories, folders "
+            "holding them (e.g. outputs/aro) or glob patterns (e.g. 'outputs/aro/2025-*')"
+        )
+    return list(dict.fromkeys(out))
+
+
 def load_runs(run_dirs: Iterable[str | Path]) -> list[Run]:
-    """Load run directories; a folder without ``meta.json`` is searched for runs below it."""
+    """Load run directories; a folder without ``meta.json`` is searched for runs below it.
+
+    Entries may be glob patterns or end in ``/...``; see :func:`expand_run_paths`.
+    """
     runs: list[Run] = []
-    for given in run_dirs:
-        given = Path(given)
+    seen: set[Path] = set()
+    for given in expand_run_paths(run_dirs):
         found = [given] if (given / META).exists() else find_run_dirs(given)
         if not found:
             raise FileNotFoundError(
@@ -150,6 +185,9 @@ def load_runs(run_dirs: Iterable[str | Path]) -> list[Run]:
                 "written by aro / localize / intervene / visualize."
             )
         for d in found:
+            if d.resolve() in seen:  # named twice (a folder and a run inside it)
+                continue
+            seen.add(d.resolve())
             meta = read_json(d / META)
             if meta.get("command") not in COMMANDS + LISTED_ONLY:
                 raise ValueError(
