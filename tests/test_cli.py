@@ -143,6 +143,12 @@ def test_aro_end_to_end_and_resume(tmp_path: Path) -> None:
         assert 0.0 <= summary[key] <= 1.0
     # exact oracle, easy items: i^s ranks the true caption first
     assert summary["accuracy/is"] == 1.0
+    for key in ("accuracy_se/io", "accuracy_se/is", "accuracy_se/mmse"):
+        p = summary[key.replace("_se", "")]
+        assert summary[key] == pytest.approx((p * (1 - p) / 8) ** 0.5)  # binomial, 8 items
+    end = [line for line in res.stdout.splitlines() if line.startswith("aro: 8 items")]
+    assert len(end) == 1 and " | i^s 1.00 ± 0.00 | MMSE " in end[0] and "accuracy i^o " in end[0]
+    assert res.stdout.count("What ShapesWorld shows") == (summary["accuracy/io"] < 1)
     assert meta["dataset"] == {"name": "shapes-relation"}  # generated: no files, no hub id
     assert (out / ".hydra" / "config.yaml").exists()
     first = (out / "results.csv").read_bytes()

@@ -149,7 +149,12 @@ def test_aro_tables_hand_computed(aro_runs, tmp_path):
             assert (out / f"{name}.{ext}").stat().st_size > 0
     assert measured["samples/item"].tolist() == [10.0, 100.0, 100.0]
     md1 = (out / "table1.md").read_text()
-    assert "| sd-2.1-base | Info. i^o | 100 | 100.0 | measured | 75.0 |" in md1
+    # se of the macro mean over {on: 1/2 of 2, above: 1 of 1}: sqrt(.5 * .5 / 2 + 0) / 2 = 17.7%
+    assert measured["VG-R se"].tolist() == pytest.approx(
+        [0.0, 100 * np.sqrt(0.125) / 2, 100 * np.sqrt(0.125) / 2]
+    )
+    assert "| sd-2.1-base | Info. i^o | 100 | 100.0 | measured | 75.0 ± 17.7 |" in md1
+    assert "VG-R se" not in md1
     assert "| paper | Info. (logistic) | 100 | 100.0 | published | 69.1 |" in md1
     assert tables["table1"].attrs["markdown"] == md1
     tex = (out / "table1.tex").read_text()

@@ -60,7 +60,7 @@ def execute(
     process: BatchFn,
     summarize: Callable[[RunContext, pd.DataFrame], dict],
     *,
-    headline: str,
+    headline: str | Callable[[dict], str],
 ) -> Path:
     """Runs `process` over the data set in checkpointed batches and writes the run directory.
 
@@ -144,11 +144,12 @@ def execute(
         command=command,
         extra={"dataset": {"name": dataset.name, **dataset.info}},  # source, revision, files
     )
-    value = metrics.get(headline)
-    shown = f"{value:.4g}" if isinstance(value, float) else value
-    print(
-        f"{command}: {metrics['items/done']} items, {n_skipped} skipped, {headline} = {shown} -> {out}"
-    )
+    if callable(headline):  # the command formats its own scores
+        shown = headline(metrics)
+    else:
+        value = metrics.get(headline)
+        shown = f"{headline} = {f'{value:.4g}' if isinstance(value, float) else value}"
+    print(f"{command}: {metrics['items/done']} items, {n_skipped} skipped, {shown} -> {out}")
     return out
 
 

@@ -19,6 +19,7 @@ from infodecomp.reporting import published as pub
 from infodecomp.reporting.meta import META, SUMMARY, read_json
 from infodecomp.reporting.metrics import (
     IOU_COLUMNS,
+    accuracy_se,
     aro_accuracy,
     canonical_subset,
     intervention_table,
@@ -37,6 +38,7 @@ from infodecomp.reporting.tables import (
     fmt_number,
     int_or_none,
     table1,
+    table1_shown,
     table2,
     table4_shown,
     write_table,
@@ -51,7 +53,7 @@ ARO_REQUIRED = ("item_id", "subset", "group", "label", "option", "estimator", "s
 LOCALIZE_REQUIRED = ("item_id", "method", "n_steps", "split", *IOU_COLUMNS)
 INTERVENE_REQUIRED = tuple(c for c in INTERVENE_COLUMNS if c != "word")
 TITLES = {
-    "table1": "Table 1: ARO accuracy (%)",
+    "table1": "Table 1: ARO accuracy (%) ± standard error",
     "accuracy_vs_samples": "ARO accuracy (%) vs logsnr samples per image",
     "table2": "Table 2: ARO accuracy (%) per relation / attribute pair",
     "table3": "Table 3: localisation mIoU (%), paper protocol vs held-out threshold",
@@ -231,6 +233,7 @@ def _aro(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
             method = estimator_method(est, run.adaptive)
             _claim(seen, (run.model, method, n, subset), run)
             score, per_group = aro_accuracy(predict(part))
+            se = accuracy_se(per_group)
             mean_used = (
                 float(part.groupby("item_id")["n_samples"].first().mean())
                 if used is not None
@@ -243,6 +246,7 @@ def _aro(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
                 {
                     **common,
                     "accuracy": 100 * score,
+                    "accuracy_se": 100 * se,
                     "n_items": part["item_id"].nunique(),
                     "mean_samples": mean_used,
                     "paper": run.paper_setting,
@@ -407,7 +411,7 @@ def aggregate(
         t1 = table1(rec)
         fmt1 = {c: pct for c in t1.columns if c not in TABLE1_KEYS}
         fmt1 |= {"n_samples": fmt_int, "samples/item": fmt_number(1)}
-        built["table1"] = (t1, display(t1, fmt1))
+        built["table1"] = (t1, table1_shown(t1, display(t1, fmt1)))
         notes["table1"] = data_notes(rec.attrs["data_sources"])
         sweep = accuracy_vs_samples(rec)
         if sweep is not None:

@@ -136,6 +136,25 @@ def aro_accuracy(pred: pd.DataFrame) -> tuple[float, pd.DataFrame]:
     return score, per_group
 
 
+def accuracy_se(per_group: pd.DataFrame) -> float:
+    """Standard error of the accuracy `aro_accuracy` returned with this `per_group` table.
+
+    Plain accuracy over n items: the binomial sqrt(p (1 - p) / n). A macro mean over the G
+    included groups (VG-Relation, VG-Attribution): sqrt(sum_g p_g (1 - p_g) / n_g) / G, the
+    groups being independent binomials. Both are plug-in estimates: 0 when every answer in a
+    group is right or every one wrong.
+    """
+    if per_group.attrs.get("rule") == "plain accuracy":
+        n = float(per_group["n"].sum())
+        p = float(per_group.attrs["micro"])
+        return float(np.sqrt(p * (1 - p) / n)) if n > 0 else float("nan")
+    inc = per_group[per_group["included"]]
+    if inc.empty:
+        return float("nan")
+    p, n = inc["accuracy"].to_numpy(float), inc["n"].to_numpy(float)
+    return float(np.sqrt(np.sum(p * (1 - p) / n)) / len(inc))
+
+
 # ------------------------------------------------------------------------ localisation (Table 3)
 
 THRESHOLDS = np.linspace(0.1, 0.5, 50)

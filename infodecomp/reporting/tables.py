@@ -18,6 +18,7 @@ from infodecomp.reporting.csvio import natural_key
 from infodecomp.scores import SCORE_NAMES, SCORES
 
 MISSING = "–"
+NAN = float("nan")
 ESTIMATOR_ORDER = SCORE_NAMES
 ESTIMATOR_LABELS = {name: s.label for name, s in SCORES.items()}
 Formatter = Callable[[Any], str]
@@ -223,7 +224,11 @@ def table1(rec: pd.DataFrame) -> pd.DataFrame:
             "source": "measured",
         }
         acc = dict(zip(grp["subset"], grp["accuracy"], strict=True))
-        rows.append(row | {_subset_label(s): acc.get(s, float("nan")) for s in subsets})
+        se = dict(zip(grp["subset"], grp.get("accuracy_se", grp["accuracy"] * NAN), strict=True))
+        for s in subsets:
+            row[_subset_label(s)] = acc.get(s, NAN)
+            row[f"{_subset_label(s)} se"] = se.get(s, NAN)
+        rows.append(row)
     if rec["paper"].any():
         for method, values in pub.TABLE1.items():
             n = pub.PAPER_N_SAMPLES if method == pub.TABLE1_INFO_METHOD else None
@@ -234,8 +239,23 @@ def table1(rec: pd.DataFrame) -> pd.DataFrame:
                 "samples/item": float("nan") if n is None else float(n),
                 "source": "published",
             }
-            rows.append(row | {_subset_label(s): values.get(s, float("nan")) for s in subsets})
+            for s in subsets:
+                row[_subset_label(s)] = values.get(s, NAN)
+                row[f"{_subset_label(s)} se"] = NAN
+            rows.append(row)
     return pd.DataFrame(rows)
+
+
+def table1_shown(t1: pd.DataFrame, shown: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 as strings: ``accuracy ± se`` cells (published numbers have no se)."""
+    shown = shown.copy()
+    for col in [c for c in t1.columns if f"{c} se" in t1.columns]:
+        shown[col] = [
+            fmt_pm(v, e, digits=1, se_digits=1)
+            for v, e in zip(t1[col], t1[f"{col} se"], strict=True)
+        ]
+        shown = shown.drop(columns=f"{col} se")
+    return shown
 
 
 def accuracy_vs_samples(rec: pd.DataFrame) -> pd.DataFrame | None:
