@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
 import sys
+
+from infodecomp import console
 
 # command -> (module implementing `main()`, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -31,17 +34,23 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def usage() -> str:
     width = max(len(c) for c in COMMANDS)
     lines = [
-        "usage: infodecomp <command> [key=value ...] [--help | --cfg job | -m]",
+        "usage: infodecomp <command> [key=value ...] [--help | --cfg job | -m] [--verbose]",
         "",
         "commands:",
     ]
     lines += [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
-    lines += ["", "Run `infodecomp <command> --help` for the options of one command."]
+    lines += [
+        "",
+        "Run `infodecomp <command> --help` for the options of one command. Errors in your",
+        "settings print one line; --verbose (or HYDRA_FULL_ERROR=1) shows the traceback.",
+    ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    console.set_verbose(console.VERBOSE_FLAG in argv or os.environ.get("HYDRA_FULL_ERROR") == "1")
+    argv = [a for a in argv if a != console.VERBOSE_FLAG]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
@@ -54,7 +63,20 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[command][0])
     # Hydra reads sys.argv itself; show it the command's own arguments only.
     sys.argv = [f"infodecomp {command}", *rest]
-    result = module.main()
+    # Hydra re-raises configuration errors (instead of printing its own report) so that they
+    # reach console.fail: one line for a bad override, the traceback with --verbose.
+    previous = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        result = module.main()
+    except Exception as err:
+        console.fail(err, command)
+        raise  # not reached: fail exits or re-raises
+    finally:
+        if previous is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = previous
     return int(result) if isinstance(result, int) else 0
 
 

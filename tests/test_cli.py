@@ -150,6 +150,7 @@ def test_aro_end_to_end_and_resume(tmp_path: Path) -> None:
     assert len(end) == 1 and " | i^s 1.00 ± 0.00 | MMSE " in end[0] and "accuracy i^o " in end[0]
     assert res.stdout.count("What ShapesWorld shows") == (summary["accuracy/io"] < 1)
     assert meta["dataset"] == {"name": "shapes-relation"}  # generated: no files, no hub id
+    assert not (out / "aro.log").exists()  # nothing was logged: no empty log file left behind
     assert (out / ".hydra" / "config.yaml").exists()
     first = (out / "results.csv").read_bytes()
 
@@ -162,6 +163,41 @@ def test_aro_end_to_end_and_resume(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- validate
+
+
+def test_validate_shows_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    for name in ("gaussian_checks", "shapes_pointwise", "zero_outside_masks", "chunk_invariance"):
+        monkeypatch.setattr(validate, name, lambda *a, **k: _fake_rows(True))
+    monkeypatch.setattr(validate, "shapes_average", lambda *a, **k: (_fake_rows(True), [], []))
+    monkeypatch.setattr(validate, "pixel_sum_checks", lambda *a, **k: [])
+    cfg = ValidateConfig()
+    cfg.run.out_dir = str(tmp_path)
+    validate.run(cfg)
+    err = capsys.readouterr().err
+    assert "validate" in err and "6/6" in err and "chunk invariance" in err
+    cfg.run.progress = False
+    validate.run(cfg)
+    assert "6/6" not in capsys.readouterr().err
+
+
+def test_log_lines_go_around_progress_bars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside a command, console log handlers write through tqdm (logging_redirect_tqdm)."""
+    import logging
+
+    from tqdm.contrib.logging import _TqdmLoggingHandler
+
+    from infodecomp.experiments.common import hydra_main
+
+    seen = []
+
+    def fake_run(cfg) -> None:
+        seen.extend(type(h) for h in logging.getLogger().handlers)
+
+    monkeypatch.setattr(sys, "argv", ["infodecomp aro", f"run.out_dir={tmp_path}"])
+    hydra_main("aro", fake_run)()
+    assert _TqdmLoggingHandler in seen
 
 
 @pytest.fixture(scope="module")
@@ -222,3 +258,69 @@ def test_validate_cli(tmp_path: Path) -> None:
     table = pd.read_csv(tmp_path / "validate.csv")
     assert table["passed"].all() and len(table) >= 10
     assert "checks passed" in res.stdout
+
+
+# ----------------------------------------------------------------------------- console
+
+
+@pytest.fixture
+def no_full_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+
+
+@pytest.mark.usefixtures("no_full_error")
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["data=shapes-relaton"], ["data=shapes-relaton is not one of:", "Did you mean 'shapes-relation'?"]),
+        (["estimator.n_sampels=7"], ["unknown setting estimator.n_sampels. Did you mean 'estimator.n_samples'?"]),
+        (["run.limit=abc"], ["run.limit=abc", "could not be converted to Integer"]),
+        (["run.limit=[1"], ["cannot parse the overrides"]),
+        (["data=aro-vg-relation", "data.root={tmp}/nowhere"], ["{tmp}/nowhere", "data.root"]),
+        (["model.name=tiny_sd"], ["model=tiny_sd is not a known model", "Did you mean 'tiny-sd'?"]),
+        (["estimators=[io,iss]"], ["estimators=['iss'] unknown"]),
+        (["data.crop=trim"], ["data.crop=trim is not one of pad, clamp"]),
+    ],
+)  # fmt: skip
+def test_user_errors_are_one_line(
+    args: list[str], expected: list[str], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    args = [a.format(tmp=tmp_path) for a in args]
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["aro", *args, f"run.out_dir={tmp_path / 'run'}", "run.progress=false"])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err and len(lines) == 2, err
+    assert lines[0].startswith("infodecomp aro: ") and "--verbose" in lines[1]
+    for text in expected:
+        assert text.format(tmp=tmp_path) in lines[0]
+
+
+@pytest.mark.usefixtures("no_full_error")
+def test_verbose_and_hydra_full_error_show_the_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    missing = ["aro", "data=aro-vg-relation", f"data.root={tmp_path}/nowhere"]
+    missing += [f"run.out_dir={tmp_path / 'run'}"]
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        cli.main([*missing, "--verbose"])
+    with pytest.raises(Exception, match="data/shapes-relaton"):
+        cli.main(["--verbose", "aro", "data=shapes-relaton"])
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        cli.main(missing)
+    assert os.environ["HYDRA_FULL_ERROR"] == "1"  # the user's setting is left as it was
+
+
+@pytest.mark.usefixtures("no_full_error")
+def test_a_bug_keeps_its_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from infodecomp.experiments import runner
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug, not a user error")
+
+    monkeypatch.setattr(runner, "load_dataset", broken)
+    with pytest.raises(KeyError, match="a bug"):
+        cli.main(["aro", f"run.out_dir={tmp_path}"])
+    assert "HYDRA_FULL_ERROR" not in os.environ

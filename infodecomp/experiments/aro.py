@@ -114,6 +114,7 @@ def headline(estimators: list[str]):
 
 
 def run(cfg: AroConfig) -> Path:
+    check_scores(cfg.estimators)  # before any model or data is loaded
     out = execute(cfg, "aro", COLUMNS, process, summarize, headline=headline(cfg.estimators))
     _explain_shapes_io(cfg, out)
     return out

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from infodecomp import console
 from infodecomp.data.spec import DataSpec
 from infodecomp.estimators.engine import EngineConfig
 from infodecomp.estimators.samplers import LogsnrSampler
@@ -34,8 +35,21 @@ def hydra_main(command: str, run: Callable[[Any], Any]) -> Callable[[], Any]:
 
     @hydra.main(config_path=str(config_dir()), config_name=command, version_base="1.3")
     def _main(cfg: Any) -> Any:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
         obj = OmegaConf.to_object(cfg)
-        return run(obj)
+        try:
+            with logging_redirect_tqdm():  # log lines print above progress bars, not through them
+                return run(obj)
+        except Exception as err:  # a user error ends here as one line (SystemExit); bugs re-raise
+            if isinstance(err, torch.cuda.OutOfMemoryError):
+                batch = getattr(getattr(obj, "run", None), "batch_size", "?")
+                err = ValueError(
+                    f"out of GPU memory ({str(err).splitlines()[0]}); lower run.batch_size "
+                    f"(now {batch}) or use run.dtype=bfloat16"
+                )
+            console.fail(err, command)
+            raise  # not reached: fail exits or re-raises
 
     return _main
 
@@ -65,7 +79,7 @@ def resolve_device(name: str) -> torch.device:
     """auto -> cuda, else mps, else cpu; an unavailable explicit CUDA device is a clear error."""
     dev = _resolve_device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
+        raise ValueError(
             f"run.device={name} was requested but CUDA is not available; use run.device=cpu or auto"
         )
     return dev
