@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import json
 import os
 import subprocess
@@ -324,3 +326,58 @@ def test_a_bug_keeps_its_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     with pytest.raises(KeyError, match="a bug"):
         cli.main(["aro", f"run.out_dir={tmp_path}"])
     assert "HYDRA_FULL_ERROR" not in os.environ
+
+
+# ----------------------------------------------------------------------------- --help
+
+
+def test_every_config_field_has_a_description() -> None:
+    from infodecomp.experiments.config import SCHEMAS
+    from infodecomp.experiments.help import NO_DESCRIPTION, options
+
+    for command, schema in SCHEMAS.items():
+        missing = [key for key, text in options(schema) if text == NO_DESCRIPTION]
+        assert not missing, f"{command}: add a comment beside {missing} in experiments/config.py"
+
+
+@pytest.mark.parametrize("command", ["aro", "localize", "intervene", "visualize", "validate",
+                                     "aggregate", "bench"])  # fmt: skip
+def test_help_lists_every_option_with_its_description(
+    command: str, capsys: pytest.CaptureFixture
+) -> None:
+    from infodecomp.experiments.config import SCHEMAS
+    from infodecomp.experiments.help import options
+
+    with pytest.raises(SystemExit) as exc:  # Hydra exits after printing the help
+        cli.main([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == f"infodecomp {command}: {cli.COMMANDS[command][1]}"
+    for key, text in options(SCHEMAS[command]):
+        row = next((line for line in lines if line.strip().startswith(f"{key}=")), None)
+        assert row is not None, f"{key} missing from `infodecomp {command} --help`"
+        assert text in row or text in lines[lines.index(row) + 1], (key, text)
+    if command != "aggregate":
+        assert "  data=" in out and "shapes-relation" in out and "tiny-sd" in out
+
+
+def test_help_shows_current_values(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["aro", "data=shapes-order", "estimator.n_samples=7", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "  data=shapes-order " in out and "  data.name=shapes-order " in out
+    assert "  estimator.n_samples=7 " in out and "logsnr samples per item" in out
+
+
+def test_build_manifest_help_describes_every_option() -> None:
+    from infodecomp.data.manifest import main_build  # argparse, no Hydra
+
+    with pytest.raises(SystemExit) as exc, contextlib.redirect_stdout(io.StringIO()) as buf:
+        main_build(["--help"])
+    assert exc.value.code == 0
+    text = " ".join(buf.getvalue().split())  # argparse wraps long help lines
+    for flag in ("--instances", "--captions", "--out", "--kind", "--fix-artifacts", "--limit"):
+        assert flag in text
+    assert "coco-wl: other word types" in text
