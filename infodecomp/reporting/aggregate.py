@@ -159,11 +159,11 @@ def expand_run_paths(given: Iterable[str | Path]) -> list[Path]:
             matches = sorted(glob.glob(text, recursive=True), key=natural_key)
             out += [Path(m) for m in matches if Path(m).is_dir()]
             if not any(Path(m).is_dir() for m in matches):
-                missing.append(text)
+                missing.append(str(entry))
         elif Path(text).exists():
             out.append(Path(text))
         else:
-            missing.append(text)
+            missing.append(str(entry))
     if missing:
         raise FileNotFoundError(
             f"runs: nothing found at {', '.join(missing)}; pass run directories, folders "
