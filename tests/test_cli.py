@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import io
 import json
@@ -338,6 +339,34 @@ def test_every_config_field_has_a_description() -> None:
     for command, schema in SCHEMAS.items():
         missing = [key for key, text in options(schema) if text == NO_DESCRIPTION]
         assert not missing, f"{command}: add a comment beside {missing} in experiments/config.py"
+
+
+@dataclasses.dataclass
+class _Documented:
+    """A schema described in its docstring.
+
+    Args:
+        first: what the first field sets. A second sentence that --help leaves out.
+        second: a description that runs on
+            over two lines.
+    """
+
+    first: int = 1
+    second: str = "x"
+    third: bool = False  # a comment wins over the docstring
+
+
+def test_help_reads_comments_else_the_docstring() -> None:
+    from infodecomp.data.spec import DataSpec
+    from infodecomp.experiments.help import field_docs
+
+    assert field_docs(_Documented) == {
+        "first": "what the first field sets",
+        "second": "a description that runs on over two lines",
+        "third": "a comment wins over the docstring",
+    }
+    # the data loaders' own settings dataclass is documented for --help as well
+    assert set(field_docs(DataSpec)) >= {f.name for f in dataclasses.fields(DataSpec)}
 
 
 @pytest.mark.parametrize("command", ["aro", "localize", "intervene", "visualize", "validate",

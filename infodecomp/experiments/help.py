@@ -1,19 +1,20 @@
 """`infodecomp <command> --help`: every option with its current value and a one-line description.
 
 The descriptions are the comments beside the fields of the config dataclasses
-(infodecomp/experiments/config.py), read from its source, so the help cannot drift from the
-schema. configs/common.yaml sets Hydra's help template to the resolver registered here.
+(infodecomp/experiments/config.py), or a dataclass's docstring "Args:" entries, read from the
+source, so the help cannot drift from the schema. configs/common.yaml sets Hydra's help template to the resolver registered here.
 """
 
 from __future__ import annotations
 
 import ast
 import dataclasses
+import inspect
 import io
+import re
 import textwrap
 import tokenize
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 from infodecomp.paths import config_dir
@@ -28,46 +29,67 @@ GROUPS = {
 
 
 @cache
-def field_comments() -> dict[str, dict[str, str]]:
-    """class name -> field name -> its comment in config.py (same line, else the lines above)."""
-    from infodecomp.experiments import config
-
-    source = Path(config.__file__).read_text(encoding="utf-8")
+def field_docs(cls: type) -> dict[str, str]:
+    """Field name -> description: the comment beside the field in the class's source (or the
+    comment lines right above it), else the field's entry under "Args:" in the class docstring."""
+    lines, _ = inspect.getsourcelines(cls)
+    source = textwrap.dedent("".join(lines))
+    rows = source.splitlines()
     comments: dict[int, str] = {}
     full_line: set[int] = set()
-    lines = source.splitlines()
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
         if tok.type == tokenize.COMMENT:
             row = tok.start[0]
             comments[row] = tok.string.lstrip("#").strip()
-            if not lines[row - 1][: tok.start[1]].strip():
+            if not rows[row - 1][: tok.start[1]].strip():
                 full_line.add(row)
-    out: dict[str, dict[str, str]] = {}
-    for node in ast.parse(source).body:
-        if not isinstance(node, ast.ClassDef):
+    # a docstring entry can run to several sentences: its first one is the one-line description
+    out = {
+        k: v.split(". ")[0].rstrip(".")
+        for k, v in _docstring_args(inspect.getdoc(cls) or "").items()
+    }
+    (node,) = ast.parse(source).body
+    for stmt in node.body:  # type: ignore[attr-defined]
+        if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
             continue
-        fields = out.setdefault(node.name, {})
-        for stmt in node.body:
-            if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
-                continue
-            inline = [
-                comments[r]
-                for r in range(stmt.lineno, (stmt.end_lineno or stmt.lineno) + 1)
-                if r in comments and r not in full_line
-            ]
-            above, row = [], stmt.lineno - 1
-            while row in full_line:
-                above.insert(0, comments[row])
-                row -= 1
-            text = " ".join(inline) or " ".join(above)
-            if text:
-                fields[stmt.target.id] = text
+        inline = [
+            comments[r]
+            for r in range(stmt.lineno, (stmt.end_lineno or stmt.lineno) + 1)
+            if r in comments and r not in full_line
+        ]
+        above, row = [], stmt.lineno - 1
+        while row in full_line:
+            above.insert(0, comments[row])
+            row -= 1
+        text = " ".join(inline) or " ".join(above)
+        if text:
+            out[stmt.target.id] = text
+    return out
+
+
+def _docstring_args(doc: str) -> dict[str, str]:
+    """`name: text` entries (with their continuation lines) of a Google-style "Args:" section."""
+    out: dict[str, str] = {}
+    in_args, current = False, None
+    for line in doc.splitlines():
+        if line.strip() == "Args:":
+            in_args = True
+            continue
+        if not in_args:
+            continue
+        if line and not line.startswith(" "):  # the next section
+            break
+        entry = re.match(r"^    (\w+): (.*)$", line)
+        if entry:
+            current = entry[1]
+            out[current] = entry[2].strip()
+        elif current and line.startswith("        "):
+            out[current] += " " + line.strip()
     return out
 
 
 def options(schema: type) -> list[tuple[str, str]]:
     """(dotted key, description) for every leaf field of a command's config dataclass."""
-    comments = field_comments()
     rows: list[tuple[str, str]] = []
 
     def walk(cls: type, prefix: str) -> None:
@@ -77,7 +99,7 @@ def options(schema: type) -> list[tuple[str, str]]:
             if dataclasses.is_dataclass(kind):
                 walk(type(kind), f"{key}.")
             else:
-                rows.append((key, comments.get(cls.__name__, {}).get(f.name, NO_DESCRIPTION)))
+                rows.append((key, field_docs(cls).get(f.name, NO_DESCRIPTION)))
 
     walk(schema, "")
     return rows
