@@ -16,9 +16,6 @@ $(BIN)/infodecomp:
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install "$(TORCH_SPEC)"
 	$(BIN)/pip install -e ".[dev]"
-	# open_clip_torch only ships the CLIP BPE vocabulary for the offline tiny-sd tokenizer;
-	# its own dependencies (torchvision) are not needed.
-	$(BIN)/pip install --no-deps "open_clip_torch>=2.20"
 
 install: $(BIN)/infodecomp
 

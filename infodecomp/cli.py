@@ -4,48 +4,35 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
 import sys
 
-# command -> (module implementing `main()`, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "aro": ("infodecomp.experiments.aro", "compositional understanding on ARO (Tables 1, 2)"),
-    "localize": ("infodecomp.experiments.localize", "word localisation mIoU (Table 3)"),
-    "intervene": ("infodecomp.experiments.intervene", "prompt interventions vs CMI (Table 4)"),
-    "visualize": (
-        "infodecomp.experiments.visualize",
-        "pixel MI / CMI heat maps, MMSE curves (Fig. 2)",
-    ),
-    "aggregate": ("infodecomp.experiments.aggregate", "turn run directories into Tables 1-4"),
-    "export": (
-        "infodecomp.experiments.export",
-        "write results.csv / skipped.csv from a run's store (killed or damaged runs)",
-    ),
-    "validate": (
-        "infodecomp.experiments.validate",
-        "check every estimator against exact ground truth",
-    ),
-    "bench": ("infodecomp.experiments.bench", "speed and sample-efficiency benchmark"),
-    "build-coco-manifest": (
-        "infodecomp.experiments.build_manifest",
-        "make COCO-IT / COCO-WL manifests from COCO annotations",
-    ),
-}
+from infodecomp import console
+from infodecomp.commands import COMMANDS
+
+__all__ = ["COMMANDS", "main", "usage"]
 
 
 def usage() -> str:
     width = max(len(c) for c in COMMANDS)
     lines = [
-        "usage: infodecomp <command> [key=value ...] [--help | --cfg job | -m]",
+        "usage: infodecomp <command> [key=value ...] [--help | --cfg job | -m] [--verbose]",
         "",
         "commands:",
     ]
     lines += [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
-    lines += ["", "Run `infodecomp <command> --help` for the options of one command."]
+    lines += [
+        "",
+        "Run `infodecomp <command> --help` for the options of one command. Errors in your",
+        "settings print one line; --verbose (or HYDRA_FULL_ERROR=1) shows the traceback.",
+    ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    console.set_verbose(console.VERBOSE_FLAG in argv or os.environ.get("HYDRA_FULL_ERROR") == "1")
+    argv = [a for a in argv if a != console.VERBOSE_FLAG]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
@@ -58,7 +45,20 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[command][0])
     # Hydra reads sys.argv itself; show it the command's own arguments only.
     sys.argv = [f"infodecomp {command}", *rest]
-    result = module.main()
+    # Hydra re-raises configuration errors (instead of printing its own report) so that they
+    # reach console.fail: one line for a bad override, the traceback with --verbose.
+    previous = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        result = module.main()
+    except Exception as err:
+        console.fail(err, command)
+        raise  # not reached: fail exits or re-raises
+    finally:
+        if previous is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = previous
     return int(result) if isinstance(result, int) else 0
 
 

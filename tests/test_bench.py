@@ -202,3 +202,8 @@ def test_bench_command(tmp_path: Path) -> None:
     meta = json.loads((out / "meta.json").read_text())
     assert meta["command"] == "bench" and meta["config"]["model"]["name"] == "tiny-sd"
     assert "speedup" in res.stdout and "eval_fraction" in res.stdout
+    # on a CPU the command says what its numbers mean, in the console and in bench.json
+    assert f"\n{bench.CPU_NOTE}\n" in res.stdout and result["note"] == bench.CPU_NOTE
+    # progress for both phases (warm-up + reference/engine rounds; 9 schemes x 6 repeats)
+    assert "bench speed" in res.stderr and "4/4" in res.stderr
+    assert "bench samples (exact oracle)" in res.stderr and "54/54" in res.stderr

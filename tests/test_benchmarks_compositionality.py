@@ -248,7 +248,7 @@ def test_both_benchmarks_end_to_end_into_table1(
         cwd=tmp_path,
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "text/io = " in res.stdout
+    assert "text i^o" in res.stdout and "; group i^o" in res.stdout
     summary = json.loads((wg / "summary.json").read_text())
     assert {"text/io", "image/is", "group/mmse"} <= set(summary)
     res = _cli("aggregate", f"runs=[{sc},{wg}]", f"run.out_dir={tmp_path / 't'}", cwd=tmp_path)

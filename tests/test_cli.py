@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib.util
+import io
 import json
 import os
 import subprocess
@@ -144,7 +147,18 @@ def test_aro_end_to_end_and_resume(tmp_path: Path) -> None:
         assert 0.0 <= summary[key] <= 1.0
     # exact oracle, easy items: i^s ranks the true caption first
     assert summary["accuracy/is"] == 1.0
-    assert meta  # provenance written
+    for key in ("accuracy_se/io", "accuracy_se/is", "accuracy_se/mmse"):
+        p = summary[key.replace("_se", "")]
+        assert summary[key] == pytest.approx((p * (1 - p) / 8) ** 0.5)  # binomial, 8 items
+    end = [line for line in res.stdout.splitlines() if line.startswith("aro: 8 items")]
+    assert len(end) == 1 and " | i^s 1.00 ± 0.00 | MMSE " in end[0] and "accuracy i^o " in end[0]
+    assert res.stdout.count("What ShapesWorld shows") == (summary["accuracy/io"] < 1)
+    assert meta["dataset"] == {
+        "name": "shapes-relation",
+        "world": "shapes",
+        "noise": 0.25,
+    }  # generated: no files, no hub id
+    assert not (out / "aro.log").exists()  # nothing was logged: no empty log file left behind
     assert (out / ".hydra" / "config.yaml").exists()
     first = (out / "results.csv").read_bytes()
 
@@ -157,6 +171,41 @@ def test_aro_end_to_end_and_resume(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- validate
+
+
+def test_validate_shows_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    for name in ("gaussian_checks", "shapes_pointwise", "zero_outside_masks", "chunk_invariance"):
+        monkeypatch.setattr(validate, name, lambda *a, **k: _fake_rows(True))
+    monkeypatch.setattr(validate, "shapes_average", lambda *a, **k: (_fake_rows(True), [], []))
+    monkeypatch.setattr(validate, "pixel_sum_checks", lambda *a, **k: [])
+    cfg = ValidateConfig()
+    cfg.run.out_dir = str(tmp_path)
+    validate.run(cfg)
+    err = capsys.readouterr().err
+    assert "validate" in err and "6/6" in err and "chunk invariance" in err
+    cfg.run.progress = False
+    validate.run(cfg)
+    assert "6/6" not in capsys.readouterr().err
+
+
+def test_log_lines_go_around_progress_bars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside a command, console log handlers write through tqdm (logging_redirect_tqdm)."""
+    import logging
+
+    from tqdm.contrib.logging import _TqdmLoggingHandler
+
+    from infodecomp.experiments.common import hydra_main
+
+    seen = []
+
+    def fake_run(cfg) -> None:
+        seen.extend(type(h) for h in logging.getLogger().handlers)
+
+    monkeypatch.setattr(sys, "argv", ["infodecomp aro", f"run.out_dir={tmp_path}"])
+    hydra_main("aro", fake_run)()
+    assert _TqdmLoggingHandler in seen
 
 
 @pytest.fixture(scope="module")
@@ -219,3 +268,152 @@ def test_validate_cli(tmp_path: Path) -> None:
     table = pd.read_csv(tmp_path / "validate.csv")
     assert table["passed"].all() and len(table) >= 10
     assert "checks passed" in res.stdout
+
+
+# ----------------------------------------------------------------------------- console
+
+
+@pytest.fixture
+def no_full_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+
+
+@pytest.mark.usefixtures("no_full_error")
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["data=shapes-relaton"], ["data=shapes-relaton is not one of:", "Did you mean 'shapes-relation'?"]),
+        (["estimator.n_sampels=7"], ["unknown setting estimator.n_sampels. Did you mean 'estimator.n_samples'?"]),
+        (["run.limit=abc"], ["run.limit=abc", "could not be converted to Integer"]),
+        (["run.limit=[1"], ["cannot parse the overrides"]),
+        (["data=aro-vg-relation", "data.root={tmp}/nowhere"], ["{tmp}/nowhere", "data.root"]),
+        (["model.name=tiny_sd"], ["model=tiny_sd is not a known model", "Did you mean 'tiny-sd'?"]),
+        (["estimators=[io,iss]"], ["estimators=['iss'] unknown"]),
+        (["data.crop=trim"], ["data.crop=trim is not one of pad, clamp"]),
+    ],
+)  # fmt: skip
+def test_user_errors_are_one_line(
+    args: list[str], expected: list[str], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    args = [a.format(tmp=tmp_path) for a in args]
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["aro", *args, f"run.out_dir={tmp_path / 'run'}", "run.progress=false"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err and len(lines) == 2, err
+    assert lines[0].startswith("infodecomp aro: ") and "--verbose" in lines[1]
+    for text in expected:
+        assert text.format(tmp=tmp_path) in lines[0]
+
+
+@pytest.mark.usefixtures("no_full_error")
+def test_verbose_and_hydra_full_error_show_the_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    missing = ["aro", "data=aro-vg-relation", f"data.root={tmp_path}/nowhere"]
+    missing += [f"run.out_dir={tmp_path / 'run'}"]
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        cli.main([*missing, "--verbose"])
+    with pytest.raises(Exception, match="data/shapes-relaton"):
+        cli.main(["--verbose", "aro", "data=shapes-relaton"])
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        cli.main(missing)
+    assert os.environ["HYDRA_FULL_ERROR"] == "1"  # the user's setting is left as it was
+
+
+@pytest.mark.usefixtures("no_full_error")
+def test_a_bug_keeps_its_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from infodecomp.experiments import runner
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug, not a user error")
+
+    monkeypatch.setattr(runner, "load_dataset", broken)
+    with pytest.raises(KeyError, match="a bug"):
+        cli.main(["aro", f"run.out_dir={tmp_path}"])
+    assert "HYDRA_FULL_ERROR" not in os.environ
+
+
+# ----------------------------------------------------------------------------- --help
+
+
+def test_every_config_field_has_a_description() -> None:
+    from infodecomp.experiments.config import SCHEMAS
+    from infodecomp.experiments.help import NO_DESCRIPTION, options
+
+    for command, schema in SCHEMAS.items():
+        missing = [key for key, text in options(schema) if text == NO_DESCRIPTION]
+        assert not missing, f"{command}: add a comment beside {missing} in experiments/config.py"
+
+
+@dataclasses.dataclass
+class _Documented:
+    """A schema described in its docstring.
+
+    Args:
+        first: what the first field sets. A second sentence that --help leaves out.
+        second: a description that runs on
+            over two lines.
+    """
+
+    first: int = 1
+    second: str = "x"
+    third: bool = False  # a comment wins over the docstring
+
+
+def test_help_reads_comments_else_the_docstring() -> None:
+    from infodecomp.data.spec import DataSpec
+    from infodecomp.experiments.help import field_docs
+
+    assert field_docs(_Documented) == {
+        "first": "what the first field sets",
+        "second": "a description that runs on over two lines",
+        "third": "a comment wins over the docstring",
+    }
+    # the data loaders' own settings dataclass is documented for --help as well
+    assert set(field_docs(DataSpec)) >= {f.name for f in dataclasses.fields(DataSpec)}
+
+
+@pytest.mark.parametrize("command", ["aro", "localize", "intervene", "visualize", "validate",
+                                     "aggregate", "bench"])  # fmt: skip
+def test_help_lists_every_option_with_its_description(
+    command: str, capsys: pytest.CaptureFixture
+) -> None:
+    from infodecomp.experiments.config import SCHEMAS
+    from infodecomp.experiments.help import options
+
+    with pytest.raises(SystemExit) as exc:  # Hydra exits after printing the help
+        cli.main([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == f"infodecomp {command}: {cli.COMMANDS[command][1]}"
+    for key, text in options(SCHEMAS[command]):
+        row = next((line for line in lines if line.strip().startswith(f"{key}=")), None)
+        assert row is not None, f"{key} missing from `infodecomp {command} --help`"
+        assert text in row or text in lines[lines.index(row) + 1], (key, text)
+    if command != "aggregate":
+        assert "  data=" in out and "shapes-relation" in out and "tiny-sd" in out
+
+
+def test_help_shows_current_values(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["aro", "data=shapes-order", "estimator.n_samples=7", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "  data=shapes-order " in out and "  data.name=shapes-order " in out
+    assert "  estimator.n_samples=7 " in out and "logsnr samples per item" in out
+
+
+def test_build_manifest_help_describes_every_option() -> None:
+    from infodecomp.data.manifest import main_build  # argparse, no Hydra
+
+    with pytest.raises(SystemExit) as exc, contextlib.redirect_stdout(io.StringIO()) as buf:
+        main_build(["--help"])
+    assert exc.value.code == 0
+    text = " ".join(buf.getvalue().split())  # argparse wraps long help lines
+    for flag in ("--instances", "--captions", "--out", "--kind", "--fix-artifacts", "--limit"):
+        assert flag in text
+    assert "coco-wl: other word types" in text

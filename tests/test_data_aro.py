@@ -111,15 +111,40 @@ def test_bbox_crop_exact_pixels(tmp_path):
     assert tuple(arr[14, 19]) == (29, 19, 100)
 
 
-def test_bbox_is_rounded_and_clamped(tmp_path):
+def test_bbox_leaving_the_image_is_padded_black_like_aro(tmp_path):
+    """Default crop = ARO's `image.crop((x, y, x + w, y + h))`: the box keeps its size."""
     gradient(40, 30).save(tmp_path / "g.png")
-    img = load_image(ImageRef(str(tmp_path / "g.png"), (30.4, 20.6, 100, 100)))
+    box = (30.4, 20.6, 100, 100)
+    img = load_image(ImageRef(str(tmp_path / "g.png"), box))
+    assert img.size == (100, 100)  # corners rounded: x 30..130, y 21..121
+    arr = np.asarray(img)
+    assert tuple(arr[0, 0]) == (30, 21, 100) and tuple(arr[8, 9]) == (39, 29, 100)
+    assert (arr[9:, :] == 0).all() and (arr[:, 10:] == 0).all()  # outside the image: black
+    aro = gradient(40, 30).crop((box[0], box[1], box[0] + box[2], box[1] + box[3]))
+    assert np.array_equal(arr, np.asarray(aro))  # the same pixels as ARO's own crop
+    img = load_image(ImageRef(str(tmp_path / "g.png"), (-5, -5, 10, 10)))
+    arr = np.asarray(img)
+    assert img.size == (10, 10) and (arr[:5, :] == 0).all() and (arr[:, :5] == 0).all()
+    assert tuple(arr[5, 5]) == (0, 0, 100)
+    outside = crop_to_bbox(gradient(40, 30), (50, 50, 5, 5), "g")
+    assert outside.size == (5, 5) and not np.asarray(outside).any()
+    with pytest.raises(ImageLoadError, match="empty"):
+        crop_to_bbox(gradient(40, 30), (5, 5, 0, 3), "g")
+
+
+def test_bbox_is_rounded_and_clamped_on_request(tmp_path):
+    gradient(40, 30).save(tmp_path / "g.png")
+    img = load_image(ImageRef(str(tmp_path / "g.png"), (30.4, 20.6, 100, 100)), crop="clamp")
     assert img.size == (10, 9)  # x 30..40, y 21..30
     assert tuple(np.asarray(img)[0, 0]) == (30, 21, 100)
-    img = load_image(ImageRef(str(tmp_path / "g.png"), (-5, -5, 10, 10)))
+    img = load_image(ImageRef(str(tmp_path / "g.png"), (-5, -5, 10, 10)), crop="clamp")
     assert img.size == (5, 5) and tuple(np.asarray(img)[0, 0]) == (0, 0, 100)
     with pytest.raises(ImageLoadError, match="outside image"):
-        crop_to_bbox(gradient(40, 30), (50, 50, 5, 5), "g")
+        crop_to_bbox(gradient(40, 30), (50, 50, 5, 5), "g", mode="clamp")
+    with pytest.raises(ValueError, match="data.crop=trim is not one of pad, clamp"):
+        crop_to_bbox(gradient(40, 30), (0, 0, 5, 5), "g", mode="trim")
+    with pytest.raises(ValueError, match="data.crop=trim"):
+        DataSpec(crop="trim")
 
 
 def test_whole_image_is_rgb(tmp_path):
@@ -169,7 +194,10 @@ def test_vg_relation_items_and_crops(tmp_path):
     assert first.image.bbox == (10.0, 5.0, 20.0, 15.0)
     img = ds.load_image(first)
     assert img.size == (20, 15) and tuple(np.asarray(img)[0, 0]) == (10, 5, 100)
-    assert ds.load_image(ds.items[1]).size == (34, 27)  # clamped to the 64x48 image
+    assert ds.load_image(ds.items[1]).size == (100, 100)  # ARO's crop: padded with black
+    assert ds.info["crop"] == "pad"
+    clamped = load_vg_relation(DataSpec(root=str(tmp_path), crop="clamp"))
+    assert clamped.load_image(clamped.items[1]).size == (34, 27)  # clamped to the 64x48 image
     # ids are positions in the file: loading twice gives the same ids
     again = load_vg_relation(DataSpec(root=str(tmp_path)))
     assert [it.item_id for it in again.items] == ["vgr-0", "vgr-1"]
@@ -451,3 +479,135 @@ def test_hf_null_bbox_is_skipped_with_the_row_named(tmp_path):
     ds = load_vg_attribution(DataSpec(source="hf", hf_name=folder))
     assert [it.item_id for it in ds.items] == ["vga-hf-0"]
     assert "row 1" in ds.skipped[0].reason and "bbox" in ds.skipped[0].reason
+
+
+# ---------------------------------------------------------------- hub snapshots and revisions
+
+VGR_COLUMNS = {
+    "image": [gradient(40, 30), gradient(16, 8)],
+    "true_caption": ["the dog is beside the man", "the cup is on the table"],
+    "false_caption": ["the man is beside the dog", "the table is on the cup"],
+    "relation_name": ["beside", "on"],
+    "bbox": [{"x": 10.0, "y": 5.0, "w": 20.0, "h": 15.0}, {"x": 0, "y": 0, "w": 16, "h": 8}],
+}
+
+
+def _write_parquet(path: Path, columns: dict) -> None:
+    import datasets
+
+    image_col = "images" if "images" in columns else "image"
+    table = datasets.Dataset.from_dict(columns).cast_column(image_col, datasets.Image())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(str(path))
+
+
+@pytest.mark.parametrize(
+    "shards",
+    [
+        ["data/test-00000-of-00002.parquet", "data/test-00001-of-00002.parquet"],  # hub layout
+        ["default/test/0000.parquet"],  # the parquet-converter's layout
+    ],
+)
+def test_hf_hub_snapshot_of_parquet_files_loads_like_save_to_disk(tmp_path, shards):
+    snap = tmp_path / "snapshots" / ("ab" * 20)
+    for k, shard in enumerate(shards):  # rows split across the shards, in order
+        part = {c: v[k :: len(shards)] if len(shards) > 1 else v for c, v in VGR_COLUMNS.items()}
+        _write_parquet(snap / shard, part)
+    (snap / ".cache").mkdir()  # the hub client's own metadata folder is ignored
+    _write_parquet(snap / ".cache" / "junk.parquet", {"image": [gradient(2, 2)]})
+    ds = load_vg_relation(DataSpec(source="hf", hf_name=str(snap)))
+    saved = load_vg_relation(
+        DataSpec(source="hf", hf_name=_save_hf(tmp_path / "saved", VGR_COLUMNS))
+    )
+    assert [it.options for it in ds.items] == [it.options for it in saved.items]
+    assert [it.group for it in ds.items] == ["beside", "on"]
+    img = ds.load_image(ds.items[0])
+    assert img.size == (20, 15) and tuple(np.asarray(img)[0, 0]) == (10, 5, 100)
+    assert ds.info["layout"] == "parquet snapshot" and saved.info["layout"] == "save_to_disk"
+    assert ds.info["revision"] == "ab" * 20  # read from the hub cache's snapshots/<commit>
+    assert saved.info["revision"] is None and saved.info["hf_name"] == str(tmp_path / "saved")
+
+
+def test_hf_folder_without_a_copy_says_what_it_expects(tmp_path):
+    (tmp_path / "empty" / "data").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError) as err:
+        load_vg_relation(DataSpec(source="hf", hf_name=str(tmp_path / "empty")))
+    msg = str(err.value)
+    assert "neither a save_to_disk copy" in msg and "test-00000-of-00001.parquet" in msg
+    assert "huggingface-cli download" in msg and "\n" not in msg
+
+
+class _FakeHub:
+    """Stands in for datasets.load_dataset: records the call, returns a tiny DatasetDict."""
+
+    def __init__(self, columns=None, error=None):
+        self.calls, self.columns, self.error = [], columns, error
+
+    def __call__(self, name, revision=None, **kw):
+        import datasets
+
+        self.calls.append((name, revision))
+        if self.error:
+            raise self.error
+        table = datasets.Dataset.from_dict(self.columns).cast_column("image", datasets.Image())
+        return datasets.DatasetDict({"test": table})
+
+
+def test_hf_hub_ids_are_pinned_and_recorded(monkeypatch):
+    import datasets
+
+    from infodecomp.data.aro import HF_DEFAULTS, HF_REVISIONS
+
+    hub = _FakeHub(VGR_COLUMNS)
+    monkeypatch.setattr(datasets, "load_dataset", hub)
+    ds = load_vg_relation(DataSpec(source="hf"))
+    assert hub.calls[-1] == (HF_DEFAULTS["vg-relation"], HF_REVISIONS["vg-relation"])
+    assert ds.info == {
+        "subset": "vg-relation",
+        "source": "hf",
+        "hf_name": "gowitheflow/ARO-Visual-Relation",
+        "revision": "3867ad4f46a1ac2e63be034d1fc77dd8c2ef7209",
+        "layout": "hub",
+        "crop": "pad",
+    }
+    load_vg_relation(DataSpec(source="hf", revision="main"))
+    assert hub.calls[-1] == (HF_DEFAULTS["vg-relation"], "main")
+    load_vg_relation(DataSpec(source="hf", hf_name="someone/vg-copy"))
+    assert hub.calls[-1] == ("someone/vg-copy", None)  # other ids: latest unless data.revision
+    assert all(len(r) == 40 for r in HF_REVISIONS.values()) and set(HF_REVISIONS) == set(
+        HF_DEFAULTS
+    )
+
+
+def test_hf_hub_unreachable_is_one_line_with_the_fix(monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(
+        datasets, "load_dataset", _FakeHub(error=ConnectionError("Couldn't reach the Hub\nmore"))
+    )
+    with pytest.raises(FileNotFoundError) as err:
+        load_coco_order(DataSpec(source="hf"))
+    msg = str(err.value)
+    assert "\n" not in msg and "Couldn't reach the Hub" in msg
+    assert "gowitheflow/ARO-COCO-order at revision 853ec875" in msg
+    assert "--revision 853ec8757226585a38a80886c51fe0f3f268787c --local-dir" in msg
+    assert "data.hf_name=<folder>" in msg
+
+
+def test_hf_vg_attribution_other_column_names_fail_listing_them(tmp_path):
+    # The hub copy's VG-Attribution column names are not known for sure: a copy that names the
+    # attribute pair differently fails with the columns it does have.
+    folder = _save_hf(
+        tmp_path / "vga",
+        {
+            "image": [gradient(4, 4)],
+            "true_caption": ["the red fence"],
+            "false_caption": ["the white fence"],
+            "attribute_pair": [["red", "white"]],
+        },
+    )
+    with pytest.raises(ValueError) as err:
+        load_vg_attribution(DataSpec(source="hf", hf_name=folder))
+    msg = str(err.value)
+    assert "lacks columns ['attributes']" in msg
+    assert "found ['image', 'true_caption', 'false_caption', 'attribute_pair']" in msg

@@ -164,6 +164,13 @@ def test_command_end_to_end(command: str, model: str, runs) -> None:
             with Image.open(p) as im:
                 assert im.size[0] > 50 and im.size[1] > 50
 
+    # console: no matplotlib INFO chatter; a log file only when something was logged
+    assert "matplotlib" not in res.stdout + res.stderr
+    log = out / f"{command}.log"
+    assert not log.exists() or log.stat().st_size > 0
+    if (command, model) == ("aro", "tiny-sd"):  # ShapesWorld images converted for an image model
+        assert "converted to RGB" in log.read_text()
+
     meta = json.loads((out / "meta.json").read_text())
     assert meta["command"] == command
     if command != "aro":  # the run says which attention aggregation it used

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -174,7 +178,12 @@ def test_aro_tables_hand_computed(aro_runs, tmp_path):
             assert (out / f"{name}.{ext}").stat().st_size > 0
     assert measured["samples/item"].tolist() == [10.0, 100.0, 100.0]
     md1 = (out / "table1.md").read_text()
-    assert "| sd-2.1-base | Info. i^o | 100 | 100.0 | measured | 75.0 |" in md1
+    # se of the macro mean over {on: 1/2 of 2, above: 1 of 1}: sqrt(.5 * .5 / 2 + 0) / 2 = 17.7%
+    assert measured["VG-R se"].tolist() == pytest.approx(
+        [0.0, 100 * np.sqrt(0.125) / 2, 100 * np.sqrt(0.125) / 2]
+    )
+    assert "| sd-2.1-base | Info. i^o | 100 | 100.0 | measured | 75.0 ± 17.7 |" in md1
+    assert "VG-R se" not in md1
     assert "| paper | Info. (logistic) | 100 | 100.0 | published | 69.1 |" in md1
     assert tables["table1"].attrs["markdown"] == md1
     tex = (out / "table1.tex").read_text()
@@ -351,8 +360,9 @@ def test_table3_attention_variants_side_by_side(tmp_path):
         aggregate([legacy], tmp_path / "o2")["table3"]["method"]
     )
     # the same aggregation twice, or CMI rows from a different measurement: still an error
+    twin = Path(shutil.copytree(daam, tmp_path / "daam-twin"))  # one path named twice is read once
     with pytest.raises(ValueError, match="both report"):
-        aggregate([daam, daam], tmp_path / "o3")
+        aggregate([daam, twin], tmp_path / "o3")
     seed1 = make_run(
         tmp_path / "s", "localize", *paper, rows, LOCALIZE_COLUMNS, attention="layer-mean",
         run={"seed": 1}, steps=[50],
@@ -464,8 +474,11 @@ def test_visualize_and_bad_runs(tmp_path):
     )
     with pytest.raises(ValueError, match="not one of"):
         load_runs([bad])
-    with pytest.raises(FileNotFoundError, match="no meta.json"):
+    with pytest.raises(FileNotFoundError, match="runs: nothing found at .*nothing"):
         load_runs([tmp_path / "nothing"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no meta.json"):
+        load_runs([tmp_path / "empty"])
     loc = make_run(
         tmp_path / "loc",
         "localize",
@@ -495,3 +508,66 @@ def test_runs_without_finished_items_give_no_tables(tmp_path):
     tables = aggregate([aro, loc, itv], tmp_path / "out")
     assert list(tables) == ["runs"]
     assert len(tables["runs"]) == 3
+
+
+def test_data_source_and_revision_reach_table1_and_the_runs_table(tmp_path):
+    hub = make_run(
+        tmp_path / "hub", "aro", "tiny-sd", "aro-vg-relation", aro_rows(ITEMS, ["io"], 100),
+        ARO_COLUMNS,
+    )  # fmt: skip
+    meta = (hub / "meta.json").read_text()
+    # what the runner records from the loader (data.aro: source, hub id, revision)
+    obj = json.loads(meta)
+    obj["dataset"] = {
+        "name": "aro-vg-relation",
+        "source": "hf",
+        "hf_name": "gowitheflow/ARO-Visual-Relation",
+        "revision": "3867ad4f46a1ac2e63be034d1fc77dd8c2ef7209",
+    }
+    (hub / "meta.json").write_text(json.dumps(obj))
+    old = make_run(  # written before the loader recorded its source: read from the config
+        tmp_path / "old", "aro", "sd-2.1-base", "aro-vg-relation", aro_rows(ITEMS, ["io"], 100),
+        ARO_COLUMNS,
+    )  # fmt: skip
+    tables = aggregate([hub, old], tmp_path / "out")
+    sources = tables["runs"].set_index("model")["data_source"]
+    assert sources["tiny-sd"] == (
+        "Hugging Face gowitheflow/ARO-Visual-Relation @ 3867ad4f46a1ac2e63be034d1fc77dd8c2ef7209"
+    )
+    assert sources["sd-2.1-base"] == "files"
+    md = (tmp_path / "out" / "table1.md").read_text()
+    assert md.endswith(
+        "\n- Data, VG-R: Hugging Face gowitheflow/ARO-Visual-Relation @ "
+        "3867ad4f46a1ac2e63be034d1fc77dd8c2ef7209; files.\n"
+    )
+    tex = (tmp_path / "out" / "table1.tex").read_text()
+    assert r"{\footnotesize Data, VG-R: Hugging Face" in tex and tex.endswith("\\end{table}\n")
+
+
+def test_runs_accept_folders_globs_and_dots(tmp_path, monkeypatch):
+    rows = aro_rows(ITEMS, ["io"], 100)
+    for name, data in (("2025-01-01_10-00-00", "aro-vg-relation"), ("2025-01-02_09-00-00", None)):
+        make_run(tmp_path / "outputs" / "aro" / name, "aro", "tiny-sd", data or "aro-vg-attribution",
+                 [r | {"subset": "vg-attribution"} for r in rows] if data is None else rows,
+                 ARO_COLUMNS)  # fmt: skip
+    make_run(tmp_path / "outputs" / "localize" / "2025-01-03_08-00-00", "localize", "tiny-sd",
+             "coco-it", localize_rows(), LOCALIZE_COLUMNS)  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+
+    def runs(*given):
+        return [str(r.path) for r in load_runs(given)]
+
+    a1, a2 = "outputs/aro/2025-01-01_10-00-00", "outputs/aro/2025-01-02_09-00-00"
+    loc = "outputs/localize/2025-01-03_08-00-00"
+    assert runs("outputs/aro", "outputs/localize") == [a1, a2, loc]  # parent folders
+    assert runs("outputs/aro/...", "outputs/localize/...") == [a1, a2, loc]  # the README's old form
+    assert runs("outputs/aro/2025-01-01*") == [a1]  # a glob
+    assert runs("outputs/*/2025-*") == [a1, a2, loc]
+    assert runs("outputs/**/2025-01-0[23]*") == [a2, loc]
+    assert runs("outputs", a1) == [a1, a2, loc]  # a run named twice is read once
+    with pytest.raises(FileNotFoundError) as err:
+        load_runs(["outputs/aro/2024-*", "outputs/missing"])
+    msg = str(err.value)
+    assert "nothing found at outputs/aro/2024-*, outputs/missing" in msg and "\n" not in msg
+    tables = aggregate(["outputs/*"], tmp_path / "tables")
+    assert {"table1", "table3", "runs"} <= set(tables) and len(tables["runs"]) == 3

@@ -9,6 +9,7 @@ import pytest
 from infodecomp.reporting.metrics import (
     IOU_COLUMNS,
     THRESHOLDS,
+    accuracy_se,
     bootstrap_se,
     image_level_r,
     intervention_table,
@@ -129,6 +130,19 @@ def test_shapes_subsets_plain_accuracy_with_macro_attr():
     score, per_group = ranking_accuracy(pred)
     assert score == pytest.approx(0.75)
     assert per_group.attrs["macro"] == pytest.approx(0.5)
+
+
+def test_accuracy_se_binomial_and_macro():
+    # plain accuracy, 3 of 4 right: sqrt(.75 * .25 / 4)
+    _, per_group = ranking_accuracy(vg_items("coco-order", {"g1": (3, 3), "g2": (1, 0)}))
+    assert accuracy_se(per_group) == pytest.approx(np.sqrt(0.75 * 0.25 / 4))
+    # VG-Relation macro over on (2 of 3) and above (1 of 1); "next to" is left out
+    pred = vg_items("vg-relation", {"on": (3, 2), "above": (1, 1), "next to": (2, 0)})
+    _, per_group = ranking_accuracy(pred)
+    assert accuracy_se(per_group) == pytest.approx(np.sqrt((2 / 3) * (1 / 3) / 3) / 2)
+    # the se shrinks like 1 / sqrt(n): the same accuracy on 100x the items
+    _, big = ranking_accuracy(vg_items("coco-order", {"g1": (300, 300), "g2": (100, 0)}))
+    assert accuracy_se(big) == pytest.approx(np.sqrt(0.75 * 0.25 / 400))
 
 
 def test_aro_accuracy_input_errors():

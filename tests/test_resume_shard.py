@@ -168,7 +168,7 @@ def test_rerun_of_a_finished_run_recomputes_nothing(reference: Path, workdir: Pa
     assert [p.stat().st_mtime_ns for p in files] == stamps
     assert done_items(reference) == before  # no item finished again
     assert len(results(reference)) == rows == N_RESUME * 2 * 3
-    assert f"aro: {N_RESUME} items, 0 skipped, accuracy/io = " in res.stdout  # summary printed
+    assert f"aro: {N_RESUME} items, 0 skipped, accuracy i^o " in res.stdout  # summary printed
     assert f"{N_RESUME} of {N_RESUME} items already done" in res.stdout + res.stderr
     meta = json.loads((reference / "meta.json").read_text())
     assert meta["items_done"] == N_RESUME

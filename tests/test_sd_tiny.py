@@ -76,3 +76,30 @@ def test_vocab_matches_clip_construction(tmp_path: Path) -> None:
     assert vocab["<|startoftext|>"] == 49406 and vocab["<|endoftext|>"] == 49407
     assert vocab["in"] == 512  # the first merge ("i n") follows the 512 byte tokens
     assert len(merges_path.read_text().strip().split("\n")) == 1 + tiny.N_MERGES
+
+
+# sha256 of the shipped bpe_simple_vocab_16e6.txt.gz (CLIP's file, as open_clip_torch 3.3.0 ships it)
+CLIP_VOCAB_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
+
+
+def test_clip_vocabulary_ships_with_its_license() -> None:
+    path = tiny.clip_vocab_file()
+    assert path.parent == Path(tiny.__file__).resolve().parent / "resources"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == CLIP_VOCAB_SHA256
+    license_text = (path.parent / f"LICENSE-{tiny.VOCAB_FILE.removesuffix('.gz')}").read_text()
+    assert "MIT License" in license_text and "Copyright (c) 2021 OpenAI" in license_text
+
+
+def test_tokenizer_needs_no_open_clip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "open_clip", None)  # `import open_clip` now raises
+    tok = tiny.build_clip_tokenizer(tmp_path)
+    ids = tok("a red circle above a blue square").input_ids
+    assert ids[0] == 49406 and ids[-1] == 49407 and len(ids) == 9
+
+
+def test_missing_vocabulary_names_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(tiny, "RESOURCES", tmp_path)
+    with pytest.raises(FileNotFoundError, match="reinstall infodecomp"):
+        tiny.clip_vocab_file()

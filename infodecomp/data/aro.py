@@ -1,8 +1,10 @@
 """ARO benchmark loaders: VG-Relation, VG-Attribution, COCO-Order, Flickr30k-Order.
 
 Two sources per subset. `spec.source == "files"` reads the benchmark's own files (as the ARO
-code lays them out); `spec.source == "hf"` reads a frozen Hugging Face copy, by hub id or from a
-folder written with `save_to_disk`.
+code lays them out); `spec.source == "hf"` reads a frozen Hugging Face copy: by hub id, at the
+revision pinned in HF_REVISIONS (or `spec.revision`), or from a local folder, either a snapshot
+of the hub repository's parquet files (what `huggingface-cli download` writes) or a folder
+written with `save_to_disk`. Each data set's `info` records where it came from.
 
 Conventions kept from ARO: VG options are [false_caption, true_caption] with label 1, Order
 options are [true, 4 perturbations] with label 0. With the original tie rule (argmax takes the
@@ -15,7 +17,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +46,14 @@ HF_DEFAULTS = {
     "vg-attribution": "gowitheflow/ARO-Visual-Attribution",
     "coco-order": "gowitheflow/ARO-COCO-order",
     "flickr-order": "gowitheflow/ARO-Flickr-Order",
+}
+# The revision each default hub id is pinned to: the commit of its "Upload dataset" (the head of
+# main when pinned; the MTEB benchmark pins the same commits). data.revision overrides it.
+HF_REVISIONS = {
+    "vg-relation": "3867ad4f46a1ac2e63be034d1fc77dd8c2ef7209",
+    "vg-attribution": "18f7e01358d91df599d723f00e16a18640e19398",
+    "coco-order": "853ec8757226585a38a80886c51fe0f3f268787c",
+    "flickr-order": "1f9485f69c87947812378a1aedf86410c86a0aa8",
 }
 # The hub copies name the image column "image" (VG) or "images" (COCO/Flickr-Order); both are read.
 _HF_IMAGE_COLUMNS = ("image", "images")
@@ -188,7 +200,9 @@ def _load_vg_files(spec: DataSpec, subset: str, filename: str) -> Dataset:
                 subset=subset,
             )
         )
-    return _dataset(subset, items, skipped, source="files", annotation_file=str(ann))
+    return _dataset(
+        subset, items, skipped, source="files", annotation_file=str(ann), crop=spec.crop
+    )
 
 
 def _record_bbox(rec: dict, where: str) -> tuple[float, float, float, float]:
@@ -296,15 +310,75 @@ def _load_order_files(
 # ---------------------------------------------------------------- frozen Hugging Face copies
 
 
-def _load_hf_table(spec: DataSpec, subset: str, split: str = "test") -> tuple[Any, str]:
-    """Open the frozen copy: a local save_to_disk folder, or a hub id through load_dataset."""
+_SHARD = re.compile(r"^(?P<split>[A-Za-z0-9_.]+?)-\d{5}-of-\d{5}$")  # data/test-00000-of-00007
+_SNAPSHOT_REVISION = re.compile(r"^[0-9a-f]{40}$")
+
+
+def _parquet_splits(folder: Path) -> dict[str, list[str]]:
+    """Parquet files of a hub snapshot by split: `data/<split>-00000-of-00001.parquet` (the hub's
+    layout) or `<split>/0000.parquet` (the parquet-converter's); hidden folders are left out."""
+    splits: dict[str, list[str]] = {}
+    for path in sorted(folder.rglob("*.parquet")):
+        rel = path.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        m = _SHARD.match(path.stem)
+        split = m["split"] if m else (rel.parts[-2] if len(rel.parts) > 1 else "train")
+        splits.setdefault(split, []).append(str(path))
+    return splits
+
+
+def _open_local_copy(folder: Path) -> tuple[Any, str]:
+    """A local frozen copy: a save_to_disk folder or a hub snapshot of parquet files."""
+    import datasets
+
+    saved = ("dataset_dict.json", "state.json")
+    if any((folder / name).is_file() for name in saved):
+        return datasets.load_from_disk(str(folder)), "save_to_disk"
+    splits = _parquet_splits(folder)
+    if splits:
+        return datasets.load_dataset("parquet", data_files=splits), "parquet snapshot"
+    raise FileNotFoundError(
+        f"data.hf_name={folder} holds neither a save_to_disk copy ({' or '.join(saved)}) nor "
+        "the parquet files of a hub snapshot (e.g. data/test-00000-of-00001.parquet); download "
+        "one with `huggingface-cli download --repo-type dataset <id> --local-dir <folder>`"
+    )
+
+
+def _snapshot_revision(folder: Path) -> str | None:
+    """The commit of a hub-cache snapshot folder (.../snapshots/<commit>/), else None."""
+    parts = folder.resolve().parts
+    for parent, name in zip(parts, parts[1:], strict=False):
+        if parent == "snapshots" and _SNAPSHOT_REVISION.match(name):
+            return name
+    return None
+
+
+def _load_hf_table(spec: DataSpec, subset: str, split: str = "test") -> tuple[Any, dict]:
+    """Open the frozen copy; returns the table and its provenance (hf_name, revision, layout)."""
     import datasets
 
     name = spec.hf_name or HF_DEFAULTS[subset]
-    if Path(name).expanduser().is_dir():
-        table = datasets.load_from_disk(str(Path(name).expanduser()))
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        table, layout = _open_local_copy(folder)
+        revision = spec.revision or _snapshot_revision(folder)
+        name = str(folder)
     else:
-        table = datasets.load_dataset(name)
+        pinned = HF_REVISIONS[subset] if name == HF_DEFAULTS[subset] else None
+        revision = spec.revision or pinned
+        layout = "hub"
+        try:
+            table = datasets.load_dataset(name, revision=revision)
+        except Exception as err:  # offline, unknown id or revision, gated repository
+            at = f" at revision {revision}" if revision else ""
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise FileNotFoundError(
+                f"Hugging Face dataset {name}{at} could not be loaded ({reason}); on a machine "
+                f"with network run `huggingface-cli download --repo-type dataset {name}"
+                f"{f' --revision {revision}' if revision else ''} --local-dir <folder>` and pass "
+                "data.hf_name=<folder>"
+            ) from err
     if isinstance(table, datasets.DatasetDict):
         splits = list(table)
         if split in table:
@@ -313,7 +387,7 @@ def _load_hf_table(spec: DataSpec, subset: str, split: str = "test") -> tuple[An
             table = table[splits[0]]
         else:
             raise ValueError(f"{name}: no {split!r} split; splits found: {splits}")
-    return table, name
+    return table, {"source": "hf", "hf_name": name, "revision": revision, "layout": layout}
 
 
 def _require_columns(table: Any, expected: Sequence[str], name: str) -> str:
@@ -326,7 +400,8 @@ def _require_columns(table: Any, expected: Sequence[str], name: str) -> str:
     if missing:
         raise ValueError(
             f"Hugging Face dataset {name} lacks columns {missing}: expected "
-            f"{['image'] + list(expected)}, found {found}"
+            f"{['image'] + list(expected)}, found {found}; use a copy with these columns or "
+            "data.source=files with ARO's own JSON files and images"
         )
     return image_col  # type: ignore[return-value]
 
@@ -345,7 +420,8 @@ def _hf_bbox(row: dict) -> tuple[float, float, float, float] | None:
 
 
 def _load_vg_hf(spec: DataSpec, subset: str) -> Dataset:
-    table, name = _load_hf_table(spec, subset)
+    table, origin = _load_hf_table(spec, subset)
+    name = origin["hf_name"]
     group_field = "relation_name" if subset == "vg-relation" else "attributes"
     image_col = _require_columns(table, ("true_caption", "false_caption", group_field), name)
     meta = table.remove_columns([image_col])  # iterate the text columns without decoding images
@@ -362,11 +438,12 @@ def _load_vg_hf(spec: DataSpec, subset: str) -> Dataset:
                 subset=subset,
             )
         )
-    return _dataset(subset, items, [], source="hf", hf_name=name)
+    return _dataset(subset, items, [], **origin, crop=spec.crop)
 
 
 def _load_order_hf(spec: DataSpec, subset: str) -> Dataset:
-    table, name = _load_hf_table(spec, subset)
+    table, origin = _load_hf_table(spec, subset)
+    name = origin["hf_name"]
     image_col = _require_columns(table, _HF_ORDER_COLUMNS, name)
     meta = table.remove_columns([image_col])
     prefix = _ID_PREFIX[subset]
@@ -383,14 +460,15 @@ def _load_order_hf(spec: DataSpec, subset: str) -> Dataset:
                 subset=subset,
             )
         )
-    return _dataset(subset, items, [], source="hf", hf_name=name)
+    return _dataset(subset, items, [], **origin)
 
 
 def _dataset(subset: str, items: list, skipped: list[Skipped], **info: Any) -> Dataset:
+    """`info` is the data set's provenance (source, files or hub id and revision, crop mode)."""
     return Dataset(
         name=f"aro-{subset}",
         items=items,
         skipped=skipped,
-        image_loader=load_item_image,
+        image_loader=partial(load_item_image, crop=info.get("crop", "pad")),
         info={"subset": subset, **info},
     )

@@ -27,24 +27,39 @@ class HFImage:
     bbox: BBox | None = None
 
 
-def crop_to_bbox(image: Image.Image, bbox: Sequence[float] | None, name: str) -> Image.Image:
-    """Crop to an (x, y, w, h) box in pixels, rounded and clamped to the image.
+CROP_MODES = ("pad", "clamp")
+
+
+def crop_to_bbox(
+    image: Image.Image, bbox: Sequence[float] | None, name: str, mode: str = "pad"
+) -> Image.Image:
+    """Crop to an (x, y, w, h) box in pixels.
 
     Args:
         image: the full image.
         bbox: (x, y, w, h) or None for the whole image.
         name: how to name the image in an error message.
+        mode: "pad" crops exactly as ARO's own code does, `image.crop((x, y, x + w, y + h))`:
+            PIL rounds the corners and fills the part of the box outside the image with black,
+            so the crop always has the box's size. "clamp" first clips the box to the image.
 
     Returns:
         The cropped image (the image itself when bbox is None).
 
     Raises:
-        ImageLoadError: the clamped box is empty.
+        ImageLoadError: the box is empty (after clamping, in clamp mode).
+        ValueError: mode is not "pad" or "clamp".
     """
+    if mode not in CROP_MODES:
+        raise ValueError(f"data.crop={mode} is not one of {', '.join(CROP_MODES)}")
     if bbox is None:
         return image
     x, y, w, h = (float(v) for v in bbox)
     width, height = image.size
+    if mode == "pad":
+        if round(x + w) <= round(x) or round(y + h) <= round(y):
+            raise ImageLoadError(f"bbox {tuple(bbox)} (x, y, w, h) of image {name} is empty")
+        return image.crop((x, y, x + w, y + h))
     left = min(max(round(x), 0), width)
     top = min(max(round(y), 0), height)
     right = min(max(round(x + w), 0), width)
@@ -98,11 +113,12 @@ def _bomb(name: str, err: Exception) -> ImageLoadError:
     )
 
 
-def load_image(ref: ImageRef) -> Image.Image:
-    """Read an image file as RGB, cropped to `ref.bbox` (x, y, w, h) clamped to the image.
+def load_image(ref: ImageRef, crop: str = "pad") -> Image.Image:
+    """Read an image file as RGB, cropped to `ref.bbox` (x, y, w, h); see crop_to_bbox.
 
     Args:
         ref: the file path and optional bounding box.
+        crop: "pad" (ARO's crop) or "clamp", for boxes that leave the image.
 
     Returns:
         An RGB PIL image (16-bit and float images scaled, see `to_rgb`).
@@ -122,10 +138,10 @@ def load_image(ref: ImageRef) -> Image.Image:
         raise _bomb(ref.path, err) from err
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise ImageLoadError(f"cannot read image {ref.path}: {err}", transient=True) from err
-    return crop_to_bbox(rgb, ref.bbox, ref.path)
+    return crop_to_bbox(rgb, ref.bbox, ref.path, crop)
 
 
-def load_hf_image(ref: HFImage) -> Image.Image:
+def load_hf_image(ref: HFImage, crop: str = "pad") -> Image.Image:
     """Decode one row's image from a Hugging Face dataset as RGB, cropped to `ref.bbox`.
 
     Raises:
@@ -144,14 +160,14 @@ def load_hf_image(ref: HFImage) -> Image.Image:
         raise _bomb(name, err) from err
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, AttributeError) as err:
         raise ImageLoadError(f"cannot decode image in {name}: {err}") from err
-    return crop_to_bbox(rgb, ref.bbox, name)
+    return crop_to_bbox(rgb, ref.bbox, name, crop)
 
 
-def load_item_image(item: Any) -> Any:
+def load_item_image(item: Any, crop: str = "pad") -> Any:
     """Image loader for items of real data sets: `item.image` is an ImageRef or an HFImage."""
     ref = item.image
     if isinstance(ref, ImageRef):
-        return load_image(ref)
+        return load_image(ref, crop)
     if isinstance(ref, HFImage):
-        return load_hf_image(ref)
+        return load_hf_image(ref, crop)
     return ref

@@ -247,7 +247,12 @@ def main_build(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--instances", required=True, help="instances_val2017.json")
     parser.add_argument("--captions", required=True, help="captions_val2017.json")
     parser.add_argument("--out", required=True, help="output CSV")
-    parser.add_argument("--kind", choices=("coco-it", "coco-wl"), default="coco-it")
+    parser.add_argument(
+        "--kind",
+        choices=("coco-it", "coco-wl"),
+        default="coco-it",
+        help="coco-it: object nouns (the paper's rule); coco-wl: other word types (our rule)",
+    )
     parser.add_argument(
         "--fix-artifacts",
         action="store_true",

@@ -17,6 +17,11 @@ class DataSpec:
         images: image folder when it is not under root (COCO: e.g. .../val2017).
         source: "files" (original JSON + images) or "hf" (frozen Hugging Face copy).
         hf_name: Hugging Face dataset id or local saved-dataset folder when source == "hf".
+        revision: Hugging Face dataset revision (commit hash, tag or branch) when hf_name is a hub
+            id; None takes the revision pinned for the default ids (data.aro.HF_REVISIONS), the
+            latest for any other id.
+        crop: how VG boxes that leave the image are cropped: "pad" (ARO's own crop, the part
+            outside the image is black) or "clamp" (the box is clipped to the image).
         size: number of items for generated sets (ShapesWorld).
         seed: seed for generated sets and for caption perturbations.
         noise: ShapesWorld pixel noise of generated images (None: the world's default, worlds.shapes.SIGMA0);
@@ -30,6 +35,12 @@ class DataSpec:
     images: str | None = None
     source: str = "files"
     hf_name: str | None = None
+    revision: str | None = None
+    crop: str = "pad"
     size: int = 64
     seed: int = 0
     noise: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.crop not in ("pad", "clamp"):
+            raise ValueError(f"data.crop={self.crop} is not one of pad, clamp")

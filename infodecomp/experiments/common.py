@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
@@ -13,6 +12,7 @@ from typing import Any
 
 import torch
 
+from infodecomp import console
 from infodecomp.estimators.engine import EngineConfig
 from infodecomp.estimators.samplers import LogsnrSampler
 from infodecomp.experiments.config import EstimatorConfig, check_device, register
@@ -38,16 +38,29 @@ def hydra_main(command: str, run: Callable[[Any], Any]) -> Callable[[], Any]:
 
     @hydra.main(config_path=str(config_dir()), config_name=command, version_base="1.3")
     def _main(cfg: Any) -> Any:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        obj = None
         try:
             if command in SCHEMAS:
                 check_keys(cfg, SCHEMAS[command], command)
             obj = OmegaConf.to_object(cfg)
             check_values(obj)
-            return run(obj)
+            with logging_redirect_tqdm():  # log lines print above progress bars, not through them
+                return run(obj)
         except (ConfigError, StoreError, RunError, DataError, MissingDataError) as err:
             # The message says what is wrong and what to do: one line, no traceback.
-            print(f"infodecomp {command}: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
+            console.fail(err, command, user=True)
+            raise  # not reached: fail exits or re-raises
+        except Exception as err:  # a user error ends here as one line (SystemExit); bugs re-raise
+            if isinstance(err, torch.cuda.OutOfMemoryError):
+                batch = getattr(getattr(obj, "run", None), "batch_size", "?")
+                err = ValueError(
+                    f"out of GPU memory ({str(err).splitlines()[0]}); lower run.batch_size "
+                    f"(now {batch}) or use run.dtype=bfloat16"
+                )
+            console.fail(err, command)
+            raise  # not reached: fail exits or re-raises
 
     return _main
 

@@ -19,11 +19,9 @@ class ModelConfig(AdapterOptions):
     inherited from models.presets.AdapterOptions.
     """
 
-    name: str = "shapes-oracle"
-    path: str | None = None
-    revision: str | None = (
-        None  # hub revision; default: the preset's pinned one (recorded in meta.json)
-    )
+    name: str = "shapes-oracle"  # model preset (infodecomp/models/presets.py)
+    path: str | None = None  # diffusers folder or hub id (model=local, or to override a preset)
+    revision: str | None = None  # hub revision; default: the preset's pinned one (in meta.json)
     sigma0: float = world.SIGMA0  # ShapesWorld oracle: pixel noise of the Gaussian mixture
 
 
@@ -35,14 +33,14 @@ DataConfig = DataSpec
 class EstimatorConfig:
     """logsnr sampling and the estimator budget (paper: logistic loc 1, scale 2, clip 3, 100 samples)."""
 
-    n_samples: int = 100
+    n_samples: int = 100  # logsnr samples per item (the paper: 100)
     sampler: str = "logistic"  # logistic | uniform
     mode: str = "iid"  # iid | stratified | antithetic | quadrature
-    loc: float = 1.0
-    scale: float = 2.0
-    clip: float = 3.0
-    low: float = -5.0
-    high: float = 7.0
+    loc: float = 1.0  # truncated logistic: location of logsnr
+    scale: float = 2.0  # truncated logistic: scale
+    clip: float = 3.0  # truncated logistic: kept within loc +- clip * scale
+    low: float = -5.0  # uniform sampler: lowest logsnr
+    high: float = 7.0  # uniform sampler: highest logsnr
     adaptive: bool = False  # ranking tasks: stop once the leader's margin is clear
     margin: float = 3.0  # in standard errors of the paired score difference
     round_samples: int = 10  # samples per adaptive round
@@ -52,16 +50,16 @@ class EstimatorConfig:
 class RunConfig:
     """Where and how a run executes."""
 
-    limit: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    dtype: str = "float32"
+    limit: int | None = None  # first N items only (null: all)
+    seed: int = 0  # noise and logsnr draws
+    device: str = "auto"  # auto (cuda, else mps, else cpu) | cpu | cuda | cuda:1 | mps
+    dtype: str = "float32"  # float32 | float16 | bfloat16
     batch_size: int = 64  # denoiser rows per call (chunk bound)
     items_per_step: int = 8  # items estimated, written and checkpointed together
-    out_dir: str | None = None
-    progress: bool = True
+    out_dir: str | None = None  # run directory (null: outputs/<command>/<date_time>); reruns resume
+    progress: bool = True  # progress bars
     rank: int | None = None  # data-parallel shard; default from torch.distributed env
-    world_size: int | None = None
+    world_size: int | None = None  # data-parallel shards; default from torch.distributed env
     resume: str = "auto"  # auto: resume a run dir of the same config, else refuse | overwrite
     retry_skipped: bool = True  # on resume, retry items skipped for a cause that may have gone
 
@@ -76,7 +74,7 @@ class BaseCommandConfig:
 
 @dataclass
 class AroConfig(BaseCommandConfig):
-    estimators: list[str] = field(default_factory=lambda: ["io", "is", "mmse"])
+    estimators: list[str] = field(default_factory=lambda: ["io", "is", "mmse"])  # scores to rank by
 
 
 ATTENTION_AGGREGATIONS = ("daam", "layer-mean")  # = infodecomp.models.attention.AGGREGATIONS
@@ -89,11 +87,12 @@ def _check_attention(value: str) -> None:
 
 @dataclass
 class LocalizeConfig(BaseCommandConfig):
-    steps: list[int] = field(default_factory=lambda: [50, 100, 200])
+    steps: list[int] = field(default_factory=lambda: [50, 100, 200])  # logsnr samples per map
+    # heat maps scored: cmi | mi | attention | attn_info | whole (the whole-image baseline)
     methods: list[str] = field(
         default_factory=lambda: ["cmi", "mi", "attention", "attn_info", "whole"]
     )
-    daam_steps: int = 50
+    daam_steps: int = 50  # DDIM steps of the attention baseline
     blank_context: bool = False  # use context_ ("_") instead of the deleted-word context
     attention: str = "daam"  # aggregation of attention maps: daam (DAAM's, paper) | layer-mean
 
@@ -103,11 +102,11 @@ class LocalizeConfig(BaseCommandConfig):
 
 @dataclass
 class InterveneConfig(BaseCommandConfig):
-    n_sigmas: int = 100
+    n_sigmas: int = 100  # noise levels of the ODE inversion and regeneration
     daam_steps: int = 50  # DDIM steps of the attention baseline
-    edits: list[str] = field(default_factory=lambda: ["omit", "swap"])
-    save_images: bool = True
-    n_boot: int = 1000
+    edits: list[str] = field(default_factory=lambda: ["omit", "swap"])  # word omitted | swapped
+    save_images: bool = True  # write original and edited images under images/
+    n_boot: int = 1000  # bootstrap resamples for the correlation standard errors
     attention: str = "daam"  # aggregation of attention maps: daam (DAAM's, paper) | layer-mean
 
     def __post_init__(self) -> None:
@@ -116,7 +115,7 @@ class InterveneConfig(BaseCommandConfig):
 
 @dataclass
 class VisualizeConfig(BaseCommandConfig):
-    n_curve_samples: int = 200
+    n_curve_samples: int = 200  # logsnr samples of the MMSE curves
     daam_steps: int = 50  # DDIM steps of the attention baseline
     attention: str = "daam"  # aggregation of attention maps: daam (DAAM's, paper) | layer-mean
 
@@ -128,13 +127,13 @@ class VisualizeConfig(BaseCommandConfig):
 
 @dataclass
 class ValidateConfig(BaseCommandConfig):
-    n_items: int = 200
-    pointwise_samples: int = 4000
+    n_items: int = 200  # items of the averaged checks (x5 ShapesWorld, x50 Gaussian)
+    pointwise_samples: int = 4000  # logsnr samples of each single-image check
 
 
 @dataclass
 class AggregateConfig:
-    runs: list[str] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)  # run folders, parents or globs (outputs/aro/*)
     run: RunConfig = field(default_factory=RunConfig)  # run.out_dir: where the tables go
     out_dir: str | None = None  # deprecated alias of run.out_dir
 
@@ -144,9 +143,8 @@ class BenchConfig(BaseCommandConfig):
     n_items: int = 4  # ARO items timed per procedure
     reference_batch: int = 150  # the published UNet batch
     repeats: int = 3  # alternating timing rounds per procedure; medians are reported
-    oracle_items: int = (
-        70  # ShapesWorld items per set (relation, attribute, order) for sample efficiency
-    )
+    # ShapesWorld items per set (relation, attribute, order) for sample efficiency
+    oracle_items: int = 70
 
 
 SCHEMAS = {
@@ -170,6 +168,10 @@ def register() -> None:
 
     if not OmegaConf.has_resolver("infodecomp.or"):
         OmegaConf.register_new_resolver("infodecomp.or", _or_default)
+    if not OmegaConf.has_resolver("infodecomp.help"):
+        from infodecomp.experiments.help import resolver
+
+        OmegaConf.register_new_resolver("infodecomp.help", resolver)
     cs = ConfigStore.instance()
     for name, node in SCHEMAS.items():
         cs.store(name=f"{name}_schema", node=node)

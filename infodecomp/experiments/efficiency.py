@@ -10,6 +10,7 @@ procedure also runs the empty prompt: its count is reported beside).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import pandas as pd
@@ -91,6 +92,7 @@ def sample_efficiency(
     margins: tuple[float, ...] = (2.0, 3.0),
     round_samples: int = 10,
     min_samples: int = 20,
+    progress: Callable[[str, int], None] | None = None,
 ) -> pd.DataFrame:
     """Agreement with the exact answer and evaluations per item for each scheme, over `seeds` repeats.
 
@@ -98,6 +100,8 @@ def sample_efficiency(
     fitted proposal's calibration evaluations spread over this study's items), agreement
     (mean over items and repeats), and diff_se, the standard error of the agreement difference to
     the baseline (paired over items and repeats). The first row is the baseline.
+    `progress(scheme, total)`, when given, is called after each scheme x repeat (total = their
+    count).
     """
     oracle = ShapesOracle(sigma0=noise)
     items = ranking_items(n_per_set, noise, seed)
@@ -136,6 +140,8 @@ def sample_efficiency(
                 )
             correct.append((_predict(ests, queries) == truth).double())
             used.append(torch.tensor(n_used, dtype=torch.float64))
+            if progress is not None:
+                progress(name, len(schemes) * seeds)
         correct_t, used_t = torch.stack(correct), torch.stack(used)  # [R, N]
         if base_correct is None:
             base_correct = correct_t

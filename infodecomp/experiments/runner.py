@@ -143,7 +143,10 @@ def execute(
         command=command,
         started_at=first_start(legs),
         legs=legs_for_meta(legs),
-        extra={"model_source": model_source(cfg.model)},
+        extra={
+            "model_source": model_source(cfg.model),
+            "dataset": {"name": ctx.dataset.name, **ctx.dataset.info},  # source, revision, files
+        },
     )
     metrics = summarize(ctx, results) if len(results) else {}
     metrics.update({"items/done": n_done, "items/skipped": n_skipped})
@@ -154,11 +157,12 @@ def execute(
             if n_skipped
             else f"{command}: the data set {cfg.data.name} has no items"
         )
-    if callable(headline):
-        headline = headline(metrics)
-    value = metrics.get(headline)
-    shown = f"{value:.4g}" if isinstance(value, float) else value
-    print(f"{command}: {n_done} items, {n_skipped} skipped, {headline} = {shown} -> {out}")
+    if callable(headline):  # the command formats its own scores
+        shown = headline(metrics)
+    else:
+        value = metrics.get(headline)
+        shown = f"{headline} = {f'{value:.4g}' if isinstance(value, float) else value}"
+    print(f"{command}: {n_done} items, {n_skipped} skipped, {shown} -> {out}")
     return out
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from tqdm import tqdm
 
 from infodecomp.estimators.engine import EngineConfig, ItemEstimate, Query, estimate
 from infodecomp.estimators.samplers import LogsnrSampler
@@ -317,18 +318,43 @@ def chunk_invariance(
     ]
 
 
+def _progress(cfg: ValidateConfig, total: int) -> tqdm:
+    return tqdm(
+        total=total,
+        desc="validate",
+        unit="check",
+        disable=not cfg.run.progress,
+        dynamic_ncols=True,
+    )
+
+
 def oracle_checks(cfg: ValidateConfig, oracle: ShapesOracle) -> list[dict]:
     """Every exact check: the Gaussian pair, then ShapesWorld with the configured oracle."""
     seed, mb = cfg.run.seed, max(cfg.run.batch_size, 1024)
-    rows = gaussian_checks(max(cfg.n_items * 50, 2000), seed, 8192)
-    rows += shapes_pointwise(oracle, cfg.pointwise_samples, seed, mb)
-    avg_rows, ests, queries = shapes_average(oracle, cfg.n_items * 5, seed, mb)
-    rows += avg_rows
-    rows += pixel_sum_checks(ests, "shapes")
-    rows += zero_outside_masks(oracle, seed, mb)
-    rows += chunk_invariance(
-        oracle, queries[:4], EngineConfig(n_samples=16, sampler=SHAPES_WIDE, seed=seed), "shapes"
-    )
+    with _progress(cfg, 6) as bar:
+        bar.set_postfix_str("1 gaussian")
+        rows = gaussian_checks(max(cfg.n_items * 50, 2000), seed, 8192)
+        bar.update()
+        bar.set_postfix_str("2 shapes pointwise")
+        rows += shapes_pointwise(oracle, cfg.pointwise_samples, seed, mb)
+        bar.update()
+        bar.set_postfix_str("3 shapes average")
+        avg_rows, ests, queries = shapes_average(oracle, cfg.n_items * 5, seed, mb)
+        rows += avg_rows
+        bar.update()
+        rows += pixel_sum_checks(ests, "shapes")
+        bar.update()
+        bar.set_postfix_str("5 zero outside masks")
+        rows += zero_outside_masks(oracle, seed, mb)
+        bar.update()
+        bar.set_postfix_str("6 chunk invariance")
+        rows += chunk_invariance(
+            oracle,
+            queries[:4],
+            EngineConfig(n_samples=16, sampler=SHAPES_WIDE, seed=seed),
+            "shapes",
+        )
+        bar.update()
     return rows
 
 
@@ -353,11 +379,15 @@ def model_checks(cfg: ValidateConfig, model: Any) -> list[dict]:
         engine_config(cfg.estimator, cfg.run, pixel_maps=True),
         n_samples=min(cfg.estimator.n_samples, 8),
     )
-    ests = estimate(model, queries, ecfg)
-    again = estimate(model, queries, ecfg)
-    det = max(float((a.mse - b.mse).abs().max()) for a, b in zip(ests, again, strict=True))
-    min_io = min(float(e.io.min()) for e in ests)
-    rows = chunk_invariance(model, queries, ecfg, cfg.model.name, rtol=1e-4)
+    with _progress(cfg, 3) as bar:
+        ests = estimate(model, queries, ecfg)
+        bar.update()
+        again = estimate(model, queries, ecfg)
+        bar.update()
+        det = max(float((a.mse - b.mse).abs().max()) for a, b in zip(ests, again, strict=True))
+        min_io = min(float(e.io.min()) for e in ests)
+        rows = chunk_invariance(model, queries, ecfg, cfg.model.name, rtol=1e-4)
+        bar.update()
     rows += pixel_sum_checks(ests, cfg.model.name)
     rows.append(
         _row(

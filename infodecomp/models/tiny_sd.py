@@ -3,15 +3,15 @@
 It has the architecture family of Stable Diffusion (cross-attention UNet, KL autoencoder, CLIP
 text encoder, scaled-linear DDPM schedule) at toy size, so every code path of the Stable
 Diffusion adapter runs on a CPU in seconds: 32 x 32 images, 4 x 16 x 16 latents, 77 x 32 prompt
-encodings. The tokenizer is CLIP's BPE, derived from open_clip's vocabulary file, so token
-indices and word maps behave as with the real model.
+encodings. The tokenizer is CLIP's BPE, derived from CLIP's vocabulary file (shipped in
+infodecomp/models/resources with its MIT license), so token indices and word maps behave as with
+the real model.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -22,6 +22,7 @@ import torch
 
 CACHE_ENV = "INFODECOMP_CACHE"
 TINY_NAME = "tiny-sd-v1"
+RESOURCES = Path(__file__).resolve().parent / "resources"
 VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
 N_MERGES = 49152 - 256 - 2  # CLIP keeps this many merges of the vocabulary file
 SEED = 1234
@@ -89,16 +90,13 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 def clip_vocab_file() -> Path:
-    """open_clip's BPE vocabulary file, found without importing open_clip (it needs torchvision)."""
-    spec = importlib.util.find_spec("open_clip")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "tiny-sd needs CLIP's BPE vocabulary from the open_clip_torch package; install it "
-            "with `pip install --no-deps open_clip_torch` (the dev extra)"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / VOCAB_FILE
+    """CLIP's BPE vocabulary file, shipped inside the package (MIT, see its LICENSE file)."""
+    path = RESOURCES / VOCAB_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; reinstall open_clip_torch")
+        raise FileNotFoundError(
+            f"{path} is missing from the installed package; reinstall infodecomp "
+            "(pip install --force-reinstall infodecomp, or pip install . from a checkout)"
+        )
     return path
 
 

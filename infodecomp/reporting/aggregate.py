@@ -7,6 +7,7 @@ Published numbers appear beside measured ones only for runs in the paper's setti
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,12 +34,13 @@ from infodecomp.reporting.tables import (
     fmt_number,
     int_or_none,
     table1,
+    table1_shown,
     table2,
     table4_shown,
     write_table,
 )
 from infodecomp.reporting.writer import INTERVENE_COLUMNS, natural_key, read_results
-from infodecomp.tasks import column_key, get_task, mean_key
+from infodecomp.tasks import column_key, column_label, column_order, get_task, mean_key
 
 COMMANDS = ("aro", "localize", "intervene", "visualize")
 # Commands whose run directories carry no table: listed in the runs index only.
@@ -50,7 +52,7 @@ ARO_REQUIRED = ("item_id", "subset", "group", "label", "option", "estimator", "s
 LOCALIZE_REQUIRED = ("item_id", "method", "n_steps", "split", *IOU_COLUMNS)
 INTERVENE_REQUIRED = tuple(c for c in INTERVENE_COLUMNS if c != "word")
 TITLES = {
-    "table1": "Table 1: compositionality accuracy (%) (ARO and the other ranking benchmarks)",
+    "table1": "Table 1: compositionality accuracy (%) ± standard error (ARO and the other ranking benchmarks)",
     "accuracy_vs_samples": "ARO accuracy (%) vs logsnr samples per image",
     "table2": "Table 2: accuracy (%) per group (relation, attribute pair, tag; Winoground: group score)",
     "table3": "Table 3: localisation mIoU (%), paper protocol vs held-out threshold",
@@ -126,6 +128,21 @@ class Run:
 
         return key(self) == key(other)
 
+    @property
+    def data_source(self) -> str:
+        """Where the run's data came from: hub id and revision, files, or a generated set."""
+        ds = self.meta.get("dataset") or {}  # what the loader recorded (runs since it does)
+        cfg = self.config.get("data") or {}
+        if self.data.startswith("shapes-"):
+            return f"ShapesWorld, generated (seed {cfg.get('seed', 0)})"
+        if (ds.get("source") or cfg.get("source")) == "hf":
+            name = ds.get("hf_name") or cfg.get("hf_name") or "default hub id"
+            revision = ds.get("revision") or cfg.get("revision")
+            where = f"{name} @ {revision}" if revision else f"{name} (revision not recorded)"
+            return f"Hugging Face {where}"
+        where = ds.get("annotation_file") or ds.get("manifest") or cfg.get("root")
+        return f"files {where}" if where else "files"
+
     def results(self, required: Iterable[str] = ()) -> pd.DataFrame:
         if self._results is None:
             self._results = read_results(self.path)
@@ -144,11 +161,45 @@ def find_run_dirs(root: str | Path) -> list[Path]:
     return sorted({p.parent for p in root.rglob(META)}, key=lambda p: natural_key(str(p)))
 
 
+def expand_run_paths(given: Iterable[str | Path]) -> list[Path]:
+    """Run paths as typed: folders, glob patterns (``outputs/aro/2025-*``, ``**``) and
+    ``folder/...`` (the folder and everything below it, as searching a folder does anyway).
+
+    Raises:
+        FileNotFoundError: a path does not exist or a pattern matches nothing (one line, naming
+            every such path).
+    """
+    out: list[Path] = []
+    missing: list[str] = []
+    for entry in given:
+        text = str(entry)
+        if text.endswith(("/...", "\\...")) or text == "...":
+            text = text[:-3].rstrip("/\\") or "."
+        if any(ch in text for ch in "*?["):
+            matches = sorted(glob.glob(text, recursive=True), key=natural_key)
+            out += [Path(m) for m in matches if Path(m).is_dir()]
+            if not any(Path(m).is_dir() for m in matches):
+                missing.append(str(entry))
+        elif Path(text).exists():
+            out.append(Path(text))
+        else:
+            missing.append(str(entry))
+    if missing:
+        raise FileNotFoundError(
+            f"runs: nothing found at {', '.join(missing)}; pass run directories, folders "
+            "holding them (e.g. outputs/aro) or glob patterns (e.g. 'outputs/aro/2025-*')"
+        )
+    return list(dict.fromkeys(out))
+
+
 def load_runs(run_dirs: Iterable[str | Path]) -> list[Run]:
-    """Load run directories; a folder without ``meta.json`` is searched for runs below it."""
+    """Load run directories; a folder without ``meta.json`` is searched for runs below it.
+
+    Entries may be glob patterns or end in ``/...``; see :func:`expand_run_paths`.
+    """
     runs: list[Run] = []
-    for given in run_dirs:
-        given = Path(given)
+    seen: set[Path] = set()
+    for given in expand_run_paths(run_dirs):
         found = [given] if (given / META).exists() else find_run_dirs(given)
         if not found:
             raise FileNotFoundError(
@@ -156,6 +207,9 @@ def load_runs(run_dirs: Iterable[str | Path]) -> list[Run]:
                 "written by aro / localize / intervene / visualize."
             )
         for d in found:
+            if d.resolve() in seen:  # named twice (a folder and a run inside it)
+                continue
+            seen.add(d.resolve())
             meta = read_json(d / META)
             if meta.get("command") not in COMMANDS + LISTED_ONLY:
                 raise ValueError(
@@ -185,7 +239,7 @@ def _aro(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     Runs are told apart by their configured ``estimator.n_samples`` (the sweep variable); the
     ``n_samples`` column of the results is what adaptive allocation actually used per item.
     """
-    records, groups, seen = [], [], {}
+    records, groups, seen, sources = [], [], {}, {}
     for run in runs:
         df = run.results(ARO_REQUIRED)
         if df.empty:
@@ -209,6 +263,7 @@ def _aro(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
                 else (float("nan") if n is None else float(n))
             )
             common = {"model": run.model, "method": method, "n_samples": n, "subset": subset}
+            sources.setdefault(subset, {})[run.data_source] = None
             rank = (ESTIMATOR_ORDER.index(est) if est in ESTIMATOR_ORDER else 9, run.adaptive)
             for i, (metric, value) in enumerate(res["metrics"].items()):
                 records.append(
@@ -216,6 +271,7 @@ def _aro(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
                         **common,
                         "subset": column_key(subset, metric),
                         "accuracy": 100 * value,
+                        "accuracy_se": 100 * res["se"][metric],
                         "n_items": part["item_id"].nunique(),
                         "mean_samples": mean_used,
                         "paper": run.paper_setting,
@@ -236,6 +292,7 @@ def _aro(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     method_order = {m: i for i, m in enumerate(dict.fromkeys(rec["method"]))}
     groups_df = pd.concat(groups, ignore_index=True)
     groups_df = groups_df.sort_values("method", key=lambda c: c.map(method_order), kind="stable")
+    rec.attrs["data_sources"] = {k: list(v) for k, v in sources.items()}
     return rec, groups_df
 
 
@@ -260,6 +317,7 @@ def _group_means(rec: pd.DataFrame) -> pd.DataFrame | None:
                 "n_samples": n,
                 "subset": mean_key(*g),
                 "accuracy": float(grp["accuracy"].mean()),
+                "accuracy_se": float((grp["accuracy_se"] ** 2).sum() ** 0.5 / len(grp)),
                 "n_items": int(grp["n_items"].sum()),
                 "mean_samples": first["mean_samples"],
                 "paper": bool(grp["paper"].any()),
@@ -404,6 +462,7 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
                 "items_skipped": r.meta.get("items_skipped"),
                 "wall_time_s": r.meta.get("wall_time_s"),
                 "paper_setting": r.paper_setting,
+                "data_source": r.data_source,
             }
             for r in runs
         ]
@@ -430,6 +489,7 @@ def aggregate(
     runs = load_runs(run_dirs)
     by_cmd = {c: [r for r in runs if r.command == c] for c in COMMANDS}
     built: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
+    notes: dict[str, list[str]] = {}
     pct = fmt_number(1)
     aro = _aro(by_cmd["aro"]) if by_cmd["aro"] else None
     if aro is not None:
@@ -437,7 +497,8 @@ def aggregate(
         t1 = table1(rec)
         fmt1 = {c: pct for c in t1.columns if c not in TABLE1_KEYS}
         fmt1 |= {"n_samples": fmt_int, "samples/item": fmt_number(1)}
-        built["table1"] = (t1, display(t1, fmt1))
+        built["table1"] = (t1, table1_shown(t1, display(t1, fmt1)))
+        notes["table1"] = data_notes(rec.attrs["data_sources"])
         sweep = accuracy_vs_samples(rec)
         if sweep is not None:
             fmt_s = {c: pct for c in sweep.columns} | {"n_samples": fmt_int}
@@ -464,12 +525,17 @@ def aggregate(
     out: dict[str, pd.DataFrame] = {}
     parts = ["# infodecomp results\n"]
     for name, (data, shown) in built.items():
-        md = write_table(data, shown, out_dir, name, TITLES[name])
+        md = write_table(data, shown, out_dir, name, TITLES[name], notes.get(name))
         data.attrs["markdown"] = md
         out[name] = data
         parts.append(md)
     Path(out_dir, "tables.md").write_text("\n".join(parts), encoding="utf-8")
     return out
+
+
+def data_notes(sources: dict[str, list[str]]) -> list[str]:
+    """One line per subset: where its items came from (several sources are all listed)."""
+    return [f"Data, {column_label(s)}: {'; '.join(sources[s])}." for s in column_order(sources)]
 
 
 def tables_markdown(tables: dict[str, pd.DataFrame]) -> str:

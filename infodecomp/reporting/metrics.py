@@ -42,18 +42,46 @@ def ranking_scores(results: pd.DataFrame) -> list[dict]:
     out = []
     for (est, subset), part in df.groupby(["estimator", "subset"], sort=False):
         cols = ["item_id", "option", "score", "subset", "group", "label"]
-        metrics, per_group = get_task(subset).evaluate(part[cols])
+        task = get_task(subset)
+        metrics, per_group = task.evaluate(part[cols])
+        if len(task.metrics) == 1:
+            ses = {name: accuracy_se(per_group) for name in metrics}
+        else:  # fractions of the task's examples (e.g. Winoground's 2 x 2 examples)
+            n = float(per_group["n"].sum())
+            ses = {name: _binomial_se(v, n) for name, v in metrics.items()}
         out.append(
             {
                 "estimator": est,
                 "subset": subset,
                 "metrics": metrics,
+                "se": ses,
                 "score": next(iter(metrics.values())),
                 "per_group": per_group,
                 "part": part,
             }
         )
     return out
+
+
+def _binomial_se(p: float, n: float) -> float:
+    return float(np.sqrt(p * (1 - p) / n)) if n > 0 else float("nan")
+
+
+def accuracy_se(per_group: pd.DataFrame) -> float:
+    """Standard error of the accuracy `RankingTask.accuracy` returned with this `per_group` table.
+
+    Plain accuracy over n items: the binomial sqrt(p (1 - p) / n). A macro mean over the G
+    included groups (VG-Relation, VG-Attribution): sqrt(sum_g p_g (1 - p_g) / n_g) / G, the
+    groups being independent binomials. Both are plug-in estimates: 0 when every answer in a
+    group is right or every one wrong.
+    """
+    if bool(per_group["included"].all()) and per_group.attrs.get("macro_rule") is None:
+        return _binomial_se(float(per_group.attrs["micro"]), float(per_group["n"].sum()))
+    inc = per_group[per_group["included"]]
+    if inc.empty:
+        return float("nan")
+    p, n = inc["accuracy"].to_numpy(float), inc["n"].to_numpy(float)
+    return float(np.sqrt(np.sum(p * (1 - p) / n)) / len(inc))
 
 
 # ------------------------------------------------------------------------ localisation (Table 3)

@@ -19,6 +19,7 @@ from infodecomp.scores import SCORE_NAMES, SCORES
 from infodecomp.tasks import column_label, column_order, get_task
 
 MISSING = "–"
+NAN = float("nan")
 ESTIMATOR_ORDER = SCORE_NAMES
 ESTIMATOR_LABELS = {name: s.label for name, s in SCORES.items()}
 Formatter = Callable[[Any], str]
@@ -141,7 +142,12 @@ def to_latex(table: pd.DataFrame, caption: str | None = None, label: str | None 
 
 
 def write_table(
-    data: pd.DataFrame, shown: pd.DataFrame, out_dir: str | Path, name: str, title: str
+    data: pd.DataFrame,
+    shown: pd.DataFrame,
+    out_dir: str | Path,
+    name: str,
+    title: str,
+    notes: Iterable[str] | None = None,
 ) -> str:
     """Write ``{name}.csv`` (numbers), ``{name}.md`` and ``{name}.tex`` (formatted); return the md.
 
@@ -151,13 +157,21 @@ def write_table(
         out_dir: output folder (created if missing).
         name: file stem, e.g. ``table1``.
         title: heading / caption.
+        notes: footnote lines printed under the Markdown and LaTeX table.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data.to_csv(out_dir / f"{name}.csv", index=False)
+    notes = list(notes or [])
     md = to_markdown(shown, title)
+    if notes:
+        md += "\n" + "".join(f"- {n}\n" for n in notes)
     (out_dir / f"{name}.md").write_text(md, encoding="utf-8")
-    (out_dir / f"{name}.tex").write_text(to_latex(shown, title, f"tab:{name}"), encoding="utf-8")
+    tex = to_latex(shown, title, f"tab:{name}")
+    if notes:
+        body = r" \\ ".join(latex_escape(n) for n in notes)
+        tex = tex.replace(r"\end{table}", rf"{{\footnotesize {body}}}" + "\n" + r"\end{table}")
+    (out_dir / f"{name}.tex").write_text(tex, encoding="utf-8")
     return md
 
 
@@ -212,7 +226,11 @@ def table1(rec: pd.DataFrame) -> pd.DataFrame:
             "source": "measured",
         }
         acc = dict(zip(grp["subset"], grp["accuracy"], strict=True))
-        rows.append(row | {_subset_label(s): acc.get(s, float("nan")) for s in subsets})
+        se = dict(zip(grp["subset"], grp.get("accuracy_se", grp["accuracy"] * NAN), strict=True))
+        for s in subsets:
+            row[_subset_label(s)] = acc.get(s, NAN)
+            row[f"{_subset_label(s)} se"] = se.get(s, NAN)
+        rows.append(row)
     if rec["paper"].any():
         for method, values in pub.TABLE1.items():
             n = pub.PAPER_N_SAMPLES if method == pub.TABLE1_INFO_METHOD else None
@@ -223,8 +241,23 @@ def table1(rec: pd.DataFrame) -> pd.DataFrame:
                 "samples/item": float("nan") if n is None else float(n),
                 "source": "published",
             }
-            rows.append(row | {_subset_label(s): values.get(s, float("nan")) for s in subsets})
+            for s in subsets:
+                row[_subset_label(s)] = values.get(s, NAN)
+                row[f"{_subset_label(s)} se"] = NAN
+            rows.append(row)
     return pd.DataFrame(rows)
+
+
+def table1_shown(t1: pd.DataFrame, shown: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 as strings: ``accuracy ± se`` cells (published numbers have no se)."""
+    shown = shown.copy()
+    for col in [c for c in t1.columns if f"{c} se" in t1.columns]:
+        shown[col] = [
+            fmt_pm(v, e, digits=1, se_digits=1)
+            for v, e in zip(t1[col], t1[f"{col} se"], strict=True)
+        ]
+        shown = shown.drop(columns=f"{col} se")
+    return shown
 
 
 def accuracy_vs_samples(rec: pd.DataFrame) -> pd.DataFrame | None:

@@ -130,7 +130,11 @@ class RankingTask:
             inc = per_group.loc[per_group["included"], "accuracy"]
             score = float(inc.mean()) if len(inc) else float("nan")
         per_group.attrs.update(
-            micro=micro, macro=float(per_group["accuracy"].mean()), rule=self.rule, subset=self.name
+            micro=micro,
+            macro=float(per_group["accuracy"].mean()),
+            rule=self.rule,
+            subset=self.name,
+            macro_rule=None if self.macro_groups is None else self.rule,
         )
         return score, per_group
 

@@ -1,0 +1,34 @@
+"""The commands of `infodecomp`: the module that implements each and its one-line help.
+
+Pure data, read by the dispatcher (cli.py) and by each command's --help (experiments/help.py).
+"""
+
+from __future__ import annotations
+
+# command -> (module implementing `main()`, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "aro": (
+        "infodecomp.experiments.aro",
+        "compositionality: ARO, SugarCrepe, Winoground (Tables 1, 2)",
+    ),
+    "localize": ("infodecomp.experiments.localize", "word localisation mIoU (Table 3)"),
+    "intervene": ("infodecomp.experiments.intervene", "prompt interventions vs CMI (Table 4)"),
+    "visualize": (
+        "infodecomp.experiments.visualize",
+        "pixel MI / CMI heat maps, MMSE curves (Fig. 2)",
+    ),
+    "aggregate": ("infodecomp.experiments.aggregate", "turn run directories into Tables 1-4"),
+    "export": (
+        "infodecomp.experiments.export",
+        "write results.csv / skipped.csv from a run's store (killed or damaged runs)",
+    ),
+    "validate": (
+        "infodecomp.experiments.validate",
+        "check every estimator against exact ground truth",
+    ),
+    "bench": ("infodecomp.experiments.bench", "speed and sample-efficiency benchmark"),
+    "build-coco-manifest": (
+        "infodecomp.experiments.build_manifest",
+        "make COCO-IT / COCO-WL manifests from COCO annotations",
+    ),
+}
