@@ -119,13 +119,10 @@ class InfoMaps:
         return "nats / pixel" if method in INFO_METHODS else "attention weight"
 
     def _named(self, methods: Any) -> tuple[dict[str, np.ndarray], list[str], dict[str, str]]:
-        chosen = (
-            list(self.maps)
-            if methods is None
-            else [methods]
-            if isinstance(methods, str)
-            else list(methods)
-        )
+        if methods is None:
+            chosen = list(self.maps)
+        else:
+            chosen = [methods] if isinstance(methods, str) else list(methods)
         for m in chosen:
             self[m]  # noqa: B018  (a KeyError naming the method)
         named, units = {}, {}
