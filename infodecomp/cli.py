@@ -16,15 +16,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "pixel MI / CMI heat maps, MMSE curves (Fig. 2)",
     ),
     "aggregate": ("infodecomp.experiments.aggregate", "turn run directories into Tables 1-4"),
-    "report": (
-        "infodecomp.experiments.report",
-        "static HTML report of run directories (tables, curves, heat maps, metadata)",
-    ),
     "validate": (
         "infodecomp.experiments.validate",
         "check every estimator against exact ground truth",
     ),
     "bench": ("infodecomp.experiments.bench", "speed and sample-efficiency benchmark"),
+    "report": (
+        "infodecomp.experiments.report",
+        "static HTML report of run directories (tables, curves, heat maps, metadata)",
+    ),
     "build-coco-manifest": (
         "infodecomp.experiments.build_manifest",
         "make COCO-IT / COCO-WL manifests from COCO annotations",
