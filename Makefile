@@ -1,4 +1,5 @@
-# infodecomp: `make demo` (install + every command on the embedded ShapesWorld default), `make test`.
+# infodecomp: `make demo` (install + every command on the embedded ShapesWorld default, ending
+# with the path of the HTML report), `make test`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -26,12 +27,12 @@ test-all: install
 	$(BIN)/pytest -q
 
 lint: install
-	$(BIN)/ruff check infodecomp tests scripts
-	$(BIN)/ruff format --check infodecomp tests scripts
+	$(BIN)/ruff check infodecomp tests scripts examples
+	$(BIN)/ruff format --check infodecomp tests scripts examples
 
 format: install
-	$(BIN)/ruff format infodecomp tests scripts
-	$(BIN)/ruff check --fix infodecomp tests scripts
+	$(BIN)/ruff format infodecomp tests scripts examples
+	$(BIN)/ruff check --fix infodecomp tests scripts examples
 
 validate: install
 	$(BIN)/infodecomp validate run.out_dir=$(OUT)/validate
@@ -45,7 +46,9 @@ demo: install
 	$(BIN)/infodecomp localize run.out_dir=$(OUT)/localize
 	$(BIN)/infodecomp intervene run.out_dir=$(OUT)/intervene
 	$(BIN)/infodecomp visualize run.out_dir=$(OUT)/visualize
-	$(BIN)/infodecomp aggregate runs=[$(OUT)/aro-relation,$(OUT)/aro-attribute,$(OUT)/aro-order,$(OUT)/aro-winoground,$(OUT)/localize,$(OUT)/intervene] run.out_dir=$(OUT)/tables
+	$(BIN)/infodecomp aro -m data=shapes-relation estimator.n_samples=10,30 run.out_dir=$(OUT)/aro-sweep
+	$(BIN)/infodecomp aggregate runs=[$(OUT)/aro-relation,$(OUT)/aro-attribute,$(OUT)/aro-order,$(OUT)/aro-winoground,$(OUT)/aro-sweep,$(OUT)/localize,$(OUT)/intervene] run.out_dir=$(OUT)/tables
+	$(BIN)/infodecomp report runs=[$(OUT)/aro-relation,$(OUT)/aro-attribute,$(OUT)/aro-order,$(OUT)/aro-winoground,$(OUT)/aro-sweep,$(OUT)/localize,$(OUT)/intervene,$(OUT)/visualize] run.out_dir=$(OUT)/report
 
 bench: install
 	$(BIN)/infodecomp bench run.out_dir=$(OUT)/bench

@@ -27,6 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "check every estimator against exact ground truth",
     ),
     "bench": ("infodecomp.experiments.bench", "speed and sample-efficiency benchmark"),
+    "report": (
+        "infodecomp.experiments.report",
+        "static HTML report of run directories (tables, curves, heat maps, metadata)",
+    ),
     "build-coco-manifest": (
         "infodecomp.experiments.build_manifest",
         "make COCO-IT / COCO-WL manifests from COCO annotations",

@@ -55,7 +55,12 @@ DATA = [
 ]
 
 
-LEAVES = ["infodecomp.scores", "infodecomp.tasks", "infodecomp.reporting"]
+LEAVES = [
+    "infodecomp.scores",
+    "infodecomp.tasks",
+    "infodecomp.reporting",
+    "infodecomp.reporting.html",
+]
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +99,9 @@ ALLOWED = {
         "console",
         "commands",
     },
+    # the Python API: a facade over the commands' helpers, beside experiments (which never
+    # imports it)
+    "api": {"experiments", "estimators", "models", "data", "reporting", "scores"},
     "cli": {"console", "commands"},
 }
 
@@ -211,6 +219,7 @@ def test_wheel_ships_the_configs(tmp_path: Path) -> None:
     for yaml in (REPO / "configs").rglob("*.yaml"):
         assert f"infodecomp/configs/{yaml.relative_to(REPO / 'configs').as_posix()}" in names
     assert "infodecomp/estimators/engine.py" in names and "infodecomp/reporting/writer.py" in names
+    assert "infodecomp/reporting/templates/report.html.j2" in names  # the HTML report's template
     # the unpacked wheel, not the checkout, resolves its own configs
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)

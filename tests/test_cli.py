@@ -81,6 +81,7 @@ EXPECTED_KEYS = {
     for c in ("aro", "localize", "intervene", "visualize", "validate", "bench")
 }
 EXPECTED_KEYS["aggregate"] = ("runs", "out_dir")  # aggregate reads run dirs; no model or data
+EXPECTED_KEYS["report"] = ("runs", "run", "title")  # so does report
 
 
 @pytest.mark.parametrize("command", sorted(EXPECTED_KEYS))
@@ -97,7 +98,7 @@ def test_cfg_job_composes(command: str, capsys: pytest.CaptureFixture) -> None:
         assert key in top, f"{command} --cfg job lacks top-level '{key}':\n{out}"
     if command == "bench":  # the speed bench times a diffusers UNet; tiny-sd is its offline default
         assert "  name: tiny-sd" in lines
-    elif command != "aggregate":
+    elif command not in ("aggregate", "report"):
         assert "  name: shapes-oracle" in lines  # the embedded default model
 
 

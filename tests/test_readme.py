@@ -45,6 +45,7 @@ SKIP = {
     "pip install 'infodecomp[pos]'": "network install of an optional extra (nltk)",
     "pip install 'infodecomp[cluster]'": "network install of an optional extra (submitit)",
     "pytest -m gpu": "needs a CUDA device",
+    "python examples/quickstart.py": "run by tests/test_examples.py (the same script, offline)",
     "infodecomp aro +experiment=paper-table1 data=aro-vg-relation data.root=/data/aro": (
         "needs the ARO data set (Visual Genome images)"
     ),

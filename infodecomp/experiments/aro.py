@@ -8,15 +8,18 @@ is Table 1; the per-relation / per-attribute breakdown is Table 2 (both in `aggr
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+import torch
 
 from infodecomp.data.registry import RANKING
 from infodecomp.estimators.adaptive import estimate_ranking
-from infodecomp.estimators.engine import Query, estimate
+from infodecomp.estimators.engine import EngineConfig, ItemEstimate, Query, estimate
 from infodecomp.experiments.common import engine_config, hydra_main
-from infodecomp.experiments.config import AroConfig
+from infodecomp.experiments.config import AroConfig, EstimatorConfig
 from infodecomp.experiments.runner import RunContext, execute
 from infodecomp.reporting.metrics import ranking_scores
 from infodecomp.reporting.writer import ARO_COLUMNS
@@ -25,17 +28,51 @@ from infodecomp.scores import SCORES, check_scores
 COLUMNS = ARO_COLUMNS  # the documented results.csv schema
 
 
-def _queries(ctx: RunContext, items: list, images: list) -> list[Query]:
-    xs = ctx.model.encode_images(images)  # [N, C, H, W]
+def option_queries(
+    xs: torch.Tensor, options: Sequence[Sequence[str]], keys: Sequence[str]
+) -> list[Query]:
+    """One query per image: its caption options and the unconditional "", contrast j = (option j,
+    ""), so i^o / i^s of option j is contrast j and its denoising loss condition j. Shared by
+    `aro` and the Python API (infodecomp.api.score)."""
     return [
         Query(
             xs[i].cpu(),
-            (*it.options, ""),
-            tuple((j, len(it.options)) for j in range(len(it.options))),
-            key=str(it.draw_key or it.item_id),
+            (*opts, ""),
+            tuple((j, len(opts)) for j in range(len(opts))),
+            key=keys[i],
         )
-        for i, it in enumerate(items)
+        for i, opts in enumerate(options)
     ]
+
+
+def estimate_options(
+    model: Any,
+    queries: list[Query],
+    n_options: list[int],
+    est: EstimatorConfig,
+    ecfg: EngineConfig,
+    score: str,
+) -> tuple[list[ItemEstimate], list[int]]:
+    """The estimates of `option_queries` and the logsnr samples each item used: `ecfg.n_samples`,
+    or with `est.adaptive` as many rounds as `score` needs for a clear leader."""
+    if est.adaptive:
+        return estimate_ranking(
+            model,
+            queries,
+            n_options,
+            ecfg,
+            score=score,
+            margin=est.margin,
+            round_samples=est.round_samples,
+        )
+    ests = estimate(model, queries, ecfg)
+    return ests, [ecfg.n_samples] * len(ests)
+
+
+def _queries(ctx: RunContext, items: list, images: list) -> list[Query]:
+    xs = ctx.model.encode_images(images)  # [N, C, H, W]
+    keys = [str(it.draw_key or it.item_id) for it in items]
+    return option_queries(xs, [it.options for it in items], keys)
 
 
 def process(ctx: RunContext, items: list, images: list) -> list[dict]:
@@ -43,19 +80,14 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     check_scores(cfg.estimators)
     queries = _queries(ctx, items, images)
     ecfg = engine_config(cfg.estimator, cfg.run)
-    if cfg.estimator.adaptive:
-        ests, used = estimate_ranking(
-            ctx.model,
-            queries,
-            [len(it.options) for it in items],
-            ecfg,
-            score=cfg.estimators[0],
-            margin=cfg.estimator.margin,
-            round_samples=cfg.estimator.round_samples,
-        )
-    else:
-        ests = estimate(ctx.model, queries, ecfg)
-        used = [ecfg.n_samples] * len(ests)
+    ests, used = estimate_options(
+        ctx.model,
+        queries,
+        [len(it.options) for it in items],
+        cfg.estimator,
+        ecfg,
+        cfg.estimators[0],
+    )
     rows = []
     for it, e, n in zip(items, ests, used, strict=True):
         for j, text in enumerate(it.options):

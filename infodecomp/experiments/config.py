@@ -139,6 +139,14 @@ class AggregateConfig:
 
 
 @dataclass
+class ReportConfig:
+    runs: list[str] = field(default_factory=list)  # run directories, or folders holding them
+    run: RunConfig = field(default_factory=RunConfig)  # run.out_dir: the report folder
+    title: str = "infodecomp report"
+    n_boot: int = 1000  # bootstrap resamples of Table 4's standard errors (seed: run.seed)
+
+
+@dataclass
 class BenchConfig(BaseCommandConfig):
     n_items: int = 4  # ARO items timed per procedure
     reference_batch: int = 150  # the published UNet batch
@@ -154,6 +162,7 @@ SCHEMAS = {
     "visualize": VisualizeConfig,
     "validate": ValidateConfig,
     "aggregate": AggregateConfig,
+    "report": ReportConfig,
     "bench": BenchConfig,
 }
 

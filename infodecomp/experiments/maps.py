@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -70,6 +71,67 @@ def traced_word_map(
         x, item.caption, logsnr.float(), eps, max_batch=ecfg.max_batch, aggregation=attention
     )
     return model.word_map(traced, item.caption, item.word)
+
+
+@dataclass
+class WordMaps:
+    """One word item's maps on the model's data grid (the latent grid of a latent model).
+
+    `estimate` holds the engine's estimate of the item's queries (`info_queries`): contrast 0 is
+    the CMI of the word given the context, contrast 1 the MI of the word alone; its `io_map`
+    [2, h, w] is the pixel-wise i^o in nats per data-grid pixel (channels summed).
+    `attention` (DAAM) and `attn_info` (Attention+Information) are [h, w] word maps, present
+    only where the model has the capability and they were asked for.
+    """
+
+    estimate: ItemEstimate
+    attention: torch.Tensor | None = None
+    attn_info: torch.Tensor | None = None
+
+
+def word_maps(
+    model,
+    items: list,
+    xs: torch.Tensor,
+    ecfg: EngineConfig,
+    *,
+    daam: bool = True,
+    traced: bool = False,
+    attention: str = "daam",
+    daam_steps: int = 50,
+    blank: bool = False,
+) -> list[WordMaps]:
+    """CMI and MI maps of every (image, caption, word) item, plus the DAAM baseline (`daam`)
+    and Attention+Information (`traced`) where the model supports them. Shared by `visualize`
+    and the Python API (infodecomp.api.maps)."""
+    ests = info_maps(model, info_queries(items, xs, blank), ecfg)
+    out = []
+    for it, x, e in zip(items, xs, ests, strict=True):
+        wm = WordMaps(e)
+        if daam and has_daam(model):
+            wm.attention = daam_word_map(model, it, x.cpu(), daam_steps, attention)
+        if traced and has_traced_attention(model):
+            wm.attn_info = traced_word_map(model, it, x.cpu(), ecfg, attention)
+        out.append(wm)
+    return out
+
+
+def mmse_curve_data(
+    est: ItemEstimate, labels: dict[int, str]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """label -> (logsnr samples sorted [S], ||eps - eps_hat(z | c_k)||^2 per sample [S]) for
+    the conditions k of `labels`, as reporting.figures.mmse_curves draws them."""
+    return {label: tuple(t.numpy() for t in est.mmse_curve(k)) for k, label in labels.items()}
+
+
+def display_image(model, image: Any) -> np.ndarray:
+    """The image as the model saw it, H x W x 3 in [0, 1]: resized for an image model, mapped
+    from [-1, 1] for data-space tensors (ShapesWorld), scaled from 8 bits for PIL images."""
+    if isinstance(model, ImageModel):
+        return model.preview(image).permute(1, 2, 0).numpy()
+    if isinstance(image, torch.Tensor):
+        return ((image.float() + 1) / 2).clamp(0, 1).permute(1, 2, 0).numpy()
+    return np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
 
 
 def split_of(item_id: str) -> str:

@@ -6,29 +6,29 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import torch
 
 from infodecomp.data.registry import WORDS
 from infodecomp.estimators.engine import estimate
 from infodecomp.experiments.common import engine_config, hydra_main
 from infodecomp.experiments.config import VisualizeConfig
-from infodecomp.experiments.maps import daam_word_map, has_daam, info_maps, info_queries
+from infodecomp.experiments.maps import display_image, info_queries, mmse_curve_data, word_maps
 from infodecomp.experiments.runner import RunContext, execute
-from infodecomp.models.capabilities import ImageModel
 from infodecomp.reporting import figures
 
-COLUMNS = ["item_id", "word", "panel", "curves", "cmi_total", "mi_total"]
-
-
-def _display_image(model, image) -> np.ndarray:
-    """The image as the model saw it, H x W x 3 in [0, 1]."""
-    if isinstance(model, ImageModel):
-        return model.preview(image).permute(1, 2, 0).numpy()
-    if isinstance(image, torch.Tensor):
-        return ((image.float() + 1) / 2).clamp(0, 1).permute(1, 2, 0).numpy()
-    return np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
+# cmi_total / mi_total: i^o in nats (cmi_se / mi_se their standard errors); panel / curves:
+# figure paths relative to the run directory.
+COLUMNS = [
+    "item_id",
+    "word",
+    "panel",
+    "curves",
+    "cmi_total",
+    "mi_total",
+    "caption",
+    "cmi_se",
+    "mi_se",
+]
 
 
 def process(ctx: RunContext, items: list, images: list) -> list[dict]:
@@ -36,41 +36,49 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     model = ctx.model
     xs = model.encode_images(images)  # [N, C, h, w]
     ecfg = engine_config(cfg.estimator, cfg.run)
-    queries = info_queries(items, xs, blank=False)
-    ests = info_maps(model, queries, ecfg)
+    found = word_maps(
+        model, items, xs, ecfg, daam=True, attention=cfg.attention, daam_steps=cfg.daam_steps
+    )
     # MMSE curves need per-sample errors only, not pixel maps.
     curves = estimate(
-        model, queries, replace(ecfg, n_samples=cfg.n_curve_samples, pixel_maps=False)
+        model,
+        info_queries(items, xs, blank=False),
+        replace(ecfg, n_samples=cfg.n_curve_samples, pixel_maps=False),
     )
     folder = ctx.out / "figures"
     folder.mkdir(exist_ok=True)
     rows = []
     for i, it in enumerate(items):
+        e = found[i].estimate
         maps = {
-            f"MI '{it.word}'": ests[i].io_map[1].numpy(),
-            f"CMI '{it.word}' | context": ests[i].io_map[0].numpy(),
+            f"MI '{it.word}'": e.io_map[1].numpy(),
+            f"CMI '{it.word}' | context": e.io_map[0].numpy(),
         }
-        if has_daam(model):
-            maps[f"attention ({cfg.attention}) '{it.word}'"] = daam_word_map(
-                model, it, xs[i].cpu(), cfg.daam_steps, cfg.attention
-            ).numpy()
+        if found[i].attention is not None:
+            maps[f"attention ({cfg.attention}) '{it.word}'"] = found[i].attention.numpy()
         fig = figures.panel(
-            _display_image(model, images[i]), maps, shared_scale=list(maps)[:2], title=it.caption
+            display_image(model, images[i]),
+            maps,
+            shared_scale=list(maps)[:2],
+            title=it.caption,
+            units={k: "nats / pixel" for k in list(maps)[:2]},
         )
         panel_path = figures.save(fig, folder / f"{it.item_id}-maps.png")
-        e = curves[i]
         labels = {0: f"'{it.caption}'", 1: f"'{it.context}'", 3: "'' (unconditional)"}
-        data = {label: tuple(t.numpy() for t in e.mmse_curve(k)) for k, label in labels.items()}
-        fig = figures.mmse_curves(data, title=f"MMSE, {it.item_id}")
+        fig = figures.mmse_curves(mmse_curve_data(curves[i], labels), title=f"MMSE, {it.item_id}")
         curve_path = figures.save(fig, folder / f"{it.item_id}-mmse.png")
+        (cmi, cmi_se), (mi, mi_se) = e.info_o(0), e.info_o(1)
         rows.append(
             {
                 "item_id": it.item_id,
                 "word": it.word,
                 "panel": str(panel_path.relative_to(ctx.out)),
                 "curves": str(curve_path.relative_to(ctx.out)),
-                "cmi_total": ests[i].info_o(0)[0],
-                "mi_total": ests[i].info_o(1)[0],
+                "cmi_total": cmi,
+                "mi_total": mi,
+                "caption": it.caption,
+                "cmi_se": cmi_se,
+                "mi_se": mi_se,
             }
         )
     return rows

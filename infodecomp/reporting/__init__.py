@@ -33,7 +33,7 @@ from infodecomp.reporting.writer import (
 )
 from infodecomp.tasks import predict
 
-_FIGURES = ("panel", "mmse_curves", "save")
+_FIGURES = ("panel", "mmse_curves", "accuracy_curves", "save")
 
 
 def __getattr__(name: str) -> Any:

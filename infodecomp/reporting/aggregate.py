@@ -486,7 +486,19 @@ def aggregate(
         ``table4``, ``runs``), only those the runs provide; each frame's ``attrs["markdown"]``
         holds its rendered Markdown.
     """
-    runs = load_runs(run_dirs)
+    built = build_tables(load_runs(run_dirs), n_boot=n_boot, seed=seed)
+    return write_tables(built, out_dir)
+
+
+def build_tables(
+    runs: list[Run], *, n_boot: int = 1000, seed: int = 0
+) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    """Tables 1-4, accuracy against samples and the runs index of loaded runs, unwritten.
+
+    Returns:
+        name -> (numbers, the same table as display strings), only the tables the runs provide,
+        in display order (see :data:`TITLES`).
+    """
     by_cmd = {c: [r for r in runs if r.command == c] for c in COMMANDS}
     built: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
     notes: dict[str, list[str]] = {}
@@ -521,11 +533,23 @@ def aggregate(
         built["table4"] = (t4, table4_shown(t4))
     rt = runs_table(runs)
     built["runs"] = (rt, display(rt, {"n_samples": fmt_int, "wall_time_s": fmt_number(1)}))
+    for name, lines in notes.items():  # printed under the table by write_tables
+        built[name][0].attrs["notes"] = lines
+    return built
 
+
+def write_tables(
+    built: dict[str, tuple[pd.DataFrame, pd.DataFrame]], out_dir: Path
+) -> dict[str, pd.DataFrame]:
+    """Write the tables of :func:`build_tables` as ``{name}.{md,tex,csv}`` and ``tables.md``.
+
+    Returns:
+        The numeric tables by name, each with its Markdown in ``attrs["markdown"]``.
+    """
     out: dict[str, pd.DataFrame] = {}
     parts = ["# infodecomp results\n"]
     for name, (data, shown) in built.items():
-        md = write_table(data, shown, out_dir, name, TITLES[name], notes.get(name))
+        md = write_table(data, shown, out_dir, name, TITLES[name], data.attrs.get("notes"))
         data.attrs["markdown"] = md
         out[name] = data
         parts.append(md)

@@ -1,7 +1,11 @@
-"""Figures from numpy arrays: image + information heat maps, MMSE curves (matplotlib, no pyplot).
+"""Figures from numpy arrays: image + information heat maps, MMSE curves, accuracy against
+logsnr samples (matplotlib, no pyplot).
 
 Figures are built on ``matplotlib.figure.Figure`` directly, so no GUI backend or global pyplot
-state is involved; PNGs are rendered by the Agg canvas.
+state is involved; PNGs are rendered by the Agg canvas. Colours are readable with the common
+colour-vision deficiencies: heat maps use viridis (perceptually uniform, monotonic in
+lightness, so also readable in greyscale), lines the Okabe-Ito palette, and lines also differ
+in dash pattern (and marker), not in colour alone.
 """
 
 from __future__ import annotations
@@ -12,9 +16,33 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-HEAT_CMAP = "inferno"
+HEAT_CMAP = "viridis"
+# Okabe & Ito (2008), "Color Universal Design": distinguishable with every common colour-vision
+# deficiency.
+LINE_COLOURS = (
+    "#0072B2",  # blue
+    "#E69F00",  # orange
+    "#009E73",  # bluish green
+    "#CC79A7",  # reddish purple
+    "#56B4E9",  # sky blue
+    "#D55E00",  # vermillion
+    "#000000",  # black
+    "#F0E442",  # yellow
+)
+LINE_STYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 DPI = 150
+
+
+def line_style(i: int) -> dict:
+    """Colour, dash pattern and marker of the i-th line of a plot (all three vary with i)."""
+    return {
+        "color": LINE_COLOURS[i % len(LINE_COLOURS)],
+        "linestyle": LINE_STYLES[i % len(LINE_STYLES)],
+        "marker": MARKERS[i % len(MARKERS)],
+    }
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
@@ -45,6 +73,8 @@ def panel(
     *,
     overlay: bool = True,
     alpha: float = 0.85,
+    units: Mapping[str, str] | None = None,
+    cmap: str = HEAT_CMAP,
 ) -> Figure:
     """The image followed by one heat map per entry of ``maps``, each with a colour bar.
 
@@ -60,6 +90,8 @@ def panel(
         overlay: draw each map semi-transparently over a grey copy of the image; if False, the
             maps are drawn on their own.
         alpha: opacity of the overlaid map at its maximum (lower values are more transparent).
+        units: name -> colour-bar label (e.g. ``"nats / pixel"``) for the maps that have one.
+        cmap: matplotlib colormap of the maps (default viridis, colour-blind safe).
 
     Returns:
         The figure.
@@ -95,7 +127,7 @@ def panel(
             opacity = alpha * (0.25 + 0.75 * level)
         im = ax.imshow(
             heat,
-            cmap=HEAT_CMAP,
+            cmap=cmap,
             vmin=vmin,
             vmax=vmax,
             extent=extent,
@@ -107,6 +139,8 @@ def panel(
         bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
         bar.solids.set_alpha(1.0)
         bar.ax.tick_params(labelsize=7)
+        if units and units.get(name):
+            bar.set_label(units[name], fontsize=8)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -164,14 +198,15 @@ def mmse_curves(
     fig = Figure(figsize=(6.0, 4.0), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    colours = [f"C{i % 10}" for i in range(len(checked))]
-    for colour, (label, (x, y)) in zip(colours, checked.items(), strict=True):
+    for i, (label, (x, y)) in enumerate(checked.items()):
+        style = line_style(i)
+        colour = style["color"]
         ax.scatter(x, y, s=6, alpha=0.25, color=colour, linewidths=0, rasterized=True)
         if x.size > 1 and x.max() > x.min():
             cx, cy = _binned_mean(x, y, min(n_bins, max(1, x.size // 2)))
-            ax.plot(cx, cy, color=colour, linewidth=2, label=label)
+            ax.plot(cx, cy, color=colour, linestyle=style["linestyle"], linewidth=2, label=label)
         else:
-            ax.plot(x, y, "o", color=colour, label=label)
+            ax.plot(x, y, style["marker"], color=colour, label=label)
     if log_y:
         ax.set_yscale("log")
     ax.set_xlabel("log SNR")
@@ -181,6 +216,67 @@ def mmse_curves(
     ax.legend(frameon=False)
     if title:
         ax.set_title(title)
+    return fig
+
+
+def accuracy_curves(
+    curves: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]],
+    *,
+    ylabel: str = "accuracy (%)",
+    xlabel: str = "logsnr samples per image",
+    title: str | None = None,
+) -> Figure:
+    """One panel per benchmark column, one line per method: accuracy against the number of
+    logsnr samples (log x axis), on one y range across the panels so they can be compared.
+
+    Args:
+        curves: panel title -> line label -> (samples [n], accuracy [n]).
+        ylabel, xlabel: axis labels.
+        title: figure title.
+
+    Returns:
+        The figure.
+    """
+    panels = {k: v for k, v in curves.items() if v}
+    if not panels:
+        raise ValueError("accuracy_curves: no curves given.")
+    n = len(panels)
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig = Figure(figsize=(4.2 * cols, 3.4 * rows + 0.9), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = np.atleast_1d(fig.subplots(rows, cols, sharey=True, squeeze=False)).ravel()
+    labels = list(dict.fromkeys(label for lines in panels.values() for label in lines))
+    for ax, (name, lines) in zip(axes, panels.items(), strict=False):
+        ticks: set[float] = set()
+        for label, (x, y) in lines.items():
+            x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+            order = np.argsort(x)
+            ax.plot(x[order], y[order], linewidth=1.8, markersize=5, label=label,
+                    **line_style(labels.index(label)))  # fmt: skip
+            ticks.update(float(v) for v in x)
+        ax.set_xscale("log")
+        # the sample counts themselves as plain-number ticks (no 4 x 10^0)
+        ax.xaxis.set_major_locator(FixedLocator(sorted(ticks)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.grid(True, alpha=0.3, linewidth=0.6)
+        ax.spines[["top", "right"]].set_visible(False)
+    for ax in axes[::cols]:
+        ax.set_ylabel(ylabel)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    handles, names = axes[0].get_legend_handles_labels()
+    seen = dict(zip(names, handles, strict=True))
+    for ax in axes[1:n]:
+        h, nm = ax.get_legend_handles_labels()
+        seen.update({k: v for k, v in zip(nm, h, strict=True) if k not in seen})
+    fig.legend(list(seen.values()), list(seen), loc="outside lower center",
+               ncols=min(4, len(seen)), frameon=False)  # fmt: skip
+    if title:
+        fig.suptitle(title, fontsize=12)
     return fig
 
 
