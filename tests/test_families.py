@@ -370,6 +370,27 @@ def test_dtype_option_overrides_the_run_dtype_and_sdxl_vae_stays_float32() -> No
     assert half.vae_dtype == torch.float32  # SDXL's VAE overflows in float16
 
 
+@pytest.mark.parametrize("offload", ["model", "sequential"])
+def test_offloaded_models_predict_the_same(
+    offload: str, models, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The offload paths (accelerate's streaming for "sequential") run here on the CPU as the
+    execution device (the guard that refuses this on a real run is lifted) and change nothing."""
+    import infodecomp.models.latent as latent
+
+    monkeypatch.setattr(latent, "_offload_guard", lambda offload, device: None)
+    m = load("sd3", offload=offload)
+    ref = models["sd3"]
+    z, lv = _inputs(ref, 2)
+    want = ref.eps_hat(z, lv, ref.encode_conditions([CAPTION, ""]))
+    got = m.eps_hat(z, lv, m.encode_conditions([CAPTION, ""]))
+    assert torch.allclose(got, want, atol=1e-5)
+    with m.trace() as rec:
+        m.eps_hat(z, lv, m.encode_conditions([CAPTION, ""]))
+    assert rec.maps().shape == (2, 109, 16, 16)
+    assert m.decode_latents(z[:1]).shape == (1, 3, 32, 32)
+
+
 def test_offload_needs_a_gpu_and_moves_parts_around_their_use(models) -> None:
     with pytest.raises(ValueError, match="model.offload=model keeps weights in CPU memory"):
         load("pixart", offload="model")

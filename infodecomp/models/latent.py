@@ -126,6 +126,18 @@ def _scheduler_config(src: str | Path, revision: str | None) -> dict[str, Any]:
     return dict(DDPMScheduler.load_config(src, subfolder="scheduler", revision=revision))
 
 
+def check_offload(offload: str, device: torch.device) -> None:
+    """Offloading keeps weights in CPU memory for a GPU; on the CPU it is a mistake."""
+    if offload != "none" and device.type == "cpu":
+        raise ValueError(
+            f"model.offload={offload} keeps weights in CPU memory for a GPU; on run.device=cpu "
+            "everything is in CPU memory already: use model.offload=none"
+        )
+
+
+_offload_guard = check_offload  # tests exercise the offload paths on the CPU through this seam
+
+
 def _key_gen(seed: int, key: Hashable) -> torch.Generator:
     from infodecomp.estimators.engine import item_generator
 
@@ -178,11 +190,7 @@ class LatentDiffusionDenoiser:
             )
         self.latent_size = (self.image_size // self.vae_scale_factor,) * 2
         self.offload = opts.offload
-        if self.offload != "none" and device.type == "cpu":
-            raise ValueError(
-                f"model.offload={self.offload} keeps weights in CPU memory for a GPU; on "
-                "run.device=cpu everything is in CPU memory already: use model.offload=none"
-            )
+        _offload_guard(self.offload, device)
         self.channels_last = device.type == "cuda" and self.offload != "sequential"
         self.vae_dtype = (
             torch.float32 if (dtype == torch.float16 and self.VAE_FLOAT16_OVERFLOWS) else dtype
