@@ -464,3 +464,11 @@ def test_word_indices_in_sentencepiece_tokens() -> None:
     assert word_token_indices(tok, CAPTION, "red", max_length=32) == [1]
     with pytest.raises(ValueError, match="does not occur"):
         word_token_indices(tok, caption, "red", max_length=32)  # only inside "reddish"
+
+
+def test_family_options_are_refused_where_they_do_not_apply() -> None:
+    with pytest.raises(ValueError, match="model.guidance=2.0 is the guidance input"):
+        load("sdxl", guidance=2.0)
+    with pytest.raises(ValueError, match="model.text_tokens=16 sets a T5 encoder's length"):
+        load("sdxl", text_tokens=16)
+    assert load("pixart", text_tokens=16).token_count == 16

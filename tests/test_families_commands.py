@@ -144,3 +144,15 @@ def test_validate_exact_checks_pass_on_the_shapes_wrappers(model: str, tmp_path:
     out = validate.run(_cfg(ValidateConfig, model, tmp_path / "v"))
     table = pd.read_csv(out / "validate.csv")
     assert table["passed"].all() and len(table) == 23
+
+
+def test_bench_speed_on_a_flow_family() -> None:
+    from infodecomp.experiments.config import BenchConfig
+
+    cfg = BenchConfig()
+    cfg.model.name, cfg.run.device = "tiny-sd3", "cpu"
+    cfg.n_items, cfg.estimator.n_samples, cfg.repeats = 1, 4, 1
+    out = bench.speed(cfg)
+    assert out["model"] == "tiny-sd3" and out["engine_dtype"] == "float32"
+    assert out["reference_evals_per_s"] > 0 and out["engine_evals_per_s"] > 0
+    assert out["speedup"] > 0

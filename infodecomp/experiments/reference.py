@@ -20,6 +20,7 @@ import torch
 from infodecomp.estimators.channel import noisy_channel
 from infodecomp.estimators.protocol import repeat_rows
 from infodecomp.estimators.samplers import LogsnrSampler
+from infodecomp.models.sd import StableDiffusionDenoiser
 
 
 @torch.no_grad()
@@ -51,7 +52,7 @@ def reference_scores(
     eps = torch.randn((n_samples, *x.shape), generator=gen).to(model.device)  # [S, 4, h, w]
     z = noisy_channel(x.expand_as(eps), logsnr.float().to(model.device), eps)  # [S, 4, h, w]
     evals = 0
-    if type(model).__name__ != "StableDiffusionDenoiser":  # another family: its own encoders
+    if not isinstance(model, StableDiffusionDenoiser):  # another family: its own encoders
         lv = logsnr.float().to(model.device)
 
         def predict(prompt: str) -> torch.Tensor:

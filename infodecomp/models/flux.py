@@ -97,6 +97,8 @@ class FluxDenoiser(FlowMatchingMixin, LatentDiffusionDenoiser):
         "text_encoder",
         "text_encoder_2",
     )
+    TAKES_TEXT_TOKENS: ClassVar[bool] = True
+    TAKES_GUIDANCE: ClassVar[bool] = True
     DEFAULT_LATENT_SIZE: ClassVar[int] = 128  # 1024 px: the pipeline's default_sample_size
 
     def __init__(

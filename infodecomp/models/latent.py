@@ -158,6 +158,9 @@ class LatentDiffusionDenoiser:
     VAE_FLOAT16_OVERFLOWS: ClassVar[bool] = False
     # Latent grid when the network config has no sample_size (Flux.1: 128, i.e. 1024 px).
     DEFAULT_LATENT_SIZE: ClassVar[int | None] = None
+    # Which family-specific options apply (others refuse them instead of ignoring them).
+    TAKES_TEXT_TOKENS: ClassVar[bool] = False  # a T5 encoder whose length can be set
+    TAKES_GUIDANCE: ClassVar[bool] = False  # a guidance-embedding input
 
     def __init__(
         self,
@@ -175,6 +178,17 @@ class LatentDiffusionDenoiser:
         **option_overrides: Any,
     ) -> None:
         opts = replace(options or AdapterOptions(), **option_overrides).check()
+        name = type(self).__name__
+        if opts.text_tokens is not None and not self.TAKES_TEXT_TOKENS:
+            raise ValueError(
+                f"model.text_tokens={opts.text_tokens} sets a T5 encoder's length; {name} has "
+                "none: leave model.text_tokens unset"
+            )
+        if opts.guidance is not None and not self.TAKES_GUIDANCE:
+            raise ValueError(
+                f"model.guidance={opts.guidance} is the guidance input of guidance-distilled "
+                f"models (FLUX.1-dev); {name} has none: leave model.guidance unset"
+            )
         self.options = opts
         self.network, self.vae, self.schedule = network, vae, schedule
         self.device, self.dtype = device, dtype

@@ -40,6 +40,7 @@ class PixArtDenoiser(LatentDiffusionDenoiser):
         "scheduler": ("scheduler/scheduler_config.json",),
     }
     WEIGHT_PARTS: ClassVar[tuple[str, ...]] = ("transformer", "vae", "text_encoder")
+    TAKES_TEXT_TOKENS: ClassVar[bool] = True
     VAE_FLOAT16_OVERFLOWS: ClassVar[bool] = True
 
     def __init__(

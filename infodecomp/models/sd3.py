@@ -62,6 +62,7 @@ class SD3Denoiser(FlowMatchingMixin, LatentDiffusionDenoiser):
         "text_encoder",
         "text_encoder_2",
     )
+    TAKES_TEXT_TOKENS: ClassVar[bool] = True
     DEFAULT_T5_TOKENS: ClassVar[int] = T5_TOKENS
 
     def __init__(
