@@ -76,6 +76,11 @@ class FlowSchedule:
         return -math.inf, 2 * math.log(self.num_train_timesteps - 1)
 
     @property
+    def ddim_clean_logsnr(self) -> float:
+        """The clean end of a DDIM / Euler walk on this grid: +inf (the flow sampler ends at t = 0)."""
+        return math.inf
+
+    @property
     def sigma_range(self) -> tuple[float, float]:
         """VE sigma = t / (1 - t) over t in [1 / T, 1 - 1 / T]: (1 / (T - 1), T - 1)."""
         n = self.num_train_timesteps

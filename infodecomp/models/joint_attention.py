@@ -161,6 +161,7 @@ def capture_joint_attention(
     layout: str,
     text_tokens: int,
     target_size: tuple[int, int],
+    **recorder_options: Any,
 ) -> Iterator[CrossAttentionRecorder]:
     """Records image->text attention of every joint-attention call made inside the context.
 
@@ -169,6 +170,8 @@ def capture_joint_attention(
         layout: "sd3" or "flux" (see the module doc).
         text_tokens: length of the text part of the joint sequence.
         target_size: the latent grid (h, w) the maps are upsampled to.
+        recorder_options: further CrossAttentionRecorder settings, passed through (the
+            aggregation options of the UNet path apply unchanged).
 
     Yields:
         The recorder; `recorder.maps()` gives [B, T, h, w] after the calls (all layers share one
@@ -179,7 +182,9 @@ def capture_joint_attention(
     originals = dict(network.attn_processors)
     if not originals:
         raise ValueError(f"{type(network).__name__} has no attention processors to record")
-    recorder = CrossAttentionRecorder(text_tokens, target_size, skip_lowest=False)
+    recorder = CrossAttentionRecorder(
+        text_tokens, target_size, **{"skip_lowest": False, **recorder_options}
+    )
     swapped = {
         k: JointRecordingProcessor(v, k[: -len(".processor")], recorder, layout)
         for k, v in originals.items()

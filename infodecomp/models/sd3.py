@@ -171,10 +171,13 @@ class SD3Denoiser(FlowMatchingMixin, LatentDiffusionDenoiser):
     # --- attention ---------------------------------------------------------------------------
 
     @contextmanager
-    def trace(self, skip_lowest: bool = True) -> Iterator[CrossAttentionRecorder]:
+    def trace(
+        self, skip_lowest: bool = True, **recorder_options: Any
+    ) -> Iterator[CrossAttentionRecorder]:
         """Image->text attention inside the joint attention of eps_hat calls (all layers)."""
+        # every layer shares one patch grid, so skip_lowest has nothing to leave out
         with capture_joint_attention(
-            self.network, "sd3", self.token_count, self.latent_size
+            self.network, "sd3", self.token_count, self.latent_size, **recorder_options
         ) as rec:
             self._tracing = True
             try:
