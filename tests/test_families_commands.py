@@ -156,3 +156,13 @@ def test_bench_speed_on_a_flow_family() -> None:
     assert out["model"] == "tiny-sd3" and out["engine_dtype"] == "float32"
     assert out["reference_evals_per_s"] > 0 and out["engine_evals_per_s"] > 0
     assert out["speedup"] > 0
+
+
+@pytest.mark.skip(
+    reason="unfinished: the README's evaluations-per-second figures for SDXL, SD 3.5, Flux.1 and "
+    "PixArt-Sigma need their real architectures built with random weights on a GPU (published "
+    "configs, bfloat16, the engine's batch size); no GPU and no hub access were available, so "
+    "there is no builder like models/sd21_arch.py for them yet"
+)
+def test_real_architecture_cost_per_evaluation_on_a_gpu() -> None:
+    raise AssertionError("not implemented")
