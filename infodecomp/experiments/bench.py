@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import resource
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -85,8 +86,10 @@ def speed(cfg: BenchConfig) -> dict:
     device = resolve_device(cfg.run.device)
     engine_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     n, s = cfg.n_items, cfg.estimator.n_samples
-    ref_model = load_model(cfg.model, device, torch.float32)
-    model = load_model(cfg.model, device, engine_dtype)
+    # the procedures' own dtypes, also over a preset's model.dtype (the large ones: bfloat16)
+    ref_model = load_model(replace(cfg.model, dtype="float32"), device, torch.float32)
+    engine_name = str(engine_dtype).removeprefix("torch.")
+    model = load_model(replace(cfg.model, dtype=engine_name), device, engine_dtype)
     images = _images(n + 1, ref_model.image_size, cfg.run.seed)
     ecfg = EngineConfig(n_samples=s, max_batch=cfg.run.batch_size, seed=cfg.run.seed)
     evals = []

@@ -6,6 +6,11 @@ condition (no cache), the VAE encodes the image again for every item, logsnr map
 integer timestep, everything runs in float32. The unconditional predictions are kept to form
 i^o = ||eps_hat(z|y) - eps_hat(z)||^2, as the published code does. It returns the same
 per-sample quantities as the engine so the two can be checked against each other.
+
+The published code exists for Stable Diffusion only; on the other families (SDXL, SD 3.x,
+Flux.1, PixArt) the same procedure (prompt encoded anew per condition with the family's own
+encoders, one condition per pass, fixed batches, float32) runs through the adapter's eps_hat,
+i.e. with the family's own time variable and target conversion.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ from __future__ import annotations
 import torch
 
 from infodecomp.estimators.channel import noisy_channel
+from infodecomp.estimators.protocol import repeat_rows
 from infodecomp.estimators.samplers import LogsnrSampler
+from infodecomp.models.sd import StableDiffusionDenoiser
 
 
 @torch.no_grad()
@@ -44,8 +51,22 @@ def reference_scores(
     logsnr, weight = LogsnrSampler().sample(n_samples, gen)  # paper proposal, iid
     eps = torch.randn((n_samples, *x.shape), generator=gen).to(model.device)  # [S, 4, h, w]
     z = noisy_channel(x.expand_as(eps), logsnr.float().to(model.device), eps)  # [S, 4, h, w]
-    t = model.schedule.timestep(logsnr, "nearest").to(model.device, torch.float32)  # [S]
     evals = 0
+    if not isinstance(model, StableDiffusionDenoiser):  # another family: its own encoders
+        lv = logsnr.float().to(model.device)
+
+        def predict(prompt: str) -> torch.Tensor:
+            nonlocal evals
+            cond = model._encode_prompts([prompt])  # encoded anew for every condition
+            out = []
+            for start in range(0, n_samples, batch):
+                zb = z[start : start + batch]
+                out.append(model.eps_hat(zb, lv[start : start + batch], repeat_rows(cond, len(zb))))
+                evals += len(zb)
+            return torch.cat(out).float()  # [S, C, h, w]
+
+        return _scores(predict, options, eps, weight, model.device, evals_of=lambda: evals)
+    t = model.schedule.timestep(logsnr, "nearest").to(model.device, torch.float32)  # [S]
 
     def predict(prompt: str) -> torch.Tensor:
         nonlocal evals
@@ -61,8 +82,12 @@ def reference_scores(
             evals += len(zb)
         return torch.cat(out).float()  # [S, 4, h, w]
 
+    return _scores(predict, options, eps, weight, model.device, evals_of=lambda: evals)
+
+
+def _scores(predict, options, eps, weight, device, evals_of) -> dict[str, torch.Tensor]:
     uncond = predict("")
-    w = (0.5 * weight).to(model.device, torch.float32)
+    w = (0.5 * weight).to(device, torch.float32)
     io, mmse = [], []
     for caption in options:
         cond = predict(caption)
@@ -71,5 +96,5 @@ def reference_scores(
     return {
         "io": torch.stack(io).cpu(),
         "mmse": torch.stack(mmse).cpu(),
-        "evals": torch.tensor(evals),
+        "evals": torch.tensor(evals_of()),
     }

@@ -89,9 +89,15 @@ def _mean_se(values: list[float]) -> tuple[float, float]:
     return float(t.mean()), float(t.std() / math.sqrt(len(t)))
 
 
-def gaussian_checks(n_items: int, seed: int, max_batch: int) -> list[dict]:
-    """Check 1 (and log-likelihood): mean i^o, i^s over (x, y) ~ p equal the closed-form I(X;Y)."""
+def gaussian_checks(n_items: int, seed: int, max_batch: int, like: Any = None) -> list[dict]:
+    """Check 1 (and log-likelihood): mean i^o, i^s over (x, y) ~ p equal the closed-form I(X;Y).
+
+    `like`: a converted oracle (models/converted.py) whose conversion the Gaussian oracle is
+    seen through, so the v / flow wrappers are checked here too; None: the plain oracle.
+    """
     oracle = GaussianOracle(seed=seed)
+    if like is not None and hasattr(like, "with_inner"):
+        oracle = like.with_inner(oracle)
     exact = oracle.mutual_information()
     x, y = oracle.sample(n_items, torch.Generator().manual_seed(seed))
     queries = [
@@ -333,7 +339,7 @@ def oracle_checks(cfg: ValidateConfig, oracle: ShapesOracle) -> list[dict]:
     seed, mb = cfg.run.seed, max(cfg.run.batch_size, 1024)
     with _progress(cfg, 6) as bar:
         bar.set_postfix_str("1 gaussian")
-        rows = gaussian_checks(max(cfg.n_items * 50, 2000), seed, 8192)
+        rows = gaussian_checks(max(cfg.n_items * 50, 2000), seed, 8192, like=oracle)
         bar.update()
         bar.set_postfix_str("2 shapes pointwise")
         rows += shapes_pointwise(oracle, cfg.pointwise_samples, seed, mb)
@@ -412,7 +418,7 @@ def run(cfg: ValidateConfig) -> Path:
     if isinstance(model, ExactLikelihood) and model.world == "shapes":
         rows = oracle_checks(cfg, model)
     elif isinstance(model, ExactLikelihood) and model.world == "gaussian":
-        rows = gaussian_checks(max(cfg.n_items * 50, 2000), cfg.run.seed, 8192)
+        rows = gaussian_checks(max(cfg.n_items * 50, 2000), cfg.run.seed, 8192, like=model)
     else:
         rows = model_checks(cfg, model)
     table = pd.DataFrame(rows)

@@ -12,6 +12,10 @@ models.sd.StableDiffusionDenoiser) adds only:
   mapping of tensors, see estimators.protocol.Conditions);
 - `_denoise(z, t, cond)`: the network's call signature.
 
+A family on another time variable or target overrides `_make_schedule`, `_timestep`,
+`_scale_input` and `_to_eps` (rectified flow: models.flow.FlowMatchingMixin); the formulas live
+in models/conversions.py, shared with the exact-oracle wrappers that prove them.
+
 A DDPM network trained on x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps sees exactly the engine's
 z = sqrt(sigmoid(logsnr)) x + sqrt(sigmoid(-logsnr)) eps when abar_t = sigmoid(logsnr); z is fed
 as is and only the timestep is looked up from logsnr (models/schedule.py).
@@ -98,6 +102,14 @@ def resolve_model_path(
 def hub_error_hint(source: str | Path, revision: str | None) -> str:
     """One line on what to do when a hub id or revision cannot be reached."""
     pinned = f" at revision {revision}" if revision else ""
+    gated = [p for p in PRESETS.values() if p.gated and p.source == str(source)]
+    if gated:
+        return (
+            f"could not load {source}{pinned}: it is a gated checkpoint (model={gated[0].name}). "
+            f"Accept its license at https://huggingface.co/{source} with your account, then run "
+            "`huggingface-cli login` or set HF_TOKEN=<access token> (read access), and retry; "
+            "offline, pass a folder written by save_pretrained with model.path=<folder>"
+        )
     return (
         f"could not load {source}{pinned} from the Hugging Face Hub (offline, gated, moved or "
         "removed?). Pass another hub id with model=local model.path=<hub id>, a folder written by "
@@ -112,6 +124,18 @@ def _scheduler_config(src: str | Path, revision: str | None) -> dict[str, Any]:
     from diffusers import DDPMScheduler
 
     return dict(DDPMScheduler.load_config(src, subfolder="scheduler", revision=revision))
+
+
+def check_offload(offload: str, device: torch.device) -> None:
+    """Offloading keeps weights in CPU memory for a GPU; on the CPU it is a mistake."""
+    if offload != "none" and device.type == "cpu":
+        raise ValueError(
+            f"model.offload={offload} keeps weights in CPU memory for a GPU; on run.device=cpu "
+            "everything is in CPU memory already: use model.offload=none"
+        )
+
+
+_offload_guard = check_offload  # tests exercise the offload paths on the CPU through this seam
 
 
 def _key_gen(seed: int, key: Hashable) -> torch.Generator:
@@ -130,6 +154,13 @@ class LatentDiffusionDenoiser:
 
     REQUIRED_PARTS: ClassVar[dict[str, tuple[str, ...]]] = {}
     WEIGHT_PARTS: ClassVar[tuple[str, ...]] = ()
+    # The VAE overflows in float16 (SDXL's): it then runs in float32, the rest in float16.
+    VAE_FLOAT16_OVERFLOWS: ClassVar[bool] = False
+    # Latent grid when the network config has no sample_size (Flux.1: 128, i.e. 1024 px).
+    DEFAULT_LATENT_SIZE: ClassVar[int | None] = None
+    # Which family-specific options apply (others refuse them instead of ignoring them).
+    TAKES_TEXT_TOKENS: ClassVar[bool] = False  # a T5 encoder whose length can be set
+    TAKES_GUIDANCE: ClassVar[bool] = False  # a guidance-embedding input
 
     def __init__(
         self,
@@ -147,24 +178,54 @@ class LatentDiffusionDenoiser:
         **option_overrides: Any,
     ) -> None:
         opts = replace(options or AdapterOptions(), **option_overrides).check()
+        name = type(self).__name__
+        if opts.text_tokens is not None and not self.TAKES_TEXT_TOKENS:
+            raise ValueError(
+                f"model.text_tokens={opts.text_tokens} sets a T5 encoder's length; {name} has "
+                "none: leave model.text_tokens unset"
+            )
+        if opts.guidance is not None and not self.TAKES_GUIDANCE:
+            raise ValueError(
+                f"model.guidance={opts.guidance} is the guidance input of guidance-distilled "
+                f"models (FLUX.1-dev); {name} has none: leave model.guidance unset"
+            )
         self.options = opts
         self.network, self.vae, self.schedule = network, vae, schedule
         self.device, self.dtype = device, dtype
         self.time_rule, self.latent, self.resize = opts.time_rule, opts.latent, opts.resize
         self.seed, self.vae_batch, self.token_count = seed, vae_batch, int(token_count)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        self.image_size = int(opts.image_size or network.config.sample_size * self.vae_scale_factor)
+        sample = getattr(network.config, "sample_size", None) or self.DEFAULT_LATENT_SIZE
+        self.image_size = int(opts.image_size or sample * self.vae_scale_factor)
         if self.image_size % self.vae_scale_factor:
             raise ValueError(
                 f"model.image_size={self.image_size} is not a multiple of the VAE factor "
                 f"{self.vae_scale_factor}"
             )
         self.latent_size = (self.image_size // self.vae_scale_factor,) * 2
-        self.channels_last = device.type == "cuda"
-        for m in (network, vae, *encoders):
-            m.to(device=device).eval().requires_grad_(False)
-            if m.dtype != dtype:  # from_pretrained already loads in the dtype; cast only the rest
-                m.to(dtype=dtype)
+        self.offload = opts.offload
+        _offload_guard(self.offload, device)
+        self.channels_last = device.type == "cuda" and self.offload != "sequential"
+        self.vae_dtype = (
+            torch.float32 if (dtype == torch.float16 and self.VAE_FLOAT16_OVERFLOWS) else dtype
+        )
+        # "model" / "sequential" offload: encoders and VAE live in CPU memory between uses.
+        self._encoders = tuple(encoders)
+        self._offloaded = (vae, *encoders) if self.offload != "none" else ()
+        home = torch.device("cpu") if self.offload != "none" else device
+        for m, want in ((vae, self.vae_dtype), *((e, dtype) for e in encoders)):
+            m.to(device=home).eval().requires_grad_(False)
+            if m.dtype != want:  # from_pretrained already loads in the dtype; cast only the rest
+                m.to(dtype=want)
+        network.eval().requires_grad_(False)
+        if network.dtype != dtype:
+            network.to(dtype=dtype)
+        if self.offload == "sequential":
+            from accelerate import cpu_offload  # streams each submodule's weights to the device
+
+            cpu_offload(network, execution_device=device)
+        else:
+            network.to(device=device)
         if self.channels_last:
             network.to(memory_format=torch.channels_last)
         self._network_call = torch.compile(network) if opts.compile else network
@@ -173,6 +234,18 @@ class LatentDiffusionDenoiser:
         self._latent_cache: dict[Hashable, torch.Tensor] = {}
         self.prompt_encodes = 0
         self.image_encodes = 0
+
+    @contextmanager
+    def _visiting(self, *modules: Any) -> Iterator[None]:
+        """Under model.offload, moves offloaded modules to the device for the body, then back."""
+        moving = [m for m in modules if any(m is o for o in self._offloaded)]
+        for m in moving:
+            m.to(self.device)
+        try:
+            yield
+        finally:
+            for m in moving:
+                m.to("cpu")
 
     # --- family hooks ------------------------------------------------------------------------
 
@@ -192,6 +265,11 @@ class LatentDiffusionDenoiser:
     ) -> torch.Tensor:
         """One call of the denoising network on model-dtype inputs; returns its raw output."""
         raise NotImplementedError
+
+    @classmethod
+    def _make_schedule(cls, config: dict[str, Any]) -> Any:
+        """The logsnr view of the scheduler config (DDPM families: DiscreteSchedule)."""
+        return DiscreteSchedule.from_config(config)
 
     # --- loading -----------------------------------------------------------------------------
 
@@ -221,10 +299,11 @@ class LatentDiffusionDenoiser:
         opts = replace(options or AdapterOptions(), **option_overrides).check()
         src = resolve_model_path(path, cls.REQUIRED_PARTS, cls.WEIGHT_PARTS)
         rev = None if isinstance(src, Path) else revision
-        tdtype, dev = resolve_dtype(dtype), resolve_device(device)
+        # model.dtype (the large presets: bfloat16) overrides the run's dtype
+        tdtype, dev = resolve_dtype(opts.dtype or dtype), resolve_device(device)
         try:
             parts = cls._load_components(src, tdtype, rev)
-            schedule = DiscreteSchedule.from_config(_scheduler_config(src, rev))
+            schedule = cls._make_schedule(_scheduler_config(src, rev))
         except OSError as err:
             if isinstance(src, Path):
                 raise
@@ -241,7 +320,7 @@ class LatentDiffusionDenoiser:
         logsnr that built z (exact for that z; see schedule.v_to_eps).
         """
         t = self._timestep(logsnr)  # [B]
-        zin = z.to(self.device, self.dtype)  # [B, C, h, w]
+        zin = self._scale_input(z.to(self.device), logsnr).to(self.dtype)  # [B, C, h, w]
         if self.channels_last:
             zin = zin.contiguous(memory_format=torch.channels_last)
         network = self.network if self._tracing else self._network_call
@@ -259,6 +338,10 @@ class LatentDiffusionDenoiser:
             self.device, torch.float32, non_blocking=True
         )
 
+    def _scale_input(self, z: torch.Tensor, logsnr: torch.Tensor) -> torch.Tensor:
+        """The VP point z [B, C, h, w] in the network's input variable (DDPM: z itself)."""
+        return z
+
     def _to_eps(self, out: torch.Tensor, z: torch.Tensor, logsnr: torch.Tensor) -> torch.Tensor:
         """The network's raw output -> eps [B, C, h, w] float32 (epsilon or v-prediction)."""
         if self.schedule.prediction_type == "v_prediction":
@@ -274,7 +357,8 @@ class LatentDiffusionDenoiser:
         todo = [p for p in dict.fromkeys(conditions) if p not in self._prompt_cache]
         for start in range(0, len(todo), 64):
             chunk = todo[start : start + 64]
-            enc = self._encode_prompts(chunk)  # [k, ...]
+            with self._visiting(*self._encoders):
+                enc = self._encode_prompts(chunk)  # [k, ...]
             for i, p in enumerate(chunk):
                 self._prompt_cache[p] = select_rows(enc, slice(i, i + 1))
             self.prompt_encodes += len(chunk)
@@ -305,7 +389,8 @@ class LatentDiffusionDenoiser:
             px = torch.stack(
                 [to_model_input(images[i], self.image_size, self.resize) for i in idx]
             )  # [b, 3, S, S]
-            dist = self.vae.encode(px.to(self.device, self.dtype)).latent_dist
+            with self._visiting(self.vae):
+                dist = self.vae.encode(px.to(self.device, self.vae_dtype)).latent_dist
             lat = dist.mean.float()  # [b, C, h, w]
             if self.latent == "sample":
                 gens = [_key_gen(self.seed, keys[i] if keys else i) for i in idx]
@@ -332,9 +417,11 @@ class LatentDiffusionDenoiser:
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents [N, C, h, w] -> images [N, 3, H, W] in [0, 1], float32 on CPU."""
         lat = (
-            latents.to(self.device, self.dtype) / self.vae.config.scaling_factor + self._vae_shift
+            latents.to(self.device, self.vae_dtype) / self.vae.config.scaling_factor
+            + self._vae_shift
         )  # [N, C, h, w]
-        out = self.vae.decode(lat, return_dict=False)[0]  # [N, 3, H, W] in [-1, 1]
+        with self._visiting(self.vae):
+            out = self.vae.decode(lat, return_dict=False)[0]  # [N, 3, H, W] in [-1, 1]
         return ((out.float() + 1) / 2).clamp(0, 1).cpu()  # [N, 3, H, W]
 
     def preview(self, image: Any) -> torch.Tensor:
@@ -399,4 +486,11 @@ class LatentDiffusionDenoiser:
         self, maps: torch.Tensor, caption: str, word: str, occurrence: int | None = None
     ) -> torch.Tensor:
         """Mean of `maps` [T, h, w] over the word's token indices in the caption -> [h, w]."""
-        return maps[word_token_indices(self.tokenizer, caption, word, occurrence)].mean(0)
+        return maps[self._word_indices(caption, word, occurrence)].mean(0)
+
+    def _word_indices(self, caption: str, word: str, occurrence: int | None) -> list[int]:
+        """The word's positions among the attention's text keys (one text encoder: its tokens).
+
+        Families whose keys concatenate several encodings (SD 3: CLIP then T5) override this.
+        """
+        return word_token_indices(self.tokenizer, caption, word, occurrence, self.token_count)

@@ -19,6 +19,8 @@ TIME_RULES = ("nearest", "continuous")
 LATENTS = ("mean", "sample")
 RESIZE_MODES = ("squash", "center-crop")
 ATTN_PROCESSORS = ("sdpa", "eager")
+OFFLOADS = ("none", "model", "sequential")
+DTYPE_NAMES = ("float32", "float16", "bfloat16")
 
 
 @dataclass
@@ -33,6 +35,16 @@ class AdapterOptions:
         compile: torch.compile the denoising network (eps_hat only; attention capture uses
             the plain network).
         attn_processor: "sdpa" (scaled dot-product attention) or "eager" (explicit softmax).
+        dtype: weights dtype of this model, overriding run.dtype; None: run.dtype. The presets
+            of the large checkpoints (SDXL, SD 3.5, Flux.1, PixArt-Sigma) set bfloat16.
+        offload: "none"; "model": text encoders and VAE stay in CPU memory and visit the device
+            only to encode (prompt and image encodings are cached, so rarely); "sequential":
+            also the denoising network's weights stream from CPU memory layer by layer
+            (accelerate's cpu_offload; slow, for GPUs smaller than the network).
+        text_tokens: T5 tokens per prompt (SD 3: 256, Flux.1-dev: 512, Flux.1-schnell: 256,
+            PixArt-Sigma: 300); None: the family's published value.
+        guidance: the guidance-embedding input of guidance-distilled models (Flux.1-dev); None:
+            1.0, the value at which the distilled prediction is the plain conditional one.
     """
 
     time_rule: str = "nearest"
@@ -41,6 +53,10 @@ class AdapterOptions:
     image_size: int | None = None
     compile: bool = False
     attn_processor: str = "sdpa"
+    dtype: str | None = None
+    offload: str = "none"
+    text_tokens: int | None = None
+    guidance: float | None = None
 
     def check(self) -> AdapterOptions:
         """Raises a one-line ValueError for a value outside its allowed set; returns self."""
@@ -49,6 +65,7 @@ class AdapterOptions:
             "latent": LATENTS,
             "resize": RESIZE_MODES,
             "attn_processor": ATTN_PROCESSORS,
+            "offload": OFFLOADS,
         }
         for key, values in allowed.items():
             if getattr(self, key) not in values:
@@ -57,6 +74,14 @@ class AdapterOptions:
                 )
         if self.image_size is not None and self.image_size < 1:
             raise ValueError(f"model.image_size must be >= 1, got {self.image_size}")
+        if self.dtype is not None and self.dtype not in DTYPE_NAMES:
+            raise ValueError(
+                f"model.dtype {self.dtype!r} is not one of: {', '.join(DTYPE_NAMES)} (or null)"
+            )
+        if self.text_tokens is not None and self.text_tokens < 2:
+            raise ValueError(f"model.text_tokens must be >= 2, got {self.text_tokens}")
+        if self.guidance is not None and not self.guidance > 0:
+            raise ValueError(f"model.guidance must be > 0, got {self.guidance}")
         return self
 
     @classmethod
@@ -76,6 +101,7 @@ class Preset:
         revision: pinned hub revision (commit) of `source`; None: the repository's main branch.
         options: adapter options this checkpoint is meant to run with (defaults otherwise).
         note: one line for --help and the README.
+        gated: the hub repository needs an accepted license and an access token.
     """
 
     name: str
@@ -84,6 +110,7 @@ class Preset:
     revision: str | None = None
     options: dict = field(default_factory=dict)
     note: str = ""
+    gated: bool = False
 
 
 PRESETS: dict[str, Preset] = {
@@ -92,6 +119,26 @@ PRESETS: dict[str, Preset] = {
         Preset("shapes-oracle", "shapes-oracle", note="exact denoiser of ShapesWorld (default)"),
         Preset(
             "gaussian-oracle", "gaussian-oracle", note="exact denoiser of a jointly Gaussian pair"
+        ),
+        Preset(
+            "shapes-oracle-v",
+            "shapes-oracle-v",
+            note="the ShapesWorld oracle as a v-prediction network (proves the v conversion)",
+        ),
+        Preset(
+            "shapes-oracle-flow",
+            "shapes-oracle-flow",
+            note="the ShapesWorld oracle as a rectified-flow network (proves the flow conversion)",
+        ),
+        Preset(
+            "gaussian-oracle-v",
+            "gaussian-oracle-v",
+            note="the Gaussian oracle as a v-prediction network",
+        ),
+        Preset(
+            "gaussian-oracle-flow",
+            "gaussian-oracle-flow",
+            note="the Gaussian oracle as a rectified-flow network",
         ),
         Preset("tiny-sd", "tiny-sd", note="random-weight SD-shaped pipeline built offline"),
         Preset("sd21-random", "sd21-random", note="SD 2.1 base architecture, random weights"),
@@ -118,6 +165,72 @@ PRESETS: dict[str, Preset] = {
             "stable-diffusion",
             "stable-diffusion-v1-5/stable-diffusion-v1-5",
             note="epsilon, 512 px",
+        ),
+        # Model families beyond SD 1.x/2.x (models/sdxl.py, sd3.py, flux.py, pixart.py): the
+        # real checkpoints (bfloat16 by default) and tiny random-weight pipelines built offline.
+        Preset(
+            "sdxl",
+            "sdxl",
+            "stabilityai/stable-diffusion-xl-base-1.0",
+            options={"dtype": "bfloat16"},
+            note="SDXL base 1.0: epsilon, 1024 px, CLIP-L + CLIP-G, zero unconditional input",
+        ),
+        Preset(
+            "sd3.5-medium",
+            "sd3",
+            "stabilityai/stable-diffusion-3.5-medium",
+            options={"dtype": "bfloat16"},
+            note="SD 3.5 Medium: rectified flow, 1024 px, CLIP-L + CLIP-G + T5 (256 tokens)",
+            gated=True,
+        ),
+        Preset(
+            "sd3.5-large",
+            "sd3",
+            "stabilityai/stable-diffusion-3.5-large",
+            options={"dtype": "bfloat16"},
+            note="SD 3.5 Large: rectified flow, 1024 px, CLIP-L + CLIP-G + T5 (256 tokens)",
+            gated=True,
+        ),
+        Preset(
+            "flux-dev",
+            "flux",
+            "black-forest-labs/FLUX.1-dev",
+            options={"dtype": "bfloat16"},
+            note="FLUX.1-dev: rectified flow, guidance-distilled (scored at guidance 1), T5 512",
+            gated=True,
+        ),
+        Preset(
+            "flux-schnell",
+            "flux",
+            "black-forest-labs/FLUX.1-schnell",
+            options={"dtype": "bfloat16", "text_tokens": 256},
+            note="FLUX.1-schnell: rectified flow, timestep-distilled, no guidance input, T5 256",
+        ),
+        Preset(
+            "pixart-sigma",
+            "pixart",
+            "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS",
+            options={"dtype": "bfloat16"},
+            note="PixArt-Sigma XL 1024: DiT, T5 cross-attention (300 tokens), learned variance",
+        ),
+        Preset("tiny-sdxl", "tiny-sdxl", note="random-weight SDXL-shaped pipeline built offline"),
+        Preset(
+            "tiny-sd3",
+            "tiny-sd3",
+            options={"text_tokens": 32},
+            note="random-weight SD 3.5-shaped pipeline built offline",
+        ),
+        Preset(
+            "tiny-flux",
+            "tiny-flux",
+            options={"text_tokens": 32, "image_size": 32},
+            note="random-weight FLUX.1-dev-shaped pipeline built offline",
+        ),
+        Preset(
+            "tiny-pixart",
+            "tiny-pixart",
+            options={"text_tokens": 32},
+            note="random-weight PixArt-Sigma-shaped pipeline built offline",
         ),
     )
 }

@@ -30,6 +30,17 @@ def _gaussian(cfg: Any, device: torch.device, dtype: torch.dtype, preset: Preset
     return GaussianOracle()
 
 
+def _converted(kind: str, base: Family) -> Family:
+    """An exact oracle seen through a v-prediction or rectified-flow parametrisation."""
+
+    def build(cfg: Any, device: torch.device, dtype: torch.dtype, preset: Preset) -> Denoiser:
+        from infodecomp.models.converted import ConvertedOracle
+
+        return ConvertedOracle(base(cfg, device, dtype, preset), kind)  # type: ignore[return-value]
+
+    return build
+
+
 def _diffusers(class_path: str) -> Family:
     """A family loaded with `<class>.from_pretrained(model.path or the preset's hub id)`."""
 
@@ -61,6 +72,26 @@ def _tiny_sd(cfg: Any, device: torch.device, dtype: torch.dtype, preset: Preset)
     )
 
 
+def _tiny(family: str, class_path: str) -> Family:
+    """A tiny random-weight pipeline of `family` (models.tiny_families), built offline on first
+    use and loaded through the family's `from_pretrained`, as a hub checkpoint would be."""
+
+    def build(cfg: Any, device: torch.device, dtype: torch.dtype, preset: Preset) -> Denoiser:
+        from infodecomp.models.tiny_families import tiny_path
+
+        source = cfg.path or str(tiny_path(family))
+        return _diffusers(class_path)(_with_path(cfg, source), device, dtype, preset)
+
+    return build
+
+
+def _with_path(cfg: Any, path: str) -> Any:
+    from types import SimpleNamespace
+
+    fields = {k: getattr(cfg, k) for k in dir(cfg) if not k.startswith("_")}
+    return SimpleNamespace(**{**fields, "path": path, "revision": None})
+
+
 def _sd21_random(cfg: Any, device: torch.device, dtype: torch.dtype, preset: Preset) -> Denoiser:
     """The exact SD 2.1 base architecture with random weights (benchmarks, shape checks; no download)."""
     import tempfile
@@ -88,9 +119,21 @@ def _sd21_random(cfg: Any, device: torch.device, dtype: torch.dtype, preset: Pre
 FAMILIES: dict[str, Family] = {
     "shapes-oracle": _shapes,
     "gaussian-oracle": _gaussian,
+    "shapes-oracle-v": _converted("v", _shapes),
+    "shapes-oracle-flow": _converted("flow", _shapes),
+    "gaussian-oracle-v": _converted("v", _gaussian),
+    "gaussian-oracle-flow": _converted("flow", _gaussian),
     "tiny-sd": _tiny_sd,
     "sd21-random": _sd21_random,
     "stable-diffusion": _diffusers("infodecomp.models.sd:StableDiffusionDenoiser"),
+    "sdxl": _diffusers("infodecomp.models.sdxl:SDXLDenoiser"),
+    "sd3": _diffusers("infodecomp.models.sd3:SD3Denoiser"),
+    "flux": _diffusers("infodecomp.models.flux:FluxDenoiser"),
+    "pixart": _diffusers("infodecomp.models.pixart:PixArtDenoiser"),
+    "tiny-sdxl": _tiny("sdxl", "infodecomp.models.sdxl:SDXLDenoiser"),
+    "tiny-sd3": _tiny("sd3", "infodecomp.models.sd3:SD3Denoiser"),
+    "tiny-flux": _tiny("flux", "infodecomp.models.flux:FluxDenoiser"),
+    "tiny-pixart": _tiny("pixart", "infodecomp.models.pixart:PixArtDenoiser"),
 }
 
 
@@ -112,7 +155,11 @@ def model_source(cfg: Any) -> dict[str, Any]:
         return {"preset": cfg.name}
     source = cfg.path or preset.source
     revision = cfg.revision if cfg.revision is not None else (None if cfg.path else preset.revision)
-    return {"preset": preset.name, "family": preset.family, "source": source, "revision": revision}
+    out = {"preset": preset.name, "family": preset.family, "source": source, "revision": revision}
+    dtype = getattr(cfg, "dtype", None) or preset.options.get("dtype")
+    if dtype:  # the model's own dtype overrides run.dtype (the large presets: bfloat16)
+        out["dtype"] = dtype
+    return out
 
 
 def load_model(cfg: Any, device: torch.device, dtype: torch.dtype) -> Denoiser:

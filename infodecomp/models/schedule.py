@@ -15,6 +15,10 @@ from typing import Any
 
 import torch
 
+from infodecomp.models.conversions import v_to_eps
+
+__all__ = ["TIME_RULES", "DiscreteSchedule", "betas_from_config", "v_to_eps"]
+
 TIME_RULES = ("nearest", "continuous")
 
 
@@ -159,21 +163,3 @@ class DiscreteSchedule:
         w = tv - i0.double()
         table = self.logsnr_table.to(tv.device)
         return ((1 - w) * table[i0] + w * table[i0 + 1]).view(t.shape)
-
-
-def v_to_eps(v: torch.Tensor, z: torch.Tensor, logsnr: torch.Tensor) -> torch.Tensor:
-    """Converts a v-prediction to an eps-prediction: eps = a v + s z, (a, s) = alpha_sigma(logsnr).
-
-    With z = a x + s eps and v = a eps - s x, a v + s z = (a^2 + s^2) eps = eps exactly. The
-    identity holds for the (a, s) of the channel that produced z, so `logsnr` must be the
-    continuous value used to build z, not the timestep the network was shown.
-
-    Args:
-        v: [B, C, H, W] predicted v.
-        z: [B, C, H, W] noisy input.
-        logsnr: [B] channel logsnr.
-    """
-    shape = (-1,) + (1,) * (z.dim() - 1)
-    lv = logsnr.to(torch.float32).view(shape)  # [B, 1, 1, 1]
-    a, s = torch.sigmoid(lv).sqrt(), torch.sigmoid(-lv).sqrt()
-    return a * v.float() + s * z.float()  # [B, C, H, W]

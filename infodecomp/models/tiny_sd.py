@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -121,16 +122,21 @@ def write_clip_tokenizer_files(folder: Path) -> tuple[Path, Path]:
     return vocab_path, merges_path
 
 
-def build_clip_tokenizer(folder: Path):  # -> transformers.CLIPTokenizer
-    """A CLIPTokenizer (77 tokens, pad = end token) from files written into `folder`."""
+def build_clip_tokenizer(
+    folder: Path, pad_token: str = "<|endoftext|>", model_max_length: int = 77
+):  # -> transformers.CLIPTokenizer
+    """A CLIPTokenizer (77 tokens, pad = end token) from files written into `folder`.
+
+    SDXL's second tokenizer pads with "!"; a T5 slot of a tiny pipeline may take another length.
+    """
     from transformers import CLIPTokenizer
 
     vocab_path, merges_path = write_clip_tokenizer_files(folder)
     return CLIPTokenizer(
         str(vocab_path),
         str(merges_path),
-        pad_token="<|endoftext|>",
-        model_max_length=77,
+        pad_token=pad_token,
+        model_max_length=model_max_length,
     )
 
 
@@ -185,9 +191,35 @@ def cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "infodecomp"
 
 
-def _is_current(folder: Path) -> bool:
+def _is_current(folder: Path, digest: str | None = None) -> bool:
     stamp = folder / STAMP_FILE
-    return stamp.is_file() and stamp.read_text() == fingerprint()
+    return stamp.is_file() and stamp.read_text() == (digest or fingerprint())
+
+
+def cached_folder(name: str, build: Callable[[Path], Path], digest: str) -> Path:
+    """`cache_root() / name`, built with `build(folder)` on first use (in a temporary folder,
+    then renamed). `build` must write `digest` into STAMP_FILE; a cached folder with another
+    digest (built from other configs) is replaced by a fresh build."""
+    target = cache_root() / name
+    if _is_current(target, digest):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    stale = target.parent / f"{tmp.name}-stale"
+    try:
+        build(tmp)
+        if target.exists() and not _is_current(target, digest):
+            os.rename(target, stale)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not _is_current(target, digest):  # not a concurrent builder's win
+                raise
+    finally:
+        for leftover in (tmp, stale):
+            if leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
+    return target
 
 
 def tiny_sd_path() -> Path:
@@ -195,23 +227,4 @@ def tiny_sd_path() -> Path:
 
     A cached folder from other configs (its fingerprint differs) is replaced by a fresh build.
     """
-    target = cache_root() / TINY_NAME
-    if _is_current(target):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{TINY_NAME}-", dir=target.parent))
-    stale = target.parent / f"{tmp.name}-stale"
-    try:
-        build_tiny_sd(tmp)
-        if target.exists() and not _is_current(target):
-            os.rename(target, stale)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not _is_current(target):  # not a concurrent builder's win
-                raise
-    finally:
-        for leftover in (tmp, stale):
-            if leftover.exists():
-                shutil.rmtree(leftover, ignore_errors=True)
-    return target
+    return cached_folder(TINY_NAME, lambda folder: build_tiny_sd(folder), fingerprint())

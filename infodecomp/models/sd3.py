@@ -1,0 +1,193 @@
+"""Stable Diffusion 3 / 3.5 as a Denoiser (the family part; the rest is models.latent/flow).
+
+Channel: rectified flow, z_t = (1 - t) x + t eps, velocity target v = eps - x, the transformer
+shown timestep 1000 t (models.flow.FlowMatchingMixin; formulas in models/conversions.py). The
+scheduler's `shift` (3.0) only reshapes the sampling grid and does not enter eps_hat.
+
+Conditioning, as the SD 3 pipeline builds it: CLIP-L and CLIP-G (both with projection) at 77
+tokens, penultimate hidden states concatenated along features and zero-padded to T5's width,
+then T5's last hidden state (`model.text_tokens`, default 256) appended along the sequence:
+prompt_embeds [k, 77 + 256, 4096]; pooled_projections [k, 768 + 1280] = both CLIP projections.
+"" is encoded like any prompt (the SD 3 pipeline's unconditional input). A pipeline saved
+without T5 (text_encoder_3 = None) gets zeros in the T5 slots, as the pipeline does.
+Latents: 16 channels, (latent - shift_factor) * scaling_factor (base class).
+
+Attention: joint attention (models.joint_attention, layout "sd3"); a word's map averages its
+CLIP-L token positions and its T5 positions (offset 77) among the text keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from infodecomp.estimators.protocol import Conditions
+from infodecomp.models.attention import CrossAttentionRecorder
+from infodecomp.models.flow import FlowMatchingMixin
+from infodecomp.models.joint_attention import capture_joint_attention
+from infodecomp.models.latent import LatentDiffusionDenoiser
+from infodecomp.models.presets import AdapterOptions
+from infodecomp.models.text_encoders import (
+    clip_hidden,
+    hub_kwargs,
+    load_tokenizer,
+    t5_hidden,
+    tokenize,
+)
+from infodecomp.models.tokens import word_token_indices
+
+T5_TOKENS = 256  # the SD 3 pipeline's max_sequence_length
+
+
+class SD3Denoiser(FlowMatchingMixin, LatentDiffusionDenoiser):
+    """SD 3.x: MMDiT transformer, 16-channel VAE, CLIP-L + CLIP-G + T5 (rectified flow)."""
+
+    REQUIRED_PARTS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "model_index.json": ("model_index.json",),
+        "transformer": ("transformer/config.json",),
+        "vae": ("vae/config.json",),
+        "text_encoder": ("text_encoder/config.json",),
+        "text_encoder_2": ("text_encoder_2/config.json",),
+        "tokenizer": ("tokenizer/vocab.json", "tokenizer/tokenizer.json"),
+        "tokenizer_2": ("tokenizer_2/vocab.json", "tokenizer_2/tokenizer.json"),
+        "scheduler": ("scheduler/scheduler_config.json",),
+    }
+    WEIGHT_PARTS: ClassVar[tuple[str, ...]] = (
+        "transformer",
+        "vae",
+        "text_encoder",
+        "text_encoder_2",
+    )
+    TAKES_TEXT_TOKENS: ClassVar[bool] = True
+    DEFAULT_T5_TOKENS: ClassVar[int] = T5_TOKENS
+
+    def __init__(
+        self,
+        transformer: Any,
+        vae: Any,
+        text_encoder: Any,
+        text_encoder_2: Any,
+        tokenizer: Any,
+        tokenizer_2: Any,
+        schedule: Any,
+        text_encoder_3: Any = None,
+        tokenizer_3: Any = None,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        options: AdapterOptions | None = None,
+        seed: int = 0,
+        vae_batch: int = 8,
+        **option_overrides: Any,
+    ) -> None:
+        self.text_encoder, self.text_encoder_2 = text_encoder, text_encoder_2
+        self.text_encoder_3, self.tokenizer_3 = text_encoder_3, tokenizer_3
+        self.tokenizer, self.tokenizer_2 = tokenizer, tokenizer_2
+        self.clip_tokens = int(tokenizer.model_max_length)
+        opts = options or AdapterOptions()
+        self.t5_tokens = int(
+            option_overrides.get("text_tokens") or opts.text_tokens or self.DEFAULT_T5_TOKENS
+        )
+        encoders = tuple(e for e in (text_encoder, text_encoder_2, text_encoder_3) if e is not None)
+        super().__init__(
+            transformer,
+            vae,
+            schedule,
+            device=device,
+            dtype=dtype,
+            options=options,
+            token_count=self.clip_tokens + self.t5_tokens,
+            encoders=encoders,
+            seed=seed,
+            vae_batch=vae_batch,
+            **option_overrides,
+        )
+        patch = int(transformer.config.patch_size)
+        if self.latent_size[0] % patch:
+            raise ValueError(
+                f"model.image_size={self.image_size} gives a {self.latent_size[0]}-latent grid, "
+                f"not a multiple of the patch size {patch}; use a multiple of "
+                f"{patch * self.vae_scale_factor}"
+            )
+
+    @classmethod
+    def _load_components(
+        cls, src: str | Path, dtype: torch.dtype, revision: str | None
+    ) -> dict[str, Any]:
+        from diffusers import AutoencoderKL, SD3Transformer2DModel
+        from transformers import CLIPTextModelWithProjection, CLIPTokenizer, T5EncoderModel
+
+        kw = hub_kwargs(revision)
+        parts = {
+            "transformer": SD3Transformer2DModel.from_pretrained(src, subfolder="transformer", torch_dtype=dtype, **kw),
+            "vae": AutoencoderKL.from_pretrained(src, subfolder="vae", torch_dtype=dtype, **kw),
+            "text_encoder": CLIPTextModelWithProjection.from_pretrained(src, subfolder="text_encoder", dtype=dtype, **kw),
+            "text_encoder_2": CLIPTextModelWithProjection.from_pretrained(src, subfolder="text_encoder_2", dtype=dtype, **kw),
+            "tokenizer": CLIPTokenizer.from_pretrained(src, subfolder="tokenizer", **kw),
+            "tokenizer_2": CLIPTokenizer.from_pretrained(src, subfolder="tokenizer_2", **kw),
+        }  # fmt: skip
+        if not isinstance(src, Path) or (src / "text_encoder_3" / "config.json").is_file():
+            parts["text_encoder_3"] = T5EncoderModel.from_pretrained(
+                src, subfolder="text_encoder_3", dtype=dtype, **kw
+            )
+            parts["tokenizer_3"] = load_tokenizer(src, "tokenizer_3", revision)
+        return parts
+
+    def _encode_prompts(self, prompts: list[str]) -> Conditions:
+        """{prompt_embeds [k, 77 + T5, D_T5], pooled [k, P_L + P_G]}."""
+        ids1, _ = tokenize(self.tokenizer, prompts, self.clip_tokens, self.device)
+        ids2, _ = tokenize(self.tokenizer_2, prompts, self.clip_tokens, self.device)
+        h1, p1 = clip_hidden(self.text_encoder, ids1)  # [k, 77, D_L], [k, P_L]
+        h2, p2 = clip_hidden(self.text_encoder_2, ids2)  # [k, 77, D_G], [k, P_G]
+        width = int(self.network.config.joint_attention_dim)
+        if self.text_encoder_3 is not None:
+            ids3, _ = tokenize(self.tokenizer_3, prompts, self.t5_tokens, self.device)
+            t5 = t5_hidden(self.text_encoder_3, ids3)  # [k, T5, D_T5]
+        else:
+            t5 = torch.zeros(
+                len(prompts), self.t5_tokens, width, device=self.device, dtype=h1.dtype
+            )
+        clip = torch.cat([h1, h2.to(h1.dtype)], dim=-1)  # [k, 77, D_L + D_G]
+        clip = torch.nn.functional.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))
+        embeds = torch.cat([clip, t5.to(clip.dtype)], dim=-2)  # [k, 77 + T5, D_T5]
+        return {"prompt_embeds": embeds, "pooled": torch.cat([p1, p2.to(p1.dtype)], dim=-1)}
+
+    def _denoise(
+        self, network: Any, z: torch.Tensor, t: torch.Tensor, cond: Conditions
+    ) -> torch.Tensor:
+        assert isinstance(cond, dict)
+        return network(
+            hidden_states=z,
+            timestep=t,
+            encoder_hidden_states=cond["prompt_embeds"],
+            pooled_projections=cond["pooled"],
+            return_dict=False,
+        )[0]
+
+    # --- attention ---------------------------------------------------------------------------
+
+    @contextmanager
+    def trace(
+        self, skip_lowest: bool = True, **recorder_options: Any
+    ) -> Iterator[CrossAttentionRecorder]:
+        """Image->text attention inside the joint attention of eps_hat calls (all layers)."""
+        # every layer shares one patch grid, so skip_lowest has nothing to leave out
+        with capture_joint_attention(
+            self.network, "sd3", self.token_count, self.latent_size, **recorder_options
+        ) as rec:
+            self._tracing = True
+            try:
+                yield rec
+            finally:
+                self._tracing = False
+
+    def _word_indices(self, caption: str, word: str, occurrence: int | None) -> list[int]:
+        clip = word_token_indices(self.tokenizer, caption, word, occurrence, self.clip_tokens)
+        if self.text_encoder_3 is None:
+            return clip
+        t5 = word_token_indices(self.tokenizer_3, caption, word, occurrence, self.t5_tokens)
+        return clip + [self.clip_tokens + i for i in t5]
