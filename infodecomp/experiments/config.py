@@ -108,8 +108,12 @@ class VisualizeConfig(BaseCommandConfig):
 
 @dataclass
 class ValidateConfig(BaseCommandConfig):
-    n_items: int = 200
-    pointwise_samples: int = 4000
+    n_items: int = 200  # ShapesWorld average: items (x 200 samples); Gaussian pair: 10 x items
+    pointwise_samples: int = 2000  # per image for wrong captions; 4 x for the true captions
+    word_images: int = 3  # images per word kind (colour, shape, relation) for maps and totals
+    map_samples: int = 2000  # logsnr samples per image for the word CMI maps
+    paper_samples: int = 2000  # logsnr samples per image under the paper's sampler
+    exact_draws: int = 2**16  # eps draws of each exact word reference (oracle posteriors)
 
 
 @dataclass
