@@ -70,6 +70,8 @@ def aro_rows(items, estimators, n_samples):
                         "stderr": 0.01,
                         "score": -v if est == "mmse" else v,
                         "n_samples": n_samples,
+                        "n_report": n_samples,
+                        "values_from": "same draws",
                     }
                 )
     return rows

@@ -12,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 
 from infodecomp.data.registry import RANKING
-from infodecomp.estimators.adaptive import estimate_ranking
+from infodecomp.estimators.adaptive import StoppingRule, check_mode, estimate_ranking
 from infodecomp.estimators.engine import Query, estimate
-from infodecomp.experiments.common import engine_config, hydra_main
+from infodecomp.experiments.common import engine_config, hydra_main, sampler_from
 from infodecomp.experiments.config import AroConfig
 from infodecomp.experiments.runner import RunContext, execute
 from infodecomp.reporting.metrics import ranking_scores
@@ -37,44 +37,75 @@ def _queries(ctx: RunContext, items: list, images: list) -> list[Query]:
     ]
 
 
+def _row(it, j: int, text: str, name: str, value: float, se: float, score: float, **kw) -> dict:
+    return {
+        "item_id": it.item_id,
+        "subset": it.subset,
+        "group": it.group,
+        "label": it.label,
+        "option": j,
+        "text": text,
+        "estimator": name,
+        "value": value,
+        "stderr": se,
+        "score": score,
+        **kw,
+    }
+
+
 def process(ctx: RunContext, items: list, images: list) -> list[dict]:
+    """Scores every option of every item. Fixed budget: value, stderr and score from the same
+    draws. Adaptive (estimator.adaptive): each score decides its own answer with the stopping
+    rule (estimators.adaptive); `score` is the decision draws' mean (what the answer was decided
+    on; stopping overstates its magnitude), value and stderr come from estimator.report_samples
+    fresh draws (values_from = "fresh draws"), or, with report_samples=0, from the decision
+    draws (values_from = "decision draws")."""
     cfg: AroConfig = ctx.cfg
     check_scores(cfg.estimators)
     queries = _queries(ctx, items, images)
     ecfg = engine_config(cfg.estimator, cfg.run)
-    if cfg.estimator.adaptive:
-        ests, used = estimate_ranking(
-            ctx.model,
-            queries,
-            [len(it.options) for it in items],
-            ecfg,
-            score=cfg.estimators[0],
-            margin=cfg.estimator.margin,
-            round_samples=cfg.estimator.round_samples,
-        )
-    else:
-        ests = estimate(ctx.model, queries, ecfg)
-        used = [ecfg.n_samples] * len(ests)
     rows = []
-    for it, e, n in zip(items, ests, used, strict=True):
+    if not cfg.estimator.adaptive:
+        for it, e in zip(items, estimate(ctx.model, queries, ecfg), strict=True):
+            for j, text in enumerate(it.options):
+                for name in cfg.estimators:
+                    value, se = e.score(name, j)
+                    rows.append(
+                        _row(
+                            it, j, text, name, value, se, SCORES[name].sign * value,
+                            n_samples=ecfg.n_samples, n_report=ecfg.n_samples,
+                            values_from="same draws",
+                        )
+                    )  # fmt: skip
+        return rows
+    est = cfg.estimator
+    results = estimate_ranking(
+        ctx.model,
+        queries,
+        [len(it.options) for it in items],
+        ecfg,
+        scores=cfg.estimators,
+        margin=est.margin,
+        round_samples=est.round_samples,
+        min_samples=est.min_samples,
+        report_samples=est.report_samples,
+    )
+    for it, res in zip(items, results, strict=True):
         for j, text in enumerate(it.options):
             for name in cfg.estimators:
-                value, se = e.score(name, j)
+                d, sign = res.decisions[name], SCORES[name].sign
+                if res.report is not None:
+                    value, se = res.report.score(name, j)
+                    source = "fresh draws"
+                else:
+                    value, se = sign * d.mean[j], d.stderr[j]
+                    source = "decision draws"
                 rows.append(
-                    {
-                        "item_id": it.item_id,
-                        "subset": it.subset,
-                        "group": it.group,
-                        "label": it.label,
-                        "option": j,
-                        "text": text,
-                        "estimator": name,
-                        "value": value,
-                        "stderr": se,
-                        "score": SCORES[name].sign * value,
-                        "n_samples": n,
-                    }
-                )
+                    _row(
+                        it, j, text, name, value, se, d.mean[j],
+                        n_samples=res.n_decision, n_report=res.n_report, values_from=source,
+                    )
+                )  # fmt: skip
     return rows
 
 
@@ -89,11 +120,19 @@ def summarize(ctx: RunContext, results: pd.DataFrame) -> dict:
         if several:
             key += f"/{r['subset']}"
         metrics[key] = float(r["score"])
-    metrics["samples/mean_per_item"] = float(results.groupby("item_id")["n_samples"].first().mean())
+    per_item = results.groupby("item_id")
+    metrics["samples/mean_per_item"] = float(per_item["n_samples"].first().mean())
+    if "n_report" in results.columns and ctx.cfg.estimator.adaptive:
+        # the answer's draws above; the draws behind the reported values (fresh, 0 = none)
+        metrics["samples/report_per_item"] = float(per_item["n_report"].first().mean())
     return metrics
 
 
 def run(cfg: AroConfig) -> Path:
+    if cfg.estimator.adaptive:  # refuse a dishonest stopping rule or mode before loading anything
+        est = cfg.estimator
+        StoppingRule(est.margin, est.min_samples, est.round_samples, est.n_samples)
+        check_mode(sampler_from(est))
     return execute(
         cfg,
         "aro",

@@ -44,8 +44,13 @@ class EstimatorConfig:
     low: float = -5.0
     high: float = 7.0
     adaptive: bool = False  # ranking tasks: stop once the leader's margin is clear
-    margin: float = 3.0  # in standard errors of the paired score difference
+    margin: float = 3.0  # in standard errors of the paired score difference (>= 3)
     round_samples: int = 10  # samples per adaptive round
+    min_samples: int = 30  # no adaptive decision before this many samples (>= 30)
+    # adaptive runs: fresh draws behind the reported values and standard errors (the stopping
+    # rule selects, so the decision draws overstate margins); 0 reports the decision draws'
+    # values instead, marked `values_from=decision draws` in results.csv
+    report_samples: int = 30
 
 
 @dataclass

@@ -63,6 +63,8 @@ ARO_COLUMNS = [
     "stderr",
     "score",
     "n_samples",
+    "n_report",
+    "values_from",
 ]
 LOCALIZE_COLUMNS = [
     "item_id",
