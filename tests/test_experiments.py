@@ -129,10 +129,18 @@ def test_command_end_to_end(command: str, model: str, runs) -> None:
         assert (results["n_samples"] == 4).all()
     elif command == "localize":
         methods = {"cmi", "mi", "whole"} | (
-            {"attention", "attn_info"} if model == "tiny-sd" else set()
+            {"attention", "attn_info"} if model == "tiny-sd" else {"exact"}
         )
-        assert set(results["method"]) == methods  # no attention maps without cross-attention
-        assert len(results) == 2 * len(methods) and set(results["n_steps"]) == {4}
+        # no attention maps without cross-attention, no exact maps without exact information
+        assert set(results["method"]) == methods
+        # the oracle's CMI maps are also scored against the exact map
+        extra = 0 if model == "tiny-sd" else 2
+        assert len(results) == 2 * len(methods) + extra and set(results["n_steps"]) == {4}
+        refs = results.groupby("reference")["method"].unique()
+        assert set(refs["object mask"]) == methods
+        if model != "tiny-sd":
+            assert list(refs["exact map"]) == ["cmi"]
+            assert "miou/exact" in summary and "miou_vs_exact_map/cmi@4" in summary
         for key in expected - {"items/done", "items/skipped"}:
             assert 0.0 <= summary[key] <= 1.0, (key, summary[key])
         if model != "tiny-sd":
@@ -142,6 +150,9 @@ def test_command_end_to_end(command: str, model: str, runs) -> None:
         assert results["change_total"].notna().all() and (results["change_total"] >= 0).all()
         assert -1.0 <= summary["pixel_r/cmi/omit"] <= 1.0
         assert results["attn_total"].notna().all() == (model == "tiny-sd")
+        # the oracle records the exact CMI beside the estimate; a learned model cannot
+        assert results["exact_total"].notna().all() == (model != "tiny-sd")
+        assert (results["cmi_stderr"] > 0).all() and results["word_type"].notna().all()
         pngs = sorted((out / "images").glob("*.png"))
         names = {p.name for p in pngs}
         for item in results["item_id"].unique():

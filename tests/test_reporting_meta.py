@@ -120,7 +120,8 @@ from infodecomp.reporting import figures
 d = pathlib.Path(tempfile.mkdtemp())
 with rep.ResultsWriter(d, columns=rep.ARO_COLUMNS) as w:
     w.append([dict(item_id='a', subset='vg-relation', group='on', label=1, option=k, text='t',
-                   estimator='io', value=v, stderr=0.0, score=v, n_samples=1)
+                   estimator='io', value=v, stderr=0.0, score=v, n_samples=1, n_report=1,
+                   values_from='same draws')
               for k, v in enumerate([0.1, 0.2])])
 rep.write_meta(d, {'model': {'name': 'x'}}, device='cpu', dtype='float32', seed=0,
                wall_time_s=0.0, items_done=1, items_skipped=0, command='aro')

@@ -86,7 +86,7 @@ class AroConfig(BaseCommandConfig):
 class LocalizeConfig(BaseCommandConfig):
     steps: list[int] = field(default_factory=lambda: [50, 100, 200])
     methods: list[str] = field(
-        default_factory=lambda: ["cmi", "mi", "attention", "attn_info", "whole"]
+        default_factory=lambda: ["cmi", "mi", "attention", "attn_info", "whole", "exact"]
     )
     daam_steps: int = 50
     blank_context: bool = False  # use context_ ("_") instead of the deleted-word context
@@ -97,6 +97,8 @@ class InterveneConfig(BaseCommandConfig):
     n_sigmas: int = 100
     daam_steps: int = 50  # DDIM steps of the attention baseline
     edits: list[str] = field(default_factory=lambda: ["omit", "swap"])
+    # image-level CMI total: i^o ("io") or i^s ("is", what the published image-level r used)
+    image_score: str = "io"
     save_images: bool = True
     n_boot: int = 1000
 

@@ -18,6 +18,8 @@ from infodecomp.reporting import published as pub
 from infodecomp.reporting.meta import META, SUMMARY, read_json
 from infodecomp.reporting.metrics import (
     IOU_COLUMNS,
+    decomposition_note,
+    intervention_decomposition,
     intervention_table,
     miou_cells,
     ranking_scores,
@@ -37,20 +39,30 @@ from infodecomp.reporting.tables import (
     table4_shown,
     write_table,
 )
-from infodecomp.reporting.writer import INTERVENE_COLUMNS, natural_key, read_results
+from infodecomp.reporting.writer import natural_key, read_results
 
 COMMANDS = ("aro", "localize", "intervene", "visualize")
+MIOU_SUFFIXES = (" paper", " held-out", " published")
 # Commands whose run directories carry no table: listed in the runs index only.
 LISTED_ONLY = ("validate", "bench", "aggregate", "build-coco-manifest")
-METHOD_ORDER = ("whole", "attention", "cmi", "mi", "attn_info")
+METHOD_ORDER = ("whole", "attention", "cmi", "mi", "attn_info", "exact")
 ARO_REQUIRED = ("item_id", "subset", "group", "label", "option", "estimator", "score")
 LOCALIZE_REQUIRED = ("item_id", "method", "n_steps", "split", *IOU_COLUMNS)
-INTERVENE_REQUIRED = tuple(c for c in INTERVENE_COLUMNS if c != "word")
+# the columns every intervene run has had; word_type, cmi_stderr and the exact columns are newer
+INTERVENE_REQUIRED = (
+    "item_id",
+    "edit",
+    "cmi_total",
+    "attn_total",
+    "change_total",
+    "pixel_r_cmi",
+    "pixel_r_attn",
+)
 TITLES = {
     "table1": "Table 1: ARO accuracy (%)",
     "accuracy_vs_samples": "ARO accuracy (%) vs logsnr samples per image",
     "table2": "Table 2: ARO accuracy (%) per relation / attribute pair",
-    "table3": "Table 3: localisation mIoU (%), paper protocol vs held-out threshold",
+    "table3": "Table 3: localisation mIoU (%), paper protocol vs held-out threshold, per word type",
     "table4": "Table 4: intervention correlation (Pearson r ± bootstrap se)",
     "runs": "Runs",
 }
@@ -212,40 +224,103 @@ def _aro(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
 # -------------------------------------------------------------------------------- localisation
 
 
-def table3(runs: list[Run]) -> pd.DataFrame:
-    """Rows = setting x method, columns = ``{n} paper``, ``{n} held-out`` (+ ``{n} published``).
+OBJECT_MASK = "object mask"
+REFERENCE_ORDER = (OBJECT_MASK, "exact map")
+# Word types of the manifests (COCO-WL's 7th column) and of ShapesWorld, in display order.
+WORD_TYPE_LABELS = {
+    "noun": "noun",
+    "verb": "verb",
+    "adj": "adjective",
+    "adv": "adverb",
+    "num": "numeral",
+    "perp": "preposition",
+    "pronoun": "pronoun",
+    "conj": "conjunction",
+}
+SHAPES_WORD_TYPES = {"adj": "colour (adj)", "noun": "shape (noun)", "perp": "relation (perp)"}
 
-    ``pairs`` counts the scored (image, word) pairs, ``unscored`` those without a ground-truth
-    mask (all IoU values empty), which cannot enter the mIoU.
+
+def word_type_label(word_type: str, shapes: bool) -> str:
+    """Display label of a word type; ShapesWorld names what its types are (colour, shape, ...)."""
+    if shapes and word_type in SHAPES_WORD_TYPES:
+        return SHAPES_WORD_TYPES[word_type]
+    return WORD_TYPE_LABELS.get(word_type, word_type)
+
+
+def table3(runs: list[Run]) -> pd.DataFrame:
+    """Rows = setting x method x reference x words; columns = ``{n} paper``, ``{n} held-out``
+    (+ ``{n} published``).
+
+    ``reference`` is the ground truth the maps are scored against: the object masks of the
+    protocol, or (ShapesWorld oracle) the exact CMI map at the same threshold. ``words`` is
+    ``all`` and, when a run holds several word types, one row per type. ``pairs`` counts the
+    scored (image, word) pairs, ``unscored`` those without a ground-truth mask (all IoU values
+    empty), which cannot enter the mIoU.
     """
-    cells: dict[tuple[str, str], dict[Any, tuple[float, float]]] = {}
-    counts: dict[tuple[str, str], tuple[set, set]] = {}
-    paper_settings, steps, seen = set(), set(), {}
+    cells: dict[tuple, dict[Any, tuple[float, float]]] = {}
+    counts: dict[tuple, tuple[set, set]] = {}
+    paper_settings, shapes_settings, steps, seen = set(), set(), set(), {}
     for run in runs:
         df = run.results(LOCALIZE_REQUIRED)
+        if "reference" not in df.columns:  # runs before the exact references
+            df = df.assign(reference=OBJECT_MASK)
+        if "word_type" not in df.columns:
+            df = df.assign(word_type="noun")
         if run.paper_setting:
             paper_settings.add(run.setting)
-        for (method, n), part in df.groupby(["method", "n_steps"], sort=False, dropna=False):
+        if run.data.startswith("shapes-"):
+            shapes_settings.add(run.setting)
+        several = df["word_type"].nunique() > 1
+        for (method, n, ref), part in df.groupby(
+            ["method", "n_steps", "reference"], sort=False, dropna=False
+        ):
             n = int_or_none(n)
-            _claim(seen, (run.setting, method, n), run)
-            # pairs without a ground-truth mask have no IoU at all: counted, not scored
-            scored = part[part[IOU_COLUMNS].notna().any(axis=1)]
-            ids = counts.setdefault((run.setting, method), (set(), set()))
-            ids[0].update(scored["item_id"])
-            ids[1].update(set(part["item_id"]) - set(scored["item_id"]))
-            if scored.empty:
-                continue
-            paper, held = miou_cells(scored)
-            cells.setdefault((run.setting, method), {})[n] = (100 * paper, 100 * held)
-            if n is not None:
-                steps.add(n)
+            _claim(seen, (run.setting, method, n, ref), run)
+            groups = [("all", part)]
+            if several:
+                groups += list(part.groupby("word_type", sort=True))
+            for words, sub in groups:
+                key = (run.setting, method, ref, words)
+                # pairs without a ground-truth mask have no IoU at all: counted, not scored
+                scored = sub[sub[IOU_COLUMNS].notna().any(axis=1)]
+                ids = counts.setdefault(key, (set(), set()))
+                ids[0].update(scored["item_id"])
+                ids[1].update(set(sub["item_id"]) - set(scored["item_id"]))
+                if scored.empty:
+                    continue
+                paper, held = miou_cells(scored)
+                cells.setdefault(key, {})[n] = (100 * paper, 100 * held)
+                if n is not None:
+                    steps.add(n)
     step_cols = sorted(steps) or [None]
     show_pub = bool(paper_settings)
     mo = {m: i for i, m in enumerate(METHOD_ORDER)}
+    ro = {r: i for i, r in enumerate(REFERENCE_ORDER)}
+    wo = {w: i for i, w in enumerate(["all", *WORD_TYPE_LABELS])}
+
+    def order(k: tuple) -> tuple:
+        setting, method, ref, words = k
+        return (
+            setting,
+            mo.get(method, len(mo)),
+            method,
+            ro.get(ref, len(ro)),
+            wo.get(words, len(wo)),
+            words,
+        )
+
     rows = []
-    for setting, method in sorted(counts, key=lambda k: (k[0], mo.get(k[1], len(mo)), k[1])):
-        by_n = cells.get((setting, method), {})
-        row: dict[str, Any] = {"setting": setting, "method": pub.METHOD_LABELS.get(method, method)}
+    for key in sorted(counts, key=order):
+        setting, method, ref, words = key
+        by_n = cells.get(key, {})
+        row: dict[str, Any] = {
+            "setting": setting,
+            "method": pub.METHOD_LABELS.get(method, method),
+            "reference": ref,
+            "words": words
+            if words == "all"
+            else word_type_label(words, setting in shapes_settings),
+        }
         for n in step_cols:
             # n_steps left empty (e.g. the whole-image mask) applies to every step count
             paper, held = by_n.get(n, by_n.get(None, (float("nan"), float("nan"))))
@@ -253,9 +328,10 @@ def table3(runs: list[Run]) -> pd.DataFrame:
             row[f"{name} paper"] = paper
             row[f"{name} held-out"] = held
             if show_pub:
-                value = pub.published_miou(method, n) if setting in paper_settings else None
+                published = setting in paper_settings and ref == OBJECT_MASK and words == "all"
+                value = pub.published_miou(method, n) if published else None
                 row[f"{name} published"] = float("nan") if value is None else value
-        scored_ids, unscored_ids = counts[(setting, method)]
+        scored_ids, unscored_ids = counts[key]
         row["pairs"], row["unscored"] = len(scored_ids), len(unscored_ids - scored_ids)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -265,7 +341,13 @@ def table3(runs: list[Run]) -> pd.DataFrame:
 
 
 def table4(runs: list[Run], *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Rows = setting x edit x {CMI, attention}; image- and pixel-level r with bootstrap se."""
+    """Rows = setting x edit x words x method; image- and pixel-level r with bootstrap se.
+
+    Methods: CMI and attention; with exact references (ShapesWorld oracle) also the exact CMI
+    (the r a perfect estimator would give) and the estimate against the exact CMI. ``words`` is
+    ``all`` and, with several word types, one row group per type. On the ``all`` CMI row of an
+    oracle run, ``note`` says how much of the image-level r is word type and how much noise.
+    """
     rows, seen = [], {}
     show_pub = any(r.paper_setting for r in runs)
     for run in runs:
@@ -273,33 +355,75 @@ def table4(runs: list[Run], *, n_boot: int = 1000, seed: int = 0) -> pd.DataFram
         if df.empty:
             continue
         _claim(seen, (run.setting,), run)
+        if "word_type" not in df.columns:
+            df = df.assign(word_type="noun")
+        shapes = run.data.startswith("shapes-")
         edits = sorted(set(df["edit"].dropna()))
+        several = df["word_type"].nunique() > 1
         for edit in ["all", *edits] if len(edits) > 1 else ["all"]:
             part = df if edit == "all" else df[df["edit"] == edit]
-            stats = intervention_table(part, n_boot=n_boot, seed=seed)
-            for method, s in stats.iterrows():
-                row = {
-                    "setting": run.setting,
-                    "edit": edit,
-                    "method": pub.METHOD_LABELS[method],
-                    "image_r": s.image_r,
-                    "image_se": s.image_se,
-                    "pixel_r": s.pixel_r,
-                    "pixel_se": s.pixel_se,
-                    "n_items": int(s.n_items),
-                    "n_pixel": int(s.n_pixel),
-                }
-                if show_pub:
-                    ok = run.paper_setting and edit == "all"
-                    for level in ("image", "pixel"):
-                        r_se = pub.published_correlation(method, level) if ok else None
-                        r, se = r_se if r_se else (float("nan"), float("nan"))
-                        row[f"published_{level}_r"], row[f"published_{level}_se"] = r, se
-                rows.append(row)
+            groups = [("all", part)]
+            if several:
+                groups += list(part.groupby("word_type", sort=True))
+            for words, sub in groups:
+                stats = intervention_table(sub, n_boot=n_boot, seed=seed)
+                note = ""
+                if words == "all":
+                    d = intervention_decomposition(sub)
+                    note = decomposition_note(d) if d else ""
+                for method, s in stats.iterrows():
+                    row = {
+                        "setting": run.setting,
+                        "edit": edit,
+                        "words": words if words == "all" else word_type_label(words, shapes),
+                        "method": pub.METHOD_LABELS[method],
+                        "image_r": s.image_r,
+                        "image_se": s.image_se,
+                        "pixel_r": s.pixel_r,
+                        "pixel_se": s.pixel_se,
+                        "n_items": int(s.n_items),
+                        "n_pixel": int(s.n_pixel),
+                        "note": note if method == "cmi" else "",
+                    }
+                    if show_pub:
+                        ok = run.paper_setting and edit == "all" and words == "all"
+                        for level in ("image", "pixel"):
+                            r_se = pub.published_correlation(method, level) if ok else None
+                            r, se = r_se if r_se else (float("nan"), float("nan"))
+                            row[f"published_{level}_r"], row[f"published_{level}_se"] = r, se
+                    rows.append(row)
     return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------------------------ top level
+
+
+NOTE_TABLE3_EXACT = (
+    "Exact CMI (oracle): the exact CMI map, from the oracle's posteriors, scored against the "
+    "object masks: what a perfect estimator scores under this protocol. Reference 'exact map': "
+    "the estimated CMI map scored against the exact map on the estimator's logsnr range at the "
+    "same threshold (near 100: the estimator puts the information where it is; the object-mask "
+    "protocol is what caps the score)."
+)
+NOTE_TABLE4_EXACT = (
+    "Exact CMI (oracle): the correlation with the exact CMI (full logsnr range) in place of the "
+    "estimate. CMI estimate vs exact CMI: image level, r between the estimated and the exact "
+    "totals across items; pixel level, the mean per-item r between the two maps."
+)
+
+
+def table_notes(built: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> dict[str, str]:
+    """Paragraphs under the tables that hold rows needing one (the exact references)."""
+    notes = {}
+    if "table3" in built:
+        t3 = built["table3"][0]
+        exact = pub.METHOD_LABELS["exact"]
+        if (t3["method"] == exact).any() or (t3["reference"] != OBJECT_MASK).any():
+            notes["table3"] = NOTE_TABLE3_EXACT
+    if "table4" in built:
+        if (built["table4"][0]["method"] == pub.METHOD_LABELS["exact"]).any():
+            notes["table4"] = NOTE_TABLE4_EXACT
+    return notes
 
 
 def runs_table(runs: list[Run]) -> pd.DataFrame:
@@ -363,20 +487,21 @@ def aggregate(
             t3,
             display(
                 t3,
-                {c: fmt_number(2) for c in t3.columns[2:-2]}
+                {c: fmt_number(2) for c in t3.columns if c.endswith(MIOU_SUFFIXES)}
                 | {"pairs": fmt_int, "unscored": fmt_int},
             ),
         )
     t4 = table4(by_cmd["intervene"], n_boot=n_boot, seed=seed) if by_cmd["intervene"] else None
     if t4 is not None and not t4.empty:
         built["table4"] = (t4, table4_shown(t4))
+    notes = table_notes(built)
     rt = runs_table(runs)
     built["runs"] = (rt, display(rt, {"n_samples": fmt_int, "wall_time_s": fmt_number(1)}))
 
     out: dict[str, pd.DataFrame] = {}
     parts = ["# infodecomp results\n"]
     for name, (data, shown) in built.items():
-        md = write_table(data, shown, out_dir, name, TITLES[name])
+        md = write_table(data, shown, out_dir, name, TITLES[name], notes.get(name, ""))
         data.attrs["markdown"] = md
         out[name] = data
         parts.append(md)

@@ -32,7 +32,9 @@ TEXT_COLUMNS = (
     "edit",
     "split",
     "method",
+    "reference",
     "estimator",
+    "values_from",
     "reason",
 )
 

@@ -141,7 +141,12 @@ def to_latex(table: pd.DataFrame, caption: str | None = None, label: str | None 
 
 
 def write_table(
-    data: pd.DataFrame, shown: pd.DataFrame, out_dir: str | Path, name: str, title: str
+    data: pd.DataFrame,
+    shown: pd.DataFrame,
+    out_dir: str | Path,
+    name: str,
+    title: str,
+    note: str = "",
 ) -> str:
     """Write ``{name}.csv`` (numbers), ``{name}.md`` and ``{name}.tex`` (formatted); return the md.
 
@@ -151,13 +156,20 @@ def write_table(
         out_dir: output folder (created if missing).
         name: file stem, e.g. ``table1``.
         title: heading / caption.
+        note: a paragraph under the table (what its rows mean), if any.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data.to_csv(out_dir / f"{name}.csv", index=False)
-    md = to_markdown(shown, title)
+    md = to_markdown(shown, title) + (f"\n{note}\n" if note else "")
     (out_dir / f"{name}.md").write_text(md, encoding="utf-8")
-    (out_dir / f"{name}.tex").write_text(to_latex(shown, title, f"tab:{name}"), encoding="utf-8")
+    tex = to_latex(shown, title, f"tab:{name}")
+    if note:
+        tex = tex.replace(
+            r"\end{tabular}",
+            r"\end{tabular}" + "\n" + rf"\par\smallskip{{\footnotesize {latex_escape(note)}}}",
+        )
+    (out_dir / f"{name}.tex").write_text(tex, encoding="utf-8")
     return md
 
 
@@ -270,7 +282,8 @@ def table2(groups: pd.DataFrame) -> pd.DataFrame:
 
 def table4_shown(data: pd.DataFrame) -> pd.DataFrame:
     """Table 4 as strings: ``r ± se`` cells."""
-    shown = data[["setting", "edit", "method"]].copy()
+    keys = [c for c in ("setting", "edit", "words", "method") if c in data.columns]
+    shown = data[keys].copy()
     shown["image-level r"] = [
         fmt_pm(r, s) for r, s in zip(data.image_r, data.image_se, strict=True)
     ]
@@ -286,4 +299,6 @@ def table4_shown(data: pd.DataFrame) -> pd.DataFrame:
                     data[f"published_{level}_r"], data[f"published_{level}_se"], strict=True
                 )
             ]
+    if "note" in data.columns and (data["note"].astype(str) != "").any():
+        shown["note"] = data["note"].fillna("").astype(str)
     return shown.astype(str)

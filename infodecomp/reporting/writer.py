@@ -71,6 +71,7 @@ LOCALIZE_COLUMNS = [
     "word",
     "word_type",
     "method",
+    "reference",
     "n_steps",
     "split",
     "value",
@@ -79,12 +80,18 @@ LOCALIZE_COLUMNS = [
 INTERVENE_COLUMNS = [
     "item_id",
     "word",
+    "word_type",
     "edit",
     "cmi_total",
+    "cmi_stderr",
     "attn_total",
     "change_total",
     "pixel_r_cmi",
     "pixel_r_attn",
+    "exact_total",
+    "exact_stderr",
+    "pixel_r_exact",
+    "pixel_r_cmi_exact",
 ]
 
 
