@@ -6,6 +6,7 @@ import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from infodecomp.data.controls import apply_control
 from infodecomp.data.records import Dataset
 from infodecomp.data.shapes import SHAPES_SETS
 from infodecomp.data.spec import DataSpec
@@ -74,11 +75,12 @@ def check_kind(name: str, kind: str, command: str) -> None:
 
 
 def load_dataset(spec: DataSpec, limit: int | None = None) -> Dataset:
-    """Loads `spec.name`; `limit` keeps the first N items (after the loader's stable order)."""
+    """Loads `spec.name`; `limit` keeps the first N items (after the loader's stable order);
+    `spec.control` then alters the set on purpose (data.controls)."""
     entry = _entry(spec.name)
     if spec.name in SHAPES_SETS and limit is not None:
         spec = replace(spec, size=min(spec.size, limit))
     ds = entry.load(spec)
     if limit is not None:
         ds.items = ds.items[:limit]
-    return ds
+    return apply_control(ds, spec.control, spec.seed)

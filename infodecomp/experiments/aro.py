@@ -111,12 +111,15 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
 
 def summarize(ctx: RunContext, results: pd.DataFrame) -> dict:
     """accuracy/<score> by the subset's task rule (as Table 1 computes it); a run over several
-    subsets gets accuracy/<score>/<subset> per subset as well."""
+    subsets gets accuracy/<score>/<subset> per subset as well. Under a data control
+    (data.control=shuffled-images) the keys are accuracy_control/<score>: a score that stays
+    above chance there follows a caption prior, not the image."""
     metrics = {}
     scored = ranking_scores(results)
     several = len({r["subset"] for r in scored}) > 1
+    prefix = "accuracy_control" if ctx.cfg.data.control else "accuracy"
     for r in scored:
-        key = f"accuracy/{r['estimator']}"
+        key = f"{prefix}/{r['estimator']}"
         if several:
             key += f"/{r['subset']}"
         metrics[key] = float(r["score"])
@@ -133,13 +136,14 @@ def run(cfg: AroConfig) -> Path:
         est = cfg.estimator
         StoppingRule(est.margin, est.min_samples, est.round_samples, est.n_samples)
         check_mode(sampler_from(est))
+    prefix = "accuracy_control" if cfg.data.control else "accuracy"
     return execute(
         cfg,
         "aro",
         COLUMNS,
         process,
         summarize,
-        headline=f"accuracy/{cfg.estimators[0]}",
+        headline=f"{prefix}/{cfg.estimators[0]}",
         consumes=RANKING,
     )
 

@@ -59,7 +59,7 @@ INTERVENE_REQUIRED = (
     "pixel_r_attn",
 )
 TITLES = {
-    "table1": "Table 1: ARO accuracy (%)",
+    "table1": "Table 1: ARO accuracy (%)",  # + data-control rows (source ... control)
     "accuracy_vs_samples": "ARO accuracy (%) vs logsnr samples per image",
     "table2": "Table 2: ARO accuracy (%) per relation / attribute pair",
     "table3": "Table 3: localisation mIoU (%), paper protocol vs held-out threshold, per word type",
@@ -96,6 +96,11 @@ class Run:
     @property
     def n_samples(self) -> int | None:
         return int_or_none((self.config.get("estimator") or {}).get("n_samples"))
+
+    @property
+    def control(self) -> str | None:
+        """The data control of an `aro` run (data.control, e.g. shuffled-images), if any."""
+        return (self.config.get("data") or {}).get("control") or None
 
     @property
     def adaptive(self) -> bool:
@@ -190,7 +195,8 @@ def _aro(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
                 res["per_group"],
             )
             method = estimator_method(est, run.adaptive)
-            _claim(seen, (run.model, method, n, subset), run)
+            source = f"{run.control} control" if run.control else "measured"
+            _claim(seen, (run.model, method, n, subset, source), run)
             mean_used = (
                 float(part.groupby("item_id")["n_samples"].first().mean())
                 if used is not None
@@ -205,10 +211,12 @@ def _aro(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
                     "n_items": part["item_id"].nunique(),
                     "mean_samples": mean_used,
                     "paper": run.paper_setting,
+                    "source": source,
                     "_rank": rank,
                 }
             )
-            groups.append(per_group.assign(**common, accuracy=100 * per_group["accuracy"]))
+            if not run.control:  # Table 2 breaks down the measured runs only
+                groups.append(per_group.assign(**common, accuracy=100 * per_group["accuracy"]))
     if not records:
         return None
     rec = pd.DataFrame(records)
@@ -216,6 +224,8 @@ def _aro(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     rec = rec.sort_values(["model", "_rank", "method", "_n"], kind="stable")
     rec = rec.drop(columns=["_rank", "_n"]).reset_index(drop=True)
     method_order = {m: i for i, m in enumerate(dict.fromkeys(rec["method"]))}
+    if not groups:
+        return rec, pd.DataFrame()
     groups_df = pd.concat(groups, ignore_index=True)
     groups_df = groups_df.sort_values("method", key=lambda c: c.map(method_order), kind="stable")
     return rec, groups_df
@@ -474,13 +484,14 @@ def aggregate(
         fmt1 = {c: pct for c in t1.columns if c not in TABLE1_KEYS}
         fmt1 |= {"n_samples": fmt_int, "samples/item": fmt_number(1)}
         built["table1"] = (t1, display(t1, fmt1))
-        sweep = accuracy_vs_samples(rec)
+        sweep = accuracy_vs_samples(rec[rec["source"] == "measured"])
         if sweep is not None:
             fmt_s = {c: pct for c in sweep.columns} | {"n_samples": fmt_int}
             built["accuracy_vs_samples"] = (sweep, display(sweep, fmt_s))
-        t2 = table2(groups)
-        fmt2 = {c: pct for c in t2.columns if c not in TABLE2_KEYS}
-        built["table2"] = (t2, display(t2, fmt2 | {"n_samples": fmt_int, "n": fmt_int}))
+        if not groups.empty:
+            t2 = table2(groups)
+            fmt2 = {c: pct for c in t2.columns if c not in TABLE2_KEYS}
+            built["table2"] = (t2, display(t2, fmt2 | {"n_samples": fmt_int, "n": fmt_int}))
     t3 = table3(by_cmd["localize"]) if by_cmd["localize"] else pd.DataFrame()
     if not t3.empty:
         built["table3"] = (

@@ -207,13 +207,17 @@ def table1(rec: pd.DataFrame) -> pd.DataFrame:
 
     Args:
         rec: one row per model x method x n_samples x subset with ``accuracy`` (%),
-            ``n_items``, ``mean_samples`` (logsnr samples actually used per item) and ``paper``
-            (the run is in the paper's setting), in display order.
+            ``n_items``, ``mean_samples`` (logsnr samples actually used per item), ``paper``
+            (the run is in the paper's setting) and ``source`` ("measured", or e.g.
+            "shuffled-images control": every item's captions scored on another item's image),
+            in display order.
     """
     subsets = _subset_order(rec["subset"])
     rows = []
-    for (model, method, n), grp in rec.groupby(
-        ["model", "method", "n_samples"], sort=False, dropna=False
+    if "source" not in rec.columns:
+        rec = rec.assign(source="measured")
+    for (model, method, n, source), grp in rec.groupby(
+        ["model", "method", "n_samples", "source"], sort=False, dropna=False
     ):
         used = float((grp["mean_samples"] * grp["n_items"]).sum() / grp["n_items"].sum())
         row = {
@@ -221,7 +225,7 @@ def table1(rec: pd.DataFrame) -> pd.DataFrame:
             "method": method,
             "n_samples": int_or_none(n),
             "samples/item": used,
-            "source": "measured",
+            "source": source,
         }
         acc = dict(zip(grp["subset"], grp["accuracy"], strict=True))
         rows.append(row | {_subset_label(s): acc.get(s, float("nan")) for s in subsets})
