@@ -90,6 +90,10 @@ class LocalizeConfig(BaseCommandConfig):
     )
     daam_steps: int = 50
     blank_context: bool = False  # use context_ ("_") instead of the deleted-word context
+    # Attention+Information: the truncation (clip) of its logsnr draws; None draws them like the
+    # CMI maps (the estimator's sampler). The published code hard-codes clip 3 there while its
+    # CMI maps run at clip 4 (configs/experiment/paper-table3.yaml)
+    attn_info_clip: float | None = None
 
 
 @dataclass

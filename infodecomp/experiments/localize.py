@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +104,10 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
             if it.item_id in daam:
                 heats["attention"] = (daam[it.item_id], float("nan"))
             if traced:
-                heats["attn_info"] = (traced_word_map(ctx.model, it, x.cpu(), ecfg), float("nan"))
+                acfg = ecfg
+                if cfg.attn_info_clip is not None:
+                    acfg = replace(ecfg, sampler=replace(ecfg.sampler, clip=cfg.attn_info_clip))
+                heats["attn_info"] = (traced_word_map(ctx.model, it, x.cpu(), acfg), float("nan"))
             for method in cfg.methods:
                 if method == "whole" or method not in heats:
                     continue
