@@ -114,3 +114,16 @@ def test_gaussian_exact_pointwise_averages_to_the_mutual_information() -> None:
         se = float(values.std()) / len(values) ** 0.5
         assert abs(float(values.mean()) - target) < 4 * se
     assert (io >= 0).all() and float((io - io_p).min()) >= 0
+
+
+@pytest.mark.skip(
+    reason="unfinished: the true-caption pointwise rows (check 2: relative se 1.5-6%) and the "
+    "paper-sampler word CMI totals (check 7: about 5%) are too imprecise for the 3% relative "
+    "criterion within validate's one-minute budget, so they are z-tests (see the criterion "
+    "column); they need variance reduction over eps (antithetic or quasi-random draws) or "
+    "10-50x the samples"
+)
+def test_every_pointwise_and_word_row_has_the_relative_criterion() -> None:
+    rows = pd.DataFrame(validate.oracle_checks(ValidateConfig(), ShapesOracle()))
+    rows = rows[rows["check"].isin(["2 shapes pointwise", "7 word CMI, paper sampler"])]
+    assert rows["criterion"].str.contains("rel < 3%").all()
