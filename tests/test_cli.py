@@ -177,9 +177,16 @@ def test_aro_end_to_end_and_resume(tmp_path: Path) -> None:
 def test_validate_shows_progress(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    for name in ("gaussian_checks", "shapes_pointwise", "zero_outside_masks", "chunk_invariance"):
+    for name in (
+        "gaussian_checks",
+        "shapes_pointwise",
+        "shapes_average",
+        "chunk_invariance",
+        "paper_word_totals",
+    ):
         monkeypatch.setattr(validate, name, lambda *a, **k: _fake_rows(True))
-    monkeypatch.setattr(validate, "shapes_average", lambda *a, **k: (_fake_rows(True), [], []))
+    monkeypatch.setattr(validate, "word_cases", lambda *a, **k: [])
+    monkeypatch.setattr(validate, "word_map_checks", lambda *a, **k: (_fake_rows(True), []))
     monkeypatch.setattr(validate, "pixel_sum_checks", lambda *a, **k: [])
     cfg = ValidateConfig()
     cfg.run.out_dir = str(tmp_path)
@@ -218,11 +225,20 @@ def test_validate_oracle_checks_pass(validate_rows: pd.DataFrame) -> None:
     failed = validate_rows[~validate_rows["passed"]]
     assert failed.empty, failed.to_string()
     checks = set(validate_rows["check"])
-    for prefix in ("1 ", "2 ", "3 ", "4 ", "5 ", "6 "):
+    for prefix in ("1 ", "1p ", "2 ", "3 ", "4 ", "5 ", "5b ", "6 ", "7 "):
         assert any(c.startswith(prefix) for c in checks), (prefix, checks)
     assert (validate_rows["stderr"] >= 0).all()
     mi = validate_rows[validate_rows["quantity"].str.startswith("mean i^o = I(X;Y)")]
-    assert len(mi) == 2 and (mi["exact"] > 0).all()
+    assert len(mi) == 3 and (mi["exact"] > 0).all()
+    # the default sizes make the Gaussian, wrong-caption and average rows precise enough for
+    # the 3% relative criterion
+    rel = validate_rows[validate_rows["criterion"].str.contains("rel < 3%")]
+    for check in ("1 gaussian", "1p gaussian, paper sampler", "2 shapes pointwise"):
+        assert check in set(rel["check"]), check
+    assert "3 shapes average" in set(rel["check"])
+    # the paper-sampler rows compare with the exact value on [-5, 7] and report the rest
+    paper = validate_rows[validate_rows["check"] == "7 word CMI, paper sampler"]
+    assert len(paper) == 6 and (paper["truncation_bias"] > 0.01).all()
 
 
 def _fake_rows(passed: bool) -> list[dict]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections import Counter
 from dataclasses import replace
@@ -240,29 +239,21 @@ def relation_items(shapes: ShapesOracle):
     return ds.items, queries
 
 
-# estimate_ranking may hold every item to a floor of samples before it can stop
-_MIN = inspect.signature(estimate_ranking).parameters.get("min_samples")
-FLOOR = _MIN.default if _MIN is not None else 0
-NO_FLOOR = {"min_samples": 0} if _MIN is not None else {}
-
-
 @pytest.mark.parametrize("score", ["io", "is", "mmse"])
-def test_adaptive_margin_extremes(score: str, shapes: ShapesOracle, relation_items) -> None:
+def test_adaptive_budget_and_floor(score: str, shapes: ShapesOracle, relation_items) -> None:
     items, qs = relation_items
     n_opt = [len(it.options) for it in items]
     cfg = EngineConfig(n_samples=45, sampler=WIDE, seed=0)
-    run = lambda margin, **kw: estimate_ranking(  # noqa: E731
-        shapes, qs, n_opt, cfg, score=score, margin=margin, round_samples=10, **kw
+    res = estimate_ranking(
+        shapes, qs, n_opt, cfg, scores=(score,), margin=1e9, round_samples=10, report_samples=0
     )
-    _, used = run(1e9)
-    assert used == [45] * len(qs)  # never decided: the whole budget, last round partial
-    ests, used = run(0.0)
-    first = min(45, max(10, -(-FLOOR // 10) * 10))  # the first round that reaches the floor
-    assert used == [first] * len(qs)  # any positive lead decides as soon as allowed
-    assert [e.key for e in ests] == [q.key for q in qs]
-    if NO_FLOOR:
-        _, used = run(0.0, **NO_FLOOR)
-        assert used == [10] * len(qs)  # without a floor: one round
+    assert [r.n_decision for r in res] == [45] * len(qs)  # never decided: the whole budget
+    assert not any(r.decisions[score].decided for r in res)
+    res = estimate_ranking(shapes, qs, n_opt, cfg, scores=(score,), round_samples=10)
+    assert [r.key for r in res] == [q.key for q in qs]
+    for r in res:  # the floor: no decision before 30 samples; an easy item decides right there
+        assert r.n_decision >= 30 and r.n_decision in (30, 40, 45)
+        assert r.report is not None and r.report.logsnr.numel() == r.n_report == 30
 
 
 @pytest.mark.parametrize("score", ["io", "is"])
@@ -273,32 +264,48 @@ def test_adaptive_decisions_match_fixed_budget(
     n_opt = [len(it.options) for it in items]
     cfg = EngineConfig(n_samples=60, sampler=WIDE, seed=0)
     fixed = estimate(shapes, qs, cfg)
-    adaptive, used = estimate_ranking(
-        shapes, qs, n_opt, cfg, score=score, margin=3.0, round_samples=10
-    )
+    res = estimate_ranking(shapes, qs, n_opt, cfg, scores=(score, "mmse"), round_samples=10)
     pick = (lambda e, j: e.info_o(j)[0]) if score == "io" else (lambda e, j: e.info_s(j)[0])
-    for it, f, a, n in zip(items, fixed, adaptive, used, strict=True):
-        assert n <= cfg.n_samples and a.logsnr.numel() == n
-        assert max(range(2), key=lambda j: pick(f, j)) == max(range(2), key=lambda j: pick(a, j))
-        if score == "is":  # i^s ranks the true caption first on these easy items
-            assert max(range(2), key=lambda j: pick(a, j)) == it.label
-    assert min(used) < cfg.n_samples  # easy items stop early
+    for it, f, r in zip(items, fixed, res, strict=True):
+        assert r.n_decision <= cfg.n_samples
+        assert max(range(2), key=lambda j: pick(f, j)) == r.decisions[score].pick
+        if score == "is":  # i^s (and the denoising loss) rank the true caption first here
+            assert r.decisions[score].pick == it.label == r.decisions["mmse"].pick
+        # the reported values come from the fresh report draws, not from the decision
+        assert r.report.score(score, 0)[0] != r.decisions[score].mean[0]
+    assert min(r.n_decision for r in res) < cfg.n_samples  # easy items stop early
 
 
-def test_adaptive_bad_round_size(shapes: ShapesOracle, relation_items) -> None:
+def test_adaptive_refuses_dishonest_settings(shapes: ShapesOracle, relation_items) -> None:
     _, qs = relation_items
+    cfg = EngineConfig(n_samples=40, sampler=WIDE)
     with pytest.raises(ValueError, match="round_samples must be >= 2"):
-        estimate_ranking(shapes, qs, [2] * len(qs), EngineConfig(n_samples=4), round_samples=1)
+        estimate_ranking(shapes, qs, [2] * len(qs), cfg, round_samples=1)
     with pytest.raises(ValueError, match="score 'bogus'"):
-        estimate_ranking(
-            shapes,
-            qs[:1],
-            [2],
-            EngineConfig(n_samples=4, sampler=WIDE),
-            score="bogus",
-            round_samples=2,
-            **NO_FLOOR,
-        )
+        estimate_ranking(shapes, qs[:1], [2], cfg, scores=("bogus",))
+    with pytest.raises(ValueError, match="margin 2 < 3"):
+        estimate_ranking(shapes, qs[:1], [2], cfg, margin=2.0)
+    with pytest.raises(ValueError, match="min_samples 20 < 30"):
+        estimate_ranking(shapes, qs[:1], [2], cfg, min_samples=20)
+    quad = EngineConfig(n_samples=40, sampler=replace(WIDE, mode="quadrature"))
+    with pytest.raises(ValueError, match="mode=quadrature"):
+        estimate_ranking(shapes, qs[:1], [2], quad)
+
+
+@pytest.mark.parametrize("mode", ["iid", "stratified", "antithetic"])
+def test_adaptive_modes_pool_rounds_correctly(
+    mode: str, shapes: ShapesOracle, relation_items
+) -> None:
+    """Every accepted mode keeps its own structure within each round: the decision draws are
+    rounds of the mode, each independent of the others."""
+    items, qs = relation_items
+    cfg = EngineConfig(n_samples=50, sampler=replace(WIDE, mode=mode), seed=3)
+    res = estimate_ranking(
+        shapes, qs[:2], [2, 2], cfg, scores=("is",), margin=1e9, report_samples=0
+    )
+    for r in res:
+        d = r.decisions["is"]
+        assert r.n_decision == 50 and len(d.mean) == 2 and all(s > 0 for s in d.stderr)
 
 
 # ----------------------------------------------------------------------------- bounded memory

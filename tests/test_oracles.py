@@ -165,3 +165,69 @@ def test_shapes_condition_encodings_are_cached(shapes: ShapesOracle) -> None:
     assert o.condition_encodes == 2
     with pytest.raises(ValueError, match="'purple'"):
         o.encode_conditions(["a purple circle"])
+
+
+def test_gaussian_mutual_information_on_a_logsnr_range() -> None:
+    """The range-restricted I(X;Y) against a direct quadrature of 1/2 (mmse_x - mmse_x|y)."""
+    o = GaussianOracle(seed=0)
+    lam_x = torch.linalg.eigvalsh(o.cov_x)
+    lam_xy = torch.linalg.eigvalsh(o.cov_x_given_y)
+    g = torch.linspace(-5.0, 7.0, 120001, dtype=torch.float64)
+    gap = torch.sigmoid(g[:, None] + lam_x.log()).sum(-1) - torch.sigmoid(
+        g[:, None] + lam_xy.log()
+    ).sum(-1)
+    want = 0.5 * float(torch.trapezoid(gap, g))
+    assert o.mutual_information(-5.0, 7.0) == pytest.approx(want, rel=1e-8)
+    full = o.mutual_information()
+    assert o.mutual_information(None, None) == full
+    assert o.mutual_information(-math.inf, 1.0) + o.mutual_information(1.0, math.inf) == (
+        pytest.approx(full, rel=1e-12)
+    )
+    assert 0 < o.mutual_information(-5.0, 7.0) < full
+
+
+@pytest.fixture(scope="module")
+def colour_case(shapes: ShapesOracle):
+    gen = torch.Generator().manual_seed(4)
+    k = next(
+        i
+        for i, (a, b) in enumerate(world.scenes())
+        if world.relation_between(a, b) == "above" and a.colour != b.colour and a.shape != b.shape
+    )
+    a, b = world.scenes()[k]
+    x = shapes.sample_scene(k, gen)
+    caption = f"a {a.colour} {a.shape} above a {b.colour} {b.shape}"
+    context = f"a {a.shape} above a {b.colour} {b.shape}"
+    return x, caption, context, shapes.exact_info(x, caption, context, n_draws=2**14, seed=1)
+
+
+def test_exact_info_i_s_equals_the_log_density_ratio(shapes: ShapesOracle, colour_case) -> None:
+    """Over the full logsnr range, the quadrature of the exact i^s integrand is
+    log p(x | caption) - log p(x | context), computed independently from the mixture density."""
+    x, caption, context, ex = colour_case
+    want = float(shapes.log_prob(x[None], caption) - shapes.log_prob(x[None], context))
+    value, se = ex.total("is")
+    assert 0 < se < 0.06
+    assert abs(value - want) < 4 * se
+    io, io_se = ex.total("io")
+    assert io > 0 and io_se > 0
+
+
+def test_exact_info_ranges_and_map(colour_case) -> None:
+    _, _, _, ex = colour_case
+    total = ex.total("io")[0]
+    parts = ex.total("io", -math.inf, -5)[0] + ex.total("io", -5, 7)[0] + ex.total("io", 7)[0]
+    assert parts == pytest.approx(total, rel=1e-12)
+    assert float(ex.map().sum()) == pytest.approx(total, rel=1e-9)
+    assert float(ex.map(-5, 7).sum()) == pytest.approx(ex.total("io", -5, 7)[0], rel=1e-9)
+    assert (ex.map() >= 0).all()
+    # a colour word's information sits where the context's scenes differ: never on the margins
+    never = torch.ones(world.CANVAS, world.CANVAS, dtype=torch.bool)
+    for s in world.scenes():
+        never &= ~(world.object_mask(s[0]) | world.object_mask(s[1]))
+    assert float(ex.map()[never].abs().max()) < 1e-12 * float(ex.map().max())
+    with pytest.raises(ValueError, match="not a panel edge"):
+        ex.total("io", -5.5, 7)
+    avg = type(ex).average([ex, ex])
+    assert avg.total("io")[0] == pytest.approx(total)
+    assert avg.total("io")[1] == pytest.approx(ex.total("io")[1] / math.sqrt(2))

@@ -101,6 +101,8 @@ def aro_rows(items, estimators, n_samples):
                         "stderr": 0.01,
                         "score": -v if est == "mmse" else v,
                         "n_samples": n_samples,
+                        "n_report": n_samples,
+                        "values_from": "same draws",
                     }
                 )
     return rows
@@ -262,6 +264,7 @@ def loc_row(item, method, n_steps, split, cols):
         "word": "dog",
         "word_type": "noun",
         "method": method,
+        "reference": "object mask",
         "n_steps": n_steps,
         "split": split,
         "value": 1.0 if method == "cmi" else None,
@@ -308,7 +311,10 @@ def test_table3_hand_computed(tmp_path, paper):
     if paper:
         assert t3["50 steps published"].tolist() == [14.94, 34.52, 32.31]
         md = (tmp_path / "out" / "table3.md").read_text()
-        assert "| sd-2.1-base / coco-it | CMI | 55.00 | 25.00 | 32.31 | 4 | 1 |" in md
+        assert (
+            "| sd-2.1-base / coco-it | CMI | object mask | all | 55.00 | 25.00 | 32.31 | 4 | 1 |"
+            in md
+        )
 
 
 def test_table3_attention_variants_side_by_side(tmp_path):
@@ -353,7 +359,7 @@ def test_table3_attention_variants_side_by_side(tmp_path):
     )
     assert np.isnan(published["Attention (layer-mean)"])
     md = (tmp_path / "out" / "table3.md").read_text()
-    assert "| Attention (layer-mean) | 60.00 |" in md
+    assert "| Attention (layer-mean) | object mask | all | 60.00 |" in md
     # a run without the setting was written before it existed: it used the layer mean
     legacy = make_run(tmp_path / "l", "localize", *paper, rows, LOCALIZE_COLUMNS)
     assert "Attention (layer-mean)" in list(
@@ -381,12 +387,18 @@ def intervene_rows():
         {
             "item_id": f"i{k}",
             "word": "dog",
+            "word_type": "noun",
             "edit": "omit" if k < 3 else "swap",
             "cmi_total": cmi[k],
+            "cmi_stderr": 0.1,
             "attn_total": attn[k],
             "change_total": change[k],
             "pixel_r_cmi": prc[k],
             "pixel_r_attn": pra[k],
+            "exact_total": None,
+            "exact_stderr": None,
+            "pixel_r_exact": None,
+            "pixel_r_cmi_exact": None,
         }
         for k in range(6)
     ]
@@ -571,3 +583,85 @@ def test_runs_accept_folders_globs_and_dots(tmp_path, monkeypatch):
     assert "nothing found at outputs/aro/2024-*, outputs/missing" in msg and "\n" not in msg
     tables = aggregate(["outputs/*"], tmp_path / "tables")
     assert {"table1", "table3", "runs"} <= set(tables) and len(tables["runs"]) == 3
+
+
+def test_table3_per_word_type_and_exact_references(tmp_path):
+    """ShapesWorld rows per word type (labelled colour / shape / relation), the exact-map
+    reference beside the object masks, and a note saying what they mean."""
+    rows = []
+    for k, (word_type, split) in enumerate(
+        [("adj", "A"), ("adj", "B"), ("noun", "A"), ("noun", "B"), ("perp", "A"), ("perp", "B")]
+    ):
+        score = {"adj": 0.9, "noun": 0.2, "perp": 0.5}[word_type]
+        for method, reference, value in (
+            ("cmi", "object mask", score),
+            ("exact", "object mask", score + 0.05),
+            ("cmi", "exact map", 0.95),
+        ):
+            row = loc_row(f"p{k}", method, 100, split, dict.fromkeys(range(50), value))
+            rows.append(row | {"word_type": word_type, "reference": reference})
+    run = make_run(
+        tmp_path / "loc", "localize", "shapes-oracle", "shapes-localize", rows, LOCALIZE_COLUMNS
+    )
+    t3 = aggregate([run], tmp_path / "out")["table3"]
+    t3 = t3.set_index(["method", "reference", "words"])["100 steps paper"]
+    assert t3[("CMI", "object mask", "all")] == pytest.approx(100 * (0.9 + 0.2 + 0.5) / 3)
+    assert t3[("CMI", "object mask", "colour (adj)")] == pytest.approx(90.0)
+    assert t3[("CMI", "object mask", "shape (noun)")] == pytest.approx(20.0)
+    assert t3[("CMI", "object mask", "relation (perp)")] == pytest.approx(50.0)
+    assert t3[("Exact CMI (oracle)", "object mask", "shape (noun)")] == pytest.approx(25.0)
+    assert t3[("CMI", "exact map", "all")] == pytest.approx(95.0)
+    md = (tmp_path / "out" / "table3.md").read_text()
+    assert "Reference 'exact map'" in md and "| CMI | exact map | all |" in md
+
+
+def test_table4_exact_rows_and_decomposition(tmp_path):
+    """With exact totals (ShapesWorld oracle): rows for the exact CMI and the estimate against it,
+    per word type, and the note splitting the image-level r into word type and noise."""
+    gen = np.random.default_rng(0)
+    rows = []
+    for k in range(40):
+        word_type = "adj" if k % 2 else "noun"
+        exact = (1.4 if word_type == "adj" else 1.1) + 0.05 * gen.standard_normal()
+        est = exact + 0.4 * gen.standard_normal()
+        change = 100 * exact + 10 * gen.standard_normal()
+        rows.append(
+            {
+                "item_id": f"i{k}",
+                "word": "w",
+                "word_type": word_type,
+                "edit": "omit",
+                "cmi_total": est,
+                "cmi_stderr": 0.4,
+                "attn_total": None,
+                "change_total": change,
+                "pixel_r_cmi": 0.5,
+                "pixel_r_attn": None,
+                "exact_total": exact,
+                "exact_stderr": 0.01,
+                "pixel_r_exact": 0.6,
+                "pixel_r_cmi_exact": 0.9,
+            }
+        )
+    run = make_run(
+        tmp_path / "int", "intervene", "shapes-oracle", "shapes-intervene", rows, INTERVENE_COLUMNS
+    )
+    t4 = aggregate([run], tmp_path / "out", n_boot=50)["table4"]
+    df = pd.DataFrame(rows)
+    allw = t4[t4["words"] == "all"].set_index("method")
+    assert list(allw.index) == ["CMI", "Exact CMI (oracle)", "CMI estimate vs exact CMI"]
+    assert allw.loc["Exact CMI (oracle)", "image_r"] == pytest.approx(
+        np.corrcoef(df.change_total, df.exact_total)[0, 1]
+    )
+    assert allw.loc["CMI estimate vs exact CMI", "image_r"] == pytest.approx(
+        np.corrcoef(df.cmi_total, df.exact_total)[0, 1]
+    )
+    assert allw.loc["CMI estimate vs exact CMI", "pixel_r"] == pytest.approx(0.9)
+    assert set(t4["words"]) == {"all", "colour (adj)", "shape (noun)"}
+    note = allw.loc["CMI", "note"]
+    # word type carries most of the exact CMI's variance here, noise most of the estimate's
+    share = float(note.split("Word type holds ")[1].split("%")[0])
+    noise = float(note.split("Monte Carlo noise is ")[1].split("%")[0])
+    assert share > 80 and noise > 50
+    md = (tmp_path / "out" / "table4.md").read_text()
+    assert "Exact CMI (oracle): the correlation with the exact CMI" in md

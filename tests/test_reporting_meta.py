@@ -123,7 +123,8 @@ from infodecomp.reporting.writer import ARO_KEY
 with rep.RunStore.open(store_path(d), command='aro', columns=rep.ARO_COLUMNS, key=ARO_KEY,
                        fingerprint={}) as w:
     w.commit([dict(item_id='a', subset='vg-relation', group='on', label=1, option=k, text='t',
-                   estimator='io', value=v, stderr=0.0, score=v, n_samples=1)
+                   estimator='io', value=v, stderr=0.0, score=v, n_samples=1, n_report=1,
+                   values_from='same draws')
               for k, v in enumerate([0.1, 0.2])], [('a', 0)])
 rep.export(d)
 rep.write_meta(d, {'model': {'name': 'x'}}, device='cpu', dtype='float32', seed=0,

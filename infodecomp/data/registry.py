@@ -6,6 +6,7 @@ import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from infodecomp.data.controls import apply_control
 from infodecomp.data.errors import DataError
 from infodecomp.data.records import Dataset
 from infodecomp.data.shapes import SHAPES_SETS
@@ -103,10 +104,11 @@ def generation_spec(spec: DataSpec, limit: int | None) -> DataSpec:
 
 
 def load_dataset(spec: DataSpec, limit: int | None = None) -> Dataset:
-    """Loads `spec.name`; `limit` keeps the first N items (after the loader's stable order)."""
+    """Loads `spec.name`; `limit` keeps the first N items (after the loader's stable order);
+    `spec.control` then alters the set on purpose (data.controls)."""
     entry = _entry(spec.name)
     spec = generation_spec(spec, limit)
     ds = entry.load(spec)
     if limit is not None:
         ds.items = ds.items[:limit]
-    return ds
+    return apply_control(ds, spec.control, spec.seed)

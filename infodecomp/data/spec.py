@@ -26,6 +26,8 @@ class DataSpec:
         seed: seed for generated sets and for caption perturbations.
         noise: ShapesWorld pixel noise of generated images (None: the world's default, worlds.shapes.SIGMA0);
             pair it with the same `model.sigma0` so the oracle stays exact for the data.
+        control: None or "shuffled-images" (data.controls): score every
+            ranking item's captions on another item's image (a fixed derangement from `seed`).
     """
 
     name: str = "shapes-relation"
@@ -40,6 +42,7 @@ class DataSpec:
     size: int = 64
     seed: int = 0
     noise: float | None = None
+    control: str | None = None
 
     def __post_init__(self) -> None:
         if self.crop not in ("pad", "clamp"):

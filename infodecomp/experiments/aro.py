@@ -16,9 +16,9 @@ import pandas as pd
 import torch
 
 from infodecomp.data.registry import RANKING
-from infodecomp.estimators.adaptive import estimate_ranking
+from infodecomp.estimators.adaptive import StoppingRule, check_mode, estimate_ranking
 from infodecomp.estimators.engine import EngineConfig, ItemEstimate, Query, estimate
-from infodecomp.experiments.common import engine_config, hydra_main
+from infodecomp.experiments.common import engine_config, hydra_main, sampler_from
 from infodecomp.experiments.config import AroConfig, EstimatorConfig
 from infodecomp.experiments.runner import RunContext, execute
 from infodecomp.reporting.metrics import ranking_scores
@@ -54,17 +54,26 @@ def estimate_options(
     score: str,
 ) -> tuple[list[ItemEstimate], list[int]]:
     """The estimates of `option_queries` and the logsnr samples each item used: `ecfg.n_samples`,
-    or with `est.adaptive` as many rounds as `score` needs for a clear leader."""
+    or with `est.adaptive` the samples `score` needed for its answer (estimators.adaptive) plus
+    the fresh draws (`est.report_samples`) the returned estimates come from."""
     if est.adaptive:
-        return estimate_ranking(
+        if est.report_samples < 1:
+            raise ValueError(
+                "estimator.report_samples=0 leaves only decision-only values; the estimates "
+                "returned here come from fresh draws: set estimator.report_samples >= 1"
+            )
+        results = estimate_ranking(
             model,
             queries,
             n_options,
             ecfg,
-            score=score,
+            scores=[score],
             margin=est.margin,
             round_samples=est.round_samples,
+            min_samples=est.min_samples,
+            report_samples=est.report_samples,
         )
+        return [r.report for r in results], [r.n_decision + r.n_report for r in results]
     ests = estimate(model, queries, ecfg)
     return ests, [ecfg.n_samples] * len(ests)
 
@@ -75,54 +84,93 @@ def _queries(ctx: RunContext, items: list, images: list) -> list[Query]:
     return option_queries(xs, [it.options for it in items], keys)
 
 
+def _row(it, j: int, text: str, name: str, value: float, se: float, score: float, **kw) -> dict:
+    return {
+        "item_id": it.item_id,
+        "subset": it.subset,
+        "group": it.group,
+        "label": it.label,
+        "option": j,
+        "text": text,
+        "estimator": name,
+        "value": value,
+        "stderr": se,
+        "score": score,
+        **kw,
+    }
+
+
 def process(ctx: RunContext, items: list, images: list) -> list[dict]:
+    """Scores every option of every item. Fixed budget: value, stderr and score from the same
+    draws. Adaptive (estimator.adaptive): each score decides its own answer with the stopping
+    rule (estimators.adaptive); `score` is the decision draws' mean (what the answer was decided
+    on; stopping overstates its magnitude), value and stderr come from estimator.report_samples
+    fresh draws (values_from = "fresh draws"), or, with report_samples=0, from the decision
+    draws (values_from = "decision draws")."""
     cfg: AroConfig = ctx.cfg
     check_scores(cfg.estimators)
     queries = _queries(ctx, items, images)
     ecfg = engine_config(cfg.estimator, cfg.run)
-    ests, used = estimate_options(
+    rows = []
+    if not cfg.estimator.adaptive:
+        for it, e in zip(items, estimate(ctx.model, queries, ecfg), strict=True):
+            for j, text in enumerate(it.options):
+                for name in cfg.estimators:
+                    value, se = e.score(name, j)
+                    rows.append(
+                        _row(
+                            it, j, text, name, value, se, SCORES[name].sign * value,
+                            n_samples=ecfg.n_samples, n_report=ecfg.n_samples,
+                            values_from="same draws",
+                        )
+                    )  # fmt: skip
+        return rows
+    est = cfg.estimator
+    results = estimate_ranking(
         ctx.model,
         queries,
         [len(it.options) for it in items],
-        cfg.estimator,
         ecfg,
-        cfg.estimators[0],
+        scores=cfg.estimators,
+        margin=est.margin,
+        round_samples=est.round_samples,
+        min_samples=est.min_samples,
+        report_samples=est.report_samples,
     )
-    rows = []
-    for it, e, n in zip(items, ests, used, strict=True):
+    for it, res in zip(items, results, strict=True):
         for j, text in enumerate(it.options):
             for name in cfg.estimators:
-                value, se = e.score(name, j)
+                d, sign = res.decisions[name], SCORES[name].sign
+                if res.report is not None:
+                    value, se = res.report.score(name, j)
+                    source = "fresh draws"
+                else:
+                    value, se = sign * d.mean[j], d.stderr[j]
+                    source = "decision draws"
                 rows.append(
-                    {
-                        "item_id": it.item_id,
-                        "subset": it.subset,
-                        "group": it.group,
-                        "label": it.label,
-                        "option": j,
-                        "text": text,
-                        "estimator": name,
-                        "value": value,
-                        "stderr": se,
-                        "score": SCORES[name].sign * value,
-                        "n_samples": n,
-                    }
-                )
+                    _row(
+                        it, j, text, name, value, se, d.mean[j],
+                        n_samples=res.n_decision, n_report=res.n_report, values_from=source,
+                    )
+                )  # fmt: skip
     return rows
 
 
 def summarize(ctx: RunContext, results: pd.DataFrame) -> dict:
     """<metric>/<score> by each subset's task rule, as Table 1 computes it (accuracy/io; for
-    Winoground text/io, image/io, group/io). A run over several subsets adds
+    Winoground text/io, image/io, group/io). Under a data control (data.control=shuffled-images)
+    the keys are <metric>_control/<score>: a score that stays above chance there follows a
+    caption prior, not the image. A run over several subsets adds
     <metric>/<score>/<subset> per subset and reports the mean over subsets as <metric>/<score>."""
     metrics: dict = {}
     scored = ranking_scores(results)
     several = len({r["subset"] for r in scored}) > 1
     per_key: dict[str, list[float]] = {}
+    control = "_control" if ctx.cfg.data.control else ""
     for r in scored:
         for name, value in r["metrics"].items():
-            key = f"{name}/{r['estimator']}"
-            se_key = f"{name}_se/{r['estimator']}"
+            key = f"{name}{control}/{r['estimator']}"
+            se_key = f"{name}{control}_se/{r['estimator']}"
             per_key.setdefault(key, []).append(float(value))
             per_key.setdefault(se_key, []).append(float(r["se"][name]))
             if several:
@@ -133,7 +181,11 @@ def summarize(ctx: RunContext, results: pd.DataFrame) -> dict:
             metrics[key] = float(sum(v * v for v in values) ** 0.5 / len(values))
         else:
             metrics[key] = sum(values) / len(values)
-    metrics["samples/mean_per_item"] = float(results.groupby("item_id")["n_samples"].first().mean())
+    per_item = results.groupby("item_id")
+    metrics["samples/mean_per_item"] = float(per_item["n_samples"].first().mean())
+    if "n_report" in results.columns and ctx.cfg.estimator.adaptive:
+        # the answer's draws above; the draws behind the reported values (fresh, 0 = none)
+        metrics["samples/report_per_item"] = float(per_item["n_report"].first().mean())
     return metrics
 
 
@@ -175,6 +227,10 @@ def headline(estimators: list[str]):
 
 def run(cfg: AroConfig) -> Path:
     check_scores(cfg.estimators)  # before any model or data is loaded
+    if cfg.estimator.adaptive:  # refuse a dishonest stopping rule or mode before loading anything
+        est = cfg.estimator
+        StoppingRule(est.margin, est.min_samples, est.round_samples, est.n_samples)
+        check_mode(sampler_from(est))
     out = execute(
         cfg,
         "aro",

@@ -42,8 +42,13 @@ class EstimatorConfig:
     low: float = -5.0  # uniform sampler: lowest logsnr
     high: float = 7.0  # uniform sampler: highest logsnr
     adaptive: bool = False  # ranking tasks: stop once the leader's margin is clear
-    margin: float = 3.0  # in standard errors of the paired score difference
+    margin: float = 3.0  # in standard errors of the paired score difference (>= 3)
     round_samples: int = 10  # samples per adaptive round
+    min_samples: int = 30  # no adaptive decision before this many samples (>= 30)
+    # adaptive runs: fresh draws behind the reported values and standard errors (the stopping
+    # rule selects, so the decision draws overstate margins); 0 reports the decision draws'
+    # values instead, marked `values_from=decision draws` in results.csv
+    report_samples: int = 30
 
 
 @dataclass
@@ -90,10 +95,14 @@ class LocalizeConfig(BaseCommandConfig):
     steps: list[int] = field(default_factory=lambda: [50, 100, 200])  # logsnr samples per map
     # heat maps scored: cmi | mi | attention | attn_info | whole (the whole-image baseline)
     methods: list[str] = field(
-        default_factory=lambda: ["cmi", "mi", "attention", "attn_info", "whole"]
+        default_factory=lambda: ["cmi", "mi", "attention", "attn_info", "whole", "exact"]
     )
     daam_steps: int = 50  # DDIM steps of the attention baseline
     blank_context: bool = False  # use context_ ("_") instead of the deleted-word context
+    # Attention+Information: the truncation (clip) of its logsnr draws; None draws them like the
+    # CMI maps (the estimator's sampler). The published code hard-codes clip 3 there while its
+    # CMI maps run at clip 4 (configs/experiment/paper-table3.yaml)
+    attn_info_clip: float | None = None
     attention: str = "daam"  # aggregation of attention maps: daam (DAAM's, paper) | layer-mean
 
     def __post_init__(self) -> None:
@@ -105,6 +114,8 @@ class InterveneConfig(BaseCommandConfig):
     n_sigmas: int = 100  # noise levels of the ODE inversion and regeneration
     daam_steps: int = 50  # DDIM steps of the attention baseline
     edits: list[str] = field(default_factory=lambda: ["omit", "swap"])  # word omitted | swapped
+    # image-level CMI total: i^o ("io") or i^s ("is", what the published image-level r used)
+    image_score: str = "io"
     save_images: bool = True  # write original and edited images under images/
     n_boot: int = 1000  # bootstrap resamples for the correlation standard errors
     attention: str = "daam"  # aggregation of attention maps: daam (DAAM's, paper) | layer-mean
@@ -127,8 +138,12 @@ class VisualizeConfig(BaseCommandConfig):
 
 @dataclass
 class ValidateConfig(BaseCommandConfig):
-    n_items: int = 200  # items of the averaged checks (x5 ShapesWorld, x50 Gaussian)
-    pointwise_samples: int = 4000  # logsnr samples of each single-image check
+    n_items: int = 200  # ShapesWorld average: items (x 200 samples); Gaussian pair: 10 x items
+    pointwise_samples: int = 2000  # per image for wrong captions; 4 x for the true captions
+    word_images: int = 3  # images per word kind (colour, shape, relation) for maps and totals
+    map_samples: int = 2000  # logsnr samples per image for the word CMI maps
+    paper_samples: int = 2000  # logsnr samples per image under the paper's sampler
+    exact_draws: int = 2**16  # eps draws of each exact word reference (oracle posteriors)
 
 
 @dataclass

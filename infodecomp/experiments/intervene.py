@@ -4,7 +4,11 @@ Each image is inverted with the deterministic probability-flow ODE (2nd-order He
 sigmas) under its caption, then regenerated with the original, the word-omitted ("_") and the
 word-swapped prompt. The change map (sum over channels of the squared difference to the
 original regeneration) is correlated with the word's pixel CMI map (and attention, where the
-model has cross-attention) per image, and its total with the CMI total across images.
+model has cross-attention) per image, and its total with the CMI total across images
+(`image_score`: i^o, or i^s as the published image-level figure used). With a model that has
+exact information (the ShapesWorld oracle) the exact CMI total and map of each item are
+recorded too: Table 4 then shows the correlation the exact CMI would give, how well the estimate
+tracks it, and how much of the image-level r is word type and how much estimator noise.
 """
 
 from __future__ import annotations
@@ -18,7 +22,13 @@ import torch
 from infodecomp.data.registry import WORDS
 from infodecomp.experiments.common import engine_config, hydra_main
 from infodecomp.experiments.config import InterveneConfig
-from infodecomp.experiments.maps import daam_word_map, has_daam, info_maps, info_queries
+from infodecomp.experiments.maps import (
+    daam_word_map,
+    exact_word_info,
+    has_daam,
+    info_maps,
+    info_queries,
+)
 from infodecomp.experiments.runner import RunContext, execute
 from infodecomp.models.capabilities import ImageModel, ProbabilityFlow
 from infodecomp.models.ode import generate, invert, karras_sigmas
@@ -54,8 +64,11 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     cfg: InterveneConfig = ctx.cfg
     model = ctx.model
     xs = model.encode_images(images)  # [N, C, h, w]
+    if cfg.image_score not in ("io", "is"):
+        raise ValueError(f"image_score={cfg.image_score} is not one of: io, is")
     ecfg = engine_config(cfg.estimator, cfg.run)
     ests = info_maps(model, info_queries(items, xs, blank=True), ecfg)
+    exact = exact_word_info(model, items, xs, blank=True, seed=cfg.run.seed)
     sigmas = _sigmas(model, cfg.n_sigmas)
     x = xs.to(model.device, torch.float32)
     prompts = {"orig": [it.caption for it in items], "omit": [it.context_blank for it in items]}
@@ -73,22 +86,37 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
         if cfg.save_images:
             for name, lat in regen.items():
                 _save(ctx, it, name, lat[i])
+        total, total_se = ests[i].info_o(0) if cfg.image_score == "io" else ests[i].info_s(0)
+        nan = float("nan")
+        exact_total, exact_se, exact_map = nan, nan, None
+        if exact is not None:
+            exact_total, exact_se = exact[i].total(cfg.image_score)
+            exact_map = exact[i].map().float().flatten().numpy()
         for edit in cfg.edits:
             if edit == "swap" and not it.swap_caption:
                 continue
             change = (regen["orig"][i] - regen[edit][i]).square().sum(0).cpu()  # [h, w]
+            flat = change.flatten().numpy()
             rows.append(
                 {
                     "item_id": it.item_id,
                     "word": it.word,
+                    "word_type": it.word_type,
                     "edit": edit,
-                    "cmi_total": ests[i].info_o(0)[0],
-                    "attn_total": float(attn_map.sum()) if attn_map is not None else float("nan"),
+                    "cmi_total": total,
+                    "cmi_stderr": total_se,
+                    "attn_total": float(attn_map.sum()) if attn_map is not None else nan,
                     "change_total": float(change.sum()),
-                    "pixel_r_cmi": pearson_r(change.flatten().numpy(), cmi_map.flatten().numpy()),
-                    "pixel_r_attn": pearson_r(change.flatten().numpy(), attn_map.flatten().numpy())
+                    "pixel_r_cmi": pearson_r(flat, cmi_map.flatten().numpy()),
+                    "pixel_r_attn": pearson_r(flat, attn_map.flatten().numpy())
                     if attn_map is not None
-                    else float("nan"),
+                    else nan,
+                    "exact_total": exact_total,
+                    "exact_stderr": exact_se,
+                    "pixel_r_exact": pearson_r(flat, exact_map) if exact_map is not None else nan,
+                    "pixel_r_cmi_exact": pearson_r(cmi_map.flatten().numpy(), exact_map)
+                    if exact_map is not None
+                    else nan,
                 }
             )
     return rows

@@ -6,13 +6,24 @@ With a cross-attention model, the DAAM baseline and Attention+Information maps a
 aggregated as `attention` says (`daam`: DAAM's aggregation, the default and the paper's;
 `layer-mean`: heads averaged per layer; see models.attention); meta.json records the choice.
 IoU against the ground-truth mask is stored at the 50 thresholds of the published protocol;
-`aggregate` reports the paper's best-threshold mIoU and a held-out-threshold variant.
+`aggregate` reports the paper's best-threshold mIoU and a held-out-threshold variant, overall and
+per word type.
+
+With a model that has exact information (the ShapesWorld oracle) two references are added: the
+exact CMI map scored against the object masks (method `exact`: what a perfect estimator scores
+under the protocol), and the estimated CMI map scored against the exact information mask
+(reference `exact map`: at each threshold t, the pixels where the exact map on the estimator's
+logsnr range, min-max normalised, exceeds t, i.e. the same protocol with the exact map in place
+of the object mask). The first shows what the object-mask protocol caps (a shape word's
+information sits on the ring where the alternatives differ, a relation word's on the cells the
+context allows), the second that the estimator finds the information where it is.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +34,8 @@ from infodecomp.experiments.common import engine_config, hydra_main
 from infodecomp.experiments.config import EstimatorConfig, LocalizeConfig
 from infodecomp.experiments.maps import (
     daam_word_map,
+    exact_range,
+    exact_word_info,
     has_daam,
     has_traced_attention,
     info_maps,
@@ -32,21 +45,25 @@ from infodecomp.experiments.maps import (
     traced_word_map,
 )
 from infodecomp.experiments.runner import RunContext, execute
-from infodecomp.reporting.metrics import IOU_COLUMNS, iou_curve, miou_cells
+from infodecomp.reporting.metrics import IOU_COLUMNS, iou_curve, iou_curve_maps, miou_cells
 from infodecomp.reporting.writer import LOCALIZE_COLUMNS
 
 log = logging.getLogger("infodecomp")
 COLUMNS = LOCALIZE_COLUMNS  # the documented results.csv schema
-METHODS = ("cmi", "mi", "attention", "attn_info", "whole")
+METHODS = ("cmi", "mi", "attention", "attn_info", "whole", "exact")
+OBJECT_MASK, EXACT_MAP = "object mask", "exact map"
 ATTENTION_METHODS = ("attention", "attn_info")  # aggregated and expanded as cfg.attention says
 
 
-def _row(item, method: str, n_steps: int, value: float, ious: np.ndarray) -> dict:
+def _row(
+    item, method: str, n_steps: int, value: float, ious: np.ndarray, reference: str = OBJECT_MASK
+) -> dict:
     row = {
         "item_id": item.item_id,
         "word": item.word,
         "word_type": item.word_type,
         "method": method,
+        "reference": reference,
         "n_steps": n_steps,
         "split": split_of(item.item_id),
         "value": value,
@@ -70,17 +87,31 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
             it.item_id: daam_word_map(ctx.model, it, x.cpu(), cfg.daam_steps, cfg.attention)
             for it, x in zip(items, xs, strict=True)
         }
+    exact = None
+    if "exact" in cfg.methods or "cmi" in cfg.methods:
+        exact = exact_word_info(ctx.model, items, xs, cfg.blank_context, cfg.run.seed)
     rows = []
     for steps in cfg.steps:
         ecfg = engine_config(cfg.estimator, cfg.run, n_samples=steps)
         ests = info_maps(ctx.model, info_queries(items, xs, cfg.blank_context), ecfg)
-        for it, x, e, mask in zip(items, xs, ests, masks, strict=True):
+        for i, (it, x, e, mask) in enumerate(zip(items, xs, ests, masks, strict=True)):
             heats = {"cmi": (e.io_map[0], e.info_o(0)[0]), "mi": (e.io_map[1], e.info_o(1)[0])}
+            if exact is not None:
+                heats["exact"] = (exact[i].map().float(), exact[i].total("io")[0])
+                if "cmi" in cfg.methods:  # the estimate against the exact map, same threshold
+                    ref_map = exact[i].map(*exact_range(ecfg.sampler, exact[i]))
+                    grid, _ = to_image_grid(ctx.model, e.io_map[0], None)
+                    ref_grid, _ = to_image_grid(ctx.model, ref_map, None)
+                    ious = iou_curve_maps(grid, ref_grid)
+                    rows.append(_row(it, "cmi", steps, e.info_o(0)[0], ious, EXACT_MAP))
             if it.item_id in daam:
                 heats["attention"] = (daam[it.item_id], float("nan"))
             if traced:
+                acfg = ecfg
+                if cfg.attn_info_clip is not None:
+                    acfg = replace(ecfg, sampler=replace(ecfg.sampler, clip=cfg.attn_info_clip))
                 heats["attn_info"] = (
-                    traced_word_map(ctx.model, it, x.cpu(), ecfg, cfg.attention),
+                    traced_word_map(ctx.model, it, x.cpu(), acfg, cfg.attention),
                     float("nan"),
                 )
             for method in cfg.methods:
@@ -103,12 +134,22 @@ def summarize(ctx: RunContext, results: pd.DataFrame) -> dict:
     """mIoU per method and step count (paper protocol and held-out threshold). A held-out
     figure needs items in both halves; with fewer it is reported as NaN with a note."""
     metrics: dict = {}
-    for (method, steps), df in results.groupby(["method", "n_steps"]):
+    reference = results["reference"] if "reference" in results.columns else OBJECT_MASK
+    for (method, steps, ref), df in results.assign(reference=reference).groupby(
+        ["method", "n_steps", "reference"]
+    ):
         df = df.dropna(subset=IOU_COLUMNS)
-        if len(df):
-            paper, held = miou_cells(df)
-            metrics[f"miou/{method}@{steps}"] = float(paper)
-            metrics[f"miou_heldout/{method}@{steps}"] = float(held)
+        if not len(df):
+            continue
+        paper, held = miou_cells(df)
+        if ref != OBJECT_MASK:  # e.g. miou_vs_exact_map/cmi@100
+            metrics[f"miou_vs_{ref.replace(' ', '_')}/{method}@{steps}"] = float(paper)
+            continue
+        metrics[f"miou/{method}@{steps}"] = float(paper)
+        metrics[f"miou_heldout/{method}@{steps}"] = float(held)
+        if df["word_type"].nunique() > 1:
+            for word_type, part in df.groupby("word_type"):
+                metrics[f"miou/{method}@{steps}/{word_type}"] = float(miou_cells(part)[0])
     if any(k.startswith("miou_heldout/") and math.isnan(v) for k, v in metrics.items()):
         metrics["note/miou_heldout"] = (
             "held-out mIoU unavailable: it needs scored items in both halves (A and B) of the "

@@ -12,6 +12,7 @@ infodecomp.estimators.protocol.
 | DaamInversion     | adapters with a DDIM schedule     | localize / intervene / visualize (DAAM)  |
 | ProbabilityFlow   | every model the ODE can run on    | intervene (sigma range of the ODE)       |
 | ExactLikelihood   | exact oracles                     | validate, runner (oracle/data noise check) |
+| ExactInformation  | the ShapesWorld oracle            | validate, localize / intervene (exact references) |
 """
 
 from __future__ import annotations
@@ -112,6 +113,18 @@ class ExactLikelihood(Protocol):
         ...
 
 
+@runtime_checkable
+class ExactInformation(Protocol):
+    """Exact pointwise information of one image between two captions, with its pixel map
+    (models.oracles.InfoIntegral: totals and maps by logsnr range, with Monte Carlo errors)."""
+
+    def exact_info(
+        self, x: torch.Tensor, with_caption: str, without_caption: str, **kw: Any
+    ) -> Any:
+        """i^o(x; with | without), i^s and the pixel-wise i^o from the model's own posteriors."""
+        ...
+
+
 def needs_rgb(model: Any) -> bool:
     """True when data-set tensors must be handed over as RGB images (an image model)."""
     return isinstance(model, ImageModel)
@@ -125,6 +138,7 @@ def missing(model: Any, *protocols: type) -> list[str]:
 __all__ = [
     "AttentionCapture",
     "DaamInversion",
+    "ExactInformation",
     "ExactLikelihood",
     "ImageModel",
     "ProbabilityFlow",

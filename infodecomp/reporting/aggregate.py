@@ -19,6 +19,8 @@ from infodecomp.reporting import published as pub
 from infodecomp.reporting.meta import META, SUMMARY, read_json
 from infodecomp.reporting.metrics import (
     IOU_COLUMNS,
+    decomposition_note,
+    intervention_decomposition,
     intervention_table,
     miou_cells,
     ranking_scores,
@@ -39,23 +41,33 @@ from infodecomp.reporting.tables import (
     table4_shown,
     write_table,
 )
-from infodecomp.reporting.writer import INTERVENE_COLUMNS, natural_key, read_results
+from infodecomp.reporting.writer import natural_key, read_results
 from infodecomp.tasks import column_key, column_label, column_order, get_task, mean_key
 
 COMMANDS = ("aro", "localize", "intervene", "visualize")
+MIOU_SUFFIXES = (" paper", " held-out", " published")
 # Commands whose run directories carry no table: listed in the runs index only.
 LISTED_ONLY = ("validate", "bench", "aggregate", "build-coco-manifest")
-METHOD_ORDER = ("whole", "attention", "cmi", "mi", "attn_info")
+METHOD_ORDER = ("whole", "attention", "cmi", "mi", "attn_info", "exact")
 AGGREGATION_ORDER = ("daam", "layer-mean")
 LEGACY_ATTENTION = "layer-mean"  # what runs without an `attention` setting computed
 ARO_REQUIRED = ("item_id", "subset", "group", "label", "option", "estimator", "score")
 LOCALIZE_REQUIRED = ("item_id", "method", "n_steps", "split", *IOU_COLUMNS)
-INTERVENE_REQUIRED = tuple(c for c in INTERVENE_COLUMNS if c != "word")
+# the columns every intervene run has had; word_type, cmi_stderr and the exact columns are newer
+INTERVENE_REQUIRED = (
+    "item_id",
+    "edit",
+    "cmi_total",
+    "attn_total",
+    "change_total",
+    "pixel_r_cmi",
+    "pixel_r_attn",
+)
 TITLES = {
     "table1": "Table 1: compositionality accuracy (%) ± standard error (ARO and the other ranking benchmarks)",
     "accuracy_vs_samples": "ARO accuracy (%) vs logsnr samples per image",
     "table2": "Table 2: accuracy (%) per group (relation, attribute pair, tag; Winoground: group score)",
-    "table3": "Table 3: localisation mIoU (%), paper protocol vs held-out threshold",
+    "table3": "Table 3: localisation mIoU (%), paper protocol vs held-out threshold, per word type",
     "table4": "Table 4: intervention correlation (Pearson r ± bootstrap se)",
     "runs": "Runs",
 }
@@ -89,6 +101,11 @@ class Run:
     @property
     def n_samples(self) -> int | None:
         return int_or_none((self.config.get("estimator") or {}).get("n_samples"))
+
+    @property
+    def control(self) -> str | None:
+        """The data control of an `aro` run (data.control, e.g. shuffled-images), if any."""
+        return (self.config.get("data") or {}).get("control") or None
 
     @property
     def adaptive(self) -> bool:
@@ -256,7 +273,8 @@ def _aro(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
                 res["per_group"],
             )
             method = estimator_method(est, run.adaptive)
-            _claim(seen, (run.model, method, n, subset), run)
+            source = f"{run.control} control" if run.control else "measured"
+            _claim(seen, (run.model, method, n, subset, source), run)
             mean_used = (
                 float(part.groupby("item_id")["n_samples"].first().mean())
                 if used is not None
@@ -275,11 +293,13 @@ def _aro(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
                         "n_items": part["item_id"].nunique(),
                         "mean_samples": mean_used,
                         "paper": run.paper_setting,
+                        "source": source,
                         "derived": i > 0,  # further metrics of the same items
                         "_rank": rank,
                     }
                 )
-            groups.append(per_group.assign(**common, accuracy=100 * per_group["accuracy"]))
+            if not run.control:  # Table 2 breaks down the measured runs only
+                groups.append(per_group.assign(**common, accuracy=100 * per_group["accuracy"]))
     if not records:
         return None
     rec = pd.DataFrame(records)
@@ -290,6 +310,8 @@ def _aro(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     rec = rec.sort_values(["model", "_rank", "method", "_n"], kind="stable")
     rec = rec.drop(columns=["_rank", "_n"]).reset_index(drop=True)
     method_order = {m: i for i, m in enumerate(dict.fromkeys(rec["method"]))}
+    if not groups:
+        return rec, pd.DataFrame()
     groups_df = pd.concat(groups, ignore_index=True)
     groups_df = groups_df.sort_values("method", key=lambda c: c.map(method_order), kind="stable")
     rec.attrs["data_sources"] = {k: list(v) for k, v in sources.items()}
@@ -306,8 +328,8 @@ def _group_means(rec: pd.DataFrame) -> pd.DataFrame | None:
     if not groups:
         return None
     part = base[base["subset"].isin(groups)].assign(_g=lambda d: d["subset"].map(groups))
-    for (model, method, n, g), grp in part.groupby(
-        ["model", "method", "n_samples", "_g"], sort=False, dropna=False
+    for (model, method, n, source, g), grp in part.groupby(
+        ["model", "method", "n_samples", "source", "_g"], sort=False, dropna=False
     ):
         first = grp.iloc[0]
         rows.append(
@@ -316,6 +338,7 @@ def _group_means(rec: pd.DataFrame) -> pd.DataFrame | None:
                 "method": method,
                 "n_samples": n,
                 "subset": mean_key(*g),
+                "source": source,
                 "accuracy": float(grp["accuracy"].mean()),
                 "accuracy_se": float((grp["accuracy_se"] ** 2).sum() ** 0.5 / len(grp)),
                 "n_items": int(grp["n_items"].sum()),
@@ -331,8 +354,32 @@ def _group_means(rec: pd.DataFrame) -> pd.DataFrame | None:
 # -------------------------------------------------------------------------------- localisation
 
 
+OBJECT_MASK = "object mask"
+REFERENCE_ORDER = (OBJECT_MASK, "exact map")
+# Word types of the manifests (COCO-WL's 7th column) and of ShapesWorld, in display order.
+WORD_TYPE_LABELS = {
+    "noun": "noun",
+    "verb": "verb",
+    "adj": "adjective",
+    "adv": "adverb",
+    "num": "numeral",
+    "perp": "preposition",
+    "pronoun": "pronoun",
+    "conj": "conjunction",
+}
+SHAPES_WORD_TYPES = {"adj": "colour (adj)", "noun": "shape (noun)", "perp": "relation (perp)"}
+
+
+def word_type_label(word_type: str, shapes: bool) -> str:
+    """Display label of a word type; ShapesWorld names what its types are (colour, shape, ...)."""
+    if shapes and word_type in SHAPES_WORD_TYPES:
+        return SHAPES_WORD_TYPES[word_type]
+    return WORD_TYPE_LABELS.get(word_type, word_type)
+
+
 def table3(runs: list[Run]) -> pd.DataFrame:
-    """Rows = setting x method, columns = ``{n} paper``, ``{n} held-out`` (+ ``{n} published``).
+    """Rows = setting x method x reference x words; columns = ``{n} paper``, ``{n} held-out``
+    (+ ``{n} published``).
 
     Attention rows name their aggregation ("Attention (DAAM)", "Attention+Information
     (layer-mean)"), so runs that differ in ``attention`` appear side by side; their CMI, MI and
@@ -340,56 +387,91 @@ def table3(runs: list[Run]) -> pd.DataFrame:
     (``Run.shares_maps_with``) and are shown once, from the first such run. Published numbers
     stand beside the DAAM attention rows only (the paper's baseline).
 
-    ``pairs`` counts the scored (image, word) pairs, ``unscored`` those without a ground-truth
-    mask (all IoU values empty), which cannot enter the mIoU.
+    ``reference`` is the ground truth the maps are scored against: the object masks of the
+    protocol, or (ShapesWorld oracle) the exact CMI map at the same threshold. ``words`` is
+    ``all`` and, when a run holds several word types, one row per type. ``pairs`` counts the
+    scored (image, word) pairs, ``unscored`` those without a ground-truth mask (all IoU values
+    empty), which cannot enter the mIoU.
     """
-    cells: dict[tuple[str, tuple], dict[Any, tuple[float, float]]] = {}
-    counts: dict[tuple[str, tuple], tuple[set, set]] = {}
-    paper_settings, steps, seen = set(), set(), {}
-    first: dict[tuple, Run] = {}  # (setting, method, n) -> the run its shared row came from
+    cells: dict[tuple, dict[Any, tuple[float, float]]] = {}
+    counts: dict[tuple, tuple[set, set]] = {}
+    paper_settings, shapes_settings, steps, seen = set(), set(), set(), {}
+    first: dict[tuple, Run] = {}  # (setting, method, n, reference) -> the run its row came from
     for run in runs:
         df = run.results(LOCALIZE_REQUIRED)
+        if "reference" not in df.columns:  # runs before the exact references
+            df = df.assign(reference=OBJECT_MASK)
+        if "word_type" not in df.columns:
+            df = df.assign(word_type="noun")
         if run.paper_setting:
             paper_settings.add(run.setting)
-        for (name, n), part in df.groupby(["method", "n_steps"], sort=False, dropna=False):
+        if run.data.startswith("shapes-"):
+            shapes_settings.add(run.setting)
+        several = df["word_type"].nunique() > 1
+        for (name, n, ref), part in df.groupby(
+            ["method", "n_steps", "reference"], sort=False, dropna=False
+        ):
             n = int_or_none(n)
             attention = name in pub.ATTENTION_METHODS
             method = (name, run.attention if attention else None)
             if not attention:
-                prev = first.setdefault((run.setting, name, n), run)
+                prev = first.setdefault((run.setting, name, n, ref), run)
                 if (
                     prev is not run
                     and prev.attention != run.attention
                     and prev.shares_maps_with(run)
                 ):
                     continue  # the same CMI / MI / whole-image row, already taken from prev
-            _claim(seen, (run.setting, method, n), run)
-            # pairs without a ground-truth mask have no IoU at all: counted, not scored
-            scored = part[part[IOU_COLUMNS].notna().any(axis=1)]
-            ids = counts.setdefault((run.setting, method), (set(), set()))
-            ids[0].update(scored["item_id"])
-            ids[1].update(set(part["item_id"]) - set(scored["item_id"]))
-            if scored.empty:
-                continue
-            paper, held = miou_cells(scored)
-            cells.setdefault((run.setting, method), {})[n] = (100 * paper, 100 * held)
-            if n is not None:
-                steps.add(n)
+            _claim(seen, (run.setting, method, n, ref), run)
+            groups = [("all", part)]
+            if several:
+                groups += list(part.groupby("word_type", sort=True))
+            for words, sub in groups:
+                key = (run.setting, method, ref, words)
+                # pairs without a ground-truth mask have no IoU at all: counted, not scored
+                scored = sub[sub[IOU_COLUMNS].notna().any(axis=1)]
+                ids = counts.setdefault(key, (set(), set()))
+                ids[0].update(scored["item_id"])
+                ids[1].update(set(sub["item_id"]) - set(scored["item_id"]))
+                if scored.empty:
+                    continue
+                paper, held = miou_cells(scored)
+                cells.setdefault(key, {})[n] = (100 * paper, 100 * held)
+                if n is not None:
+                    steps.add(n)
     step_cols = sorted(steps) or [None]
     show_pub = bool(paper_settings)
     mo = {m: i for i, m in enumerate(METHOD_ORDER)}
     ao = {a: i for i, a in enumerate(AGGREGATION_ORDER)}
+    ro = {r: i for i, r in enumerate(REFERENCE_ORDER)}
+    wo = {w: i for i, w in enumerate(["all", *WORD_TYPE_LABELS])}
 
-    def order(key: tuple[str, tuple]) -> tuple:
-        setting, (name, agg) = key
-        return (setting, mo.get(name, len(mo)), name, agg is not None, ao.get(agg, len(ao)), agg)
+    def order(k: tuple) -> tuple:
+        setting, (name, agg), ref, words = k
+        return (
+            setting,
+            mo.get(name, len(mo)),
+            name,
+            agg is not None,
+            ao.get(agg, len(ao)),
+            str(agg),
+            ro.get(ref, len(ro)),
+            wo.get(words, len(wo)),
+            words,
+        )
 
     rows = []
-    for setting, method in sorted(counts, key=order):
-        name, agg = method
-        by_n = cells.get((setting, method), {})
-        row: dict[str, Any] = {"setting": setting, "method": pub.method_label(name, agg)}
-        published = setting in paper_settings and agg in (None, pub.PUBLISHED_AGGREGATION)
+    for key in sorted(counts, key=order):
+        setting, (method, agg), ref, words = key
+        by_n = cells.get(key, {})
+        row: dict[str, Any] = {
+            "setting": setting,
+            "method": pub.method_label(method, agg),
+            "reference": ref,
+            "words": words
+            if words == "all"
+            else word_type_label(words, setting in shapes_settings),
+        }
         for n in step_cols:
             # n_steps left empty (e.g. the whole-image mask) applies to every step count
             paper, held = by_n.get(n, by_n.get(None, (float("nan"), float("nan"))))
@@ -397,9 +479,15 @@ def table3(runs: list[Run]) -> pd.DataFrame:
             row[f"{col} paper"] = paper
             row[f"{col} held-out"] = held
             if show_pub:
-                value = pub.published_miou(name, n) if published else None
+                published = (
+                    setting in paper_settings
+                    and ref == OBJECT_MASK
+                    and words == "all"
+                    and agg in (None, pub.PUBLISHED_AGGREGATION)
+                )
+                value = pub.published_miou(method, n) if published else None
                 row[f"{col} published"] = float("nan") if value is None else value
-        scored_ids, unscored_ids = counts[(setting, method)]
+        scored_ids, unscored_ids = counts[key]
         row["pairs"], row["unscored"] = len(scored_ids), len(unscored_ids - scored_ids)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -409,7 +497,13 @@ def table3(runs: list[Run]) -> pd.DataFrame:
 
 
 def table4(runs: list[Run], *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Rows = setting x edit x {CMI, attention}; image- and pixel-level r with bootstrap se."""
+    """Rows = setting x edit x words x method; image- and pixel-level r with bootstrap se.
+
+    Methods: CMI and attention; with exact references (ShapesWorld oracle) also the exact CMI
+    (the r a perfect estimator would give) and the estimate against the exact CMI. ``words`` is
+    ``all`` and, with several word types, one row group per type. On the ``all`` CMI row of an
+    oracle run, ``note`` says how much of the image-level r is word type and how much noise.
+    """
     rows, seen = [], {}
     show_pub = any(r.paper_setting for r in runs)
     for run in runs:
@@ -417,35 +511,77 @@ def table4(runs: list[Run], *, n_boot: int = 1000, seed: int = 0) -> pd.DataFram
         if df.empty:
             continue
         _claim(seen, (run.setting,), run)
+        if "word_type" not in df.columns:
+            df = df.assign(word_type="noun")
+        shapes = run.data.startswith("shapes-")
         edits = sorted(set(df["edit"].dropna()))
+        several = df["word_type"].nunique() > 1
         for edit in ["all", *edits] if len(edits) > 1 else ["all"]:
             part = df if edit == "all" else df[df["edit"] == edit]
-            stats = intervention_table(part, n_boot=n_boot, seed=seed)
-            for method, s in stats.iterrows():
-                agg = run.attention if method in pub.ATTENTION_METHODS else None
-                row = {
-                    "setting": run.setting,
-                    "edit": edit,
-                    "method": pub.method_label(method, agg),
-                    "image_r": s.image_r,
-                    "image_se": s.image_se,
-                    "pixel_r": s.pixel_r,
-                    "pixel_se": s.pixel_se,
-                    "n_items": int(s.n_items),
-                    "n_pixel": int(s.n_pixel),
-                }
-                if show_pub:
-                    ok = run.paper_setting and edit == "all"
-                    ok = ok and agg in (None, pub.PUBLISHED_AGGREGATION)
-                    for level in ("image", "pixel"):
-                        r_se = pub.published_correlation(method, level) if ok else None
-                        r, se = r_se if r_se else (float("nan"), float("nan"))
-                        row[f"published_{level}_r"], row[f"published_{level}_se"] = r, se
-                rows.append(row)
+            groups = [("all", part)]
+            if several:
+                groups += list(part.groupby("word_type", sort=True))
+            for words, sub in groups:
+                stats = intervention_table(sub, n_boot=n_boot, seed=seed)
+                note = ""
+                if words == "all":
+                    d = intervention_decomposition(sub)
+                    note = decomposition_note(d) if d else ""
+                for method, s in stats.iterrows():
+                    agg = run.attention if method in pub.ATTENTION_METHODS else None
+                    row = {
+                        "setting": run.setting,
+                        "edit": edit,
+                        "words": words if words == "all" else word_type_label(words, shapes),
+                        "method": pub.method_label(method, agg),
+                        "image_r": s.image_r,
+                        "image_se": s.image_se,
+                        "pixel_r": s.pixel_r,
+                        "pixel_se": s.pixel_se,
+                        "n_items": int(s.n_items),
+                        "n_pixel": int(s.n_pixel),
+                        "note": note if method == "cmi" else "",
+                    }
+                    if show_pub:
+                        ok = run.paper_setting and edit == "all" and words == "all"
+                        ok = ok and agg in (None, pub.PUBLISHED_AGGREGATION)
+                        for level in ("image", "pixel"):
+                            r_se = pub.published_correlation(method, level) if ok else None
+                            r, se = r_se if r_se else (float("nan"), float("nan"))
+                            row[f"published_{level}_r"], row[f"published_{level}_se"] = r, se
+                    rows.append(row)
     return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------------------------ top level
+
+
+NOTE_TABLE3_EXACT = (
+    "Exact CMI (oracle): the exact CMI map, from the oracle's posteriors, scored against the "
+    "object masks: what a perfect estimator scores under this protocol. Reference 'exact map': "
+    "the estimated CMI map scored against the exact map on the estimator's logsnr range at the "
+    "same threshold (near 100: the estimator puts the information where it is; the object-mask "
+    "protocol is what caps the score)."
+)
+NOTE_TABLE4_EXACT = (
+    "Exact CMI (oracle): the correlation with the exact CMI (full logsnr range) in place of the "
+    "estimate. CMI estimate vs exact CMI: image level, r between the estimated and the exact "
+    "totals across items; pixel level, the mean per-item r between the two maps."
+)
+
+
+def table_notes(built: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> dict[str, str]:
+    """Paragraphs under the tables that hold rows needing one (the exact references)."""
+    notes = {}
+    if "table3" in built:
+        t3 = built["table3"][0]
+        exact = pub.METHOD_LABELS["exact"]
+        if (t3["method"] == exact).any() or (t3["reference"] != OBJECT_MASK).any():
+            notes["table3"] = NOTE_TABLE3_EXACT
+    if "table4" in built:
+        if (built["table4"][0]["method"] == pub.METHOD_LABELS["exact"]).any():
+            notes["table4"] = NOTE_TABLE4_EXACT
+    return notes
 
 
 def runs_table(runs: list[Run]) -> pd.DataFrame:
@@ -511,30 +647,34 @@ def build_tables(
         fmt1 |= {"n_samples": fmt_int, "samples/item": fmt_number(1)}
         built["table1"] = (t1, table1_shown(t1, display(t1, fmt1)))
         notes["table1"] = data_notes(rec.attrs["data_sources"])
-        sweep = accuracy_vs_samples(rec)
+        sweep = accuracy_vs_samples(rec[rec["source"] == "measured"])
         if sweep is not None:
             fmt_s = {c: pct for c in sweep.columns} | {"n_samples": fmt_int}
             built["accuracy_vs_samples"] = (sweep, display(sweep, fmt_s))
-        t2 = table2(groups)
-        fmt2 = {c: pct for c in t2.columns if c not in TABLE2_KEYS}
-        built["table2"] = (t2, display(t2, fmt2 | {"n_samples": fmt_int, "n": fmt_int}))
+        if not groups.empty:
+            t2 = table2(groups)
+            fmt2 = {c: pct for c in t2.columns if c not in TABLE2_KEYS}
+            built["table2"] = (t2, display(t2, fmt2 | {"n_samples": fmt_int, "n": fmt_int}))
     t3 = table3(by_cmd["localize"]) if by_cmd["localize"] else pd.DataFrame()
     if not t3.empty:
         built["table3"] = (
             t3,
             display(
                 t3,
-                {c: fmt_number(2) for c in t3.columns[2:-2]}
+                {c: fmt_number(2) for c in t3.columns if c.endswith(MIOU_SUFFIXES)}
                 | {"pairs": fmt_int, "unscored": fmt_int},
             ),
         )
     t4 = table4(by_cmd["intervene"], n_boot=n_boot, seed=seed) if by_cmd["intervene"] else None
     if t4 is not None and not t4.empty:
         built["table4"] = (t4, table4_shown(t4))
+    paragraphs = table_notes(built)
     rt = runs_table(runs)
     built["runs"] = (rt, display(rt, {"n_samples": fmt_int, "wall_time_s": fmt_number(1)}))
-    for name, lines in notes.items():  # printed under the table by write_tables
+    for name, lines in notes.items():  # footnote lines under the table (write_tables)
         built[name][0].attrs["notes"] = lines
+    for name, text in paragraphs.items():  # a paragraph under the table (write_tables)
+        built[name][0].attrs["note"] = text
     return built
 
 
@@ -549,7 +689,15 @@ def write_tables(
     out: dict[str, pd.DataFrame] = {}
     parts = ["# infodecomp results\n"]
     for name, (data, shown) in built.items():
-        md = write_table(data, shown, out_dir, name, TITLES[name], data.attrs.get("notes"))
+        md = write_table(
+            data,
+            shown,
+            out_dir,
+            name,
+            TITLES[name],
+            data.attrs.get("notes"),
+            data.attrs.get("note", ""),
+        )
         data.attrs["markdown"] = md
         out[name] = data
         parts.append(md)

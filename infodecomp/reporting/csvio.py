@@ -28,7 +28,9 @@ TEXT_COLUMNS = (
     "edit",
     "split",
     "method",
+    "reference",
     "estimator",
+    "values_from",
     "reason",
 )
 

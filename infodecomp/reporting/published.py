@@ -59,6 +59,8 @@ METHOD_LABELS: dict[str, str] = {
     "cmi": "CMI",
     "mi": "MI",
     "attn_info": "Attention+Information",
+    "exact": "Exact CMI (oracle)",
+    "cmi_vs_exact": "CMI estimate vs exact CMI",
 }
 
 # Methods whose maps are aggregated cross-attention; their rows name the aggregation (a run's

@@ -148,6 +148,7 @@ def write_table(
     name: str,
     title: str,
     notes: Iterable[str] | None = None,
+    note: str = "",
 ) -> str:
     """Write ``{name}.csv`` (numbers), ``{name}.md`` and ``{name}.tex`` (formatted); return the md.
 
@@ -158,16 +159,22 @@ def write_table(
         name: file stem, e.g. ``table1``.
         title: heading / caption.
         notes: footnote lines printed under the Markdown and LaTeX table.
+        note: a paragraph under the table (what its rows mean), if any.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data.to_csv(out_dir / f"{name}.csv", index=False)
     notes = list(notes or [])
-    md = to_markdown(shown, title)
+    md = to_markdown(shown, title) + (f"\n{note}\n" if note else "")
     if notes:
         md += "\n" + "".join(f"- {n}\n" for n in notes)
     (out_dir / f"{name}.md").write_text(md, encoding="utf-8")
     tex = to_latex(shown, title, f"tab:{name}")
+    if note:
+        tex = tex.replace(
+            r"\end{tabular}",
+            r"\end{tabular}" + "\n" + rf"\par\smallskip{{\footnotesize {latex_escape(note)}}}",
+        )
     if notes:
         body = r" \\ ".join(latex_escape(n) for n in notes)
         tex = tex.replace(r"\end{table}", rf"{{\footnotesize {body}}}" + "\n" + r"\end{table}")
@@ -208,13 +215,17 @@ def table1(rec: pd.DataFrame) -> pd.DataFrame:
 
     Args:
         rec: one row per model x method x n_samples x subset with ``accuracy`` (%),
-            ``n_items``, ``mean_samples`` (logsnr samples actually used per item) and ``paper``
-            (the run is in the paper's setting), in display order.
+            ``n_items``, ``mean_samples`` (logsnr samples actually used per item), ``paper``
+            (the run is in the paper's setting) and ``source`` ("measured", or e.g.
+            "shuffled-images control": every item's captions scored on another item's image),
+            in display order.
     """
     subsets = _subset_order(rec["subset"])
     rows = []
-    for (model, method, n), grp in rec.groupby(
-        ["model", "method", "n_samples"], sort=False, dropna=False
+    if "source" not in rec.columns:
+        rec = rec.assign(source="measured")
+    for (model, method, n, source), grp in rec.groupby(
+        ["model", "method", "n_samples", "source"], sort=False, dropna=False
     ):
         own = grp[~grp["derived"]] if "derived" in grp.columns else grp
         used = float((own["mean_samples"] * own["n_items"]).sum() / own["n_items"].sum())
@@ -223,7 +234,7 @@ def table1(rec: pd.DataFrame) -> pd.DataFrame:
             "method": method,
             "n_samples": int_or_none(n),
             "samples/item": used,
-            "source": "measured",
+            "source": source,
         }
         acc = dict(zip(grp["subset"], grp["accuracy"], strict=True))
         se = dict(zip(grp["subset"], grp.get("accuracy_se", grp["accuracy"] * NAN), strict=True))
@@ -310,7 +321,8 @@ def table2(groups: pd.DataFrame) -> pd.DataFrame:
 
 def table4_shown(data: pd.DataFrame) -> pd.DataFrame:
     """Table 4 as strings: ``r ± se`` cells."""
-    shown = data[["setting", "edit", "method"]].copy()
+    keys = [c for c in ("setting", "edit", "words", "method") if c in data.columns]
+    shown = data[keys].copy()
     shown["image-level r"] = [
         fmt_pm(r, s) for r, s in zip(data.image_r, data.image_se, strict=True)
     ]
@@ -326,4 +338,6 @@ def table4_shown(data: pd.DataFrame) -> pd.DataFrame:
                     data[f"published_{level}_r"], data[f"published_{level}_se"], strict=True
                 )
             ]
+    if "note" in data.columns and (data["note"].astype(str) != "").any():
+        shown["note"] = data["note"].fillna("").astype(str)
     return shown.astype(str)

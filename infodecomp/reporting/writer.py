@@ -66,6 +66,8 @@ ARO_COLUMNS = [
     "stderr",
     "score",
     "n_samples",
+    "n_report",
+    "values_from",
 ]
 ARO_KEY = ["item_id", "option", "estimator"]
 LOCALIZE_COLUMNS = [
@@ -73,20 +75,27 @@ LOCALIZE_COLUMNS = [
     "word",
     "word_type",
     "method",
+    "reference",
     "n_steps",
     "split",
     "value",
     *IOU_COLUMNS,
 ]
-LOCALIZE_KEY = ["item_id", "method", "n_steps"]
+LOCALIZE_KEY = ["item_id", "method", "n_steps", "reference"]
 INTERVENE_COLUMNS = [
     "item_id",
     "word",
+    "word_type",
     "edit",
     "cmi_total",
+    "cmi_stderr",
     "attn_total",
     "change_total",
     "pixel_r_cmi",
     "pixel_r_attn",
+    "exact_total",
+    "exact_stderr",
+    "pixel_r_exact",
+    "pixel_r_cmi_exact",
 ]
 INTERVENE_KEY = ["item_id", "edit"]
