@@ -26,15 +26,12 @@ layout "flux"); a word's map averages its T5 token positions.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
 from infodecomp.estimators.protocol import Conditions
-from infodecomp.models.attention import CrossAttentionRecorder
 from infodecomp.models.flow import FlowMatchingMixin
 from infodecomp.models.joint_attention import capture_joint_attention
 from infodecomp.models.latent import LatentDiffusionDenoiser
@@ -196,20 +193,12 @@ class FluxDenoiser(FlowMatchingMixin, LatentDiffusionDenoiser):
 
     # --- attention ---------------------------------------------------------------------------
 
-    @contextmanager
-    def trace(
-        self, skip_lowest: bool = True, **recorder_options: Any
-    ) -> Iterator[CrossAttentionRecorder]:
+    def _capture(self, skip_lowest: bool, **recorder_options: Any) -> Any:
         """Image->text attention inside the joint attention of eps_hat calls (all blocks)."""
         # every layer shares one patch grid, so skip_lowest has nothing to leave out
-        with capture_joint_attention(
+        return capture_joint_attention(
             self.network, "flux", self.token_count, self.latent_size, **recorder_options
-        ) as rec:
-            self._tracing = True
-            try:
-                yield rec
-            finally:
-                self._tracing = False
+        )
 
     def _word_indices(self, caption: str, word: str, occurrence: int | None) -> list[int]:
         return word_token_indices(self.tokenizer, caption, word, occurrence, self.token_count)

@@ -448,14 +448,20 @@ class LatentDiffusionDenoiser:
 
     # --- AttentionCapture, DaamInversion -----------------------------------------------------
 
+    def _capture(self, skip_lowest: bool, **recorder_options: Any) -> Any:
+        """The family's attention capture context (cross-attention of the network here; joint-
+        attention families override this). `recorder_options`: aggregation, pool_rows."""
+        return capture_cross_attention(
+            self.network, self.token_count, self.latent_size, skip_lowest, **recorder_options
+        )
+
     @contextmanager
     def trace(
         self, skip_lowest: bool = True, aggregation: str = "daam", pool_rows: bool = False
     ) -> Iterator[CrossAttentionRecorder]:
-        """Captures cross-attention (attention.capture_cross_attention) of eps_hat calls inside."""
-        with capture_cross_attention(
-            self.network, self.token_count, self.latent_size, skip_lowest, aggregation, pool_rows
-        ) as rec:
+        """Captures the attention of eps_hat calls inside (see `_capture`); the plain network
+        runs meanwhile (a torch.compile wrapper cannot be traced)."""
+        with self._capture(skip_lowest, aggregation=aggregation, pool_rows=pool_rows) as rec:
             self._tracing = True
             try:
                 yield rec

@@ -18,15 +18,12 @@ CLIP-L token positions and its T5 positions (offset 77) among the text keys.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
 from infodecomp.estimators.protocol import Conditions
-from infodecomp.models.attention import CrossAttentionRecorder
 from infodecomp.models.flow import FlowMatchingMixin
 from infodecomp.models.joint_attention import capture_joint_attention
 from infodecomp.models.latent import LatentDiffusionDenoiser
@@ -170,20 +167,12 @@ class SD3Denoiser(FlowMatchingMixin, LatentDiffusionDenoiser):
 
     # --- attention ---------------------------------------------------------------------------
 
-    @contextmanager
-    def trace(
-        self, skip_lowest: bool = True, **recorder_options: Any
-    ) -> Iterator[CrossAttentionRecorder]:
+    def _capture(self, skip_lowest: bool, **recorder_options: Any) -> Any:
         """Image->text attention inside the joint attention of eps_hat calls (all layers)."""
         # every layer shares one patch grid, so skip_lowest has nothing to leave out
-        with capture_joint_attention(
+        return capture_joint_attention(
             self.network, "sd3", self.token_count, self.latent_size, **recorder_options
-        ) as rec:
-            self._tracing = True
-            try:
-                yield rec
-            finally:
-                self._tracing = False
+        )
 
     def _word_indices(self, caption: str, word: str, occurrence: int | None) -> list[int]:
         clip = word_token_indices(self.tokenizer, caption, word, occurrence, self.clip_tokens)
