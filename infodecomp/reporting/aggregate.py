@@ -42,7 +42,7 @@ from infodecomp.reporting.tables import (
     write_table,
 )
 from infodecomp.reporting.writer import natural_key, read_results
-from infodecomp.tasks import column_key, column_label, column_order, get_task, mean_key
+from infodecomp.tasks import column_key, column_order, get_task, mean_key
 
 COMMANDS = ("aro", "localize", "intervene", "visualize")
 MIOU_SUFFIXES = (" paper", " held-out", " published")
@@ -707,7 +707,7 @@ def write_tables(
 
 def data_notes(sources: dict[str, list[str]]) -> list[str]:
     """One line per subset: where its items came from (several sources are all listed)."""
-    return [f"Data, {column_label(s)}: {'; '.join(sources[s])}." for s in column_order(sources)]
+    return [f"Data, {get_task(s).label}: {'; '.join(sources[s])}." for s in column_order(sources)]
 
 
 def tables_markdown(tables: dict[str, pd.DataFrame]) -> str:
