@@ -247,6 +247,16 @@ class LatentDiffusionDenoiser:
             for m in moving:
                 m.to("cpu")
 
+    def _require_patch_grid(self, patch: int) -> None:
+        """A transformer that cuts the latent grid into patch x patch tiles needs a grid that
+        is a multiple of the patch: a one-line error naming image_size and the fix otherwise."""
+        if self.latent_size[0] % patch:
+            raise ValueError(
+                f"model.image_size={self.image_size} gives a {self.latent_size[0]}-latent grid, "
+                f"not a multiple of the patch size {patch}; use a multiple of "
+                f"{patch * self.vae_scale_factor}"
+            )
+
     # --- family hooks ------------------------------------------------------------------------
 
     @classmethod

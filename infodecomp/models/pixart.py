@@ -78,13 +78,7 @@ class PixArtDenoiser(LatentDiffusionDenoiser):
 
         eager = self.options.attn_processor == "eager"
         self.network.set_attn_processor(AttnProcessor() if eager else AttnProcessor2_0())
-        patch = int(transformer.config.patch_size)
-        if self.latent_size[0] % patch:
-            raise ValueError(
-                f"model.image_size={self.image_size} gives a {self.latent_size[0]}-latent grid, "
-                f"not a multiple of the patch size {patch}; use a multiple of "
-                f"{patch * self.vae_scale_factor}"
-            )
+        self._require_patch_grid(int(transformer.config.patch_size))
 
     @classmethod
     def _load_components(

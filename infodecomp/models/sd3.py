@@ -103,13 +103,7 @@ class SD3Denoiser(FlowMatchingMixin, LatentDiffusionDenoiser):
             vae_batch=vae_batch,
             **option_overrides,
         )
-        patch = int(transformer.config.patch_size)
-        if self.latent_size[0] % patch:
-            raise ValueError(
-                f"model.image_size={self.image_size} gives a {self.latent_size[0]}-latent grid, "
-                f"not a multiple of the patch size {patch}; use a multiple of "
-                f"{patch * self.vae_scale_factor}"
-            )
+        self._require_patch_grid(int(transformer.config.patch_size))
 
     @classmethod
     def _load_components(
