@@ -349,16 +349,28 @@ def capture_cross_attention(
         for k, v in originals.items()
     }
 
+    with recording_processors(unet, swapped, recorder):
+        yield recorder
+
+
+@contextmanager
+def recording_processors(
+    network: Any, swapped: dict[str, Any], recorder: CrossAttentionRecorder
+) -> Iterator[None]:
+    """Installs `swapped` attention processors and counts the network's calls in `recorder`;
+    the original processors come back on exit, also when the body raises."""
+    originals = dict(network.attn_processors)
+
     def count_call(module: Any, args: Any) -> None:
         recorder.calls += 1
 
-    handle = unet.register_forward_pre_hook(count_call)
-    unet.set_attn_processor(swapped)
+    handle = network.register_forward_pre_hook(count_call)
+    network.set_attn_processor(swapped)
     try:
-        yield recorder
+        yield
     finally:
         handle.remove()
-        unet.set_attn_processor(dict(originals))
+        network.set_attn_processor(originals)
 
 
 @torch.no_grad()

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from infodecomp.models.attention import CrossAttentionRecorder
+from infodecomp.models.attention import CrossAttentionRecorder, recording_processors
 
 LAYOUTS = ("sd3", "flux")
 CHUNK_BYTES = 1 << 28  # float32 score block per query chunk (256 MiB)
@@ -190,13 +190,5 @@ def capture_joint_attention(
         for k, v in originals.items()
     }
 
-    def count_call(module: Any, args: Any) -> None:
-        recorder.calls += 1
-
-    handle = network.register_forward_pre_hook(count_call)
-    network.set_attn_processor(swapped)
-    try:
+    with recording_processors(network, swapped, recorder):
         yield recorder
-    finally:
-        handle.remove()
-        network.set_attn_processor(dict(originals))
