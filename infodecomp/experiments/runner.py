@@ -331,7 +331,8 @@ def _for_model(model: Any, image: Any) -> Any:
     """ShapesWorld tensors go to the oracles as they are; an image model gets them as RGB images.
 
     The noisy ShapesWorld pixels exceed [-1, 1], so for an image model they are clipped to that
-    range (said once in the log), then handed over as an 8-bit PIL image.
+    range (said once in the log), then handed over as an 8-bit PIL image. A model trained on the
+    world's own pixels (`trained_world`, the learned ShapesWorld model) gets them as they are.
     """
     global _warned_clamp
 

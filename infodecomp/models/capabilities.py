@@ -126,8 +126,9 @@ class ExactInformation(Protocol):
 
 
 def needs_rgb(model: Any) -> bool:
-    """True when data-set tensors must be handed over as RGB images (an image model)."""
-    return isinstance(model, ImageModel)
+    """True when data-set tensors must be handed over as RGB images: an image model, unless it
+    was trained on a synthetic world's own pixels (`trained_world`; it takes them as they are)."""
+    return isinstance(model, ImageModel) and getattr(model, "trained_world", None) is None
 
 
 def missing(model: Any, *protocols: type) -> list[str]:

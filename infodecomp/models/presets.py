@@ -141,6 +141,16 @@ PRESETS: dict[str, Preset] = {
             note="the Gaussian oracle as a rectified-flow network",
         ),
         Preset("tiny-sd", "tiny-sd", note="random-weight SD-shaped pipeline built offline"),
+        Preset(
+            "shapes-learned",
+            "shapes-learned",
+            note="a text-to-image model trained on ShapesWorld (shipped weights; train-shapes)",
+        ),
+        Preset(
+            "shapes-learned-random",
+            "shapes-learned-random",
+            note="the shapes-learned architecture with random weights (the untrained control)",
+        ),
         Preset("sd21-random", "sd21-random", note="SD 2.1 base architecture, random weights"),
         Preset(
             "local",

@@ -92,6 +92,26 @@ def _with_path(cfg: Any, path: str) -> Any:
     return SimpleNamespace(**{**fields, "path": path, "revision": None})
 
 
+def _shapes_learned(trained: bool) -> Family:
+    """The learned ShapesWorld model: the shipped weights (or model.path: a train-shapes run's
+    model/ folder), or the same architecture with random weights."""
+
+    def build(cfg: Any, device: torch.device, dtype: torch.dtype, preset: Preset) -> Denoiser:
+        from infodecomp.models import shapes_learned as sl
+
+        if cfg.path:
+            source = cfg.path
+        elif trained:
+            source = str(sl.shipped_path())
+        else:
+            source = str(sl.random_path())
+        return sl.ShapesLearnedDenoiser.from_pretrained(
+            source, _options(cfg, preset), device=device, dtype=dtype
+        )
+
+    return build
+
+
 def _sd21_random(cfg: Any, device: torch.device, dtype: torch.dtype, preset: Preset) -> Denoiser:
     """The exact SD 2.1 base architecture with random weights (benchmarks, shape checks; no download)."""
     import tempfile
@@ -124,6 +144,8 @@ FAMILIES: dict[str, Family] = {
     "gaussian-oracle-v": _converted("v", _gaussian),
     "gaussian-oracle-flow": _converted("flow", _gaussian),
     "tiny-sd": _tiny_sd,
+    "shapes-learned": _shapes_learned(trained=True),
+    "shapes-learned-random": _shapes_learned(trained=False),
     "sd21-random": _sd21_random,
     "stable-diffusion": _diffusers("infodecomp.models.sd:StableDiffusionDenoiser"),
     "sdxl": _diffusers("infodecomp.models.sdxl:SDXLDenoiser"),

@@ -17,7 +17,7 @@ import torch
 
 from infodecomp.models.conversions import v_to_eps
 
-__all__ = ["TIME_RULES", "DiscreteSchedule", "betas_from_config", "v_to_eps"]
+__all__ = ["TIME_RULES", "ContinuousSchedule", "DiscreteSchedule", "betas_from_config", "v_to_eps"]
 
 TIME_RULES = ("nearest", "continuous")
 
@@ -163,3 +163,100 @@ class DiscreteSchedule:
         w = tv - i0.double()
         table = self.logsnr_table.to(tv.device)
         return ((1 - w) * table[i0] + w * table[i0 + 1]).view(t.shape)
+
+
+class ContinuousSchedule:
+    """A network trained on continuous logsnr: its time input is a smooth function of logsnr.
+
+    The network sees time = T * sigmoid(-logsnr / time_scale) (T = num_train_timesteps), a
+    monotone map of any real logsnr into (0, T); no table lookup, so `model.time_rule` does not
+    apply. It was trained on logsnr in [logsnr_min, logsnr_max] (the trained range, warned
+    outside once). The DDIM walk of DAAM uses T levels evenly spaced in logsnr over that range.
+
+    Scheduler config keys (scheduler_config.json): "_class_name": "ContinuousSchedule",
+    logsnr_min, logsnr_max, time_scale, num_train_timesteps, prediction_type ("epsilon").
+    """
+
+    steps_offset = 0
+
+    def __init__(
+        self,
+        logsnr_min: float,
+        logsnr_max: float,
+        time_scale: float = 4.0,
+        num_train_timesteps: int = 1000,
+        prediction_type: str = "epsilon",
+    ) -> None:
+        if not logsnr_min < logsnr_max:
+            raise ValueError(f"logsnr_min {logsnr_min} must be below logsnr_max {logsnr_max}")
+        if prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(
+                f"prediction_type '{prediction_type}' is not supported; expected epsilon or v_prediction"
+            )
+        self.logsnr_min, self.logsnr_max = float(logsnr_min), float(logsnr_max)
+        self.time_scale = float(time_scale)
+        self.num_train_timesteps = int(num_train_timesteps)
+        self.prediction_type = prediction_type
+        # DDIM grid: index k <-> logsnr decreasing from logsnr_max to logsnr_min (like DDPM's)
+        self.logsnr_table = torch.linspace(
+            self.logsnr_max, self.logsnr_min, self.num_train_timesteps, dtype=torch.float64
+        )
+        self._warned = False
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> ContinuousSchedule:
+        return cls(
+            float(config["logsnr_min"]),
+            float(config["logsnr_max"]),
+            float(config.get("time_scale", 4.0)),
+            int(config.get("num_train_timesteps", 1000)),
+            str(config.get("prediction_type", "epsilon")),
+        )
+
+    def config(self) -> dict[str, Any]:
+        """The scheduler_config.json of this schedule."""
+        return {
+            "_class_name": type(self).__name__,
+            "logsnr_min": self.logsnr_min,
+            "logsnr_max": self.logsnr_max,
+            "time_scale": self.time_scale,
+            "num_train_timesteps": self.num_train_timesteps,
+            "prediction_type": self.prediction_type,
+        }
+
+    @property
+    def trained_range(self) -> tuple[float, float]:
+        return self.logsnr_min, self.logsnr_max
+
+    @property
+    def ddim_clean_logsnr(self) -> float:
+        return math.inf
+
+    @property
+    def sigma_range(self) -> tuple[float, float]:
+        """(sigma_min, sigma_max), VE sigma = exp(-logsnr / 2) over the trained range."""
+        return math.exp(-self.logsnr_max / 2), math.exp(-self.logsnr_min / 2)
+
+    def out_of_range(self, logsnr: torch.Tensor) -> int:
+        lv = logsnr.detach().double().cpu()
+        return int(((lv < self.logsnr_min - 1e-4) | (lv > self.logsnr_max + 1e-4)).sum())
+
+    def warn_out_of_range(self, logsnr: torch.Tensor) -> None:
+        """Warns once per schedule when logsnr leave the trained range (queried there anyway)."""
+        if self._warned:
+            return
+        n = self.out_of_range(logsnr)
+        if n:
+            self._warned = True
+            warnings.warn(
+                f"{n} of {logsnr.numel()} logsnr values lie outside the model's trained range "
+                f"[{self.logsnr_min:.3f}, {self.logsnr_max:.3f}]; the network is queried there "
+                "anyway. Narrow the sampler to stay inside. (warned once per model)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    def timestep(self, logsnr: torch.Tensor, rule: str = "continuous") -> torch.Tensor:
+        """The network's time input [B] float64: T * sigmoid(-logsnr / time_scale)."""
+        lv = logsnr.detach().double()
+        return self.num_train_timesteps * torch.sigmoid(-lv / self.time_scale)

@@ -253,3 +253,51 @@ def word_mask(scene: tuple[Obj, Obj], caption: str, word: str) -> torch.Tensor:
         ):
             return object_mask((x, y)[seg_index])
     raise ValueError(f"caption '{caption}' does not describe the scene {scene}")
+
+
+# --- the caption distribution a learned ShapesWorld model is trained on -------------------------
+
+JOINS = (*RELATIONS, "and")
+
+
+def full_captions() -> list[str]:
+    """Every two-object caption "a <colour> <shape> <join> a <colour> <shape>" (720)."""
+    kinds = list(itertools.product(COLOURS, SHAPES))
+    return [
+        f"a {c1} {s1} {join} a {c2} {s2}"
+        for (c1, s1), join, (c2, s2) in itertools.product(kinds, JOINS, kinds)
+    ]
+
+
+def partial_captions(caption: str) -> list[str]:
+    """The caption with one content word (colour, shape or join) deleted or replaced by "_",
+    the two forms the experiments use for a word's context."""
+    tokens = tokenize(caption)
+    out = []
+    for i, t in enumerate(tokens):
+        if t in ARTICLES:
+            continue
+        for blank in ("", "_"):
+            words = [*tokens[:i], blank, *tokens[i + 1 :]]
+            out.append(" ".join(w for w in words if w))
+    return out
+
+
+def single_captions() -> list[str]:
+    """One-object captions: "a <colour> <shape>", "a <colour>", "a <shape>" (19)."""
+    return [
+        *(f"a {c} {s}" for c, s in itertools.product(COLOURS, SHAPES)),
+        *(f"a {c}" for c in COLOURS),
+        *(f"a {s}" for s in SHAPES),
+    ]
+
+
+def training_captions() -> dict[str, list[str]]:
+    """The caption kinds a learned model sees: the empty caption, full, partial and single.
+
+    Every caption any ShapesWorld benchmark set builds (true, contradicting and swapped captions,
+    contexts with a deleted or "_" word, the empty prompt) is in this pool.
+    """
+    full = full_captions()
+    partial = list(dict.fromkeys(p for c in full for p in partial_captions(c)))
+    return {"empty": [""], "full": full, "partial": partial, "single": single_captions()}
