@@ -27,6 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "check every estimator against exact ground truth",
     ),
     "bench": ("infodecomp.experiments.bench", "speed and sample-efficiency benchmark"),
+    "train-shapes": (
+        "infodecomp.experiments.train_shapes",
+        "train the learned ShapesWorld model (known ground truth; model=shapes-learned)",
+    ),
     "report": (
         "infodecomp.experiments.report",
         "static HTML report of run directories (tables, curves, heat maps, metadata)",

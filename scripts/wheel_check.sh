@@ -28,6 +28,8 @@ need = [
     "infodecomp/configs/aro.yaml",
     "infodecomp/configs/data/aro-vg-relation.yaml",
     "infodecomp/models/resources/bpe_simple_vocab_16e6.txt.gz",
+    "infodecomp/models/resources/shapes-learned/unet/diffusion_pytorch_model.safetensors",
+    "infodecomp/models/resources/shapes-learned/text_encoder/model.safetensors",
     "infodecomp/models/resources/LICENSE-bpe_simple_vocab_16e6.txt",
 ]
 missing = [n for n in need if n not in names]

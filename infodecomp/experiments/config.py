@@ -8,6 +8,7 @@ from hydra.core.config_store import ConfigStore
 
 from infodecomp.data.spec import DataSpec
 from infodecomp.models.presets import PRESETS, AdapterOptions
+from infodecomp.models.shapes_training import TrainSettings
 from infodecomp.worlds import shapes as world
 
 
@@ -170,6 +171,16 @@ class BenchConfig(BaseCommandConfig):
     oracle_items: int = 70
 
 
+@dataclass
+class TrainShapesConfig:
+    """`infodecomp train-shapes`: the learned ShapesWorld model (models.shapes_training)."""
+
+    train: TrainSettings = field(default_factory=TrainSettings)  # what is trained, and how long
+    run: RunConfig = field(default_factory=RunConfig)  # run.out_dir, run.device, run.resume
+    max_minutes: float | None = None  # stop (checkpointed) after this many minutes; rerun resumes
+    threads: int | None = None  # CPU threads for torch (null: torch's default)
+
+
 SCHEMAS = {
     "aro": AroConfig,
     "localize": LocalizeConfig,
@@ -179,6 +190,7 @@ SCHEMAS = {
     "aggregate": AggregateConfig,
     "report": ReportConfig,
     "bench": BenchConfig,
+    "train-shapes": TrainShapesConfig,
 }
 
 

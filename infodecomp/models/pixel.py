@@ -67,6 +67,20 @@ class PixelSpaceMixin:
     resize: str
     image_encodes: int
 
+    def _own(self, image: Any) -> bool:
+        """Whether `image` is a tensor of the model's own data space."""
+        size = (3, self.image_size, self.image_size)
+        return isinstance(image, torch.Tensor) and tuple(image.shape) == size
+
+    def preview(self, image: Any) -> torch.Tensor:
+        """The image as the model sees it, [3, H, W] in [0, 1] (own-space pixels clipped for display)."""
+        x = (
+            image.detach().float().cpu()
+            if self._own(image)
+            else to_model_input(image, self.image_size, self.resize)
+        )
+        return ((x + 1) / 2).clamp(0, 1)
+
     @torch.no_grad()
     def encode_images(
         self, images: Sequence[Any], keys: Sequence[Hashable] | None = None
@@ -76,10 +90,9 @@ class PixelSpaceMixin:
             raise ValueError(
                 f"got {len(keys)} keys for {len(images)} images; give one key per image or none"
             )
-        size = (3, self.image_size, self.image_size)
         rows = [
             img.detach().float().cpu()
-            if isinstance(img, torch.Tensor) and tuple(img.shape) == size
+            if self._own(img)
             else to_model_input(img, self.image_size, self.resize)
             for img in images
         ]

@@ -22,7 +22,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +40,18 @@ LOGISTIC = (1.0, 2.0)  # the engine's default logsnr sampler: loc, scale
 class TrainSettings:
     """What a training run does; its fingerprint guards resumption."""
 
-    steps: int = 4000
-    batch: int = 128
-    lr: float = 1e-3
-    warmup: int = 100
-    ema: float = 0.995
-    seed: int = 0
-    sigma0: float = world.SIGMA0
-    eval_size: int = 1024
-    eval_every: int = 250
-    checkpoint_every: int = 100
+    steps: int = 3000  # optimiser steps (CPU: about 40 min; a GPU: minutes)
+    batch: int = 128  # training draws per step
+    lr: float = 1e-3  # AdamW peak learning rate (linear warm-up, cosine decay to 10 %)
+    warmup: int = 100  # warm-up steps
+    ema: float = 0.995  # decay of the weights' moving average (the saved model)
+    seed: int = 0  # initial weights and every training draw
+    sigma0: float = world.SIGMA0  # pixel noise of the ShapesWorld data
+    eval_size: int = 1024  # held-out draws scored against the exact MMSE
+    eval_every: int = 250  # steps between held-out evaluations (train_log.csv)
+    checkpoint_every: int = (
+        100  # steps between checkpoints (an interrupted run loses at most these)
+    )
 
 
 class CaptionSampler:
@@ -75,6 +77,11 @@ class CaptionSampler:
         self.means = world.scene_means().float()  # [K, D]
         self.sigma0 = sigma0
 
+    def scene_for(self, caption_index: int, gen: torch.Generator) -> int:
+        """A scene index drawn uniformly from the caption's scene set."""
+        m = self.members[caption_index]
+        return int(m[int(torch.randint(len(m), (1,), generator=gen))])
+
     def draw(
         self, n: int, gen: torch.Generator, kind: str | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -89,13 +96,23 @@ class CaptionSampler:
             c = self.offsets[name] + int(
                 torch.randint(len(self.captions[name]), (1,), generator=gen)
             )
-            m = self.members[c]
             idx.append(c)
-            scenes.append(int(m[int(torch.randint(len(m), (1,), generator=gen))]))
+            scenes.append(self.scene_for(c, gen))
         noise = torch.randn(n, self.means.shape[1], generator=gen)
         x = (self.means[scenes] + self.sigma0 * noise).view(n, 3, world.CANVAS, world.CANVAS)
         every = list(self.index)
         return torch.tensor(idx), x, [every[i] for i in idx]
+
+
+_SAMPLERS: dict[float, CaptionSampler] = {}
+
+
+def _shared_sampler(tokenizer: Any, sigma0: float) -> CaptionSampler:
+    """One sampler per sigma0 and process (its tables depend on nothing else: the tokenizer is
+    always CLIP's BPE at shapes_learned.TOKENS)."""
+    if sigma0 not in _SAMPLERS:
+        _SAMPLERS[sigma0] = CaptionSampler(tokenizer, sigma0)
+    return _SAMPLERS[sigma0]
 
 
 def draw_logsnr(n: int, gen: torch.Generator) -> torch.Tensor:
@@ -133,6 +150,9 @@ class EvalSet:
     eps: torch.Tensor
     exact_cond: torch.Tensor  # [N] per-row squared error of the exact conditional denoiser
     exact_uncond: torch.Tensor  # [N] same, empty caption
+
+    def to(self, device: torch.device) -> EvalSet:
+        return EvalSet(*(getattr(self, f.name).to(device) for f in fields(self)))
 
 
 def make_eval_set(sampler: CaptionSampler, size: int, seed: int, sigma0: float) -> EvalSet:
@@ -197,14 +217,19 @@ def fingerprint(settings: TrainSettings) -> dict[str, Any]:
 class Trainer:
     """Resumable training: `checkpoint.pt` in `folder` holds weights, EMA, optimiser, RNG, log."""
 
-    def __init__(self, settings: TrainSettings, folder: Path) -> None:
+    def __init__(
+        self, settings: TrainSettings, folder: Path, device: str | torch.device = "cpu"
+    ) -> None:
         self.s, self.folder, self.fingerprint = settings, Path(folder), fingerprint(settings)
+        self.device = torch.device(device)
         parts = build_parts(settings.seed)
         self.unet, self.text_encoder, self.tokenizer = (
             parts["unet"],
             parts["text_encoder"],
             parts["tokenizer"],
         )
+        self.unet.to(self.device)
+        self.text_encoder.to(self.device)
         self.ema_unet = copy.deepcopy(self.unet).requires_grad_(False)
         self.ema_text = copy.deepcopy(self.text_encoder).requires_grad_(False)
         params = [*self.unet.parameters(), *self.text_encoder.parameters()]
@@ -213,10 +238,10 @@ class Trainer:
         self.step = 0
         self.log: list[dict[str, float]] = []
         self.seconds = 0.0
-        self.sampler = CaptionSampler(self.tokenizer, settings.sigma0)
+        self.sampler = _shared_sampler(self.tokenizer, settings.sigma0)
         self.eval_set = make_eval_set(
             self.sampler, settings.eval_size, settings.seed, settings.sigma0
-        )
+        ).to(self.device)
 
     @property
     def checkpoint(self) -> Path:
@@ -226,7 +251,7 @@ class Trainer:
         """Loads checkpoint.pt when present; refuses one written under other settings."""
         if not self.checkpoint.is_file():
             return False
-        state = torch.load(self.checkpoint, weights_only=False)
+        state = torch.load(self.checkpoint, weights_only=False, map_location=self.device)
         if state["fingerprint"] != self.fingerprint:
             raise ValueError(
                 f"{self.checkpoint} was written by a training run with other settings; use "
@@ -235,7 +260,7 @@ class Trainer:
         for name in ("unet", "text_encoder", "ema_unet", "ema_text"):
             getattr(self, name).load_state_dict(state[name])
         self.opt.load_state_dict(state["opt"])
-        self.gen.set_state(state["gen"])
+        self.gen.set_state(state["gen"].cpu())
         self.step, self.log, self.seconds = state["step"], state["log"], state["seconds"]
         return True
 
@@ -261,10 +286,10 @@ class Trainer:
         s = self.s
         idx, x, _ = self.sampler.draw(s.batch, self.gen)
         logsnr = draw_logsnr(s.batch, self.gen)
-        eps = torch.randn(x.shape, generator=self.gen)
-        pred = predict(
-            self.unet, self.text_encoder, self.sampler.ids[idx], noisy(x, logsnr, eps), logsnr
-        )
+        eps = torch.randn(x.shape, generator=self.gen)  # every draw on the CPU: device-independent
+        x, logsnr, eps = (v.to(self.device) for v in (x, logsnr, eps))
+        ids = self.sampler.ids[idx].to(self.device)
+        pred = predict(self.unet, self.text_encoder, ids, noisy(x, logsnr, eps), logsnr)
         loss = (pred - eps).square().mean()
         for g in self.opt.param_groups:
             g["lr"] = _lr_at(self.step, s)
@@ -307,3 +332,77 @@ class Trainer:
             if progress is not None:
                 progress(self.step, window[-1] if window else row["train_loss"], row)  # type: ignore[index]
         return True
+
+
+SAVE_DTYPE = torch.float16  # the shipped weights (under 20 MB); loaded in any dtype
+
+
+def export_model(trainer: Trainer, folder: Path, card: str) -> Path:
+    """Saves the EMA weights (SAVE_DTYPE safetensors) in the diffusers layout, with README.md."""
+    from infodecomp.models.shapes_learned import save_model
+
+    folder = Path(folder)
+    save_model(
+        folder,
+        trainer.ema_unet.cpu(),
+        trainer.ema_text.cpu(),
+        trainer.tokenizer,
+        dtype=SAVE_DTYPE,
+        extra={"_infodecomp_steps": trainer.step},
+    )
+    trainer.ema_unet.to(trainer.device)
+    trainer.ema_text.to(trainer.device)
+    (folder / "README.md").write_text(card)
+    return folder
+
+
+def model_card(
+    trainer: Trainer, *, command: str, device: str, threads: int, held_out: dict[str, float]
+) -> str:
+    """The model card: architecture, training, compute, final and held-out losses."""
+    from infodecomp.models import shapes_learned as sl
+
+    s, last = trainer.s, (trainer.log[-1] if trainer.log else {})
+    n_unet = sum(p.numel() for p in trainer.ema_unet.parameters())
+    n_text = sum(p.numel() for p in trainer.ema_text.parameters())
+    lines = [
+        "# shapes-learned: a text-to-image diffusion model trained on ShapesWorld",
+        "",
+        "Load it with `model=shapes-learned` (these files) or `model=shapes-learned "
+        "model.path=<folder>`; architecture in infodecomp/models/shapes_learned.py.",
+        "",
+        "## Architecture",
+        f"- UNet2DConditionModel, pixel space 16 x 16 x 3, blocks {list(sl.UNET_CONFIG['block_out_channels'])}, "
+        f"cross-attention at 8 x 8 and 4 x 4, epsilon prediction: {n_unet / 1e6:.2f} M parameters",
+        f"- CLIPTextModel from scratch (2 layers, width 64, {sl.TOKENS} tokens) behind CLIP's BPE "
+        f"tokenizer: {n_text / 1e6:.2f} M parameters (most of them the unused vocabulary rows)",
+        f"- continuous logsnr schedule: time = 1000 sigmoid(-logsnr / 4), trained on logsnr in "
+        f"{list(sl.SCHEDULE.trained_range)}",
+        f"- weights: exponential moving average (decay {s.ema}), stored as {str(SAVE_DTYPE).split('.')[-1]} safetensors",
+        "",
+        "## Training",
+        f"- data: ShapesWorld (sigma0 = {s.sigma0}), captions drawn first (kinds {CAPTION_MIX}), "
+        "then a scene uniformly from the caption's scene set: the exact oracle is the optimal "
+        "denoiser of this distribution",
+        f"- {trainer.step} steps of batch {s.batch}, AdamW lr {s.lr} (warm-up {s.warmup}, cosine to 10 %), seed {s.seed}",
+        f"- compute: {trainer.seconds / 60:.1f} min of training steps on {device} ({threads} threads)",
+        f"- command: `{command}`",
+        "",
+        "## Held-out denoising loss (per pixel, mean over the training logsnr density)",
+        "",
+        "| denoiser | model | exact MMSE | excess |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, label in (("cond", "captioned"), ("uncond", "empty caption")):
+        lines.append(
+            f"| {label} | {held_out[f'loss_{name}']:.4f} | {held_out[f'exact_{name}']:.4f} | "
+            f"{held_out[f'excess_{name}']:.4f} |"
+        )
+    if "loss_random" in held_out:
+        lines += [
+            "",
+            f"A random-weight model of the same architecture: {held_out['loss_random']:.4f}.",
+        ]
+    if last:
+        lines += ["", f"Final training loss (last {s.eval_every} steps): {last['train_loss']:.4f}."]
+    return "\n".join(lines) + "\n"
