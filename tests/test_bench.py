@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -17,7 +18,7 @@ import torch
 from infodecomp.estimators import engine
 from infodecomp.estimators.engine import EngineConfig, Query, estimate
 from infodecomp.estimators.samplers import LogsnrSampler
-from infodecomp.experiments import bench
+from infodecomp.experiments import bench, reference
 from infodecomp.experiments.config import BenchConfig, ModelConfig
 from infodecomp.experiments.efficiency import eval_fraction, sample_efficiency
 from infodecomp.experiments.reference import reference_scores
@@ -146,45 +147,166 @@ def tiny() -> object:
     return load_model(ModelConfig(name="tiny-sd"), torch.device("cpu"), torch.float32)
 
 
-def test_reference_counts_and_signs(tiny) -> None:
-    image = bench._images(1, tiny.image_size, 0)[0]
-    ref = reference_scores(tiny, image, bench.OPTIONS, n_samples=8, batch=5, seed=3)
-    assert int(ref["evals"]) == 8 * (len(bench.OPTIONS) + 1)  # batch 5 does not divide 8
-    assert ref["io"].shape == ref["mmse"].shape == (len(bench.OPTIONS),)
-    assert (ref["io"] >= 0).all() and (ref["mmse"] > 0).all()
-    again = reference_scores(tiny, image, bench.OPTIONS, n_samples=8, batch=150, seed=3)
-    assert torch.allclose(again["io"], ref["io"], rtol=1e-4)  # the UNet batch changes nothing
-    other = reference_scores(tiny, image, bench.OPTIONS, n_samples=8, batch=150, seed=4)
-    assert not torch.allclose(other["io"], ref["io"])  # its own generator, seeded by `seed`
+VG_OPTIONS = ("the man is beside the dog", "the dog is beside the man")
+ORDER_OPTIONS = (
+    "a dog on the grass",
+    "a grass on the dog",
+    "dog a on grass the",
+    "a dog the on grass",
+    "on the grass a dog",
+)
 
 
-def test_reference_matches_the_engine_on_the_same_draws(
-    tiny, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The reference draws (logsnr, eps) from the paper's logistic iid proposal with its own
-    torch.Generator(seed); the engine seeds per item from (seed, key). Given the engine the very
-    same generator, i^o and the MMSE integral must agree."""
-    assert EngineConfig().sampler == LogsnrSampler(
-        kind="logistic", loc=1.0, scale=2.0, clip=3.0, mode="iid"
+def _items(n: int, options: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """n items, each with its own captions (the published batch encodes them all, once)."""
+    return [tuple(f"{o} {i}" for o in options) for i in range(n)]
+
+
+def _count_unet(model, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Replaces the UNet's forward by a counter (zeros out): the rows of every call."""
+    calls: list[int] = []
+
+    def forward(sample, timestep, encoder_hidden_states=None, return_dict=True, **kw):
+        assert sample.dtype == torch.float32 and len(timestep) == len(sample)
+        assert encoder_hidden_states.shape[0] == len(sample)
+        calls.append(int(sample.shape[0]))
+        out = torch.zeros_like(sample)
+        return SimpleNamespace(sample=out) if return_dict else (out,)
+
+    monkeypatch.setattr(model.unet, "forward", forward)
+    return calls
+
+
+# The published ARO code, from its description (reference section 6), not from reference.py:
+# (task, options per item, items per batch, UNet calls per batch, rows per call, rows per item)
+PUBLISHED = {"vg": (2, 10, 20, 150, 300), "coco-order": (5, 5, 20, 150, 600)}
+
+
+def _is_published(task: str, calls: list[int], n_items: int, encodes: int) -> bool:
+    k, bsz, calls_per_batch, rows_per_call, rows_per_item = PUBLISHED[task]
+    batches = n_items // bsz
+    return (
+        len(calls) == batches * calls_per_batch
+        and set(calls) == {rows_per_call}
+        and sum(calls) == n_items * rows_per_item
+        and encodes == batches * (k * bsz + 1)  # each distinct prompt once per batch
     )
-    image = bench._images(1, tiny.image_size, 0)[0]
-    seed, n = 3, 8
-    ref = reference_scores(tiny, image, bench.OPTIONS, n_samples=n, batch=5, seed=seed)
-    x = tiny.encode_images([image])[0]
-    query = Query(x, (*bench.OPTIONS, ""), ((0, 2), (1, 2)), key="bench")
 
-    default = estimate(tiny, [query], EngineConfig(n_samples=n, seed=seed))[0]
-    monkeypatch.setattr(engine, "item_generator", lambda s, key: torch.Generator().manual_seed(s))
-    same = estimate(tiny, [query], EngineConfig(n_samples=n, seed=seed))[0]
 
-    io = torch.tensor([same.info_o(j)[0] for j in range(len(bench.OPTIONS))], dtype=torch.float32)
-    mmse = torch.tensor([same.score("mmse", j)[0] for j in range(len(bench.OPTIONS))])
-    assert torch.allclose(io, ref["io"], rtol=1e-4, atol=1e-5), (io, ref["io"])
-    assert torch.allclose(mmse.float(), ref["mmse"], rtol=1e-4), (mmse, ref["mmse"])
-    # with its own per-item draws the engine estimates the same quantities from other samples
-    io_default = torch.tensor([default.info_o(j)[0] for j in range(len(bench.OPTIONS))])
-    assert not torch.allclose(io_default.float(), ref["io"], rtol=1e-4)
-    assert (io_default >= 0).all()
+REFERENCE_VARIANTS = {
+    "published": (True, {}),
+    "4 draws per call": (False, {"draws_per_call": 4}),
+    "6 draws per call": (False, {"draws_per_call": 6}),
+    "no empty prompt": (False, {"conditions": lambda options: tuple(options)}),
+    "one image per batch": (False, {"batch_items": 1}),
+}
+
+
+@pytest.mark.parametrize("task", sorted(PUBLISHED))
+@pytest.mark.parametrize("variant", sorted(REFERENCE_VARIANTS))
+def test_reference_batches_as_published(
+    tiny, task: str, variant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows per call, calls, rows per item and prompt encodes of the reference equal the
+    published code's for VG (300 rows/item) and COCO-Order (600); each variant that is off
+    (a draw per call more or less, no empty prompt, unbatched images) is detected."""
+    faithful, change = REFERENCE_VARIANTS[variant]
+    change = dict(change)
+    if "conditions" in change:
+        monkeypatch.setattr(reference, "conditions_of", change.pop("conditions"))
+    k, bsz = PUBLISHED[task][:2]
+    n_items = 2 * bsz  # two batches: prompts are encoded again for the second
+    calls = _count_unet(tiny, monkeypatch)
+    images = bench._images(n_items, tiny.image_size, 0)
+    options = _items(n_items, VG_OPTIONS if k == 2 else ORDER_OPTIONS)
+    out = reference_scores(tiny, images, options, n_samples=100, seed=0, **change)
+    assert out["calls"] == len(calls) and out["rows"] == calls and out["evals"] == sum(calls)
+    assert _is_published(task, calls, n_items, out["prompt_encodes"]) == faithful, (
+        len(calls),
+        set(calls),
+        sum(calls),
+        out["prompt_encodes"],
+    )
+
+
+class _Reweighted(LogsnrSampler):
+    """The paper's sampler with its importance weight multiplied by `factor` (an injected error)."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        object.__setattr__(self, "factor", factor)
+
+    def weight(self, logsnr: torch.Tensor) -> torch.Tensor:
+        return self.factor * super().weight(logsnr)
+
+
+def _engine_and_reference(tiny, options, n_samples, sampler=None):
+    """Engine estimates and reference scores of the same items on the same draws."""
+    images = bench._images(len(options), tiny.image_size, 1)
+    xs = tiny.encode_images(images)  # [N, 4, h, w]
+    cfg = EngineConfig(n_samples=n_samples, seed=5, max_batch=16)
+    queries = [
+        Query(xs[i], reference.conditions_of(o), tuple((j, len(o)) for j in range(len(o))), key=i)
+        for i, o in enumerate(options)
+    ]
+    drawn = [engine.draw(q, cfg) for q in queries]
+    draws = reference.ReferenceDraws(
+        xs, torch.stack([d[0] for d in drawn]), torch.stack([d[2] for d in drawn])
+    )
+    kw = {"sampler": sampler} if sampler is not None else {}
+    ref = reference_scores(tiny, images, options, n_samples, draws=draws, **kw)
+    ests = estimate(tiny, queries, cfg)
+    io = torch.tensor(
+        [[e.info_o(j)[0] for j in range(len(o))] for e, o in zip(ests, options, strict=True)],
+        dtype=torch.float64,
+    )
+    mmse = torch.tensor(
+        [
+            [e.score("mmse", j)[0] for j in range(len(o))]
+            for e, o in zip(ests, options, strict=True)
+        ],
+        dtype=torch.float64,
+    )
+    return ref, io, mmse
+
+
+def _agrees(ref: dict, io: torch.Tensor, mmse: torch.Tensor) -> bool:
+    return torch.allclose(ref["io"], io, rtol=1e-4, atol=1e-6) and torch.allclose(
+        ref["mmse"], mmse, rtol=1e-4
+    )
+
+
+@pytest.mark.parametrize("options", [VG_OPTIONS, ORDER_OPTIONS], ids=["vg", "coco-order"])
+def test_reference_equals_the_engine_on_the_same_draws(tiny, options) -> None:
+    """Given the engine's (latent, logsnr, eps) draws, the published batching (raw UNet call,
+    nearest timestep, 5 draws per call) gives the engine's i^o and denoising loss."""
+    items = _items(3, options)
+    ref, io, mmse = _engine_and_reference(tiny, items, n_samples=10)
+    assert (io > 0).all() and (mmse > 0).all()
+    assert _agrees(ref, io, mmse), (ref["io"], io, ref["mmse"], mmse)
+
+
+@pytest.mark.parametrize("factor", [1.05, 0.95, 0.5, -1.0])
+def test_reference_check_fails_on_an_injected_weight_error(tiny, factor: float) -> None:
+    """The same comparison with the reference's importance weight off by 5%, halved, or of the
+    wrong sign fails."""
+    ref, io, mmse = _engine_and_reference(tiny, _items(2, VG_OPTIONS), 10, _Reweighted(factor))
+    assert not _agrees(ref, io, mmse)
+
+
+def test_reference_draws_its_own_samples(tiny) -> None:
+    images = bench._images(2, tiny.image_size, 0)
+    options = _items(2, VG_OPTIONS)
+    encodes = tiny.prompt_encodes
+    ref = reference_scores(tiny, images, options, n_samples=8, seed=3)
+    assert tiny.prompt_encodes == encodes  # prompts encoded anew, outside the adapter's cache
+    assert ref["io"].shape == ref["mmse"].shape == (2, 2)
+    assert (ref["io"] >= 0).all() and (ref["mmse"] > 0).all()
+    assert ref["rows"] == [2 * 3 * 5, 2 * 3 * 3]  # 8 samples: 5 draws, then 3
+    again = reference_scores(tiny, images, options, n_samples=8, seed=3)
+    assert torch.equal(again["io"], ref["io"])  # its own generator, seeded by `seed`
+    other = reference_scores(tiny, images, options, n_samples=8, seed=4)
+    assert not torch.allclose(other["io"], ref["io"])
 
 
 def test_bench_command(tmp_path: Path) -> None:

@@ -123,8 +123,8 @@ def test_bench_reference_runs_through_a_flow_family() -> None:
 
     model = load_model(ModelConfig(name="tiny-flux"), torch.device("cpu"), torch.float32)
     image = bench._images(1, model.image_size, 0)[0]
-    ref = reference_scores(model, image, bench.OPTIONS, n_samples=6, batch=4, seed=1)
-    assert int(ref["evals"]) == 6 * (len(bench.OPTIONS) + 1)
+    ref = reference_scores(model, [image], [bench.OPTIONS], n_samples=6, seed=1)
+    assert ref["evals"] == 6 * (len(bench.OPTIONS) + 1) and ref["rows"] == [15, 3]
     assert (ref["io"] > 0).all() and (ref["mmse"] > 0).all()
     assert model.prompt_encodes == 0  # the reference encodes anew, outside the cache
 

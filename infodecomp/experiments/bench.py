@@ -1,7 +1,7 @@
 """`infodecomp bench`: the engine against the published procedure, and samples per ARO answer.
 
 Speed: in one process, on one model, the same items and seed, the published procedure
-(experiments.reference: float32, one condition per pass, no caching, UNet batch 150, nearest
+(experiments.reference: float32, the published batching: all options + "" of 10 items x 5 draws per UNet call, nearest
 timestep) against the engine with its defaults for the device (bfloat16 on CUDA, float32 on CPU;
 all conditions of all items batched, cached prompt encodings, one shared unconditional pass).
 Samples: on the exact ShapesWorld oracle, agreement with the exact ranking and denoiser
@@ -95,16 +95,7 @@ def speed(cfg: BenchConfig) -> dict:
     evals = []
 
     def reference() -> None:
-        evals.append(
-            sum(
-                int(
-                    reference_scores(ref_model, im, OPTIONS, s, cfg.reference_batch, seed=i)[
-                        "evals"
-                    ]
-                )
-                for i, im in enumerate(images[:n])
-            )
-        )
+        evals.append(reference_scores(ref_model, images[:n], [OPTIONS] * n, s, seed=0)["evals"])
 
     bar = tqdm(
         total=2 + 2 * cfg.repeats,
@@ -115,7 +106,7 @@ def speed(cfg: BenchConfig) -> dict:
     )
     with bar:
         bar.set_postfix_str("warm-up")
-        reference_scores(ref_model, images[-1], OPTIONS, s, cfg.reference_batch, seed=10_000)
+        reference_scores(ref_model, images[-1:], [OPTIONS], s, seed=10_000)
         bar.update()
         _engine_items(model, images[-1:], ecfg, offset=10_000)
         bar.update()
