@@ -182,6 +182,29 @@ def test_unconditional_is_encoded_and_evaluated_once(shapes: ShapesOracle) -> No
     assert fake.calls == math.ceil(n * 8 / 4)  # chunks of max_batch rows
 
 
+def test_repeated_conditions_are_evaluated_once(shapes: ShapesOracle) -> None:
+    """A condition listed twice in a query costs one row per sample and gives its entries the
+    very numbers the query without the repeat gives."""
+    gen = torch.Generator().manual_seed(0)
+    x = shapes.sample_scene(7, gen)
+    plain = Query(x, ("a red circle", "a blue square", ""), ((0, 2), (1, 2)), key="d")
+    repeated = Query(
+        x,
+        ("a red circle", "a blue square", "a red circle", "", ""),
+        ((0, 3), (1, 4), (2, 3), (0, 2)),
+        key="d",
+    )
+    cfg = EngineConfig(n_samples=6, sampler=WIDE, max_batch=5)
+    fake = Counting(shapes)
+    (a,) = estimate(shapes, [plain], cfg)
+    (b,) = estimate(fake, [repeated], cfg)
+    assert sum(fake.rows.values()) == 6 * 3  # 3 distinct conditions, not 5
+    torch.testing.assert_close(b.mse, a.mse[[0, 1, 0, 2, 2]], rtol=0, atol=0)
+    torch.testing.assert_close(b.io[:3], a.io[[0, 1, 0]], rtol=0, atol=0)
+    assert (b.io[3] == 0).all() and (b.is_[3] == 0).all()  # a condition against itself
+    torch.testing.assert_close(b.mse_gauss, a.mse_gauss, rtol=0, atol=0)
+
+
 def test_log_likelihood_and_bits_per_dim(gauss: GaussianOracle) -> None:
     x, y = gauss.sample(3, torch.Generator().manual_seed(7))
     qs = [

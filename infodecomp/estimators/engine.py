@@ -149,7 +149,9 @@ def estimate(denoiser: Denoiser, queries: Sequence[Query], cfg: EngineConfig) ->
 
     Returns one ItemEstimate per query, in order. Condition encodings are requested once per
     distinct key for the whole call; the unconditional pass is one condition among the others
-    and is therefore computed once per sample and reused by every contrast that needs it.
+    and is therefore computed once per sample and reused by every contrast that needs it. A
+    condition a query lists twice (e.g. two caption options that coincide) is evaluated once
+    per sample and its predictions serve both entries.
 
     Memory is bounded by `cfg.max_batch`, not by `cfg.n_samples`: the (item, sample, condition)
     rows are walked in chunks of at most `max_batch` rows, each item's noise is drawn in blocks
@@ -259,7 +261,16 @@ class _ItemAccumulator:
     def __init__(
         self, q: Query, cfg: EngineConfig, cond_rows: list[int], device: torch.device
     ) -> None:
-        self.q, self.cfg, self.k = q, cfg, len(q.conditions)
+        # a condition repeated inside the query is evaluated once per sample: k rows per sample
+        # (its distinct conditions), expanded back to the query's conditions after the call
+        distinct = list(dict.fromkeys(q.conditions))
+        self.q, self.cfg, self.k = q, cfg, len(distinct)
+        self.expand = (
+            torch.tensor([distinct.index(c) for c in q.conditions])
+            if len(distinct) < len(q.conditions)
+            else None
+        )  # [K] row of each condition among the distinct ones
+        cond_rows = [cond_rows[q.conditions.index(c)] for c in distinct]
         gen = item_generator(cfg.seed, q.key)
         self.logsnr, self.weight = cfg.sampler.sample(cfg.n_samples, gen)  # [S] float64
         block = -(-cfg.max_batch // self.k) + 1  # samples one chunk can touch
@@ -270,7 +281,7 @@ class _ItemAccumulator:
         s, p = cfg.n_samples, len(q.contrasts)
         self.with_idx = [a for a, _ in q.contrasts]
         self.without_idx = [b for _, b in q.contrasts]
-        self.mse = torch.empty((self.k, s), dtype=torch.float64)
+        self.mse = torch.empty((len(q.conditions), s), dtype=torch.float64)
         self.mse_gauss = torch.empty(s, dtype=torch.float64)
         self.io = torch.empty((p, s), dtype=torch.float64)
         self.is_ = torch.empty((p, s), dtype=torch.float64)
@@ -301,11 +312,10 @@ class _ItemAccumulator:
         if whole:
             n = whole // self.k
             s0 = r0 // self.k
-            self._reduce(
-                s0,
-                pred[:whole].view(n, self.k, *pred.shape[1:]),  # [n, K, C, H, W]
-                eps[: whole : self.k],  # [n, C, H, W]
-            )
+            rows = pred[:whole].view(n, self.k, *pred.shape[1:])  # [n, k, C, H, W]
+            if self.expand is not None:
+                rows = rows[:, self.expand.to(rows.device)]  # [n, K, C, H, W]
+            self._reduce(s0, rows, eps[: whole : self.k])  # eps [n, C, H, W]
 
     def _reduce(self, s0: int, pred: torch.Tensor, eps: torch.Tensor) -> None:
         """Per-sample errors and pixel-map sums of samples s0..s0+n-1 from pred [n, K, C, H, W]."""
