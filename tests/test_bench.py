@@ -21,6 +21,7 @@ from infodecomp.estimators.samplers import LogsnrSampler
 from infodecomp.experiments import bench, reference
 from infodecomp.experiments.config import BenchConfig, ModelConfig
 from infodecomp.experiments.efficiency import eval_fraction, sample_efficiency
+from infodecomp.experiments.precision import compare_scores
 from infodecomp.experiments.reference import reference_scores
 from infodecomp.models.registry import load_model
 
@@ -43,8 +44,8 @@ def test_sample_efficiency_table(efficiency_table: pd.DataFrame) -> None:
         "agreement",
         "diff_se",
     ]
-    # baseline, fixed-20 x 2 proposals, adaptive margin 3 x 2 proposals
-    assert len(t) == 5
+    # baseline, fixed-20 x 3 (paper stratified / antithetic, fitted), adaptive margin 3 x 3
+    assert len(t) == 7
     base = t.iloc[0]
     assert base["scheme"] == "fixed-100 (paper)" and base["proposal"] == "paper, iid"
     assert base["samples_per_item"] == 100 and base["diff_se"] == 0
@@ -63,13 +64,15 @@ def test_sample_efficiency_table(efficiency_table: pd.DataFrame) -> None:
     assert fitted_fixed["evals_per_item"] == pytest.approx(
         20 * mean_options + t.attrs["calibration_evals"] / n_items
     )
+    anti = fixed[fixed["proposal"] == "paper, antithetic"].iloc[0]
+    assert anti["evals_per_item"] == pytest.approx(20 * mean_options)  # no calibration cost
     adaptive = t[t["scheme"].str.startswith("adaptive")]
-    assert len(adaptive) == 2
+    assert len(adaptive) == 3
     assert (adaptive["samples_per_item"] <= 100).all() and (
         adaptive["samples_per_item"] >= 30
     ).all()
     # the fresh draws behind reported values are listed apart from the answer's evaluations
-    assert adaptive["report_evals_per_item"].tolist() == pytest.approx([30 * mean_options] * 2)
+    assert adaptive["report_evals_per_item"].tolist() == pytest.approx([30 * mean_options] * 3)
     assert (t[~t["scheme"].str.startswith("adaptive")]["report_evals_per_item"] == 0).all()
 
 
@@ -125,21 +128,46 @@ def test_speed_on_tiny_sd() -> None:
     cfg = BenchConfig()
     cfg.model.name = "tiny-sd"
     cfg.run.device = "cpu"
-    cfg.n_items, cfg.estimator.n_samples, cfg.repeats = 1, 4, 1
+    cfg.n_items, cfg.estimator.n_samples, cfg.repeats = 2, 5, 1
     out = bench.speed(cfg)
-    assert out["model"] == "tiny-sd" and out["device"] == "cpu" and out["engine_dtype"] == "float32"
-    for key in (
-        "reference_s_per_item",
-        "engine_s_per_item",
-        "reference_evals_per_s",
-        "engine_evals_per_s",
-    ):
-        assert out[key] > 0 and math.isfinite(out[key]), key
-    assert math.isfinite(out["speedup"]) and out["speedup"] > 0
-    assert out["speedup"] == pytest.approx(out["reference_s_per_item"] / out["engine_s_per_item"])
+    assert out["model"] == "tiny-sd" and out["device"] == "cpu"
+    assert set(out["engine"]) == {"float32", "bfloat16"}
+    assert out["engine_dtype"] in out["engine"]
+    for proc in [out["reference"], *out["engine"].values()]:
+        for key in ("s_per_item", "cpu_s_per_item", "evals_per_s", "peak_mb"):
+            assert proc[key] > 0 and math.isfinite(proc[key]), key
+    best = out["engine"][out["engine_dtype"]]
+    assert out["speedup"] == pytest.approx(out["reference"]["s_per_item"] / best["s_per_item"])
+    assert out["engine_evals_per_s"] == best["evals_per_s"]
+    # the reference: one published call of 2 items x 5 draws x (2 options + "") rows
+    ref = out["reference"]
+    assert ref["calls"] == 1 and ref["rows_per_call"] == [2 * 5 * 3]
+    assert ref["items_per_batch"] == 10 and ref["draws_per_call"] == 5
+    assert ref["prompt_encodes"] == 2 * 2 + 1
     # both procedures make n_items x n_samples x (options + 1) evaluations
-    ref_evals = out["reference_evals_per_s"] * out["reference_s_per_item"] * cfg.n_items
-    assert ref_evals == pytest.approx(1 * 4 * (len(bench.OPTIONS) + 1))
+    assert ref["evals_per_s"] * ref["s_per_item"] * cfg.n_items == pytest.approx(2 * 5 * 3)
+    check = out["precision"]["bfloat16"]
+    assert check["items"] == 2 and set(check) >= {"passed", "rel_diff_max", "clear_items"}
+    if not check["passed"]:
+        assert out["engine_dtype"] == "float32"  # a dtype that fails its check is not used
+
+
+def test_cost_ratio_from_its_parts() -> None:
+    table = _table(
+        [
+            ("fixed-100 (paper)", "paper, iid", 100.0, 200.0, 0.90, 0.0),
+            ("fixed-30", "paper, antithetic", 30.0, 60.0, 0.90, 0.02),
+        ]
+    )
+    table.attrs["published_evals_per_item"] = 300.0
+    speed = {"reference_evals_per_s": 10.0, "engine_evals_per_s": 20.0}
+    out = bench.cost(speed, table)
+    assert out["evals_per_answer"]["engine"] == pytest.approx(60.0)
+    assert out["evals_per_answer"]["fraction_of_published"] == pytest.approx(0.2)
+    assert out["time_per_eval_ratio"] == pytest.approx(0.5)
+    assert out["cost_ratio"] == pytest.approx(0.5 * 60 / 300)
+    assert out["evals_per_answer"]["published_vg"] == 300
+    assert out["evals_per_answer"]["published_order"] == 600
 
 
 @pytest.fixture(scope="module")
@@ -313,7 +341,7 @@ def test_bench_command(tmp_path: Path) -> None:
     out = tmp_path / "bench"
     res = subprocess.run(
         [sys.executable, "-m", "infodecomp.cli", "bench", f"run.out_dir={out}"]
-        + ["n_items=1", "estimator.n_samples=4", "repeats=1", "oracle_items=2", "run.device=cpu"],
+        + ["n_items=2", "estimator.n_samples=5", "repeats=1", "oracle_items=2", "run.device=cpu"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -326,12 +354,62 @@ def test_bench_command(tmp_path: Path) -> None:
     assert result["speedup"] > 0 and result["speedup"] == result["speed"]["speedup"]
     assert result["eval_fraction"] == result["efficiency"]["eval_fraction"]
     table = pd.read_csv(out / "efficiency.csv")
-    assert table["scheme"].iloc[0] == "fixed-100 (paper)" and len(table) == 7
+    assert table["scheme"].iloc[0] == "fixed-100 (paper)" and len(table) == 10
+    for key in ("evals_per_answer", "cost_ratio", "peak_memory_mb", "gpu"):
+        assert key in result, key
+    assert set(result["peak_memory_mb"]) == {"reference", "engine_float32", "engine_bfloat16"}
+    assert "not measured here (no GPU)" in result["gpu"]
+    epa = result["evals_per_answer"]
+    assert epa["published_vg"] == 300 and epa["published_order"] == 600
+    if epa["engine_scheme"] != "none matched":
+        assert result["cost_ratio"] == pytest.approx(
+            result["time_per_eval_ratio"] * epa["engine"] / epa["published"]
+        )
     meta = json.loads((out / "meta.json").read_text())
     assert meta["command"] == "bench" and meta["config"]["model"]["name"] == "tiny-sd"
-    assert "speedup" in res.stdout and "eval_fraction" in res.stdout
+    assert "speedup" in res.stdout and "eval_fraction" in res.stdout and "cost_ratio" in res.stdout
     # on a CPU the command says what its numbers mean, in the console and in bench.json
     assert f"\n{bench.CPU_NOTE}\n" in res.stdout and result["note"] == bench.CPU_NOTE
-    # progress for both phases (warm-up + reference/engine rounds; 9 schemes x 6 repeats)
-    assert "bench speed" in res.stderr and "4/4" in res.stderr
-    assert "bench samples (exact oracle)" in res.stderr and "42/42" in res.stderr
+    # progress for both phases (warm-up + 1 round of 3 procedures; 10 schemes x 6 repeats)
+    assert "bench speed" in res.stderr and "6/6" in res.stderr
+    assert "bench samples (exact oracle)" in res.stderr and "60/60" in res.stderr
+
+
+@pytest.fixture(scope="module")
+def dtype_scores(tiny) -> tuple[torch.Tensor, torch.Tensor]:
+    """i^o [N, 2] of the same 16 items and draws from the float32 and the bfloat16 tiny-sd."""
+    low = load_model(ModelConfig(name="tiny-sd"), torch.device("cpu"), torch.bfloat16)
+    assert low.dtype == torch.bfloat16
+    n = 16
+    images, options = bench._images(n, tiny.image_size, 2), bench.item_options(n)
+    cfg = EngineConfig(n_samples=10, max_batch=96, seed=1)
+    return (
+        bench._engine_items(tiny, images, options, cfg),
+        bench._engine_items(low, images, options, cfg),
+    )
+
+
+def test_bfloat16_denoiser_within_tolerance(dtype_scores) -> None:
+    """bfloat16 UNet, float32 accumulation: i^o within [-2%, +5%] of float32 on the same draws
+    and the same answer on every clear-margin item."""
+    f32, bf16 = dtype_scores
+    check = compare_scores(f32, bf16)
+    assert check["passed"], check
+    assert check["clear_items"] >= 4 and check["ranking_agreement_clear"] >= 0.99
+    assert 0 < check["rel_diff_max"] <= 0.05  # rounding noise can only inflate i^o on average
+
+
+@pytest.mark.parametrize(
+    "error",
+    ["weight x 1.05", "weight x 0.95", "weight x 0.5", "sign", "swapped options"],
+)
+def test_precision_check_fails_on_injected_errors(dtype_scores, error: str) -> None:
+    f32, bf16 = dtype_scores
+    broken = {
+        "weight x 1.05": 1.05 * bf16,
+        "weight x 0.95": 0.95 * bf16,
+        "weight x 0.5": 0.5 * bf16,
+        "sign": -bf16,
+        "swapped options": bf16.flip(1),
+    }[error]
+    assert not compare_scores(f32, broken)["passed"]

@@ -155,6 +155,7 @@ def test_bench_speed_on_a_flow_family() -> None:
     cfg = BenchConfig()
     cfg.model.name, cfg.run.device = "tiny-sd3", "cpu"
     cfg.n_items, cfg.estimator.n_samples, cfg.repeats = 1, 4, 1
+    cfg.engine_dtypes = ["float32"]
     out = bench.speed(cfg)
     assert out["model"] == "tiny-sd3" and out["engine_dtype"] == "float32"
     assert out["reference_evals_per_s"] > 0 and out["engine_evals_per_s"] > 0

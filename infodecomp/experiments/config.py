@@ -163,11 +163,12 @@ class ReportConfig:
 
 @dataclass
 class BenchConfig(BaseCommandConfig):
-    n_items: int = 4  # ARO items timed per procedure
-    reference_batch: int = 150  # the published UNet batch
-    repeats: int = 3  # alternating timing rounds per procedure; medians are reported
+    n_items: int = 10  # ARO items (2 options) timed per procedure: one published VG batch
+    # engine dtypes timed against the float32 reference (reduced ones checked against float32)
+    engine_dtypes: list[str] = field(default_factory=lambda: ["float32", "bfloat16"])
+    repeats: int = 5  # alternating timing rounds per procedure; medians are reported
     # ShapesWorld items per set (relation, attribute, order) for sample efficiency
-    oracle_items: int = 70
+    oracle_items: int = 40
 
 
 SCHEMAS = {
@@ -229,7 +230,6 @@ AT_LEAST_ONE = (
     "pointwise_samples",
     "oracle_items",
     "repeats",
-    "reference_batch",
 )
 POSITIVE = ("estimator.scale", "estimator.clip", "model.sigma0")
 NON_NEGATIVE = ("data.noise", "estimator.margin")
