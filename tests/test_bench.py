@@ -20,7 +20,7 @@ from infodecomp.estimators.engine import EngineConfig, Query, estimate
 from infodecomp.estimators.samplers import LogsnrSampler
 from infodecomp.experiments import bench, reference
 from infodecomp.experiments.config import BenchConfig, ModelConfig
-from infodecomp.experiments.efficiency import eval_fraction, sample_efficiency
+from infodecomp.experiments.efficiency import eval_fraction, model_agreement, sample_efficiency
 from infodecomp.experiments.precision import compare_scores
 from infodecomp.experiments.reference import reference_scores
 from infodecomp.models.registry import load_model
@@ -413,3 +413,21 @@ def test_precision_check_fails_on_injected_errors(dtype_scores, error: str) -> N
         "swapped options": bf16.flip(1),
     }[error]
     assert not compare_scores(f32, broken)["passed"]
+
+
+def test_model_agreement_table(tiny) -> None:
+    """Agreement with the model's own 100-sample answers: the baseline is a second 100-sample
+    run, schemes are held to the same target; evaluations count "" only for i^o."""
+    images = bench._images(2, tiny.image_size, 4)
+    table = model_agreement(
+        tiny, tiny.encode_images(images), bench.item_options(2), budgets=(10,), seeds=1, target=12
+    )
+    assert list(table["score"]) == ["io", "mmse", "io", "mmse"]
+    assert list(table["scheme"]) == ["fixed-12 (paper)"] * 2 + ["fixed-10"] * 2
+    assert table["agreement"].between(0, 1).all()
+    assert table["published_evals_per_item"].eq(300).all()
+    evals = dict(
+        zip(zip(table["score"], table["scheme"], strict=True), table["evals_per_item"], strict=True)
+    )
+    assert evals["io", "fixed-10"] == 30 and evals["mmse", "fixed-10"] == 20
+    assert evals["io", "fixed-12 (paper)"] == 12 * 3

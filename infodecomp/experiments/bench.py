@@ -38,7 +38,7 @@ from tqdm import tqdm
 from infodecomp.estimators.engine import EngineConfig, Query, estimate
 from infodecomp.experiments.common import hydra_main, resolve_device, run_dir, to_dict
 from infodecomp.experiments.config import BenchConfig
-from infodecomp.experiments.efficiency import eval_fraction, sample_efficiency
+from infodecomp.experiments.efficiency import eval_fraction, model_agreement, sample_efficiency
 from infodecomp.experiments.precision import compare_scores
 from infodecomp.experiments.reference import (
     DRAWS_PER_CALL,
@@ -242,6 +242,22 @@ def speed(cfg: BenchConfig) -> dict:
     return out
 
 
+def _model_agreement(cfg: BenchConfig) -> list[dict]:
+    """The bench model's answers against its own 100-sample answers (efficiency.model_agreement)."""
+    device = resolve_device(cfg.run.device)
+    model = load_model(replace(cfg.model, dtype="float32"), device, torch.float32)
+    images = _images(cfg.model_items, model.image_size, cfg.run.seed + 1)
+    table = model_agreement(
+        model,
+        model.encode_images(images),
+        item_options(cfg.model_items),
+        seed=cfg.run.seed,
+        max_batch=cfg.run.batch_size,
+    )
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return table.to_dict(orient="records")
+
+
 def cost(speed_out: dict, table: pd.DataFrame) -> dict:
     """Evaluations per answer (published vs engine) and the cost of an answer relative to the
     published procedure at equal accuracy (module docstring)."""
@@ -292,6 +308,8 @@ def run(cfg: BenchConfig) -> Path:
     }
     sp = result["speed"]
     result.update(cost(sp, table))
+    if cfg.model_items:
+        result["model_agreement"] = _model_agreement(cfg)
     result["speedup"] = sp["speedup"]
     result["eval_fraction"] = fraction
     result["peak_memory_mb"] = {

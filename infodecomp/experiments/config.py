@@ -169,6 +169,9 @@ class BenchConfig(BaseCommandConfig):
     repeats: int = 5  # alternating timing rounds per procedure; medians are reported
     # ShapesWorld items per set (relation, attribute, order) for sample efficiency
     oracle_items: int = 40
+    # items for the agreement with the model's own 100-sample answers (0: skipped; on CPU about
+    # 700 denoiser rows per item)
+    model_items: int = 0
 
 
 SCHEMAS = {

@@ -204,3 +204,75 @@ def eval_fraction(table: pd.DataFrame) -> tuple[float, str]:
     return float(
         best["evals_per_item"] / base["evals_per_item"]
     ), f"{best['scheme']} ({best['proposal']})"
+
+
+def model_agreement(
+    model,
+    xs: torch.Tensor,
+    options: list[tuple[str, ...]],
+    budgets: tuple[int, ...] = (30,),
+    seeds: int = 2,
+    seed: int = 0,
+    max_batch: int = 64,
+    scores: tuple[str, ...] = ("io", "mmse"),
+    target: int = 100,
+) -> pd.DataFrame:
+    """Agreement with a model's own 100-sample answers where no exact answer exists (tiny-sd).
+
+    The target is each item's answer from 100 iid draws of the paper's proposal (key seed).
+    The baseline is another 100-iid run (other seeds) against it, i.e. how often the published
+    budget repeats its own answer; each scheme (n antithetic draws of the paper's proposal) is
+    held to the same target. xs: encoded images [N, C, H, W]; options per item. Evaluations
+    per answer: samples x (options + 1) for i^o (it needs ""), samples x options for the
+    denoising loss. Returns one row per (score, scheme) with agreement and diff_se (paired,
+    against the baseline), like `sample_efficiency`.
+    """
+    queries = [  # the published conditions: the options, then ""
+        Query(x, (*o, ""), tuple((j, len(o)) for j in range(len(o))), key=("agree", i))
+        for i, (x, o) in enumerate(zip(xs, options, strict=True))
+    ]
+    k = torch.tensor([len(o) for o in options], dtype=torch.float64)
+
+    def answers(sampler: LogsnrSampler, n: int, rep: int) -> dict[str, torch.Tensor]:
+        cfg = EngineConfig(n_samples=n, sampler=sampler, max_batch=max_batch, seed=seed + rep)
+        ests = estimate(model, queries, cfg)
+        return {
+            s: torch.tensor(
+                [
+                    int(ranking_terms(e, s, len(o)).mean(-1).argmax())
+                    for e, o in zip(ests, options, strict=True)
+                ]
+            )
+            for s in scores
+        }
+
+    reference = answers(PAPER, target, 0)  # `target` samples: 100, the published budget
+    runs = [(f"fixed-{target} (paper)", "paper, iid", PAPER, target)]
+    runs += [
+        (f"fixed-{n}", "paper, antithetic", replace(PAPER, mode="antithetic"), n) for n in budgets
+    ]
+    rows, base = [], {}
+    for name, proposal, sampler, n in runs:
+        correct = {s: [] for s in scores}
+        for rep in range(1, seeds + 1):
+            got = answers(sampler, n, 1000 * rep)
+            for s in scores:
+                correct[s].append((got[s] == reference[s]).double())
+        for s in scores:
+            c = torch.stack(correct[s])  # [R, N]
+            base.setdefault(s, c)
+            diff = (c - base[s]).flatten()
+            per_sample = (k + 1) if s == "io" else k
+            rows.append(
+                {
+                    "score": s,
+                    "scheme": name,
+                    "proposal": proposal,
+                    "samples_per_item": float(n),
+                    "evals_per_item": float((n * per_sample).mean()),
+                    "published_evals_per_item": float((100 * (k + 1)).mean()),
+                    "agreement": float(c.mean()),
+                    "diff_se": float(diff.std() / diff.numel() ** 0.5) if diff.numel() > 1 else 0.0,
+                }
+            )
+    return pd.DataFrame(rows)
