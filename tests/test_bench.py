@@ -128,7 +128,7 @@ def test_speed_on_tiny_sd() -> None:
     cfg = BenchConfig()
     cfg.model.name = "tiny-sd"
     cfg.run.device = "cpu"
-    cfg.n_items, cfg.estimator.n_samples, cfg.repeats = 2, 5, 1
+    cfg.n_items, cfg.estimator.n_samples, cfg.repeats, cfg.precision_items = 2, 5, 1, 2
     out = bench.speed(cfg)
     assert out["model"] == "tiny-sd" and out["device"] == "cpu"
     assert set(out["engine"]) == {"float32", "bfloat16"}
@@ -147,7 +147,7 @@ def test_speed_on_tiny_sd() -> None:
     # both procedures make n_items x n_samples x (options + 1) evaluations
     assert ref["evals_per_s"] * ref["s_per_item"] * cfg.n_items == pytest.approx(2 * 5 * 3)
     check = out["precision"]["bfloat16"]
-    assert check["items"] == 2 and set(check) >= {"passed", "rel_diff_max", "clear_items"}
+    assert check["items"] == 2 + 2 and set(check) >= {"passed", "rel_diff_max", "clear_items"}
     if not check["passed"]:
         assert out["engine_dtype"] == "float32"  # a dtype that fails its check is not used
 
@@ -341,7 +341,8 @@ def test_bench_command(tmp_path: Path) -> None:
     out = tmp_path / "bench"
     res = subprocess.run(
         [sys.executable, "-m", "infodecomp.cli", "bench", f"run.out_dir={out}"]
-        + ["n_items=2", "estimator.n_samples=5", "repeats=1", "oracle_items=2", "run.device=cpu"],
+        + ["n_items=2", "estimator.n_samples=5", "repeats=1", "oracle_items=2", "run.device=cpu"]
+        + ["precision_items=2"],
         capture_output=True,
         text=True,
         cwd=tmp_path,

@@ -119,6 +119,10 @@ def _engine_items(model, images, options, cfg: EngineConfig) -> torch.Tensor:
     )
 
 
+def _stack(timed, extra) -> torch.Tensor:
+    return timed if extra is None else torch.cat([timed, extra])
+
+
 def _timed(device: torch.device, fn) -> tuple[float, float, float, object]:
     """(wall seconds, process CPU seconds, peak MB, result) of fn()."""
     _sync(device)
@@ -154,8 +158,9 @@ def speed(cfg: BenchConfig) -> dict:
             if dtype == torch.float32
             else load_model(replace(cfg.model, dtype=name), device, dtype)
         )
-    images = _images(n + 1, ref_model.image_size, cfg.run.seed)
-    options = item_options(n + 1)
+    m = cfg.precision_items
+    images = _images(n + 1 + m, ref_model.image_size, cfg.run.seed)
+    options = item_options(n + 1 + m)
     ecfg = EngineConfig(n_samples=s, max_batch=cfg.run.batch_size, seed=cfg.run.seed)
     procedures = {"reference": lambda: reference_scores(ref_model, images[:n], options[:n], s)}
     for name, model in engines.items():
@@ -173,10 +178,10 @@ def speed(cfg: BenchConfig) -> dict:
     results: dict[str, object] = {}
     with bar:
         bar.set_postfix_str("warm-up")
-        reference_scores(ref_model, images[n:], options[n:], s, seed=10_000)
+        reference_scores(ref_model, images[n : n + 1], options[n : n + 1], s, seed=10_000)
         bar.update()
         for model in engines.values():
-            _engine_items(model, images[n:], options[n:], replace(ecfg, seed=10_000))
+            _engine_items(model, images[n : n + 1], options[n : n + 1], replace(ecfg, seed=10_000))
             bar.update()
         for _ in range(cfg.repeats):
             for name, fn in procedures.items():
@@ -195,15 +200,22 @@ def speed(cfg: BenchConfig) -> dict:
             "evals_per_s": evals / float(np.median(v)),
             # process CPU seconds: less sensitive than wall time to other jobs on the machine
             "cpu_s_per_item": float(np.median(cpu_times[k])) / n,
+            "rounds_s": v,
             "peak_mb": peaks[k],
         }
         for k, v in times.items()
     }
     precision = {}
-    if "float32" in engines:
+    if "float32" in engines and len(engines) > 1:  # the timed items and `precision_items` more
+        extra = {
+            k: _engine_items(model, images[n + 1 :], options[n + 1 :], ecfg) if m else None
+            for k, model in engines.items()
+        }
         for name in engines:
             if name != "float32":
-                precision[name] = compare_scores(results["float32"], results[name])  # type: ignore[arg-type]
+                precision[name] = compare_scores(
+                    _stack(results["float32"], extra["float32"]), _stack(results[name], extra[name])
+                )
     usable = [k for k in engines if k == "float32" or precision.get(k, {}).get("passed")]
     best = min(usable or list(engines), key=lambda k: per[k]["s_per_item"])
     out = {

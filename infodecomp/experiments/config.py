@@ -167,6 +167,8 @@ class BenchConfig(BaseCommandConfig):
     # engine dtypes timed against the float32 reference (reduced ones checked against float32)
     engine_dtypes: list[str] = field(default_factory=lambda: ["float32", "bfloat16"])
     repeats: int = 5  # alternating timing rounds per procedure; medians are reported
+    # items (beyond the timed ones) on which reduced-precision engines are checked against float32
+    precision_items: int = 30
     # ShapesWorld items per set (relation, attribute, order) for sample efficiency
     oracle_items: int = 40
     # items for the agreement with the model's own 100-sample answers (0: skipped; on CPU about
@@ -233,6 +235,7 @@ AT_LEAST_ONE = (
     "pointwise_samples",
     "oracle_items",
     "repeats",
+    "precision_items",
 )
 POSITIVE = ("estimator.scale", "estimator.clip", "model.sigma0")
 NON_NEGATIVE = ("data.noise", "estimator.margin")
