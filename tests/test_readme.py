@@ -62,7 +62,13 @@ SMALL = {
     "infodecomp localize": ["run.limit=2"],
     "infodecomp intervene": ["run.limit=2"],
     "infodecomp visualize": ["run.limit=2"],
-    "infodecomp bench": ["n_items=1", "estimator.n_samples=4", "repeats=1", "oracle_items=2"],
+    "infodecomp bench": [
+        "n_items=1",
+        "estimator.n_samples=4",
+        "repeats=1",
+        "oracle_items=2",
+        "precision_items=2",
+    ],
 }
 
 
