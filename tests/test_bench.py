@@ -432,3 +432,32 @@ def test_model_agreement_table(tiny) -> None:
     )
     assert evals["io", "fixed-10"] == 30 and evals["mmse", "fixed-10"] == 20
     assert evals["io", "fixed-12 (paper)"] == 12 * 3
+
+
+@pytest.mark.gpu
+def test_gpu_cost_figures() -> None:
+    """The GPU figures the README's cost table lacks: evals/s of the faithful reference and of
+    the bfloat16 engine on sd21-random, peak memory and cost_ratio (target <= 0.1). No GPU was
+    available when the bench was written, so none are recorded; run this (or
+    `infodecomp bench model=sd21-random run.device=cuda`) on one and copy them into README.md."""
+    if not torch.cuda.is_available():
+        pytest.skip(
+            "needs CUDA: GPU figures (sd21-random evals/s reference vs bfloat16 engine, peak "
+            "memory, cost_ratio <= 0.1) not measured, no GPU was available"
+        )
+    cfg = BenchConfig()
+    cfg.model.name, cfg.run.device = "sd21-random", "cuda"
+    cfg.n_items, cfg.estimator.n_samples, cfg.repeats, cfg.precision_items = 10, 10, 3, 10
+    out = bench.speed(cfg)
+    assert out["precision"]["bfloat16"]["passed"], out["precision"]
+    assert out["engine"]["bfloat16"]["peak_mb"] > 0
+    assert out["speedup"] > 1
+
+
+@pytest.mark.skip(
+    reason="unfinished: CUDA graphs for the fixed chunk shape, pinned host memory and a measured "
+    "largest-batch search are not implemented; they only pay on a GPU and none was available to "
+    "measure them (model.compile, model.channels_last and SDPA attention exist, unmeasured)"
+)
+def test_cuda_graphs_pinned_memory_and_batch_search() -> None:
+    raise AssertionError("not implemented")
