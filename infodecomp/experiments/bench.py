@@ -165,7 +165,7 @@ def speed(cfg: BenchConfig) -> dict:
     ecfg = EngineConfig(n_samples=s, max_batch=cfg.run.batch_size, seed=cfg.run.seed)
     procedures = {"reference": lambda: reference_scores(ref_model, images[:n], options[:n], s)}
     for name, model in engines.items():
-        procedures[name] = lambda m=model: _engine_items(m, images[:n], options[:n], ecfg)
+        procedures[name] = lambda mdl=model: _engine_items(mdl, images[:n], options[:n], ecfg)
     bar = tqdm(
         total=len(procedures) * (1 + cfg.repeats),
         desc="bench speed",

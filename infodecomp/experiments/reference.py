@@ -171,22 +171,19 @@ def _batch(model, d: ReferenceDraws, cond_idx, table, draws_per_call, sampler, r
         logsnr = d.logsnr[img_t, smp_t]
         if direct:  # the published call: UNet, nearest integer timestep, float32
             t = model.schedule.timestep(logsnr, "nearest").to(device, torch.float32)
-            pred = model.unet(z.to(device), t, encoder_hidden_states=cond).sample.float().cpu()
+            pred = model.unet(z.to(device), t, encoder_hidden_states=cond).sample.float()
         else:
-            pred = model.eps_hat(z.to(device), logsnr.float().to(device), cond).float().cpu()
+            pred = model.eps_hat(z.to(device), logsnr.float().to(device), cond).float()
         rows.append(len(img))
         start = 0
-        for i, ci in enumerate(cond_idx):
+        for i, ci in enumerate(cond_idx):  # squared norms on the device, sums in float64
             k, m = len(ci), r1 - r0
             p = pred[start : start + k * m].view(m, k, *pred.shape[1:])  # [m, K, C, h, w]
-            e = d.eps[i, r0:r1]  # [m, C, h, w]
-            w = 0.5 * weight[i, r0:r1]  # [m]
-            uncond = p[:, -1]
-            io_sum[i] += (
-                w[:, None] * (p[:, :-1] - uncond[:, None]).square().flatten(2).sum(-1).double()
-            ).sum(0)
-            mmse_sum[i] += (
-                w[:, None] * (e[:, None] - p[:, :-1]).square().flatten(2).sum(-1).double()
-            ).sum(0)
+            e = d.eps[i, r0:r1].to(device)  # [m, C, h, w]
+            w = 0.5 * weight[i, r0:r1, None]  # [m, 1]
+            io_rows = (p[:, :-1] - p[:, -1:]).square().flatten(2).sum(-1)  # [m, O]
+            mmse_rows = (e[:, None] - p[:, :-1]).square().flatten(2).sum(-1)  # [m, O]
+            io_sum[i] += (w * io_rows.double().cpu()).sum(0)
+            mmse_sum[i] += (w * mmse_rows.double().cpu()).sum(0)
             start += k * m
     return [(io_sum[i] / n_samples, mmse_sum[i] / n_samples) for i in range(n_img)]
