@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -17,9 +18,10 @@ import torch
 from infodecomp.estimators import engine
 from infodecomp.estimators.engine import EngineConfig, Query, estimate
 from infodecomp.estimators.samplers import LogsnrSampler
-from infodecomp.experiments import bench
+from infodecomp.experiments import bench, reference
 from infodecomp.experiments.config import BenchConfig, ModelConfig
-from infodecomp.experiments.efficiency import eval_fraction, sample_efficiency
+from infodecomp.experiments.efficiency import eval_fraction, model_agreement, sample_efficiency
+from infodecomp.experiments.precision import compare_scores
 from infodecomp.experiments.reference import reference_scores
 from infodecomp.models.registry import load_model
 
@@ -42,8 +44,8 @@ def test_sample_efficiency_table(efficiency_table: pd.DataFrame) -> None:
         "agreement",
         "diff_se",
     ]
-    # baseline, fixed-20 x 2 proposals, adaptive margin 3 x 2 proposals
-    assert len(t) == 5
+    # baseline, fixed-20 x 3 (paper stratified / antithetic, fitted), adaptive margin 3 x 3
+    assert len(t) == 7
     base = t.iloc[0]
     assert base["scheme"] == "fixed-100 (paper)" and base["proposal"] == "paper, iid"
     assert base["samples_per_item"] == 100 and base["diff_se"] == 0
@@ -62,13 +64,15 @@ def test_sample_efficiency_table(efficiency_table: pd.DataFrame) -> None:
     assert fitted_fixed["evals_per_item"] == pytest.approx(
         20 * mean_options + t.attrs["calibration_evals"] / n_items
     )
+    anti = fixed[fixed["proposal"] == "paper, antithetic"].iloc[0]
+    assert anti["evals_per_item"] == pytest.approx(20 * mean_options)  # no calibration cost
     adaptive = t[t["scheme"].str.startswith("adaptive")]
-    assert len(adaptive) == 2
+    assert len(adaptive) == 3
     assert (adaptive["samples_per_item"] <= 100).all() and (
         adaptive["samples_per_item"] >= 30
     ).all()
     # the fresh draws behind reported values are listed apart from the answer's evaluations
-    assert adaptive["report_evals_per_item"].tolist() == pytest.approx([30 * mean_options] * 2)
+    assert adaptive["report_evals_per_item"].tolist() == pytest.approx([30 * mean_options] * 3)
     assert (t[~t["scheme"].str.startswith("adaptive")]["report_evals_per_item"] == 0).all()
 
 
@@ -124,21 +128,46 @@ def test_speed_on_tiny_sd() -> None:
     cfg = BenchConfig()
     cfg.model.name = "tiny-sd"
     cfg.run.device = "cpu"
-    cfg.n_items, cfg.estimator.n_samples, cfg.repeats = 1, 4, 1
+    cfg.n_items, cfg.estimator.n_samples, cfg.repeats, cfg.precision_items = 2, 5, 1, 2
     out = bench.speed(cfg)
-    assert out["model"] == "tiny-sd" and out["device"] == "cpu" and out["engine_dtype"] == "float32"
-    for key in (
-        "reference_s_per_item",
-        "engine_s_per_item",
-        "reference_evals_per_s",
-        "engine_evals_per_s",
-    ):
-        assert out[key] > 0 and math.isfinite(out[key]), key
-    assert math.isfinite(out["speedup"]) and out["speedup"] > 0
-    assert out["speedup"] == pytest.approx(out["reference_s_per_item"] / out["engine_s_per_item"])
+    assert out["model"] == "tiny-sd" and out["device"] == "cpu"
+    assert set(out["engine"]) == {"float32", "bfloat16"}
+    assert out["engine_dtype"] in out["engine"]
+    for proc in [out["reference"], *out["engine"].values()]:
+        for key in ("s_per_item", "cpu_s_per_item", "evals_per_s", "peak_mb"):
+            assert proc[key] > 0 and math.isfinite(proc[key]), key
+    best = out["engine"][out["engine_dtype"]]
+    assert out["speedup"] == pytest.approx(out["reference"]["s_per_item"] / best["s_per_item"])
+    assert out["engine_evals_per_s"] == best["evals_per_s"]
+    # the reference: one published call of 2 items x 5 draws x (2 options + "") rows
+    ref = out["reference"]
+    assert ref["calls"] == 1 and ref["rows_per_call"] == [2 * 5 * 3]
+    assert ref["items_per_batch"] == 10 and ref["draws_per_call"] == 5
+    assert ref["prompt_encodes"] == 2 * 2 + 1
     # both procedures make n_items x n_samples x (options + 1) evaluations
-    ref_evals = out["reference_evals_per_s"] * out["reference_s_per_item"] * cfg.n_items
-    assert ref_evals == pytest.approx(1 * 4 * (len(bench.OPTIONS) + 1))
+    assert ref["evals_per_s"] * ref["s_per_item"] * cfg.n_items == pytest.approx(2 * 5 * 3)
+    check = out["precision"]["bfloat16"]
+    assert check["items"] == 2 + 2 and set(check) >= {"passed", "rel_diff_max", "clear_items"}
+    if not check["passed"]:
+        assert out["engine_dtype"] == "float32"  # a dtype that fails its check is not used
+
+
+def test_cost_ratio_from_its_parts() -> None:
+    table = _table(
+        [
+            ("fixed-100 (paper)", "paper, iid", 100.0, 200.0, 0.90, 0.0),
+            ("fixed-30", "paper, antithetic", 30.0, 60.0, 0.90, 0.02),
+        ]
+    )
+    table.attrs["published_evals_per_item"] = 300.0
+    speed = {"reference_evals_per_s": 10.0, "engine_evals_per_s": 20.0}
+    out = bench.cost(speed, table)
+    assert out["evals_per_answer"]["engine"] == pytest.approx(60.0)
+    assert out["evals_per_answer"]["fraction_of_published"] == pytest.approx(0.2)
+    assert out["time_per_eval_ratio"] == pytest.approx(0.5)
+    assert out["cost_ratio"] == pytest.approx(0.5 * 60 / 300)
+    assert out["evals_per_answer"]["published_vg"] == 300
+    assert out["evals_per_answer"]["published_order"] == 600
 
 
 @pytest.fixture(scope="module")
@@ -146,52 +175,174 @@ def tiny() -> object:
     return load_model(ModelConfig(name="tiny-sd"), torch.device("cpu"), torch.float32)
 
 
-def test_reference_counts_and_signs(tiny) -> None:
-    image = bench._images(1, tiny.image_size, 0)[0]
-    ref = reference_scores(tiny, image, bench.OPTIONS, n_samples=8, batch=5, seed=3)
-    assert int(ref["evals"]) == 8 * (len(bench.OPTIONS) + 1)  # batch 5 does not divide 8
-    assert ref["io"].shape == ref["mmse"].shape == (len(bench.OPTIONS),)
-    assert (ref["io"] >= 0).all() and (ref["mmse"] > 0).all()
-    again = reference_scores(tiny, image, bench.OPTIONS, n_samples=8, batch=150, seed=3)
-    assert torch.allclose(again["io"], ref["io"], rtol=1e-4)  # the UNet batch changes nothing
-    other = reference_scores(tiny, image, bench.OPTIONS, n_samples=8, batch=150, seed=4)
-    assert not torch.allclose(other["io"], ref["io"])  # its own generator, seeded by `seed`
+VG_OPTIONS = ("the man is beside the dog", "the dog is beside the man")
+ORDER_OPTIONS = (
+    "a dog on the grass",
+    "a grass on the dog",
+    "dog a on grass the",
+    "a dog the on grass",
+    "on the grass a dog",
+)
 
 
-def test_reference_matches_the_engine_on_the_same_draws(
-    tiny, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The reference draws (logsnr, eps) from the paper's logistic iid proposal with its own
-    torch.Generator(seed); the engine seeds per item from (seed, key). Given the engine the very
-    same generator, i^o and the MMSE integral must agree."""
-    assert EngineConfig().sampler == LogsnrSampler(
-        kind="logistic", loc=1.0, scale=2.0, clip=3.0, mode="iid"
+def _items(n: int, options: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """n items, each with its own captions (the published batch encodes them all, once)."""
+    return [tuple(f"{o} {i}" for o in options) for i in range(n)]
+
+
+def _count_unet(model, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Replaces the UNet's forward by a counter (zeros out): the rows of every call."""
+    calls: list[int] = []
+
+    def forward(sample, timestep, encoder_hidden_states=None, return_dict=True, **kw):
+        assert sample.dtype == torch.float32 and len(timestep) == len(sample)
+        assert encoder_hidden_states.shape[0] == len(sample)
+        calls.append(int(sample.shape[0]))
+        out = torch.zeros_like(sample)
+        return SimpleNamespace(sample=out) if return_dict else (out,)
+
+    monkeypatch.setattr(model.unet, "forward", forward)
+    return calls
+
+
+# The published ARO code, from its description (reference section 6), not from reference.py:
+# (task, options per item, items per batch, UNet calls per batch, rows per call, rows per item)
+PUBLISHED = {"vg": (2, 10, 20, 150, 300), "coco-order": (5, 5, 20, 150, 600)}
+
+
+def _is_published(task: str, calls: list[int], n_items: int, encodes: int) -> bool:
+    k, bsz, calls_per_batch, rows_per_call, rows_per_item = PUBLISHED[task]
+    batches = n_items // bsz
+    return (
+        len(calls) == batches * calls_per_batch
+        and set(calls) == {rows_per_call}
+        and sum(calls) == n_items * rows_per_item
+        and encodes == batches * (k * bsz + 1)  # each distinct prompt once per batch
     )
-    image = bench._images(1, tiny.image_size, 0)[0]
-    seed, n = 3, 8
-    ref = reference_scores(tiny, image, bench.OPTIONS, n_samples=n, batch=5, seed=seed)
-    x = tiny.encode_images([image])[0]
-    query = Query(x, (*bench.OPTIONS, ""), ((0, 2), (1, 2)), key="bench")
 
-    default = estimate(tiny, [query], EngineConfig(n_samples=n, seed=seed))[0]
-    monkeypatch.setattr(engine, "item_generator", lambda s, key: torch.Generator().manual_seed(s))
-    same = estimate(tiny, [query], EngineConfig(n_samples=n, seed=seed))[0]
 
-    io = torch.tensor([same.info_o(j)[0] for j in range(len(bench.OPTIONS))], dtype=torch.float32)
-    mmse = torch.tensor([same.score("mmse", j)[0] for j in range(len(bench.OPTIONS))])
-    assert torch.allclose(io, ref["io"], rtol=1e-4, atol=1e-5), (io, ref["io"])
-    assert torch.allclose(mmse.float(), ref["mmse"], rtol=1e-4), (mmse, ref["mmse"])
-    # with its own per-item draws the engine estimates the same quantities from other samples
-    io_default = torch.tensor([default.info_o(j)[0] for j in range(len(bench.OPTIONS))])
-    assert not torch.allclose(io_default.float(), ref["io"], rtol=1e-4)
-    assert (io_default >= 0).all()
+REFERENCE_VARIANTS = {
+    "published": (True, {}),
+    "4 draws per call": (False, {"draws_per_call": 4}),
+    "6 draws per call": (False, {"draws_per_call": 6}),
+    "no empty prompt": (False, {"conditions": lambda options: tuple(options)}),
+    "one image per batch": (False, {"batch_items": 1}),
+}
+
+
+@pytest.mark.parametrize("task", sorted(PUBLISHED))
+@pytest.mark.parametrize("variant", sorted(REFERENCE_VARIANTS))
+def test_reference_batches_as_published(
+    tiny, task: str, variant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows per call, calls, rows per item and prompt encodes of the reference equal the
+    published code's for VG (300 rows/item) and COCO-Order (600); each variant that is off
+    (a draw per call more or less, no empty prompt, unbatched images) is detected."""
+    faithful, change = REFERENCE_VARIANTS[variant]
+    change = dict(change)
+    if "conditions" in change:
+        monkeypatch.setattr(reference, "conditions_of", change.pop("conditions"))
+    k, bsz = PUBLISHED[task][:2]
+    n_items = 2 * bsz  # two batches: prompts are encoded again for the second
+    calls = _count_unet(tiny, monkeypatch)
+    images = bench._images(n_items, tiny.image_size, 0)
+    options = _items(n_items, VG_OPTIONS if k == 2 else ORDER_OPTIONS)
+    out = reference_scores(tiny, images, options, n_samples=100, seed=0, **change)
+    assert out["calls"] == len(calls) and out["rows"] == calls and out["evals"] == sum(calls)
+    assert _is_published(task, calls, n_items, out["prompt_encodes"]) == faithful, (
+        len(calls),
+        set(calls),
+        sum(calls),
+        out["prompt_encodes"],
+    )
+
+
+class _Reweighted(LogsnrSampler):
+    """The paper's sampler with its importance weight multiplied by `factor` (an injected error)."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        object.__setattr__(self, "factor", factor)
+
+    def weight(self, logsnr: torch.Tensor) -> torch.Tensor:
+        return self.factor * super().weight(logsnr)
+
+
+def _engine_and_reference(tiny, options, n_samples, sampler=None):
+    """Engine estimates and reference scores of the same items on the same draws."""
+    images = bench._images(len(options), tiny.image_size, 1)
+    xs = tiny.encode_images(images)  # [N, 4, h, w]
+    cfg = EngineConfig(n_samples=n_samples, seed=5, max_batch=16)
+    queries = [
+        Query(xs[i], reference.conditions_of(o), tuple((j, len(o)) for j in range(len(o))), key=i)
+        for i, o in enumerate(options)
+    ]
+    drawn = [engine.draw(q, cfg) for q in queries]
+    draws = reference.ReferenceDraws(
+        xs, torch.stack([d[0] for d in drawn]), torch.stack([d[2] for d in drawn])
+    )
+    kw = {"sampler": sampler} if sampler is not None else {}
+    ref = reference_scores(tiny, images, options, n_samples, draws=draws, **kw)
+    ests = estimate(tiny, queries, cfg)
+    io = torch.tensor(
+        [[e.info_o(j)[0] for j in range(len(o))] for e, o in zip(ests, options, strict=True)],
+        dtype=torch.float64,
+    )
+    mmse = torch.tensor(
+        [
+            [e.score("mmse", j)[0] for j in range(len(o))]
+            for e, o in zip(ests, options, strict=True)
+        ],
+        dtype=torch.float64,
+    )
+    return ref, io, mmse
+
+
+def _agrees(ref: dict, io: torch.Tensor, mmse: torch.Tensor) -> bool:
+    return torch.allclose(ref["io"], io, rtol=1e-4, atol=1e-6) and torch.allclose(
+        ref["mmse"], mmse, rtol=1e-4
+    )
+
+
+@pytest.mark.parametrize("options", [VG_OPTIONS, ORDER_OPTIONS], ids=["vg", "coco-order"])
+def test_reference_equals_the_engine_on_the_same_draws(tiny, options) -> None:
+    """Given the engine's (latent, logsnr, eps) draws, the published batching (raw UNet call,
+    nearest timestep, 5 draws per call) gives the engine's i^o and denoising loss."""
+    items = _items(3, options)
+    ref, io, mmse = _engine_and_reference(tiny, items, n_samples=10)
+    assert (io > 0).all() and (mmse > 0).all()
+    assert _agrees(ref, io, mmse), (ref["io"], io, ref["mmse"], mmse)
+
+
+@pytest.mark.parametrize("factor", [1.05, 0.95, 0.5, -1.0])
+def test_reference_check_fails_on_an_injected_weight_error(tiny, factor: float) -> None:
+    """The same comparison with the reference's importance weight off by 5%, halved, or of the
+    wrong sign fails."""
+    ref, io, mmse = _engine_and_reference(tiny, _items(2, VG_OPTIONS), 10, _Reweighted(factor))
+    assert not _agrees(ref, io, mmse)
+
+
+def test_reference_draws_its_own_samples(tiny) -> None:
+    images = bench._images(2, tiny.image_size, 0)
+    options = _items(2, VG_OPTIONS)
+    encodes = tiny.prompt_encodes
+    ref = reference_scores(tiny, images, options, n_samples=8, seed=3)
+    assert tiny.prompt_encodes == encodes  # prompts encoded anew, outside the adapter's cache
+    assert ref["io"].shape == ref["mmse"].shape == (2, 2)
+    assert (ref["io"] >= 0).all() and (ref["mmse"] > 0).all()
+    assert ref["rows"] == [2 * 3 * 5, 2 * 3 * 3]  # 8 samples: 5 draws, then 3
+    again = reference_scores(tiny, images, options, n_samples=8, seed=3)
+    assert torch.equal(again["io"], ref["io"])  # its own generator, seeded by `seed`
+    other = reference_scores(tiny, images, options, n_samples=8, seed=4)
+    assert not torch.allclose(other["io"], ref["io"])
 
 
 def test_bench_command(tmp_path: Path) -> None:
     out = tmp_path / "bench"
     res = subprocess.run(
         [sys.executable, "-m", "infodecomp.cli", "bench", f"run.out_dir={out}"]
-        + ["n_items=1", "estimator.n_samples=4", "repeats=1", "oracle_items=2", "run.device=cpu"],
+        + ["n_items=2", "estimator.n_samples=5", "repeats=1", "oracle_items=2", "run.device=cpu"]
+        + ["precision_items=2"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -204,12 +355,109 @@ def test_bench_command(tmp_path: Path) -> None:
     assert result["speedup"] > 0 and result["speedup"] == result["speed"]["speedup"]
     assert result["eval_fraction"] == result["efficiency"]["eval_fraction"]
     table = pd.read_csv(out / "efficiency.csv")
-    assert table["scheme"].iloc[0] == "fixed-100 (paper)" and len(table) == 7
+    assert table["scheme"].iloc[0] == "fixed-100 (paper)" and len(table) == 10
+    for key in ("evals_per_answer", "cost_ratio", "peak_memory_mb", "gpu"):
+        assert key in result, key
+    assert set(result["peak_memory_mb"]) == {"reference", "engine_float32", "engine_bfloat16"}
+    assert "not measured here (no GPU)" in result["gpu"]
+    epa = result["evals_per_answer"]
+    assert epa["published_vg"] == 300 and epa["published_order"] == 600
+    if epa["engine_scheme"] != "none matched":
+        assert result["cost_ratio"] == pytest.approx(
+            result["time_per_eval_ratio"] * epa["engine"] / epa["published"]
+        )
     meta = json.loads((out / "meta.json").read_text())
     assert meta["command"] == "bench" and meta["config"]["model"]["name"] == "tiny-sd"
-    assert "speedup" in res.stdout and "eval_fraction" in res.stdout
+    assert "speedup" in res.stdout and "eval_fraction" in res.stdout and "cost_ratio" in res.stdout
     # on a CPU the command says what its numbers mean, in the console and in bench.json
     assert f"\n{bench.CPU_NOTE}\n" in res.stdout and result["note"] == bench.CPU_NOTE
-    # progress for both phases (warm-up + reference/engine rounds; 9 schemes x 6 repeats)
-    assert "bench speed" in res.stderr and "4/4" in res.stderr
-    assert "bench samples (exact oracle)" in res.stderr and "42/42" in res.stderr
+    # progress for both phases (warm-up + 1 round of 3 procedures; 10 schemes x 6 repeats)
+    assert "bench speed" in res.stderr and "6/6" in res.stderr
+    assert "bench samples (exact oracle)" in res.stderr and "60/60" in res.stderr
+
+
+@pytest.fixture(scope="module")
+def dtype_scores(tiny) -> tuple[torch.Tensor, torch.Tensor]:
+    """i^o [N, 2] of the same 16 items and draws from the float32 and the bfloat16 tiny-sd."""
+    low = load_model(ModelConfig(name="tiny-sd"), torch.device("cpu"), torch.bfloat16)
+    assert low.dtype == torch.bfloat16
+    n = 16
+    images, options = bench._images(n, tiny.image_size, 2), bench.item_options(n)
+    cfg = EngineConfig(n_samples=10, max_batch=96, seed=1)
+    return (
+        bench._engine_items(tiny, images, options, cfg),
+        bench._engine_items(low, images, options, cfg),
+    )
+
+
+def test_bfloat16_denoiser_within_tolerance(dtype_scores) -> None:
+    """bfloat16 UNet, float32 accumulation: i^o within [-2%, +5%] of float32 on the same draws
+    and the same answer on every clear-margin item."""
+    f32, bf16 = dtype_scores
+    check = compare_scores(f32, bf16)
+    assert check["passed"], check
+    assert check["clear_items"] >= 4 and check["ranking_agreement_clear"] >= 0.99
+    assert 0 < check["rel_diff_max"] <= 0.05  # rounding noise can only inflate i^o on average
+
+
+@pytest.mark.parametrize(
+    "error",
+    ["weight x 1.05", "weight x 0.95", "weight x 0.5", "sign", "swapped options"],
+)
+def test_precision_check_fails_on_injected_errors(dtype_scores, error: str) -> None:
+    f32, bf16 = dtype_scores
+    broken = {
+        "weight x 1.05": 1.05 * bf16,
+        "weight x 0.95": 0.95 * bf16,
+        "weight x 0.5": 0.5 * bf16,
+        "sign": -bf16,
+        "swapped options": bf16.flip(1),
+    }[error]
+    assert not compare_scores(f32, broken)["passed"]
+
+
+def test_model_agreement_table(tiny) -> None:
+    """Agreement with the model's own 100-sample answers: the baseline is a second 100-sample
+    run, schemes are held to the same target; evaluations count "" only for i^o."""
+    images = bench._images(2, tiny.image_size, 4)
+    table = model_agreement(
+        tiny, tiny.encode_images(images), bench.item_options(2), budgets=(10,), seeds=1, target=12
+    )
+    assert list(table["score"]) == ["io", "mmse", "io", "mmse"]
+    assert list(table["scheme"]) == ["fixed-12 (paper)"] * 2 + ["fixed-10"] * 2
+    assert table["agreement"].between(0, 1).all()
+    assert table["published_evals_per_item"].eq(300).all()
+    evals = dict(
+        zip(zip(table["score"], table["scheme"], strict=True), table["evals_per_item"], strict=True)
+    )
+    assert evals["io", "fixed-10"] == 30 and evals["mmse", "fixed-10"] == 20
+    assert evals["io", "fixed-12 (paper)"] == 12 * 3
+
+
+@pytest.mark.gpu
+def test_gpu_cost_figures() -> None:
+    """The GPU figures the README's cost table lacks: evals/s of the faithful reference and of
+    the bfloat16 engine on sd21-random, peak memory and cost_ratio (target <= 0.1). No GPU was
+    available when the bench was written, so none are recorded; run this (or
+    `infodecomp bench model=sd21-random run.device=cuda`) on one and copy them into README.md."""
+    if not torch.cuda.is_available():
+        pytest.skip(
+            "needs CUDA: GPU figures (sd21-random evals/s reference vs bfloat16 engine, peak "
+            "memory, cost_ratio <= 0.1) not measured, no GPU was available"
+        )
+    cfg = BenchConfig()
+    cfg.model.name, cfg.run.device = "sd21-random", "cuda"
+    cfg.n_items, cfg.estimator.n_samples, cfg.repeats, cfg.precision_items = 10, 10, 3, 10
+    out = bench.speed(cfg)
+    assert out["precision"]["bfloat16"]["passed"], out["precision"]
+    assert out["engine"]["bfloat16"]["peak_mb"] > 0
+    assert out["speedup"] > 1
+
+
+@pytest.mark.skip(
+    reason="unfinished: CUDA graphs for the fixed chunk shape, pinned host memory and a measured "
+    "largest-batch search are not implemented; they only pay on a GPU and none was available to "
+    "measure them (model.compile, model.channels_last and SDPA attention exist, unmeasured)"
+)
+def test_cuda_graphs_pinned_memory_and_batch_search() -> None:
+    raise AssertionError("not implemented")

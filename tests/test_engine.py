@@ -182,6 +182,62 @@ def test_unconditional_is_encoded_and_evaluated_once(shapes: ShapesOracle) -> No
     assert fake.calls == math.ceil(n * 8 / 4)  # chunks of max_batch rows
 
 
+def test_repeated_conditions_are_evaluated_once(shapes: ShapesOracle) -> None:
+    """A condition listed twice in a query costs one row per sample and gives its entries the
+    very numbers the query without the repeat gives."""
+    gen = torch.Generator().manual_seed(0)
+    x = shapes.sample_scene(7, gen)
+    plain = Query(x, ("a red circle", "a blue square", ""), ((0, 2), (1, 2)), key="d")
+    repeated = Query(
+        x,
+        ("a red circle", "a blue square", "a red circle", "", ""),
+        ((0, 3), (1, 4), (2, 3), (0, 2)),
+        key="d",
+    )
+    cfg = EngineConfig(n_samples=6, sampler=WIDE, max_batch=5)
+    fake = Counting(shapes)
+    (a,) = estimate(shapes, [plain], cfg)
+    (b,) = estimate(fake, [repeated], cfg)
+    assert sum(fake.rows.values()) == 6 * 3  # 3 distinct conditions, not 5
+    torch.testing.assert_close(b.mse, a.mse[[0, 1, 0, 2, 2]], rtol=0, atol=0)
+    torch.testing.assert_close(b.io[:3], a.io[[0, 1, 0]], rtol=0, atol=0)
+    assert (b.io[3] == 0).all() and (b.is_[3] == 0).all()  # a condition against itself
+    torch.testing.assert_close(b.mse_gauss, a.mse_gauss, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("max_batch", [7, 1000])
+def test_prefix_estimates_are_the_first_samples(shapes: ShapesOracle, max_batch: int) -> None:
+    """Nested budgets from one iid draw: prefix(m) holds the first m samples' values and pixel
+    maps (a map's pixel sum is its i^o total), whatever the chunking; a map snapshot taken one
+    sample off would not match."""
+    (q,) = _shape_queries(shapes, 1)
+    iid = replace(WIDE, mode="iid")
+    cfg = EngineConfig(n_samples=20, sampler=iid, max_batch=max_batch, pixel_maps=True)
+    (e,) = estimate(shapes, [q], replace(cfg, prefixes=(5, 12, 20)))
+    (plain,) = estimate(shapes, [q], cfg)
+    _assert_same(e, plain)
+    torch.testing.assert_close(e.io_map, plain.io_map)
+    assert e.prefix(20) is e
+    for m in (5, 12):
+        p = e.prefix(m)
+        assert p.logsnr.shape == (m,) and p.io.shape == (3, m)
+        torch.testing.assert_close(p.io, e.io[:, :m], rtol=0, atol=0)
+        for c in range(3):
+            total = p.info_o(c)[0]
+            assert p.io_map[c].double().sum().item() == pytest.approx(total, rel=1e-5)
+            off = 0.5 * float((e.weight[: m + 1] * e.io[c, : m + 1]).mean())
+            assert p.io_map[c].double().sum().item() != pytest.approx(off, rel=1e-5)
+            is_total = p.info_s(c)[0]
+            assert p.is_map[c].double().sum().item() == pytest.approx(is_total, rel=1e-4, abs=1e-4)
+    with pytest.raises(ValueError, match="no pixel maps kept"):
+        e.prefix(7)
+    (strat,) = estimate(shapes, [q], replace(cfg, sampler=WIDE, prefixes=(5,)))
+    with pytest.raises(ValueError, match="not a sample of the proposal"):
+        strat.prefix(5)
+    with pytest.raises(ValueError, match="prefixes"):
+        estimate(shapes, [q], replace(cfg, prefixes=(21,)))
+
+
 def test_log_likelihood_and_bits_per_dim(gauss: GaussianOracle) -> None:
     x, y = gauss.sample(3, torch.Generator().manual_seed(7))
     qs = [

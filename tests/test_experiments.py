@@ -387,3 +387,70 @@ def test_unknown_model_lists_the_models(capsys: pytest.CaptureFixture) -> None:
 
     with pytest.raises(ValueError, match="Did you mean 'tiny-sd'"):
         load_model(ModelConfig(name="tiny_sd"), torch.device("cpu"), torch.float32)
+
+
+@pytest.mark.parametrize("mode", ["iid", "stratified"])
+def test_localize_nests_step_counts_in_one_draw(
+    mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """steps=[2, 4] with iid draws: one 4-sample estimate whose first 2 samples give the 2-step
+    maps (4 samples per item, not 6); stratified draws cannot be nested and run per step count."""
+    from infodecomp.experiments.config import LocalizeConfig, ModelConfig
+
+    calls = []
+    real = localize.info_maps
+
+    def counting(model, queries, ecfg):
+        calls.append((ecfg.n_samples, tuple(sorted(ecfg.prefixes))))
+        return real(model, queries, ecfg)
+
+    monkeypatch.setattr(localize, "info_maps", counting)
+    cfg = LocalizeConfig()
+    cfg.model = ModelConfig(name="shapes-oracle")
+    cfg.data.name, cfg.data.size = "shapes-localize", 2
+    cfg.run.device, cfg.run.progress, cfg.run.out_dir = "cpu", False, str(tmp_path / "loc")
+    cfg.steps, cfg.methods = [2, 4], ["cmi", "mi"]
+    cfg.estimator.mode = mode
+    out = localize.run(cfg)
+    results = pd.read_csv(out / "results.csv")
+    assert set(results["n_steps"]) == {2, 4}
+    assert calls == ([(4, (2, 4))] if mode == "iid" else [(2, ()), (4, ())])
+    by_steps = results[results["method"] == "cmi"].groupby("n_steps")["value"].apply(list)
+    assert by_steps[2] != by_steps[4]  # the prefix is its own estimate
+
+
+def test_aro_ranks_by_the_denoising_loss_without_the_empty_prompt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """estimators=[mmse] needs no "" pass: the same draws and values at options / (options + 1)
+    of the denoiser rows of the full run."""
+    from infodecomp.experiments.config import AroConfig, ModelConfig
+    from infodecomp.models.oracles import ShapesOracle
+
+    rows = []
+    real = ShapesOracle.eps_hat
+
+    def counting(self, z, logsnr, cond):
+        rows.append(len(z))
+        return real(self, z, logsnr, cond)
+
+    monkeypatch.setattr(ShapesOracle, "eps_hat", counting)
+
+    def run(estimators: list[str], name: str) -> tuple[pd.DataFrame, int]:
+        rows.clear()
+        cfg = AroConfig()
+        cfg.model = ModelConfig(name="shapes-oracle")
+        cfg.data.name, cfg.data.size = "shapes-relation", 4
+        cfg.run.device, cfg.run.progress, cfg.run.out_dir = "cpu", False, str(tmp_path / name)
+        cfg.estimator.n_samples, cfg.estimators = 6, estimators
+        out = aro.run(cfg)
+        return pd.read_csv(out / "results.csv"), sum(rows)
+
+    full, full_rows = run(["io", "is", "mmse"], "full")
+    loss, loss_rows = run(["mmse"], "mmse")
+    k = 2  # shapes-relation: two options per item
+    assert loss_rows * (k + 1) == full_rows * k
+    key = ["item_id", "option"] if "option" in full.columns else ["item_id"]
+    a = full[full["estimator"] == "mmse"].sort_values(key)["value"].to_numpy()
+    b = loss[loss["estimator"] == "mmse"].sort_values(key)["value"].to_numpy()
+    assert len(a) == len(b) > 0 and (abs(a - b) <= 1e-9 * abs(a)).all()

@@ -123,8 +123,8 @@ def test_bench_reference_runs_through_a_flow_family() -> None:
 
     model = load_model(ModelConfig(name="tiny-flux"), torch.device("cpu"), torch.float32)
     image = bench._images(1, model.image_size, 0)[0]
-    ref = reference_scores(model, image, bench.OPTIONS, n_samples=6, batch=4, seed=1)
-    assert int(ref["evals"]) == 6 * (len(bench.OPTIONS) + 1)
+    ref = reference_scores(model, [image], [bench.OPTIONS], n_samples=6, seed=1)
+    assert ref["evals"] == 6 * (len(bench.OPTIONS) + 1) and ref["rows"] == [15, 3]
     assert (ref["io"] > 0).all() and (ref["mmse"] > 0).all()
     assert model.prompt_encodes == 0  # the reference encodes anew, outside the cache
 
@@ -155,6 +155,7 @@ def test_bench_speed_on_a_flow_family() -> None:
     cfg = BenchConfig()
     cfg.model.name, cfg.run.device = "tiny-sd3", "cpu"
     cfg.n_items, cfg.estimator.n_samples, cfg.repeats = 1, 4, 1
+    cfg.engine_dtypes = ["float32"]
     out = bench.speed(cfg)
     assert out["model"] == "tiny-sd3" and out["engine_dtype"] == "float32"
     assert out["reference_evals_per_s"] > 0 and out["engine_evals_per_s"] > 0

@@ -50,6 +50,9 @@ SKIP = {
         "needs the ARO data set (Visual Genome images)"
     ),
     "infodecomp bench model=sd21-random run.device=cuda": "needs a CUDA device",
+    "infodecomp bench model_items=12": (
+        "the measured run (minutes on a CPU); `infodecomp bench` runs here with small limits"
+    ),
     "infodecomp bench model=<preset> run.device=cuda": "needs a CUDA device and a real checkpoint",
     "torchrun --nproc_per_node=8 -m infodecomp.cli aro data=aro-vg-relation data.root=/data/aro": (
         "needs the ARO data set and 8 processes (sharding: tests/test_resume_shard.py)"
@@ -62,7 +65,13 @@ SMALL = {
     "infodecomp localize": ["run.limit=2"],
     "infodecomp intervene": ["run.limit=2"],
     "infodecomp visualize": ["run.limit=2"],
-    "infodecomp bench": ["n_items=1", "estimator.n_samples=4", "repeats=1", "oracle_items=2"],
+    "infodecomp bench": [
+        "n_items=1",
+        "estimator.n_samples=4",
+        "repeats=1",
+        "oracle_items=2",
+        "precision_items=2",
+    ],
 }
 
 

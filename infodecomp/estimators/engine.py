@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -57,6 +57,9 @@ class EngineConfig:
     max_batch: int = 64
     pixel_maps: bool = False
     seed: int = 0
+    # sample counts < n_samples whose pixel maps are kept too (ItemEstimate.prefix): estimates
+    # at several budgets from one draw; only for iid draws, whose prefixes are iid draws
+    prefixes: tuple[int, ...] = ()
 
 
 @dataclass
@@ -80,6 +83,42 @@ class ItemEstimate:
     x_sqnorm: float
     io_map: torch.Tensor | None = None  # [P, H, W] pixel-wise i^o, channels summed
     is_map: torch.Tensor | None = None  # [P, H, W] pixel-wise i^s, channels summed
+    # sample count -> (io_map, is_map) of the first samples only (EngineConfig.prefixes)
+    prefix_maps: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+    def prefix(self, n: int) -> ItemEstimate:
+        """The estimate from the first n samples of this one (nested budgets from one draw).
+
+        Only iid draws: the first n of a stratified, antithetic or quadrature draw cover part
+        of the proposal's range, so they are not a sample of it.
+        """
+        s_count = self.logsnr.shape[0]
+        if n == s_count:
+            return self
+        if self.sampler.mode != "iid":
+            raise ValueError(
+                f"a prefix of {self.sampler.mode} draws is not a sample of the proposal; "
+                "nested budgets need estimator.mode=iid"
+            )
+        if not 1 <= n < s_count:
+            raise ValueError(f"prefix of {n} samples out of {s_count}")
+        maps = self.prefix_maps.get(n) if self.io_map is not None else (None, None)
+        if maps is None:
+            raise ValueError(
+                f"no pixel maps kept for the first {n} samples (EngineConfig.prefixes)"
+            )
+        return replace(
+            self,
+            logsnr=self.logsnr[:n],
+            weight=self.weight[:n],
+            mse=self.mse[:, :n],
+            mse_gauss=self.mse_gauss[:n],
+            io=self.io[:, :n],
+            is_=self.is_[:, :n],
+            io_map=maps[0],
+            is_map=maps[1],
+            prefix_maps={},
+        )
 
     def _integral(self, values: torch.Tensor) -> tuple[float, float]:
         mean, se = self.sampler.mean_and_stderr(0.5 * self.weight * values)
@@ -149,7 +188,9 @@ def estimate(denoiser: Denoiser, queries: Sequence[Query], cfg: EngineConfig) ->
 
     Returns one ItemEstimate per query, in order. Condition encodings are requested once per
     distinct key for the whole call; the unconditional pass is one condition among the others
-    and is therefore computed once per sample and reused by every contrast that needs it.
+    and is therefore computed once per sample and reused by every contrast that needs it. A
+    condition a query lists twice (e.g. two caption options that coincide) is evaluated once
+    per sample and its predictions serve both entries.
 
     Memory is bounded by `cfg.max_batch`, not by `cfg.n_samples`: the (item, sample, condition)
     rows are walked in chunks of at most `max_batch` rows, each item's noise is drawn in blocks
@@ -164,6 +205,8 @@ def estimate(denoiser: Denoiser, queries: Sequence[Query], cfg: EngineConfig) ->
         raise ValueError(f"max_batch must be >= 1, got {cfg.max_batch}")
     if cfg.n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {cfg.n_samples}")
+    if any(not 1 <= m <= cfg.n_samples for m in cfg.prefixes):
+        raise ValueError(f"prefixes {cfg.prefixes} must lie in 1..n_samples={cfg.n_samples}")
     shapes = {tuple(q.x.shape) for q in queries}
     if len(shapes) != 1:
         raise ValueError(
@@ -259,7 +302,16 @@ class _ItemAccumulator:
     def __init__(
         self, q: Query, cfg: EngineConfig, cond_rows: list[int], device: torch.device
     ) -> None:
-        self.q, self.cfg, self.k = q, cfg, len(q.conditions)
+        # a condition repeated inside the query is evaluated once per sample: k rows per sample
+        # (its distinct conditions), expanded back to the query's conditions after the call
+        distinct = list(dict.fromkeys(q.conditions))
+        self.q, self.cfg, self.k = q, cfg, len(distinct)
+        self.expand = (
+            torch.tensor([distinct.index(c) for c in q.conditions])
+            if len(distinct) < len(q.conditions)
+            else None
+        )  # [K] row of each condition among the distinct ones
+        cond_rows = [cond_rows[q.conditions.index(c)] for c in distinct]
         gen = item_generator(cfg.seed, q.key)
         self.logsnr, self.weight = cfg.sampler.sample(cfg.n_samples, gen)  # [S] float64
         block = -(-cfg.max_batch // self.k) + 1  # samples one chunk can touch
@@ -270,7 +322,7 @@ class _ItemAccumulator:
         s, p = cfg.n_samples, len(q.contrasts)
         self.with_idx = [a for a, _ in q.contrasts]
         self.without_idx = [b for _, b in q.contrasts]
-        self.mse = torch.empty((self.k, s), dtype=torch.float64)
+        self.mse = torch.empty((len(q.conditions), s), dtype=torch.float64)
         self.mse_gauss = torch.empty(s, dtype=torch.float64)
         self.io = torch.empty((p, s), dtype=torch.float64)
         self.is_ = torch.empty((p, s), dtype=torch.float64)
@@ -282,6 +334,7 @@ class _ItemAccumulator:
         self.is_sum = (
             torch.zeros((p, *hw), dtype=torch.float64, device=device) if self.maps else None
         )
+        self.prefix_sums: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._held: tuple[int, torch.Tensor, torch.Tensor] | None = None  # a straddling sample
         self._done = 0  # samples reduced so far
 
@@ -301,11 +354,10 @@ class _ItemAccumulator:
         if whole:
             n = whole // self.k
             s0 = r0 // self.k
-            self._reduce(
-                s0,
-                pred[:whole].view(n, self.k, *pred.shape[1:]),  # [n, K, C, H, W]
-                eps[: whole : self.k],  # [n, C, H, W]
-            )
+            rows = pred[:whole].view(n, self.k, *pred.shape[1:])  # [n, k, C, H, W]
+            if self.expand is not None:
+                rows = rows[:, self.expand.to(rows.device)]  # [n, K, C, H, W]
+            self._reduce(s0, rows, eps[: whole : self.k])  # eps [n, C, H, W]
 
     def _reduce(self, s0: int, pred: torch.Tensor, eps: torch.Tensor) -> None:
         """Per-sample errors and pixel-map sums of samples s0..s0+n-1 from pred [n, K, C, H, W]."""
@@ -327,20 +379,31 @@ class _ItemAccumulator:
             self.is_[:, sl] = (mse[self.without_idx] - mse[self.with_idx]).cpu()
             if self.maps:
                 w = (0.5 * self.weight[sl]).to(pred.device, torch.float32).view(bshape)
-                self.io_sum += (w * diff_sq.sum(2)).double().sum(0)  # [P, H, W]
+                io_px = (w * diff_sq.sum(2)).double()  # [n, P, H, W]
                 err_px = err.sum(2)  # [n, K, H, W]
-                self.is_sum += (
-                    (w * (err_px[:, self.without_idx] - err_px[:, self.with_idx])).double().sum(0)
-                )
+                is_px = (w * (err_px[:, self.without_idx] - err_px[:, self.with_idx])).double()
+                for m in self.cfg.prefixes:  # a kept budget ends inside this chunk: snapshot
+                    if s0 < m <= s0 + n:
+                        self.prefix_sums[m] = (
+                            self.io_sum + io_px[: m - s0].sum(0),
+                            self.is_sum + is_px[: m - s0].sum(0),
+                        )
+                self.io_sum += io_px.sum(0)  # [P, H, W]
+                self.is_sum += is_px.sum(0)
         self._done += n
 
     def result(self) -> ItemEstimate:
         q, s_count = self.q, self.cfg.n_samples
         assert self._done == s_count and self._held is None, "an item's rows were not all reduced"
         io_map = is_map = None
+        prefix_maps = {}
         if self.maps:
             io_map = (self.io_sum / s_count).float().cpu()  # [P, H, W]
             is_map = (self.is_sum / s_count).float().cpu()
+            prefix_maps = {
+                m: ((a / m).float().cpu(), (b / m).float().cpu())
+                for m, (a, b) in self.prefix_sums.items()
+            }
         return ItemEstimate(
             key=q.key,
             conditions=q.conditions,
@@ -356,4 +419,5 @@ class _ItemAccumulator:
             x_sqnorm=float(self.x.double().square().sum()),
             io_map=io_map,
             is_map=is_map,
+            prefix_maps=prefix_maps,
         )

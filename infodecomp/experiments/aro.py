@@ -23,22 +23,27 @@ from infodecomp.experiments.config import AroConfig, EstimatorConfig
 from infodecomp.experiments.runner import RunContext, execute
 from infodecomp.reporting.metrics import ranking_scores
 from infodecomp.reporting.writer import ARO_COLUMNS
-from infodecomp.scores import SCORES, check_scores
+from infodecomp.scores import SCORES, check_scores, get_score
 
 COLUMNS = ARO_COLUMNS  # the documented results.csv schema
 
 
 def option_queries(
-    xs: torch.Tensor, options: Sequence[Sequence[str]], keys: Sequence[str]
+    xs: torch.Tensor,
+    options: Sequence[Sequence[str]],
+    keys: Sequence[str],
+    unconditional: bool = True,
 ) -> list[Query]:
     """One query per image: its caption options and the unconditional "", contrast j = (option j,
     ""), so i^o / i^s of option j is contrast j and its denoising loss condition j. Shared by
-    `aro` and the Python API (infodecomp.api.score)."""
+    `aro` and the Python API (infodecomp.api.score). unconditional=False: the options alone, no
+    contrasts (enough for condition scores such as the denoising loss; the draws, keyed by the
+    item, and so the values are the same, at options / (options + 1) of the evaluations)."""
     return [
         Query(
             xs[i].cpu(),
-            (*opts, ""),
-            tuple((j, len(opts)) for j in range(len(opts))),
+            (*opts, "") if unconditional else tuple(opts),
+            tuple((j, len(opts)) for j in range(len(opts))) if unconditional else (),
             key=keys[i],
         )
         for i, opts in enumerate(options)
@@ -81,7 +86,9 @@ def estimate_options(
 def _queries(ctx: RunContext, items: list, images: list) -> list[Query]:
     xs = ctx.model.encode_images(images)  # [N, C, H, W]
     keys = [str(it.draw_key or it.item_id) for it in items]
-    return option_queries(xs, [it.options for it in items], keys)
+    # "" is evaluated only when a requested score contrasts with it (i^o, i^s)
+    uncond = any(get_score(name).index == "contrast" for name in ctx.cfg.estimators)
+    return option_queries(xs, [it.options for it in items], keys, unconditional=uncond)
 
 
 def _row(it, j: int, text: str, name: str, value: float, se: float, score: float, **kw) -> dict:

@@ -164,11 +164,17 @@ class ReportConfig:
 
 @dataclass
 class BenchConfig(BaseCommandConfig):
-    n_items: int = 4  # ARO items timed per procedure
-    reference_batch: int = 150  # the published UNet batch
-    repeats: int = 3  # alternating timing rounds per procedure; medians are reported
+    n_items: int = 10  # ARO items (2 options) timed per procedure: one published VG batch
+    # engine dtypes timed against the float32 reference (reduced ones checked against float32)
+    engine_dtypes: list[str] = field(default_factory=lambda: ["float32", "bfloat16"])
+    repeats: int = 5  # alternating timing rounds per procedure; medians are reported
+    # items (beyond the timed ones) on which reduced-precision engines are checked against float32
+    precision_items: int = 30
     # ShapesWorld items per set (relation, attribute, order) for sample efficiency
-    oracle_items: int = 70
+    oracle_items: int = 40
+    # items for the agreement with the model's own 100-sample answers (0: skipped; on CPU about
+    # 700 denoiser rows per item)
+    model_items: int = 0
 
 
 @dataclass
@@ -241,7 +247,7 @@ AT_LEAST_ONE = (
     "pointwise_samples",
     "oracle_items",
     "repeats",
-    "reference_batch",
+    "precision_items",
 )
 POSITIVE = ("estimator.scale", "estimator.clip", "model.sigma0")
 NON_NEGATIVE = ("data.noise", "estimator.margin")

@@ -2,7 +2,12 @@
 
 The infinite-sample answer of the i^s / MMSE ranking is argmax_j log p(x | y_j), which the oracle
 computes exactly. Each scheme's agreement with it and its denoiser evaluations per item are
-compared with the paper's fixed budget (100 iid samples from the truncated logistic).
+compared with the paper's fixed budget (100 iid samples from the truncated logistic). The
+schemes: stratified draws (one uniform per stratum of the proposal's quantiles), antithetic
+draws (stratified pairs mirrored in the proposal's quantiles, t and 1 - t), a logistic
+proposal fitted to the integrand of the ranking on separate calibration items (moment matching
+of the variance-optimal density, proportional to |integrand|; its calibration evaluations are
+charged to the study's items), and adaptive stopping (estimators.adaptive).
 Ranking by i^s needs no unconditional pass (its term is common to all options and cancels in
 the comparison), so evaluations count options only, for the baseline too (the published
 procedure also runs the empty prompt: its count is reported beside).
@@ -114,13 +119,17 @@ def sample_efficiency(
     k = torch.tensor(n_opt, dtype=torch.float64)
     fitted, cal_evals = calibrate(oracle, noise, seed)
     paper_strat = replace(PAPER, mode="stratified")
+    paper_anti = replace(PAPER, mode="antithetic")
     schemes = [("fixed-100 (paper)", "paper, iid", PAPER, 100, None)]
     schemes += [(f"fixed-{n}", "paper, stratified", paper_strat, n, None) for n in budgets]
+    schemes += [(f"fixed-{n}", "paper, antithetic", paper_anti, n, None) for n in budgets]
     schemes += [(f"fixed-{n}", "fitted, stratified", fitted, n, None) for n in budgets]
-    schemes += [
-        (f"adaptive margin {m:g}", "paper, stratified", paper_strat, 100, m) for m in margins
-    ]
-    schemes += [(f"adaptive margin {m:g}", "fitted, stratified", fitted, 100, m) for m in margins]
+    for label, sampler in (
+        ("paper, stratified", paper_strat),
+        ("paper, antithetic", paper_anti),
+        ("fitted, stratified", fitted),
+    ):
+        schemes += [(f"adaptive margin {m:g}", label, sampler, 100, m) for m in margins]
     rows, base_correct = [], None
     for name, proposal, sampler, budget, margin in schemes:
         correct, used = [], []
@@ -195,3 +204,75 @@ def eval_fraction(table: pd.DataFrame) -> tuple[float, str]:
     return float(
         best["evals_per_item"] / base["evals_per_item"]
     ), f"{best['scheme']} ({best['proposal']})"
+
+
+def model_agreement(
+    model,
+    xs: torch.Tensor,
+    options: list[tuple[str, ...]],
+    budgets: tuple[int, ...] = (30,),
+    seeds: int = 2,
+    seed: int = 0,
+    max_batch: int = 64,
+    scores: tuple[str, ...] = ("io", "mmse"),
+    target: int = 100,
+) -> pd.DataFrame:
+    """Agreement with a model's own 100-sample answers where no exact answer exists (tiny-sd).
+
+    The target is each item's answer from 100 iid draws of the paper's proposal (key seed).
+    The baseline is another 100-iid run (other seeds) against it, i.e. how often the published
+    budget repeats its own answer; each scheme (n antithetic draws of the paper's proposal) is
+    held to the same target. xs: encoded images [N, C, H, W]; options per item. Evaluations
+    per answer: samples x (options + 1) for i^o (it needs ""), samples x options for the
+    denoising loss. Returns one row per (score, scheme) with agreement and diff_se (paired,
+    against the baseline), like `sample_efficiency`.
+    """
+    queries = [  # the published conditions: the options, then ""
+        Query(x, (*o, ""), tuple((j, len(o)) for j in range(len(o))), key=("agree", i))
+        for i, (x, o) in enumerate(zip(xs, options, strict=True))
+    ]
+    k = torch.tensor([len(o) for o in options], dtype=torch.float64)
+
+    def answers(sampler: LogsnrSampler, n: int, rep: int) -> dict[str, torch.Tensor]:
+        cfg = EngineConfig(n_samples=n, sampler=sampler, max_batch=max_batch, seed=seed + rep)
+        ests = estimate(model, queries, cfg)
+        return {
+            s: torch.tensor(
+                [
+                    int(ranking_terms(e, s, len(o)).mean(-1).argmax())
+                    for e, o in zip(ests, options, strict=True)
+                ]
+            )
+            for s in scores
+        }
+
+    reference = answers(PAPER, target, 0)  # `target` samples: 100, the published budget
+    runs = [(f"fixed-{target} (paper)", "paper, iid", PAPER, target)]
+    runs += [
+        (f"fixed-{n}", "paper, antithetic", replace(PAPER, mode="antithetic"), n) for n in budgets
+    ]
+    rows, base = [], {}
+    for name, proposal, sampler, n in runs:
+        correct = {s: [] for s in scores}
+        for rep in range(1, seeds + 1):
+            got = answers(sampler, n, 1000 * rep)
+            for s in scores:
+                correct[s].append((got[s] == reference[s]).double())
+        for s in scores:
+            c = torch.stack(correct[s])  # [R, N]
+            base.setdefault(s, c)
+            diff = (c - base[s]).flatten()
+            per_sample = (k + 1) if s == "io" else k
+            rows.append(
+                {
+                    "score": s,
+                    "scheme": name,
+                    "proposal": proposal,
+                    "samples_per_item": float(n),
+                    "evals_per_item": float((n * per_sample).mean()),
+                    "published_evals_per_item": float((100 * (k + 1)).mean()),
+                    "agreement": float(c.mean()),
+                    "diff_se": float(diff.std() / diff.numel() ** 0.5) if diff.numel() > 1 else 0.0,
+                }
+            )
+    return pd.DataFrame(rows)

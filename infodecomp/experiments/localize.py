@@ -2,6 +2,9 @@
 
 For every (image, caption, word) and every step count in `steps`, the CMI map compares the
 caption with the caption without the word, the MI map the word alone with the empty prompt.
+With iid draws (the paper's) the step counts are nested prefixes of one draw of the largest
+(50 / 100 / 200: 200 samples per item instead of 350; EngineConfig.prefixes); other sampler
+modes run each step count on its own draw.
 With a cross-attention model, the DAAM baseline and Attention+Information maps are added,
 aggregated as `attention` says (`daam`: DAAM's aggregation, the default and the paper's;
 `layer-mean`: heads averaged per layer; see models.attention); meta.json records the choice.
@@ -91,9 +94,20 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     if "exact" in cfg.methods or "cmi" in cfg.methods:
         exact = exact_word_info(ctx.model, items, xs, cfg.blank_context, cfg.run.seed)
     rows = []
+    queries = info_queries(items, xs, cfg.blank_context)
+    # iid draws: every step count is a prefix of one draw of the largest (50/100/200: 200
+    # samples per item, not 350); other modes' prefixes are not samples of the proposal
+    top = max(cfg.steps)
+    nested = engine_config(cfg.estimator, cfg.run).sampler.mode == "iid" and len(cfg.steps) > 1
+    if nested:
+        ecfg_top = engine_config(cfg.estimator, cfg.run, n_samples=top)
+        full = info_maps(ctx.model, queries, replace(ecfg_top, prefixes=tuple(set(cfg.steps))))
     for steps in cfg.steps:
         ecfg = engine_config(cfg.estimator, cfg.run, n_samples=steps)
-        ests = info_maps(ctx.model, info_queries(items, xs, cfg.blank_context), ecfg)
+        if nested:
+            ests = [e.prefix(steps) for e in full]
+        else:
+            ests = info_maps(ctx.model, queries, ecfg)
         for i, (it, x, e, mask) in enumerate(zip(items, xs, ests, masks, strict=True)):
             heats = {"cmi": (e.io_map[0], e.info_o(0)[0]), "mi": (e.io_map[1], e.info_o(1)[0])}
             if exact is not None:
@@ -111,7 +125,9 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
                 if cfg.attn_info_clip is not None:
                     acfg = replace(ecfg, sampler=replace(ecfg.sampler, clip=cfg.attn_info_clip))
                 heats["attn_info"] = (
-                    traced_word_map(ctx.model, it, x.cpu(), acfg, cfg.attention),
+                    traced_word_map(
+                        ctx.model, it, x.cpu(), acfg, cfg.attention, top if nested else None
+                    ),
                     float("nan"),
                 )
             for method in cfg.methods:

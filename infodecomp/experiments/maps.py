@@ -98,13 +98,21 @@ def daam_word_map(
 
 
 def traced_word_map(
-    model, item, x: torch.Tensor, ecfg: EngineConfig, attention: str = "daam"
+    model,
+    item,
+    x: torch.Tensor,
+    ecfg: EngineConfig,
+    attention: str = "daam",
+    n_draw: int | None = None,
 ) -> torch.Tensor:
     """Attention+Information: attention over single calls at the item's sampled logsnr [h, w],
-    aggregated as `attention` says."""
+    aggregated as `attention` says. With `n_draw`, the first ecfg.n_samples of an n_draw-sample
+    draw (nested budgets, as the CMI maps take them)."""
+    n = ecfg.n_samples
     logsnr, _, eps = draw(
-        Query(x, (item.caption,), key=str(item.item_id)), ecfg
+        Query(x, (item.caption,), key=str(item.item_id)), replace(ecfg, n_samples=n_draw or n)
     )  # the CMI map's draws
+    logsnr, eps = logsnr[:n], eps[:n]
     traced = model.attention_maps(
         x, item.caption, logsnr.float(), eps, max_batch=ecfg.max_batch, aggregation=attention
     )

@@ -1,100 +1,189 @@
-"""A faithful re-implementation of the published ARO scoring procedure, for the speed benchmark.
+"""The published ARO scoring procedure, batched as the published code batches it (bench reference).
 
-Per image and per condition (the empty prompt first, then each caption) one pass over all logsnr
-samples in fixed UNet batches of 150: the prompt is tokenised and encoded again for every
-condition (no cache), the VAE encodes the image again for every item, logsnr maps to the nearest
-integer timestep, everything runs in float32. The unconditional predictions are kept to form
-i^o = ||eps_hat(z|y) - eps_hat(z)||^2, as the published code does. It returns the same
-per-sample quantities as the engine so the two can be checked against each other.
+What the published ARO path does per batch of `items_per_batch` images (10 for VG, whose items
+have 2 caption options; 5 for COCO/Flickr-Order, 5 options; /work/shared/reference section 6):
 
-The published code exists for Stable Diffusion only; on the other families (SDXL, SD 3.x,
-Flux.1, PixArt) the same procedure (prompt encoded anew per condition with the family's own
-encoders, one condition per pass, fixed batches, float32) runs through the adapter's eps_hat,
-i.e. with the family's own time variable and target conversion.
+- every distinct prompt of the batch (all options of all its images and "") is tokenised and
+  encoded once for the batch, not cached across batches;
+- every image's VAE latent is a posterior sample (mean + std x N(0, I)), scaled;
+- the logsnr samples are spent `draws_per_call` (5) replicate draws at a time: one UNet call takes
+  all options plus "" of every image of the batch for 5 (logsnr, eps) draws each
+  (VG: 3 conditions x 10 images x 5 draws = 150 rows), with one logsnr and one eps per
+  (image, draw) shared by all that image's conditions; 100 samples -> 20 calls per batch;
+- logsnr maps to the nearest integer timestep, z uses the continuous logsnr, all in float32;
+- i^o = 1/2 mean_s w_s ||eps_hat(z|y) - eps_hat(z|"")||^2 per option; the denoising loss
+  1/2 mean_s w_s ||eps - eps_hat(z|y)||^2 beside it.
+
+So an item costs n_samples x (options + 1) rows: 300 for VG, 600 for COCO/Flickr-Order at 100
+samples. `reference_scores` returns the UNet calls and rows it made so tests can hold it to that.
+Given the same draws (`ReferenceDraws`), its scores equal the engine's (tests/test_bench.py).
+
+The published code exists for Stable Diffusion only (epsilon prediction: the UNet is called
+directly with the nearest timestep); on other families (SDXL, SD 3.x, Flux.1, PixArt, v-prediction
+SD) the same batching runs through the adapter's eps_hat with the family's own encoders, time
+variable and target conversion.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import torch
 
-from infodecomp.estimators.channel import noisy_channel
-from infodecomp.estimators.protocol import repeat_rows
+from infodecomp.estimators.channel import alpha_sigma
+from infodecomp.estimators.protocol import conditions_device, select_rows
 from infodecomp.estimators.samplers import LogsnrSampler
+from infodecomp.models.preprocess import to_model_input
 from infodecomp.models.sd import StableDiffusionDenoiser
+
+DRAWS_PER_CALL = 5  # replicate (logsnr, eps) draws of every image in one UNet call
+PAPER_SAMPLER = LogsnrSampler()  # logistic loc 1, scale 2, clip 3, iid
+
+
+def items_per_batch(n_options: int) -> int:
+    """The published image batch: 10 for VG (2 options), 5 for the Order tasks (5 options)."""
+    return 10 if n_options <= 2 else 5
+
+
+def conditions_of(options: Sequence[str]) -> tuple[str, ...]:
+    """The conditions the published code evaluates for one image: its options, then ""."""
+    return (*options, "")
+
+
+@dataclass(frozen=True)
+class ReferenceDraws:
+    """The random inputs of a batch: latents [N, C, h, w] (float32), logsnr [N, S] (float64),
+    eps [N, S, C, h, w] (float32). Given these, the procedure is deterministic."""
+
+    latents: torch.Tensor
+    logsnr: torch.Tensor
+    eps: torch.Tensor
 
 
 @torch.no_grad()
-def _encode_prompt(model, prompt: str) -> torch.Tensor:
-    tok = model.tokenizer(
-        [prompt],
-        padding="max_length",
-        max_length=model.tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    )
-    return model.text_encoder(tok.input_ids.to(model.device))[0]  # [1, 77, D]
+def sampled_latents(model, images: Sequence, gen: torch.Generator) -> torch.Tensor:
+    """VAE posterior samples of the images, scaled as the model's latents: [N, C, h, w] float32."""
+    px = torch.stack([to_model_input(im, model.image_size, model.resize) for im in images])
+    dist = model.vae.encode(px.to(model.device, model.vae_dtype)).latent_dist
+    noise = torch.randn(dist.mean.shape, generator=gen).to(model.device)
+    lat = dist.mean.float() + dist.std.float() * noise
+    return ((lat - model._vae_shift) * model.vae.config.scaling_factor).float().cpu()
+
+
+def sample_draws(
+    model, images: Sequence, n_samples: int, gen: torch.Generator, sampler: LogsnrSampler
+) -> ReferenceDraws:
+    """The published draws of one batch: sampled latents, then iid logsnr and eps per image."""
+    latents = sampled_latents(model, images, gen)
+    n = latents.shape[0]
+    logsnr, _ = sampler.sample(n * n_samples, gen)
+    eps = torch.randn((n, n_samples, *latents.shape[1:]), generator=gen)
+    return ReferenceDraws(latents, logsnr.view(n, n_samples), eps)
 
 
 @torch.no_grad()
 def reference_scores(
-    model, image, options: tuple[str, ...], n_samples: int = 100, batch: int = 150, seed: int = 0
-) -> dict[str, torch.Tensor]:
-    """Scores of one ARO item by the published procedure.
+    model,
+    images: Sequence,
+    options: Sequence[Sequence[str]],
+    n_samples: int = 100,
+    *,
+    draws_per_call: int = DRAWS_PER_CALL,
+    batch_items: int | None = None,
+    seed: int = 0,
+    draws: ReferenceDraws | None = None,
+    sampler: LogsnrSampler = PAPER_SAMPLER,
+) -> dict:
+    """Scores of ARO items by the published procedure, batched as published (module docstring).
 
-    Returns io [O] and mmse [O] (1/2 mean of weight x per-sample value), and the number of UNet
-    evaluations made.
+    Args:
+        images: the items' images; options: the caption options of each image.
+        batch_items: images per batch (default: `items_per_batch` of the first item's options).
+        draws: the batch's random inputs (all images, all samples); default: drawn from
+            torch.Generator(seed) as `sample_draws` does, batch by batch.
+        sampler: the logsnr proposal (its weights; its draws when `draws` is None).
+
+    Returns a dict with io [N, O] and mmse [N, O] (float64; O = the largest option count, NaN
+    where an item has fewer), calls (UNet calls), rows (rows per call, a list), evals (rows in
+    all), prompt_encodes (prompts encoded, summed over batches).
     """
+    if len(images) != len(options):
+        raise ValueError(f"{len(images)} images but {len(options)} option lists")
+    n = len(images)
+    bsz = batch_items or items_per_batch(len(options[0]))
     gen = torch.Generator().manual_seed(seed)
-    x = model.encode_images([image])[0].to(
-        model.device, torch.float32
-    )  # [4, h, w], no latent cache
-    logsnr, weight = LogsnrSampler().sample(n_samples, gen)  # paper proposal, iid
-    eps = torch.randn((n_samples, *x.shape), generator=gen).to(model.device)  # [S, 4, h, w]
-    z = noisy_channel(x.expand_as(eps), logsnr.float().to(model.device), eps)  # [S, 4, h, w]
-    evals = 0
-    if not isinstance(model, StableDiffusionDenoiser):  # another family: its own encoders
-        lv = logsnr.float().to(model.device)
-
-        def predict(prompt: str) -> torch.Tensor:
-            nonlocal evals
-            cond = model._encode_prompts([prompt])  # encoded anew for every condition
-            out = []
-            for start in range(0, n_samples, batch):
-                zb = z[start : start + batch]
-                out.append(model.eps_hat(zb, lv[start : start + batch], repeat_rows(cond, len(zb))))
-                evals += len(zb)
-            return torch.cat(out).float()  # [S, C, h, w]
-
-        return _scores(predict, options, eps, weight, model.device, evals_of=lambda: evals)
-    t = model.schedule.timestep(logsnr, "nearest").to(model.device, torch.float32)  # [S]
-
-    def predict(prompt: str) -> torch.Tensor:
-        nonlocal evals
-        cond = _encode_prompt(model, prompt)  # encoded anew for every condition
-        out = []
-        for start in range(0, n_samples, batch):
-            zb = z[start : start + batch]
-            out.append(
-                model.unet(
-                    zb, t[start : start + batch], encoder_hidden_states=cond.expand(len(zb), -1, -1)
-                ).sample
-            )
-            evals += len(zb)
-        return torch.cat(out).float()  # [S, 4, h, w]
-
-    return _scores(predict, options, eps, weight, model.device, evals_of=lambda: evals)
-
-
-def _scores(predict, options, eps, weight, device, evals_of) -> dict[str, torch.Tensor]:
-    uncond = predict("")
-    w = (0.5 * weight).to(device, torch.float32)
-    io, mmse = [], []
-    for caption in options:
-        cond = predict(caption)
-        io.append((w * (cond - uncond).square().flatten(1).sum(-1)).mean())
-        mmse.append((w * (eps - cond).square().flatten(1).sum(-1)).mean())
+    o_max = max(len(o) for o in options)
+    io = torch.full((n, o_max), float("nan"), dtype=torch.float64)
+    mmse = torch.full((n, o_max), float("nan"), dtype=torch.float64)
+    rows, encodes = [], 0
+    for b0 in range(0, n, bsz):
+        idx = list(range(b0, min(n, b0 + bsz)))
+        if draws is None:
+            d = sample_draws(model, [images[i] for i in idx], n_samples, gen, sampler)
+        else:
+            d = ReferenceDraws(draws.latents[idx], draws.logsnr[idx], draws.eps[idx])
+        conds = [conditions_of(options[i]) for i in idx]
+        prompts = list(dict.fromkeys(p for c in conds for p in c))  # distinct, once per batch
+        table = model._encode_prompts(prompts)  # [U, ...] encoded anew for this batch
+        encodes += len(prompts)
+        cond_idx = [[prompts.index(p) for p in c] for c in conds]
+        sums = _batch(model, d, cond_idx, table, draws_per_call, sampler, rows)
+        for j, i in enumerate(idx):
+            k = len(sums[j][0])  # the options: every condition but the last ("")
+            io[i, :k], mmse[i, :k] = sums[j]
     return {
-        "io": torch.stack(io).cpu(),
-        "mmse": torch.stack(mmse).cpu(),
-        "evals": torch.tensor(evals_of()),
+        "io": io,
+        "mmse": mmse,
+        "calls": len(rows),
+        "rows": rows,
+        "evals": sum(rows),
+        "prompt_encodes": encodes,
     }
+
+
+def _batch(model, d: ReferenceDraws, cond_idx, table, draws_per_call, sampler, rows) -> list:
+    """The UNet calls of one batch; returns per image (io [O], mmse [O]) and appends call sizes."""
+    n_img, n_samples = d.logsnr.shape
+    device = model.device
+    direct = (
+        isinstance(model, StableDiffusionDenoiser) and model.schedule.prediction_type == "epsilon"
+    )
+    weight = sampler.weight(d.logsnr)  # [N, S] float64
+    a, s = (t.float() for t in alpha_sigma(d.logsnr))  # [N, S]
+    io_sum = [torch.zeros(len(c) - 1, dtype=torch.float64) for c in cond_idx]
+    mmse_sum = [torch.zeros(len(c) - 1, dtype=torch.float64) for c in cond_idx]
+    x = d.latents.float()
+    for r0 in range(0, n_samples, draws_per_call):
+        r1 = min(n_samples, r0 + draws_per_call)
+        # rows ordered (image, draw, condition): every condition of an image shares its draw
+        img, smp, cnd = [], [], []
+        for i, ci in enumerate(cond_idx):
+            for r in range(r0, r1):
+                img += [i] * len(ci)
+                smp += [r] * len(ci)
+                cnd += ci
+        img_t, smp_t = torch.tensor(img), torch.tensor(smp)
+        eps = d.eps[img_t, smp_t]  # [B, C, h, w]
+        shape = (-1,) + (1,) * (eps.dim() - 1)
+        z = a[img_t, smp_t].view(shape) * x[img_t] + s[img_t, smp_t].view(shape) * eps
+        cond = select_rows(table, torch.tensor(cnd).to(conditions_device(table)))
+        logsnr = d.logsnr[img_t, smp_t]
+        if direct:  # the published call: UNet, nearest integer timestep, float32
+            t = model.schedule.timestep(logsnr, "nearest").to(device, torch.float32)
+            pred = model.unet(z.to(device), t, encoder_hidden_states=cond).sample.float()
+        else:
+            pred = model.eps_hat(z.to(device), logsnr.float().to(device), cond).float()
+        rows.append(len(img))
+        start = 0
+        for i, ci in enumerate(cond_idx):  # squared norms on the device, sums in float64
+            k, m = len(ci), r1 - r0
+            p = pred[start : start + k * m].view(m, k, *pred.shape[1:])  # [m, K, C, h, w]
+            e = d.eps[i, r0:r1].to(device)  # [m, C, h, w]
+            w = 0.5 * weight[i, r0:r1, None]  # [m, 1]
+            io_rows = (p[:, :-1] - p[:, -1:]).square().flatten(2).sum(-1)  # [m, O]
+            mmse_rows = (e[:, None] - p[:, :-1]).square().flatten(2).sum(-1)  # [m, O]
+            io_sum[i] += (w * io_rows.double().cpu()).sum(0)
+            mmse_sum[i] += (w * mmse_rows.double().cpu()).sum(0)
+            start += k * m
+    return [(io_sum[i] / n_samples, mmse_sum[i] / n_samples) for i in range(n_img)]
