@@ -26,7 +26,7 @@ from infodecomp.experiments.config import (
     VisualizeConfig,
 )
 
-FAMILIES = ("tiny-sdxl", "tiny-sd3", "tiny-flux", "tiny-pixart", "shapes-learned-random")
+FAMILIES = ("tiny-sdxl", "tiny-sd3", "tiny-flux", "tiny-pixart", "shapes-learned")
 COMMANDS = {
     "aro": (aro, AroConfig, "shapes-relation", {}),
     "localize": (localize, LocalizeConfig, "shapes-localize", {"steps": [4], "daam_steps": 2}),
