@@ -27,6 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "check every estimator against exact ground truth",
     ),
     "bench": ("infodecomp.experiments.bench", "speed and sample-efficiency benchmark"),
+    "calibrate": (
+        "infodecomp.experiments.calibrate",
+        "a learned ShapesWorld model against the exact oracle, same items and draws",
+    ),
     "report": (
         "infodecomp.experiments.report",
         "static HTML report of run directories (tables, curves, heat maps, metadata)",

@@ -494,6 +494,14 @@ def _support(m: torch.Tensor) -> torch.Tensor:
     return m > SUPPORT_FRACTION * m.max()
 
 
+def support_iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    """IoU of two maps' supports (pixels above SUPPORT_FRACTION of each map's maximum); NaN
+    when both supports are empty."""
+    sa, sb = _support(a), _support(b)
+    union = int((sa | sb).sum())
+    return float((sa & sb).sum()) / union if union else float("nan")
+
+
 def word_map_checks(
     oracle: ShapesOracle, cases: list[WordCase], n_samples: int, seed: int, max_batch: int
 ) -> tuple[list[dict], list[ItemEstimate]]:
@@ -540,10 +548,7 @@ def word_map_checks(
             float(torch.hypot((a - b).abs() / 2, cases[i].exact_noise.double()).sum())
             for i, a, b in zip(idx, a_maps, b_maps, strict=True)
         )
-        ious = [
-            float((_support(m) & _support(x)).sum() / (_support(m) | _support(x)).sum())
-            for m, x in zip(est_maps, exact_maps, strict=True)
-        ]
+        ious = [support_iou(m, x) for m, x in zip(est_maps, exact_maps, strict=True)]
         off_obj = [
             1 - float(x[cases[i].mask].sum() / x.sum())
             for i, x in zip(idx, exact_maps, strict=True)
