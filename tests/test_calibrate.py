@@ -211,3 +211,33 @@ def test_bad_sections_are_one_line_errors() -> None:
         CalibrateConfig(sections=["nope"])
     with pytest.raises(ValueError, match="sets="):
         replace(CalibrateConfig(), sets=["shapes-localize"])
+
+
+def test_aggregate_and_report_show_the_calibration(tmp_path: Path) -> None:
+    """A calibrate run directory becomes the calibration table (aggregate) and a report
+    section with the MMSE curves and the side-by-side maps."""
+    from infodecomp.reporting.aggregate import aggregate
+    from infodecomp.reporting.html import write_report
+
+    cfg = tiny_cfg(tmp_path / "run", sections=["mmse", "localize"])
+    cfg.run.out_dir = None
+    out = tmp_path / "run"
+    out.mkdir()
+    table, curves, n = cal.calibrate(ShapesOracle(), ShapesOracle(), cfg, out)
+    table.to_csv(out / "calibration.csv", index=False)
+    curves.to_csv(out / "curves.csv", index=False)
+    from infodecomp.reporting.meta import write_meta
+
+    write_meta(out, {"model": {"name": "shapes-oracle"}, "estimator": {"n_samples": 6}},
+               device="cpu", dtype="float32", seed=0, wall_time_s=1.0, items_done=n,
+               items_skipped=0, command="calibrate")  # fmt: skip
+    tables = aggregate([out], tmp_path / "tables")
+    got = tables["calibration"]
+    assert set(got["section"]) == {"mmse", "localize"}
+    assert (got["setting"] == "shapes-oracle, 6 samples, seed 0").all()
+    assert (tmp_path / "tables" / "calibration.tex").is_file()
+    index = write_report([out], tmp_path / "report")
+    html = index.read_text()
+    assert 'id="calibration"' in html and "calibration-run-mmse.png" in html
+    assert (tmp_path / "report" / "figures" / "calibration-run-mmse.png").is_file()
+    assert list((tmp_path / "report" / "assets" / "run").glob("maps-*.png"))

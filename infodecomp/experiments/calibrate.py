@@ -454,8 +454,8 @@ def localize_section(pair: Pair, cfg: CalibrateConfig, out: Path) -> list[dict]:
         if i < cfg.n_figures:
             maps = {
                 "learned CMI": lmap,
-                "exact oracle CMI, same draws": omap,
-                "exact CMI map": xmap,
+                "oracle CMI, same draws": omap,
+                "exact CMI": xmap,
             }
             if amap is not None:
                 maps["learned attention"] = amap
