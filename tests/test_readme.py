@@ -63,6 +63,14 @@ SMALL = {
     "infodecomp intervene": ["run.limit=2"],
     "infodecomp visualize": ["run.limit=2"],
     "infodecomp bench": ["n_items=1", "estimator.n_samples=4", "repeats=1", "oracle_items=2"],
+    "infodecomp calibrate": [
+        "n_items=2",
+        "word_items=2",
+        "estimator.n_samples=4",
+        "n_sigmas=2",
+        "daam_steps=2",
+        "sets=[shapes-relation]",
+    ],
 }
 
 

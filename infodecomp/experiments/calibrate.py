@@ -759,6 +759,11 @@ def print_table(table: pd.DataFrame) -> None:
 def run(cfg: CalibrateConfig) -> Path:
     from infodecomp.reporting.meta import write_meta, write_summary
 
+    if cfg.estimator.adaptive:
+        raise ConfigError(
+            "calibrate: estimator.adaptive=true is not supported; both models are scored at one "
+            "fixed budget of estimator.n_samples draws, so drop it"
+        )
     out = run_dir(cfg, "calibrate")
     start = time.time()
     torch.manual_seed(cfg.run.seed)
