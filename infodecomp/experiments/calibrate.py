@@ -407,7 +407,10 @@ def _word_set(pair: Pair, cfg: CalibrateConfig, name: str, blank: bool):
     items = ds.items
     xs_m, xs_o = pair.encode([it.image for it in items])
     ecfg = engine_config(cfg.estimator, cfg.run, pixel_maps=True)
-    queries = info_queries(items, xs_o, blank)
+    queries = [  # the word's CMI only: (caption, context), keyed like localize's item queries
+        Query(q.x, q.conditions[:2], q.contrasts[:1], q.key)
+        for q in info_queries(items, xs_o, blank)
+    ]
     ests_m, ests_o = pair.estimate(_with_x(queries, xs_m), queries, ecfg)
     exact = exact_word_info(pair.oracle, items, xs_o, blank, cfg.run.seed, n_draws=cfg.exact_draws)
     return ds, items, xs_m, ests_m, ests_o, exact, ecfg
@@ -619,32 +622,11 @@ def intervene_section(pair: Pair, cfg: CalibrateConfig) -> list[dict]:
         xt = [exact[i].total("io")[0] for i in idx]
         note = f"the learned model's ODE ({cfg.n_sigmas} noise levels); word CMI i^o, full range for the exact map"
         q_img = "image-level r(change total, CMI total)"
-        rows.append(
-            _row(
-                "intervene",
-                q_img,
-                edit,
-                SAME_DRAWS,
-                pearson_r(total, lt),
-                pearson_r(total, ot),
-                paired=False,
-                note=note,
-                n=len(idx),
+        for ref, totals in ((SAME_DRAWS, ot), (EXACT_MAP, xt)):
+            r_l, r_x = pearson_r(total, lt), pearson_r(total, totals)
+            rows.append(
+                _row("intervene", q_img, edit, ref, r_l, r_x, paired=False, note=note, n=len(idx))
             )
-        )
-        rows.append(
-            _row(
-                "intervene",
-                q_img,
-                edit,
-                EXACT_MAP,
-                pearson_r(total, lt),
-                pearson_r(total, xt),
-                paired=False,
-                note=note,
-                n=len(idx),
-            )
-        )
         px_l = [
             pearson_r(c, ests_m[i].io_map[0].numpy()) for c, i in zip(changes, idx, strict=True)
         ]
@@ -738,18 +720,7 @@ def summary_metrics(table: pd.DataFrame) -> dict:
 
 
 def print_table(table: pd.DataFrame) -> None:
-    cols = [
-        "section",
-        "quantity",
-        "group",
-        "reference",
-        "learned",
-        "exact",
-        "bias",
-        "slope",
-        "corr",
-        "n",
-    ]
+    cols = list(CALIBRATION_COLUMNS[:-1])  # all but the note
     with pd.option_context(
         "display.width", 250, "display.max_colwidth", 48, "display.max_rows", 500
     ):
