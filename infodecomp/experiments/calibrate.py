@@ -146,7 +146,7 @@ class Pair:
         xs_o = self.oracle.encode_images(images).float().cpu()
         if xs_m.shape != xs_o.shape or not torch.equal(xs_m, xs_o):
             raise ConfigError(
-                f"calibrate: {type(self.model).__name__} does not take ShapesWorld pixels as its "
+                f"{type(self.model).__name__} does not take ShapesWorld pixels as its "
                 f"data points (shape {tuple(xs_m.shape[1:])}, the oracle's "
                 f"{tuple(xs_o.shape[1:])}); calibrate a model trained on ShapesWorld "
                 "(model=shapes-learned, model.path=<trained folder>) or an oracle"
@@ -680,14 +680,14 @@ def check_model(model: Any, cfg: CalibrateConfig, noise: float) -> None:
     """The calibrated model must take the ShapesWorld tensors as they are."""
     if needs_rgb(model):
         raise ConfigError(
-            f"calibrate: model={cfg.model.name} takes RGB images, not ShapesWorld's pixels; "
+            f"model={cfg.model.name} takes RGB images, not ShapesWorld's pixels; "
             "calibrate a model trained on ShapesWorld (model=shapes-learned, or model.path=<a "
             "train-shapes folder>) or a ShapesWorld oracle"
         )
     if isinstance(model, ExactLikelihood):
         if model.world != "shapes":
             raise ConfigError(
-                f"calibrate: model={cfg.model.name} is an oracle of the {model.world} world; "
+                f"model={cfg.model.name} is an oracle of the {model.world} world; "
                 "calibrate compares against the ShapesWorld oracle"
             )
         if abs(model.noise - noise) > 1e-12:
@@ -732,7 +732,7 @@ def run(cfg: CalibrateConfig) -> Path:
 
     if cfg.estimator.adaptive:
         raise ConfigError(
-            "calibrate: estimator.adaptive=true is not supported; both models are scored at one "
+            "estimator.adaptive=true is not supported; both models are scored at one "
             "fixed budget of estimator.n_samples draws, so drop it"
         )
     out = run_dir(cfg, "calibrate")
