@@ -85,7 +85,13 @@ from infodecomp.reporting.calibration import (
     FIGURES,
     compare,
 )
-from infodecomp.reporting.metrics import IOU_COLUMNS, iou_curve, iou_curve_maps, miou_paper
+from infodecomp.reporting.metrics import (
+    IOU_COLUMNS,
+    iou_curve,
+    iou_curve_maps,
+    miou_paper,
+    ranking_scores,
+)
 from infodecomp.reporting.metrics import pearson_r as _pearson
 from infodecomp.scores import SCORES
 from infodecomp.worlds import shapes as world
@@ -264,14 +270,10 @@ def pointwise_sections(
                 )
     if "pointwise" in sections:
         for j, kind in enumerate(KINDS):
-            learned = {
-                n: [getattr(e, f)(j)[0] for e in ests_m]
-                for n, f in (("i^s", "info_s"), ("i^o", "info_o"))
-            }
-            exact = {
-                n: [getattr(e, f)(j)[0] for e in ests_o]
-                for n, f in (("i^s", "info_s"), ("i^o", "info_o"))
-            }
+            learned, exact = (
+                {"i^s": [e.info_s(j)[0] for e in ests], "i^o": [e.info_o(j)[0] for e in ests]}
+                for ests in (ests_m, ests_o)
+            )
             for name in ("i^s", "i^o"):
                 rows.append(
                     _row("pointwise", name, kind, SAME_DRAWS, learned[name], exact[name], note=rng)
@@ -288,6 +290,25 @@ def pointwise_sections(
                     exact["i^s"],
                     truth[kind],
                     note=f"{rng}: the estimator's own error (learned column = the oracle's estimate)",
+                )
+            )
+        # why a score ranks as it does: its true caption's value minus the contradicting one's
+        # (the relation set's two options); i^o of the exact oracle is negative here
+        t, c = KINDS.index("true"), KINDS.index("contradicting")
+        for name, fn in (("i^o", "info_o"), ("i^s", "info_s")):
+            margin_m, margin_o = (
+                [getattr(e, fn)(t)[0] - getattr(e, fn)(c)[0] for e in ests]
+                for ests in (ests_m, ests_o)
+            )
+            rows.append(
+                _row(
+                    "pointwise",
+                    f"{name}(true) - {name}(contradicting)",
+                    "per image",
+                    SAME_DRAWS,
+                    margin_m,
+                    margin_o,
+                    note=f"{rng}; > 0: the score prefers the true caption",
                 )
             )
     curves = []
@@ -324,8 +345,6 @@ def _margins(ests: list[ItemEstimate], items: list, score: str) -> np.ndarray:
 
 def _accuracies(ests: list[ItemEstimate], items: list) -> dict[str, dict[str, float]]:
     """score -> {metric: value in [0, 1]} by each set's task rule (reporting.metrics)."""
-    from infodecomp.reporting.metrics import ranking_scores
-
     rows = [
         {
             "item_id": it.item_id,
