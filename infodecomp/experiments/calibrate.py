@@ -36,6 +36,7 @@ of such runs; `report` draws the curves and shows the maps.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
@@ -73,7 +74,7 @@ from infodecomp.experiments.maps import (
     info_queries,
     to_image_grid,
 )
-from infodecomp.experiments.validate import support_iou
+from infodecomp.experiments.validate import one_thread, support_iou
 from infodecomp.models.capabilities import ExactLikelihood, needs_rgb
 from infodecomp.models.oracles import ShapesOracle
 from infodecomp.models.registry import load_model, model_source
@@ -762,7 +763,10 @@ def run(cfg: CalibrateConfig) -> Path:
     model = load_model(cfg.model, device, dtype)
     check_model(model, cfg, noise)
     oracle = ShapesOracle(sigma0=noise)
-    table, curves, n_images = calibrate(model, oracle, cfg, out)
+    # small tensors: on a CPU one intra-op thread is as fast idle and far faster on a shared
+    # machine (OpenMP threads spin-waiting for a busy core made a 40 s run take 20 minutes)
+    with one_thread() if device.type == "cpu" else contextlib.nullcontext():
+        table, curves, n_images = calibrate(model, oracle, cfg, out)
     table.to_csv(out / CALIBRATION_FILE, index=False)
     curves.to_csv(out / CURVES_FILE, index=False)
     wall = time.time() - start

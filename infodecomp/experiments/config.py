@@ -157,12 +157,12 @@ class CalibrateConfig(BaseCommandConfig):
 
     # what to run: mmse | pointwise | ranking | localize | intervene
     sections: list[str] = field(default_factory=lambda: list(CALIBRATE_SECTIONS))
-    n_items: int = 6  # images of the pointwise / MMSE section, and items per ranking set
+    n_items: int = 12  # images of the pointwise / MMSE section, and items per ranking set
     sets: list[str] = field(default_factory=lambda: list(CALIBRATE_SETS))  # ranking sets
     control: bool = True  # ranking: also score every set with shuffled images
     curve_low: float = -9.0  # MMSE / pointwise sections: uniform logsnr draws from here ...
     curve_high: float = 11.0  # ... to here (stratified; shapes-learned is trained on [-9, 11])
-    word_items: int = 4  # word items of the localisation and intervention sections
+    word_items: int = 6  # word items of the localisation and intervention sections
     exact_draws: int = 2**13  # eps draws of each exact word CMI map (oracle posteriors)
     daam_steps: int = 20  # DDIM steps of the attention baseline (learned model)
     n_sigmas: int = 16  # noise levels of the ODE inversion and regeneration (interventions)

@@ -690,7 +690,7 @@ def _progress(cfg: ValidateConfig, total: int) -> tqdm:
 
 
 @contextmanager
-def _one_thread():
+def one_thread():
     """The oracles' tensors are small: one intra-op thread is as fast on an idle machine and
     avoids OpenMP threads spin-waiting for each other on a shared one."""
     before = torch.get_num_threads()
@@ -703,7 +703,7 @@ def _one_thread():
 
 def oracle_checks(cfg: ValidateConfig, oracle: ShapesOracle) -> list[dict]:
     """Every exact check: the Gaussian pair, then ShapesWorld with the configured oracle."""
-    with _one_thread():
+    with one_thread():
         return _oracle_checks(cfg, oracle)
 
 
@@ -794,7 +794,7 @@ def run(cfg: ValidateConfig) -> Path:
     if isinstance(model, ExactLikelihood) and model.world == "shapes":
         rows = oracle_checks(cfg, model)
     elif isinstance(model, ExactLikelihood) and model.world == "gaussian":
-        with _one_thread():
+        with one_thread():
             rows = gaussian_checks(cfg.n_items * 10, cfg.run.seed, 8192, like=model)
     else:
         rows = model_checks(cfg, model)
