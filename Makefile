@@ -47,8 +47,9 @@ demo: install
 	$(BIN)/infodecomp intervene run.out_dir=$(OUT)/intervene
 	$(BIN)/infodecomp visualize run.out_dir=$(OUT)/visualize
 	$(BIN)/infodecomp aro -m data=shapes-relation estimator.n_samples=10,30 run.out_dir=$(OUT)/aro-sweep
-	$(BIN)/infodecomp aggregate runs=[$(OUT)/aro-relation,$(OUT)/aro-attribute,$(OUT)/aro-order,$(OUT)/aro-winoground,$(OUT)/aro-sweep,$(OUT)/localize,$(OUT)/intervene] run.out_dir=$(OUT)/tables
-	$(BIN)/infodecomp report runs=[$(OUT)/aro-relation,$(OUT)/aro-attribute,$(OUT)/aro-order,$(OUT)/aro-winoground,$(OUT)/aro-sweep,$(OUT)/localize,$(OUT)/intervene,$(OUT)/visualize] run.out_dir=$(OUT)/report
+	$(BIN)/infodecomp calibrate model=shapes-learned n_items=6 word_items=4 estimator.n_samples=48 run.out_dir=$(OUT)/calibrate
+	$(BIN)/infodecomp aggregate runs=[$(OUT)/aro-relation,$(OUT)/aro-attribute,$(OUT)/aro-order,$(OUT)/aro-winoground,$(OUT)/aro-sweep,$(OUT)/localize,$(OUT)/intervene,$(OUT)/calibrate] run.out_dir=$(OUT)/tables
+	$(BIN)/infodecomp report runs=[$(OUT)/aro-relation,$(OUT)/aro-attribute,$(OUT)/aro-order,$(OUT)/aro-winoground,$(OUT)/aro-sweep,$(OUT)/localize,$(OUT)/intervene,$(OUT)/visualize,$(OUT)/calibrate] run.out_dir=$(OUT)/report
 
 bench: install
 	$(BIN)/infodecomp bench run.out_dir=$(OUT)/bench

@@ -17,7 +17,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "infodecomp.experiments.visualize",
         "pixel MI / CMI heat maps, MMSE curves (Fig. 2)",
     ),
-    "aggregate": ("infodecomp.experiments.aggregate", "turn run directories into Tables 1-4"),
+    "aggregate": (
+        "infodecomp.experiments.aggregate",
+        "turn run directories into Tables 1-4 and the calibration table",
+    ),
     "export": (
         "infodecomp.experiments.export",
         "write results.csv / skipped.csv from a run's store (killed or damaged runs)",
@@ -30,6 +33,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-shapes": (
         "infodecomp.experiments.train_shapes",
         "train the learned ShapesWorld model (known ground truth; model=shapes-learned)",
+    ),
+    "calibrate": (
+        "infodecomp.experiments.calibrate",
+        "a learned ShapesWorld model against the exact oracle, same items and draws",
     ),
     "report": (
         "infodecomp.experiments.report",

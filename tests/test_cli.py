@@ -78,7 +78,7 @@ def _command_module(command: str) -> str:
 
 EXPECTED_KEYS = {
     c: ("model", "data", "estimator", "run")
-    for c in ("aro", "localize", "intervene", "visualize", "validate", "bench")
+    for c in ("aro", "localize", "intervene", "visualize", "validate", "bench", "calibrate")
 }
 EXPECTED_KEYS["aggregate"] = ("runs", "out_dir")  # aggregate reads run dirs; no model or data
 EXPECTED_KEYS["report"] = ("runs", "run", "title")  # so does report
@@ -98,6 +98,8 @@ def test_cfg_job_composes(command: str, capsys: pytest.CaptureFixture) -> None:
         assert key in top, f"{command} --cfg job lacks top-level '{key}':\n{out}"
     if command == "bench":  # the speed bench times a diffusers UNet; tiny-sd is its offline default
         assert "  name: tiny-sd" in lines
+    elif command == "calibrate":  # the learned ShapesWorld model, against the oracle
+        assert "  name: shapes-learned" in lines
     elif command not in ("aggregate", "report"):
         assert "  name: shapes-oracle" in lines  # the embedded default model
 

@@ -72,6 +72,14 @@ SMALL = {
         "oracle_items=2",
         "precision_items=2",
     ],
+    "infodecomp calibrate": [
+        "n_items=2",
+        "word_items=2",
+        "estimator.n_samples=4",
+        "n_sigmas=2",
+        "daam_steps=2",
+        "sets=[shapes-relation]",
+    ],
 }
 
 

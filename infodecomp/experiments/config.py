@@ -147,6 +147,47 @@ class ValidateConfig(BaseCommandConfig):
     exact_draws: int = 2**16  # eps draws of each exact word reference (oracle posteriors)
 
 
+CALIBRATE_SECTIONS = ("mmse", "pointwise", "ranking", "localize", "intervene")
+CALIBRATE_SETS = ("shapes-relation", "shapes-attribute", "shapes-order", "shapes-winoground")
+
+
+@dataclass
+class CalibrateConfig(BaseCommandConfig):
+    """`model` is calibrated against the exact ShapesWorld oracle (sigma0 = the data's noise);
+    only data.seed and data.noise are read from `data` (the sets are named below)."""
+
+    # what to run: mmse | pointwise | ranking | localize | intervene
+    sections: list[str] = field(default_factory=lambda: list(CALIBRATE_SECTIONS))
+    n_items: int = 12  # images of the pointwise / MMSE section, and items per ranking set
+    sets: list[str] = field(default_factory=lambda: list(CALIBRATE_SETS))  # ranking sets
+    control: bool = True  # ranking: also score every set with shuffled images
+    curve_low: float = -9.0  # MMSE / pointwise sections: uniform logsnr draws from here ...
+    curve_high: float = 11.0  # ... to here (stratified; shapes-learned is trained on [-9, 11])
+    word_items: int = 6  # word items of the localisation and intervention sections
+    exact_draws: int = 2**13  # eps draws of each exact word CMI map (oracle posteriors)
+    daam_steps: int = 20  # DDIM steps of the attention baseline (learned model)
+    n_sigmas: int = 16  # noise levels of the ODE inversion and regeneration (interventions)
+    edits: list[str] = field(default_factory=lambda: ["omit", "swap"])  # word omitted | swapped
+    n_figures: int = 3  # localisation items drawn side by side (learned, exact maps)
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.sections if s not in CALIBRATE_SECTIONS]
+        if unknown or not self.sections:
+            raise ValueError(
+                f"sections={list(self.sections)}: choose one or more of {', '.join(CALIBRATE_SECTIONS)}"
+            )
+        bad = [s for s in self.sets if s not in CALIBRATE_SETS]
+        if bad:
+            raise ValueError(f"sets={bad} unknown; choose from {', '.join(CALIBRATE_SETS)}")
+        bad = [e for e in self.edits if e not in ("omit", "swap")]
+        if bad:
+            raise ValueError(f"edits={bad} unknown; choose from omit, swap")
+        if not self.curve_low < self.curve_high:
+            raise ValueError(
+                f"curve_low={self.curve_low} must be below curve_high={self.curve_high}"
+            )
+
+
 @dataclass
 class AggregateConfig:
     runs: list[str] = field(default_factory=list)  # run folders, parents or globs (outputs/aro/*)
@@ -197,6 +238,7 @@ SCHEMAS = {
     "report": ReportConfig,
     "bench": BenchConfig,
     "train-shapes": TrainShapesConfig,
+    "calibrate": CalibrateConfig,
 }
 
 
@@ -244,6 +286,8 @@ AT_LEAST_ONE = (
     "n_curve_samples",
     "n_boot",
     "n_items",
+    "word_items",
+    "exact_draws",
     "pointwise_samples",
     "oracle_items",
     "repeats",

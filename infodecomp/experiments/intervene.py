@@ -60,6 +60,28 @@ def _save(ctx: RunContext, item, name: str, latent: torch.Tensor) -> None:
     Image.fromarray(arr).save(folder / f"{item.item_id}-{name}.png")
 
 
+def regenerate(
+    model, items: list, xs: torch.Tensor, n_sigmas: int, edits: list[str]
+) -> dict[str, torch.Tensor]:
+    """Each image inverted with the probability-flow ODE under its caption, then regenerated
+    with the caption ("orig"), the word omitted ("omit", the "_" context) and, when `edits`
+    has "swap", the word swapped: name -> clean data points [N, C, h, w]."""
+    sigmas = _sigmas(model, n_sigmas)
+    x = xs.to(model.device, torch.float32)
+    prompts = {"orig": [it.caption for it in items], "omit": [it.context_blank for it in items]}
+    if "swap" in edits:
+        prompts["swap"] = [it.swap_caption or it.caption for it in items]
+    conds = {k: model.encode_conditions(v) for k, v in prompts.items()}
+    x_t = invert(model, x, conds["orig"], sigmas)
+    return {k: generate(model, x_t, c, sigmas) for k, c in conds.items()}
+
+
+def change_map(regen: dict[str, torch.Tensor], edit: str, i: int) -> torch.Tensor:
+    """Item i's change map [h, w]: the squared difference (channels summed) between its
+    regeneration under `edit` and under the original caption."""
+    return (regen["orig"][i] - regen[edit][i]).square().sum(0).cpu()
+
+
 def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     cfg: InterveneConfig = ctx.cfg
     model = ctx.model
@@ -69,14 +91,7 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     ecfg = engine_config(cfg.estimator, cfg.run)
     ests = info_maps(model, info_queries(items, xs, blank=True), ecfg)
     exact = exact_word_info(model, items, xs, blank=True, seed=cfg.run.seed)
-    sigmas = _sigmas(model, cfg.n_sigmas)
-    x = xs.to(model.device, torch.float32)
-    prompts = {"orig": [it.caption for it in items], "omit": [it.context_blank for it in items]}
-    if "swap" in cfg.edits:
-        prompts["swap"] = [it.swap_caption or it.caption for it in items]
-    conds = {k: model.encode_conditions(v) for k, v in prompts.items()}
-    x_t = invert(model, x, conds["orig"], sigmas)
-    regen = {k: generate(model, x_t, c, sigmas) for k, c in conds.items()}  # each [N, C, h, w]
+    regen = regenerate(model, items, xs, cfg.n_sigmas, cfg.edits)
     rows = []
     for i, it in enumerate(items):
         cmi_map = ests[i].io_map[0]
@@ -95,7 +110,7 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
         for edit in cfg.edits:
             if edit == "swap" and not it.swap_caption:
                 continue
-            change = (regen["orig"][i] - regen[edit][i]).square().sum(0).cpu()  # [h, w]
+            change = change_map(regen, edit, i)  # [h, w]
             flat = change.flatten().numpy()
             rows.append(
                 {

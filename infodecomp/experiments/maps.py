@@ -50,9 +50,12 @@ def info_queries(items: list, xs: torch.Tensor, blank: bool) -> list[Query]:
     ]
 
 
-def exact_word_info(model, items: list, xs: torch.Tensor, blank: bool, seed: int) -> list | None:
+def exact_word_info(
+    model, items: list, xs: torch.Tensor, blank: bool, seed: int, n_draws: int = EXACT_DRAWS
+) -> list | None:
     """Per item, the exact i^o(x; word | context) with its pixel map (oracle posteriors), or None
-    for a model without exact information. Each item's draws are seeded by (seed, item)."""
+    for a model without exact information. Each item's `n_draws` eps draws are seeded by
+    (seed, item)."""
     if not isinstance(model, ExactInformation):
         return None
     return [
@@ -60,7 +63,7 @@ def exact_word_info(model, items: list, xs: torch.Tensor, blank: bool, seed: int
             x.cpu(),
             it.caption,
             context_of(it, blank),
-            n_draws=EXACT_DRAWS,
+            n_draws=n_draws,
             seed=int(
                 hashlib.blake2b(repr((seed, str(it.item_id))).encode(), digest_size=4).hexdigest(),
                 16,

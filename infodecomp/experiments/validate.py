@@ -494,6 +494,14 @@ def _support(m: torch.Tensor) -> torch.Tensor:
     return m > SUPPORT_FRACTION * m.max()
 
 
+def support_iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    """IoU of two maps' supports (pixels above SUPPORT_FRACTION of each map's maximum); NaN
+    when both supports are empty."""
+    sa, sb = _support(a), _support(b)
+    union = int((sa | sb).sum())
+    return float((sa & sb).sum()) / union if union else float("nan")
+
+
 def word_map_checks(
     oracle: ShapesOracle, cases: list[WordCase], n_samples: int, seed: int, max_batch: int
 ) -> tuple[list[dict], list[ItemEstimate]]:
@@ -540,10 +548,7 @@ def word_map_checks(
             float(torch.hypot((a - b).abs() / 2, cases[i].exact_noise.double()).sum())
             for i, a, b in zip(idx, a_maps, b_maps, strict=True)
         )
-        ious = [
-            float((_support(m) & _support(x)).sum() / (_support(m) | _support(x)).sum())
-            for m, x in zip(est_maps, exact_maps, strict=True)
-        ]
+        ious = [support_iou(m, x) for m, x in zip(est_maps, exact_maps, strict=True)]
         off_obj = [
             1 - float(x[cases[i].mask].sum() / x.sum())
             for i, x in zip(idx, exact_maps, strict=True)
@@ -685,7 +690,7 @@ def _progress(cfg: ValidateConfig, total: int) -> tqdm:
 
 
 @contextmanager
-def _one_thread():
+def one_thread():
     """The oracles' tensors are small: one intra-op thread is as fast on an idle machine and
     avoids OpenMP threads spin-waiting for each other on a shared one."""
     before = torch.get_num_threads()
@@ -698,7 +703,7 @@ def _one_thread():
 
 def oracle_checks(cfg: ValidateConfig, oracle: ShapesOracle) -> list[dict]:
     """Every exact check: the Gaussian pair, then ShapesWorld with the configured oracle."""
-    with _one_thread():
+    with one_thread():
         return _oracle_checks(cfg, oracle)
 
 
@@ -789,7 +794,7 @@ def run(cfg: ValidateConfig) -> Path:
     if isinstance(model, ExactLikelihood) and model.world == "shapes":
         rows = oracle_checks(cfg, model)
     elif isinstance(model, ExactLikelihood) and model.world == "gaussian":
-        with _one_thread():
+        with one_thread():
             rows = gaussian_checks(cfg.n_items * 10, cfg.run.seed, 8192, like=model)
     else:
         rows = model_checks(cfg, model)

@@ -1,6 +1,7 @@
 """Turn run directories into the paper's Tables 1-4 (Markdown, LaTeX, CSV), without a model.
 
-Reads only ``results.csv`` (and shards), ``summary.json`` and ``meta.json`` of each run.
+Reads only ``results.csv`` (and shards), ``summary.json`` and ``meta.json`` of each run (and a
+calibrate run's ``calibration.csv``: the calibration table, see reporting.calibration).
 Published numbers appear beside measured ones only for runs in the paper's setting: model
 ``sd-2.1-base`` on a real benchmark (data name not starting with ``shapes-``).
 """
@@ -16,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from infodecomp.reporting import published as pub
+from infodecomp.reporting.calibration import calibration_table
 from infodecomp.reporting.meta import META, SUMMARY, read_json
 from infodecomp.reporting.metrics import (
     IOU_COLUMNS,
@@ -44,8 +46,9 @@ from infodecomp.reporting.tables import (
 from infodecomp.reporting.writer import natural_key, read_results
 from infodecomp.tasks import column_key, column_order, get_task, mean_key
 
-COMMANDS = ("aro", "localize", "intervene", "visualize")
+COMMANDS = ("aro", "localize", "intervene", "visualize", "calibrate")
 MIOU_SUFFIXES = (" paper", " held-out", " published")
+CALIBRATE_DATA = "shapes-* (calibrate's sets)"
 # Commands whose run directories carry no table: listed in the runs index only.
 LISTED_ONLY = ("validate", "bench", "aggregate", "build-coco-manifest")
 METHOD_ORDER = ("whole", "attention", "cmi", "mi", "attn_info", "exact")
@@ -69,6 +72,7 @@ TITLES = {
     "table2": "Table 2: accuracy (%) per group (relation, attribute pair, tag; Winoground: group score)",
     "table3": "Table 3: localisation mIoU (%), paper protocol vs held-out threshold, per word type",
     "table4": "Table 4: intervention correlation (Pearson r ± bootstrap se)",
+    "calibration": "Calibration: a learned ShapesWorld model against the exact oracle (same items, same draws)",
     "runs": "Runs",
 }
 
@@ -96,6 +100,8 @@ class Run:
 
     @property
     def data(self) -> str:
+        if self.command == "calibrate":  # several generated sets; data.name is not read
+            return CALIBRATE_DATA
         return str((self.config.get("data") or {}).get("name") or "unknown")
 
     @property
@@ -570,9 +576,32 @@ NOTE_TABLE4_EXACT = (
 )
 
 
+NOTE_CALIBRATION = (
+    "learned: the calibrated model; exact: the exact ShapesWorld oracle through the same "
+    "estimator at the same (logsnr, eps) draws on the same items (reference 'exact oracle, same "
+    "draws'), or the closed-form value the reference names (log p(x|y) - log p(x), the exact map "
+    "from the oracle's posteriors). bias = mean(learned - exact); slope of learned regressed on "
+    "exact and Pearson corr across items (ranking rows: across per-item margins, true option "
+    "minus the best other). An oracle calibrated against itself gives bias 0, slope 1, corr 1."
+)
+
+
+def calibration(runs: list[Run]) -> pd.DataFrame:
+    """The calibration tables of calibrate runs, one setting (model, samples) per run."""
+    seen: dict = {}
+    pairs = []
+    for run in runs:
+        setting = f"{run.model}, {run.n_samples} samples, seed {run.meta.get('seed')}"
+        _claim(seen, (setting,), run)
+        pairs.append((setting, run.path))
+    return calibration_table(pairs)
+
+
 def table_notes(built: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> dict[str, str]:
     """Paragraphs under the tables that hold rows needing one (the exact references)."""
     notes = {}
+    if "calibration" in built:
+        notes["calibration"] = NOTE_CALIBRATION
     if "table3" in built:
         t3 = built["table3"][0]
         exact = pub.METHOD_LABELS["exact"]
@@ -668,6 +697,10 @@ def build_tables(
     t4 = table4(by_cmd["intervene"], n_boot=n_boot, seed=seed) if by_cmd["intervene"] else None
     if t4 is not None and not t4.empty:
         built["table4"] = (t4, table4_shown(t4))
+    tc = calibration(by_cmd["calibrate"]) if by_cmd["calibrate"] else pd.DataFrame()
+    if not tc.empty:
+        stats = {c: fmt_number(3) for c in ("learned", "exact", "bias", "slope", "corr")}
+        built["calibration"] = (tc, display(tc, stats | {"n": fmt_int}))
     paragraphs = table_notes(built)
     rt = runs_table(runs)
     built["runs"] = (rt, display(rt, {"n_samples": fmt_int, "wall_time_s": fmt_number(1)}))

@@ -32,7 +32,15 @@ from infodecomp.reporting.writer import read_results
 
 REPORT = "index.html"
 TEMPLATE = "report.html.j2"
-TABLE_ORDER = ("table1", "accuracy_vs_samples", "table2", "table3", "table4", "runs")
+TABLE_ORDER = (
+    "table1",
+    "accuracy_vs_samples",
+    "table2",
+    "table3",
+    "table4",
+    "calibration",
+    "runs",
+)
 # Distributions listed in the metadata section (meta.json records more; all are in the tooltip).
 KEY_VERSIONS = ("infodecomp", "torch", "diffusers", "transformers", "numpy", "pandas")
 
@@ -141,6 +149,28 @@ def _gallery(run: Run, label: str, assets: Path, root: Path) -> dict[str, Any]:
     }
 
 
+def _calibration(run: Run, label: str, out: Path) -> dict[str, Any]:
+    """One calibrate run: its MMSE curves (learned vs exact, conditional and unconditional),
+    drawn here from curves.csv, and its side-by-side maps, copied."""
+    from infodecomp.reporting import figures
+    from infodecomp.reporting.calibration import FIGURES, curve_data
+
+    slug = _slug(label)
+    curves = None
+    data = curve_data(run.path)
+    if data:
+        fig = figures.mmse_curves(data, title=f"{run.model} vs the exact oracle")
+        path = figures.save(fig, out / "figures" / f"calibration-{slug}-mmse.png")
+        curves = path.relative_to(out).as_posix()
+    maps = []
+    for src in sorted((run.path / FIGURES).glob("maps-*.png"), key=lambda p: natural_key(p.name)):
+        dest = out / "assets" / slug / src.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+        maps.append(dest.relative_to(out).as_posix())
+    return {"label": label, "model": run.model, "curves": curves, "maps": maps}
+
+
 def _meta(run: Run, label: str) -> dict[str, Any]:
     meta = run.meta
     source = meta.get("model_source") or {}
@@ -244,6 +274,7 @@ def write_report(
     galleries = [
         _gallery(r, labels[id(r)], out / "assets", out) for r in runs if r.command == "visualize"
     ]
+    calibrations = [_calibration(r, labels[id(r)], out) for r in runs if r.command == "calibrate"]
     meta = [_meta(r, labels[id(r)]) for r in runs]
     html = (
         _environment()
@@ -253,6 +284,7 @@ def write_report(
             tables=tables,
             curves=curves,
             galleries=galleries,
+            calibrations=calibrations,
             runs=meta,
             n_runs=len(runs),
             version=package_versions(("infodecomp",))["infodecomp"] or "unknown",
