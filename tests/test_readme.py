@@ -72,6 +72,12 @@ SMALL = {
         "oracle_items=2",
         "precision_items=2",
     ],
+    "infodecomp train-shapes": [
+        "train.steps=2",
+        "train.batch=4",
+        "train.eval_size=8",
+        "train.eval_every=1",
+    ],
     "infodecomp calibrate": [
         "n_items=2",
         "word_items=2",

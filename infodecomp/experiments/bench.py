@@ -261,11 +261,21 @@ def _model_agreement(cfg: BenchConfig) -> list[dict]:
     """The bench model's answers against its own 100-sample answers (efficiency.model_agreement)."""
     device = resolve_device(cfg.run.device)
     model = load_model(replace(cfg.model, dtype="float32"), device, torch.float32)
-    images = _images(cfg.model_items, model.image_size, cfg.run.seed + 1)
+    if (
+        getattr(model, "trained_world", None) == "shapes"
+    ):  # the learned model: its own world's items
+        from infodecomp.data.registry import load_dataset
+        from infodecomp.data.spec import DataSpec
+
+        items = load_dataset(DataSpec(name="shapes-order", size=cfg.model_items)).items
+        images, options = [it.image for it in items], [tuple(it.options) for it in items]
+    else:
+        images = _images(cfg.model_items, model.image_size, cfg.run.seed + 1)
+        options = item_options(cfg.model_items)
     table = model_agreement(
         model,
         model.encode_images(images),
-        item_options(cfg.model_items),
+        options,
         seed=cfg.run.seed,
         max_batch=cfg.run.batch_size,
     )

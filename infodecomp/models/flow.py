@@ -20,7 +20,6 @@ in logsnr (conversions.shift_logsnr) and are ignored here: they are not part of 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,6 +31,7 @@ from infodecomp.models.conversions import (
     logsnr_of_flow_time,
     vp_to_flow,
 )
+from infodecomp.models.schedule import warn_once
 
 
 class FlowSchedule:
@@ -93,19 +93,12 @@ class FlowSchedule:
 
     def warn_out_of_range(self, logsnr: torch.Tensor) -> None:
         """Warns once per schedule when logsnr exceed the finest trained level (they are used as is)."""
-        if self._warned:
-            return
-        n = self.out_of_range(logsnr)
-        if n:
-            self._warned = True
-            warnings.warn(
-                f"{n} of {logsnr.numel()} logsnr values lie above the flow model's finest trained "
-                f"level {self.trained_range[1]:.2f} (t = 1/{self.num_train_timesteps}); the "
-                "network is queried there anyway. Narrow the sampler (e.g. loc 1, scale 2, clip 3) "
-                "to stay inside. (warned once per model)",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+        warn_once(
+            self, logsnr,
+            f"above the flow model's finest trained level {self.trained_range[1]:.2f} "
+            f"(t = 1/{self.num_train_timesteps})",
+            "the network is queried there anyway",
+        )  # fmt: skip
 
     def timestep(self, logsnr: torch.Tensor, rule: str = "continuous") -> torch.Tensor:
         """The network's time input [B] float64 (time_scale * t); time is always continuous."""

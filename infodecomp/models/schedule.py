@@ -52,6 +52,22 @@ def betas_from_config(config: Mapping[str, Any]) -> torch.Tensor:
     )
 
 
+def warn_once(schedule: Any, logsnr: torch.Tensor, where: str, what_happens: str) -> None:
+    """Warns once per schedule (one per adapter) when logsnr values lie `where` (outside what
+    the network was trained on), saying `what_happens` to them."""
+    if schedule._warned:
+        return
+    n = schedule.out_of_range(logsnr)
+    if n:
+        schedule._warned = True
+        warnings.warn(
+            f"{n} of {logsnr.numel()} logsnr values lie {where}; {what_happens}. Narrow the "
+            "sampler (e.g. loc 1, scale 2, clip 3) to stay inside. (warned once per model)",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+
 class DiscreteSchedule:
     """logsnr view of a discrete DDPM schedule with T training timesteps.
 
@@ -121,19 +137,11 @@ class DiscreteSchedule:
 
     def warn_out_of_range(self, logsnr: torch.Tensor) -> None:
         """Warns once per schedule (adapter) when logsnr leave the trained range (they are clamped)."""
-        if self._warned:
-            return
-        n = self.out_of_range(logsnr)
-        if n:
-            self._warned = True
-            lo, hi = self.trained_range
-            warnings.warn(
-                f"{n} of {logsnr.numel()} logsnr values lie outside the model's trained range "
-                f"[{lo:.3f}, {hi:.3f}]; they are mapped to the nearest end timestep. Narrow the "
-                "sampler (e.g. loc 1, scale 2, clip 3) to stay inside. (warned once per model)",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+        lo, hi = self.trained_range
+        warn_once(
+            self, logsnr, f"outside the model's trained range [{lo:.3f}, {hi:.3f}]",
+            "they are mapped to the nearest end timestep",
+        )  # fmt: skip
 
     def timestep(self, logsnr: torch.Tensor, rule: str = "nearest") -> torch.Tensor:
         """logsnr [B] -> timesteps [B] float64 (integers under the nearest rule).
@@ -243,18 +251,11 @@ class ContinuousSchedule:
 
     def warn_out_of_range(self, logsnr: torch.Tensor) -> None:
         """Warns once per schedule when logsnr leave the trained range (queried there anyway)."""
-        if self._warned:
-            return
-        n = self.out_of_range(logsnr)
-        if n:
-            self._warned = True
-            warnings.warn(
-                f"{n} of {logsnr.numel()} logsnr values lie outside the model's trained range "
-                f"[{self.logsnr_min:.3f}, {self.logsnr_max:.3f}]; the network is queried there "
-                "anyway. Narrow the sampler to stay inside. (warned once per model)",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+        warn_once(
+            self, logsnr,
+            f"outside the model's trained range [{self.logsnr_min:.3f}, {self.logsnr_max:.3f}]",
+            "the network is queried there anyway",
+        )  # fmt: skip
 
     def timestep(self, logsnr: torch.Tensor, rule: str = "continuous") -> torch.Tensor:
         """The network's time input [B] float64: T * sigmoid(-logsnr / time_scale)."""

@@ -77,13 +77,20 @@ class StableDiffusionDenoiser(LatentDiffusionDenoiser):
     def _load_components(
         cls, src: str | Path, dtype: torch.dtype, revision: str | None
     ) -> dict[str, Any]:
-        from diffusers import AutoencoderKL, UNet2DConditionModel
-        from transformers import CLIPTextModel, CLIPTokenizer
+        from diffusers import AutoencoderKL
 
         kw = {"revision": revision} if revision else {}
+        vae = AutoencoderKL.from_pretrained(src, subfolder="vae", torch_dtype=dtype, **kw)
+        return {**cls._load_unet_and_text(src, dtype, kw), "vae": vae}
+
+    @staticmethod
+    def _load_unet_and_text(src: str | Path, dtype: torch.dtype, kw: dict) -> dict[str, Any]:
+        """The UNet, CLIP text encoder and tokenizer of a saved pipeline (kw: the revision)."""
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer
+
         return {
             "unet": UNet2DConditionModel.from_pretrained(src, subfolder="unet", torch_dtype=dtype, **kw),
-            "vae": AutoencoderKL.from_pretrained(src, subfolder="vae", torch_dtype=dtype, **kw),
             "text_encoder": CLIPTextModel.from_pretrained(src, subfolder="text_encoder", dtype=dtype, **kw),
             "tokenizer": CLIPTokenizer.from_pretrained(src, subfolder="tokenizer", **kw),
         }  # fmt: skip

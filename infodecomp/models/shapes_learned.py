@@ -160,16 +160,8 @@ class ShapesLearnedDenoiser(PixelSpaceMixin, StableDiffusionDenoiser):
     def _load_components(
         cls, src: str | Path, dtype: torch.dtype, revision: str | None
     ) -> dict[str, Any]:
-        from diffusers import UNet2DConditionModel
-        from transformers import CLIPTextModel, CLIPTokenizer
-
         kw = {"revision": revision} if revision else {}
-        return {
-            "unet": UNet2DConditionModel.from_pretrained(src, subfolder="unet", torch_dtype=dtype, **kw),
-            "vae": IdentityAutoencoder(dtype=dtype),
-            "text_encoder": CLIPTextModel.from_pretrained(src, subfolder="text_encoder", dtype=dtype, **kw),
-            "tokenizer": CLIPTokenizer.from_pretrained(src, subfolder="tokenizer", **kw),
-        }  # fmt: skip
+        return {**cls._load_unet_and_text(src, dtype, kw), "vae": IdentityAutoencoder(dtype=dtype)}
 
     @classmethod
     def _make_schedule(cls, config: dict[str, Any]) -> ContinuousSchedule:
