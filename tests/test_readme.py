@@ -50,6 +50,10 @@ SKIP = {
         "needs the ARO data set (Visual Genome images)"
     ),
     "infodecomp bench model=sd21-random run.device=cuda": "needs a CUDA device",
+    "infodecomp calibrate n_items=60 word_items=24 estimator.n_samples=100": (
+        "the measured calibration (11 minutes on a CPU); `infodecomp calibrate` runs here with "
+        "small limits"
+    ),
     "infodecomp bench model_items=12": (
         "the measured run (minutes on a CPU); `infodecomp bench` runs here with small limits"
     ),
