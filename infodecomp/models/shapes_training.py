@@ -40,7 +40,7 @@ LOGISTIC = (1.0, 2.0)  # the engine's default logsnr sampler: loc, scale
 class TrainSettings:
     """What a training run does; its fingerprint guards resumption."""
 
-    steps: int = 3000  # optimiser steps (CPU: about 40 min; a GPU: minutes)
+    steps: int = 3000  # optimiser steps (one CPU thread: about an hour)
     batch: int = 128  # training draws per step
     lr: float = 1e-3  # AdamW peak learning rate (linear warm-up, cosine decay to 10 %)
     warmup: int = 100  # warm-up steps
