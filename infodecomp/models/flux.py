@@ -26,7 +26,6 @@ layout "flux"); a word's map averages its T5 token positions.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -38,8 +37,6 @@ from infodecomp.models.latent import LatentDiffusionDenoiser
 from infodecomp.models.presets import AdapterOptions
 from infodecomp.models.text_encoders import (
     clip_hidden,
-    hub_kwargs,
-    load_tokenizer,
     t5_hidden,
     tokenize,
 )
@@ -94,6 +91,14 @@ class FluxDenoiser(FlowMatchingMixin, LatentDiffusionDenoiser):
         "text_encoder",
         "text_encoder_2",
     )
+    COMPONENTS: ClassVar[dict[str, str]] = {
+        "transformer": "diffusers:FluxTransformer2DModel",
+        "vae": "diffusers:AutoencoderKL",
+        "text_encoder": "transformers:CLIPTextModel",
+        "text_encoder_2": "transformers:T5EncoderModel",
+        "tokenizer": "transformers:CLIPTokenizer",
+        "tokenizer_2": "tokenizer",
+    }
     TAKES_TEXT_TOKENS: ClassVar[bool] = True
     TAKES_GUIDANCE: ClassVar[bool] = True
     DEFAULT_LATENT_SIZE: ClassVar[int] = 128  # 1024 px: the pipeline's default_sample_size
@@ -145,23 +150,6 @@ class FluxDenoiser(FlowMatchingMixin, LatentDiffusionDenoiser):
                 f"model.image_size={self.image_size} gives an odd {self.latent_size[0]}-latent "
                 f"grid; Flux packs 2 x 2 patches: use a multiple of {2 * self.vae_scale_factor}"
             )
-
-    @classmethod
-    def _load_components(
-        cls, src: str | Path, dtype: torch.dtype, revision: str | None
-    ) -> dict[str, Any]:
-        from diffusers import AutoencoderKL, FluxTransformer2DModel
-        from transformers import CLIPTextModel, CLIPTokenizer, T5EncoderModel
-
-        kw = hub_kwargs(revision)
-        return {
-            "transformer": FluxTransformer2DModel.from_pretrained(src, subfolder="transformer", torch_dtype=dtype, **kw),
-            "vae": AutoencoderKL.from_pretrained(src, subfolder="vae", torch_dtype=dtype, **kw),
-            "text_encoder": CLIPTextModel.from_pretrained(src, subfolder="text_encoder", dtype=dtype, **kw),
-            "text_encoder_2": T5EncoderModel.from_pretrained(src, subfolder="text_encoder_2", dtype=dtype, **kw),
-            "tokenizer": CLIPTokenizer.from_pretrained(src, subfolder="tokenizer", **kw),
-            "tokenizer_2": load_tokenizer(src, "tokenizer_2", revision),
-        }  # fmt: skip
 
     def _encode_prompts(self, prompts: list[str]) -> Conditions:
         """{prompt_embeds [k, T5, D_T5], pooled [k, D_CLIP]}."""

@@ -7,7 +7,8 @@ caching, and cross-attention capture (DAAM, Attention+Information). A family sub
 models.sd.StableDiffusionDenoiser) adds only:
 
 - `REQUIRED_PARTS`: the files a saved pipeline folder must hold;
-- `_load_components(src, dtype, revision)`: the diffusers / transformers classes it loads;
+- `COMPONENTS`: part -> the diffusers / transformers class that loads it (or "tokenizer"); a
+  family with parts to add or compute overrides `_load_components(src, dtype, revision)`;
 - `_encode_prompts(prompts)`: text encoders -> one encoding row per prompt (a tensor or a
   mapping of tensors, see estimators.protocol.Conditions);
 - `_denoise(z, t, cond)`: the network's call signature.
@@ -154,6 +155,8 @@ class LatentDiffusionDenoiser:
 
     REQUIRED_PARTS: ClassVar[dict[str, tuple[str, ...]]] = {}
     WEIGHT_PARTS: ClassVar[tuple[str, ...]] = ()
+    # part -> "diffusers:<Class>" / "transformers:<Class>" / "tokenizer" (text_encoders.load_part)
+    COMPONENTS: ClassVar[dict[str, str]] = {}
     # The VAE overflows in float16 (SDXL's): it then runs in float32, the rest in float16.
     VAE_FLOAT16_OVERFLOWS: ClassVar[bool] = False
     # Latent grid when the network config has no sample_size (Flux.1: 128, i.e. 1024 px).
@@ -263,8 +266,14 @@ class LatentDiffusionDenoiser:
     def _load_components(
         cls, src: str | Path, dtype: torch.dtype, revision: str | None
     ) -> dict[str, Any]:
-        """Loads the family's parts: a dict of keyword arguments for the constructor."""
-        raise NotImplementedError
+        """Loads the family's parts (`COMPONENTS`, each from its subfolder): keyword arguments
+        for the constructor. Override to add parts that are computed or optional."""
+        from infodecomp.models.text_encoders import load_part
+
+        return {
+            name: load_part(src, name, spec, dtype, revision)
+            for name, spec in cls.COMPONENTS.items()
+        }
 
     def _encode_prompts(self, prompts: list[str]) -> Conditions:
         """Text encoders on a batch of prompts -> encoding rows [k, ...] (every field)."""

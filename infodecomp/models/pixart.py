@@ -15,7 +15,6 @@ Attention: the transformer blocks' cross-attention (attn2) is captured like the 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -23,7 +22,7 @@ import torch
 from infodecomp.estimators.protocol import Conditions
 from infodecomp.models.latent import LatentDiffusionDenoiser
 from infodecomp.models.presets import AdapterOptions
-from infodecomp.models.text_encoders import hub_kwargs, load_tokenizer, t5_hidden, tokenize
+from infodecomp.models.text_encoders import t5_hidden, tokenize
 
 T5_TOKENS = 300
 
@@ -40,6 +39,12 @@ class PixArtDenoiser(LatentDiffusionDenoiser):
         "scheduler": ("scheduler/scheduler_config.json",),
     }
     WEIGHT_PARTS: ClassVar[tuple[str, ...]] = ("transformer", "vae", "text_encoder")
+    COMPONENTS: ClassVar[dict[str, str]] = {
+        "transformer": "diffusers:PixArtTransformer2DModel",
+        "vae": "diffusers:AutoencoderKL",
+        "text_encoder": "transformers:T5EncoderModel",
+        "tokenizer": "tokenizer",
+    }
     TAKES_TEXT_TOKENS: ClassVar[bool] = True
     VAE_FLOAT16_OVERFLOWS: ClassVar[bool] = True
 
@@ -79,21 +84,6 @@ class PixArtDenoiser(LatentDiffusionDenoiser):
         eager = self.options.attn_processor == "eager"
         self.network.set_attn_processor(AttnProcessor() if eager else AttnProcessor2_0())
         self._require_patch_grid(int(transformer.config.patch_size))
-
-    @classmethod
-    def _load_components(
-        cls, src: str | Path, dtype: torch.dtype, revision: str | None
-    ) -> dict[str, Any]:
-        from diffusers import AutoencoderKL, PixArtTransformer2DModel
-        from transformers import T5EncoderModel
-
-        kw = hub_kwargs(revision)
-        return {
-            "transformer": PixArtTransformer2DModel.from_pretrained(src, subfolder="transformer", torch_dtype=dtype, **kw),
-            "vae": AutoencoderKL.from_pretrained(src, subfolder="vae", torch_dtype=dtype, **kw),
-            "text_encoder": T5EncoderModel.from_pretrained(src, subfolder="text_encoder", dtype=dtype, **kw),
-            "tokenizer": load_tokenizer(src, "tokenizer", revision),
-        }  # fmt: skip
 
     def _encode_prompts(self, prompts: list[str]) -> Conditions:
         """{prompt_embeds [k, T, D], mask [k, T] (1 = token, 0 = padding)}."""

@@ -9,7 +9,6 @@ models.latent.LatentDiffusionDenoiser.
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -33,6 +32,12 @@ class StableDiffusionDenoiser(LatentDiffusionDenoiser):
         "scheduler": ("scheduler/scheduler_config.json",),
     }
     WEIGHT_PARTS: ClassVar[tuple[str, ...]] = ("unet", "vae", "text_encoder")
+    COMPONENTS: ClassVar[dict[str, str]] = {
+        "unet": "diffusers:UNet2DConditionModel",
+        "vae": "diffusers:AutoencoderKL",
+        "text_encoder": "transformers:CLIPTextModel",
+        "tokenizer": "transformers:CLIPTokenizer",
+    }
 
     def __init__(
         self,
@@ -72,28 +77,6 @@ class StableDiffusionDenoiser(LatentDiffusionDenoiser):
     def unet(self) -> Any:
         """The denoising network (a diffusers UNet2DConditionModel)."""
         return self.network
-
-    @classmethod
-    def _load_components(
-        cls, src: str | Path, dtype: torch.dtype, revision: str | None
-    ) -> dict[str, Any]:
-        from diffusers import AutoencoderKL
-
-        kw = {"revision": revision} if revision else {}
-        vae = AutoencoderKL.from_pretrained(src, subfolder="vae", torch_dtype=dtype, **kw)
-        return {**cls._load_unet_and_text(src, dtype, kw), "vae": vae}
-
-    @staticmethod
-    def _load_unet_and_text(src: str | Path, dtype: torch.dtype, kw: dict) -> dict[str, Any]:
-        """The UNet, CLIP text encoder and tokenizer of a saved pipeline (kw: the revision)."""
-        from diffusers import UNet2DConditionModel
-        from transformers import CLIPTextModel, CLIPTokenizer
-
-        return {
-            "unet": UNet2DConditionModel.from_pretrained(src, subfolder="unet", torch_dtype=dtype, **kw),
-            "text_encoder": CLIPTextModel.from_pretrained(src, subfolder="text_encoder", dtype=dtype, **kw),
-            "tokenizer": CLIPTokenizer.from_pretrained(src, subfolder="tokenizer", **kw),
-        }  # fmt: skip
 
     def _encode_prompts(self, prompts: list[str]) -> Conditions:
         """CLIP last hidden states [k, 77, D]; prompts past 77 tokens are truncated, with a warning."""

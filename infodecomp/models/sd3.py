@@ -30,14 +30,17 @@ from infodecomp.models.latent import LatentDiffusionDenoiser
 from infodecomp.models.presets import AdapterOptions
 from infodecomp.models.text_encoders import (
     clip_hidden,
-    hub_kwargs,
-    load_tokenizer,
+    load_part,
     t5_hidden,
     tokenize,
 )
 from infodecomp.models.tokens import word_token_indices
 
 T5_TOKENS = 256  # the SD 3 pipeline's max_sequence_length
+
+
+# SD 3.x's T5 encoder: loaded when the folder has it (pipelines may be saved without it)
+OPTIONAL_T5 = {"text_encoder_3": "transformers:T5EncoderModel", "tokenizer_3": "tokenizer"}
 
 
 class SD3Denoiser(FlowMatchingMixin, LatentDiffusionDenoiser):
@@ -59,6 +62,14 @@ class SD3Denoiser(FlowMatchingMixin, LatentDiffusionDenoiser):
         "text_encoder",
         "text_encoder_2",
     )
+    COMPONENTS: ClassVar[dict[str, str]] = {
+        "transformer": "diffusers:SD3Transformer2DModel",
+        "vae": "diffusers:AutoencoderKL",
+        "text_encoder": "transformers:CLIPTextModelWithProjection",
+        "text_encoder_2": "transformers:CLIPTextModelWithProjection",
+        "tokenizer": "transformers:CLIPTokenizer",
+        "tokenizer_2": "transformers:CLIPTokenizer",
+    }
     TAKES_TEXT_TOKENS: ClassVar[bool] = True
     DEFAULT_T5_TOKENS: ClassVar[int] = T5_TOKENS
 
@@ -109,23 +120,10 @@ class SD3Denoiser(FlowMatchingMixin, LatentDiffusionDenoiser):
     def _load_components(
         cls, src: str | Path, dtype: torch.dtype, revision: str | None
     ) -> dict[str, Any]:
-        from diffusers import AutoencoderKL, SD3Transformer2DModel
-        from transformers import CLIPTextModelWithProjection, CLIPTokenizer, T5EncoderModel
-
-        kw = hub_kwargs(revision)
-        parts = {
-            "transformer": SD3Transformer2DModel.from_pretrained(src, subfolder="transformer", torch_dtype=dtype, **kw),
-            "vae": AutoencoderKL.from_pretrained(src, subfolder="vae", torch_dtype=dtype, **kw),
-            "text_encoder": CLIPTextModelWithProjection.from_pretrained(src, subfolder="text_encoder", dtype=dtype, **kw),
-            "text_encoder_2": CLIPTextModelWithProjection.from_pretrained(src, subfolder="text_encoder_2", dtype=dtype, **kw),
-            "tokenizer": CLIPTokenizer.from_pretrained(src, subfolder="tokenizer", **kw),
-            "tokenizer_2": CLIPTokenizer.from_pretrained(src, subfolder="tokenizer_2", **kw),
-        }  # fmt: skip
+        parts = super()._load_components(src, dtype, revision)
         if not isinstance(src, Path) or (src / "text_encoder_3" / "config.json").is_file():
-            parts["text_encoder_3"] = T5EncoderModel.from_pretrained(
-                src, subfolder="text_encoder_3", dtype=dtype, **kw
-            )
-            parts["tokenizer_3"] = load_tokenizer(src, "tokenizer_3", revision)
+            for name, spec in OPTIONAL_T5.items():
+                parts[name] = load_part(src, name, spec, dtype, revision)
         return parts
 
     def _encode_prompts(self, prompts: list[str]) -> Conditions:

@@ -21,7 +21,7 @@ import torch
 from infodecomp.estimators.protocol import Conditions
 from infodecomp.models.latent import LatentDiffusionDenoiser
 from infodecomp.models.presets import AdapterOptions
-from infodecomp.models.text_encoders import clip_hidden, hub_kwargs, model_index, tokenize
+from infodecomp.models.text_encoders import clip_hidden, model_index, tokenize
 
 
 class SDXLDenoiser(LatentDiffusionDenoiser):
@@ -38,6 +38,14 @@ class SDXLDenoiser(LatentDiffusionDenoiser):
         "scheduler": ("scheduler/scheduler_config.json",),
     }
     WEIGHT_PARTS: ClassVar[tuple[str, ...]] = ("unet", "vae", "text_encoder", "text_encoder_2")
+    COMPONENTS: ClassVar[dict[str, str]] = {
+        "unet": "diffusers:UNet2DConditionModel",
+        "vae": "diffusers:AutoencoderKL",
+        "text_encoder": "transformers:CLIPTextModel",
+        "text_encoder_2": "transformers:CLIPTextModelWithProjection",
+        "tokenizer": "transformers:CLIPTokenizer",
+        "tokenizer_2": "transformers:CLIPTokenizer",
+    }
     VAE_FLOAT16_OVERFLOWS: ClassVar[bool] = True
 
     def __init__(
@@ -91,22 +99,11 @@ class SDXLDenoiser(LatentDiffusionDenoiser):
     def _load_components(
         cls, src: str | Path, dtype: torch.dtype, revision: str | None
     ) -> dict[str, Any]:
-        from diffusers import AutoencoderKL, UNet2DConditionModel
-        from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
-
-        kw = hub_kwargs(revision)
         index = model_index(src, revision)
         return {
-            "unet": UNet2DConditionModel.from_pretrained(src, subfolder="unet", torch_dtype=dtype, **kw),
-            "vae": AutoencoderKL.from_pretrained(src, subfolder="vae", torch_dtype=dtype, **kw),
-            "text_encoder": CLIPTextModel.from_pretrained(src, subfolder="text_encoder", dtype=dtype, **kw),
-            "text_encoder_2": CLIPTextModelWithProjection.from_pretrained(
-                src, subfolder="text_encoder_2", dtype=dtype, **kw
-            ),
-            "tokenizer": CLIPTokenizer.from_pretrained(src, subfolder="tokenizer", **kw),
-            "tokenizer_2": CLIPTokenizer.from_pretrained(src, subfolder="tokenizer_2", **kw),
+            **super()._load_components(src, dtype, revision),
             "force_zeros_for_empty_prompt": bool(index.get("force_zeros_for_empty_prompt", True)),
-        }  # fmt: skip
+        }
 
     @property
     def time_ids(self) -> torch.Tensor:

@@ -154,14 +154,19 @@ class ShapesLearnedDenoiser(PixelSpaceMixin, StableDiffusionDenoiser):
         "scheduler": ("scheduler/scheduler_config.json",),
     }
     WEIGHT_PARTS: ClassVar[tuple[str, ...]] = ("unet", "text_encoder")
+    COMPONENTS: ClassVar[dict[str, str]] = {
+        k: v for k, v in StableDiffusionDenoiser.COMPONENTS.items() if k != "vae"
+    }
     trained_world = "shapes"
 
     @classmethod
     def _load_components(
         cls, src: str | Path, dtype: torch.dtype, revision: str | None
     ) -> dict[str, Any]:
-        kw = {"revision": revision} if revision else {}
-        return {**cls._load_unet_and_text(src, dtype, kw), "vae": IdentityAutoencoder(dtype=dtype)}
+        return {
+            **super()._load_components(src, dtype, revision),
+            "vae": IdentityAutoencoder(dtype=dtype),
+        }
 
     @classmethod
     def _make_schedule(cls, config: dict[str, Any]) -> ContinuousSchedule:

@@ -69,6 +69,27 @@ def hub_kwargs(revision: str | None) -> dict[str, Any]:
     return {"revision": revision} if revision else {}
 
 
+def load_part(
+    src: str | Path, subfolder: str, spec: str, dtype: torch.dtype, revision: str | None
+) -> Any:
+    """One part of a saved pipeline, from its subfolder.
+
+    spec: "tokenizer" (any CLIP or T5 tokenizer, see `load_tokenizer`), or "<library>:<Class>"
+    with library diffusers or transformers: a network or text encoder loaded in `dtype`, or a
+    tokenizer class (a name ending in "Tokenizer" / "TokenizerFast", no dtype).
+    """
+    import importlib
+
+    if spec == "tokenizer":
+        return load_tokenizer(src, subfolder, revision)
+    library, name = spec.split(":")
+    cls = getattr(importlib.import_module(library), name)
+    kw = hub_kwargs(revision)
+    if not name.endswith(("Tokenizer", "TokenizerFast")):
+        kw["torch_dtype" if library == "diffusers" else "dtype"] = dtype
+    return cls.from_pretrained(src, subfolder=subfolder, **kw)
+
+
 def load_tokenizer(src: str | Path, subfolder: str, revision: str | None) -> Any:
     """A CLIP or T5 tokenizer from a pipeline subfolder (AutoTokenizer reads its class).
 
