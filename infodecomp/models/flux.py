@@ -85,12 +85,6 @@ class FluxDenoiser(FlowMatchingMixin, LatentDiffusionDenoiser):
         ),
         "scheduler": ("scheduler/scheduler_config.json",),
     }
-    WEIGHT_PARTS: ClassVar[tuple[str, ...]] = (
-        "transformer",
-        "vae",
-        "text_encoder",
-        "text_encoder_2",
-    )
     COMPONENTS: ClassVar[dict[str, str]] = {
         "transformer": "diffusers:FluxTransformer2DModel",
         "vae": "diffusers:AutoencoderKL",

@@ -154,7 +154,6 @@ class LatentDiffusionDenoiser:
     """
 
     REQUIRED_PARTS: ClassVar[dict[str, tuple[str, ...]]] = {}
-    WEIGHT_PARTS: ClassVar[tuple[str, ...]] = ()
     # part -> "diffusers:<Class>" / "transformers:<Class>" / "tokenizer" (text_encoders.load_part)
     COMPONENTS: ClassVar[dict[str, str]] = {}
     # The VAE overflows in float16 (SDXL's): it then runs in float32, the rest in float16.
@@ -263,6 +262,13 @@ class LatentDiffusionDenoiser:
     # --- family hooks ------------------------------------------------------------------------
 
     @classmethod
+    def _weight_parts(cls) -> tuple[str, ...]:
+        """Subfolders that must hold weights: every component but the tokenizers."""
+        from infodecomp.models.text_encoders import is_tokenizer
+
+        return tuple(n for n, spec in cls.COMPONENTS.items() if not is_tokenizer(spec))
+
+    @classmethod
     def _load_components(
         cls, src: str | Path, dtype: torch.dtype, revision: str | None
     ) -> dict[str, Any]:
@@ -316,7 +322,7 @@ class LatentDiffusionDenoiser:
             seed: seeds the VAE posterior samples when latent="sample".
         """
         opts = replace(options or AdapterOptions(), **option_overrides).check()
-        src = resolve_model_path(path, cls.REQUIRED_PARTS, cls.WEIGHT_PARTS)
+        src = resolve_model_path(path, cls.REQUIRED_PARTS, cls._weight_parts())
         rev = None if isinstance(src, Path) else revision
         # model.dtype (the large presets: bfloat16) overrides the run's dtype
         tdtype, dev = resolve_dtype(opts.dtype or dtype), resolve_device(device)

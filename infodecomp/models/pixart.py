@@ -38,7 +38,6 @@ class PixArtDenoiser(LatentDiffusionDenoiser):
         "tokenizer": ("tokenizer/tokenizer.json", "tokenizer/spiece.model", "tokenizer/vocab.json"),
         "scheduler": ("scheduler/scheduler_config.json",),
     }
-    WEIGHT_PARTS: ClassVar[tuple[str, ...]] = ("transformer", "vae", "text_encoder")
     COMPONENTS: ClassVar[dict[str, str]] = {
         "transformer": "diffusers:PixArtTransformer2DModel",
         "vae": "diffusers:AutoencoderKL",

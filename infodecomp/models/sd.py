@@ -31,7 +31,6 @@ class StableDiffusionDenoiser(LatentDiffusionDenoiser):
         "tokenizer": ("tokenizer/vocab.json", "tokenizer/tokenizer.json"),
         "scheduler": ("scheduler/scheduler_config.json",),
     }
-    WEIGHT_PARTS: ClassVar[tuple[str, ...]] = ("unet", "vae", "text_encoder")
     COMPONENTS: ClassVar[dict[str, str]] = {
         "unet": "diffusers:UNet2DConditionModel",
         "vae": "diffusers:AutoencoderKL",

@@ -56,12 +56,6 @@ class SD3Denoiser(FlowMatchingMixin, LatentDiffusionDenoiser):
         "tokenizer_2": ("tokenizer_2/vocab.json", "tokenizer_2/tokenizer.json"),
         "scheduler": ("scheduler/scheduler_config.json",),
     }
-    WEIGHT_PARTS: ClassVar[tuple[str, ...]] = (
-        "transformer",
-        "vae",
-        "text_encoder",
-        "text_encoder_2",
-    )
     COMPONENTS: ClassVar[dict[str, str]] = {
         "transformer": "diffusers:SD3Transformer2DModel",
         "vae": "diffusers:AutoencoderKL",

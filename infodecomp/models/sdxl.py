@@ -37,7 +37,6 @@ class SDXLDenoiser(LatentDiffusionDenoiser):
         "tokenizer_2": ("tokenizer_2/vocab.json", "tokenizer_2/tokenizer.json"),
         "scheduler": ("scheduler/scheduler_config.json",),
     }
-    WEIGHT_PARTS: ClassVar[tuple[str, ...]] = ("unet", "vae", "text_encoder", "text_encoder_2")
     COMPONENTS: ClassVar[dict[str, str]] = {
         "unet": "diffusers:UNet2DConditionModel",
         "vae": "diffusers:AutoencoderKL",

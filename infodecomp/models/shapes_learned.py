@@ -153,7 +153,6 @@ class ShapesLearnedDenoiser(PixelSpaceMixin, StableDiffusionDenoiser):
         "tokenizer": ("tokenizer/vocab.json", "tokenizer/tokenizer.json"),
         "scheduler": ("scheduler/scheduler_config.json",),
     }
-    WEIGHT_PARTS: ClassVar[tuple[str, ...]] = ("unet", "text_encoder")
     COMPONENTS: ClassVar[dict[str, str]] = {
         k: v for k, v in StableDiffusionDenoiser.COMPONENTS.items() if k != "vae"
     }

@@ -69,6 +69,11 @@ def hub_kwargs(revision: str | None) -> dict[str, Any]:
     return {"revision": revision} if revision else {}
 
 
+def is_tokenizer(spec: str) -> bool:
+    """Whether a COMPONENTS spec names a tokenizer (no weights, no dtype)."""
+    return spec == "tokenizer" or spec.endswith(("Tokenizer", "TokenizerFast"))
+
+
 def load_part(
     src: str | Path, subfolder: str, spec: str, dtype: torch.dtype, revision: str | None
 ) -> Any:
@@ -85,7 +90,7 @@ def load_part(
     library, name = spec.split(":")
     cls = getattr(importlib.import_module(library), name)
     kw = hub_kwargs(revision)
-    if not name.endswith(("Tokenizer", "TokenizerFast")):
+    if not is_tokenizer(spec):
         kw["torch_dtype" if library == "diffusers" else "dtype"] = dtype
     return cls.from_pretrained(src, subfolder=subfolder, **kw)
 
