@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from infodecomp.data.registry import WORDS
+from infodecomp.estimators.queries import CMI, MI, word_queries
 from infodecomp.experiments.common import engine_config, hydra_main
 from infodecomp.experiments.config import EstimatorConfig, LocalizeConfig
 from infodecomp.experiments.maps import (
@@ -42,7 +43,6 @@ from infodecomp.experiments.maps import (
     has_daam,
     has_traced_attention,
     info_maps,
-    info_queries,
     split_of,
     to_image_grid,
     traced_word_map,
@@ -94,7 +94,7 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     if "exact" in cfg.methods or "cmi" in cfg.methods:
         exact = exact_word_info(ctx.model, items, xs, cfg.blank_context, cfg.run.seed)
     rows = []
-    queries = info_queries(items, xs, cfg.blank_context)
+    queries = word_queries(items, xs, cfg.blank_context)
     # iid draws: every step count is a prefix of one draw of the largest (50/100/200: 200
     # samples per item, not 350); other modes' prefixes are not samples of the proposal
     top = max(cfg.steps)
@@ -109,15 +109,18 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
         else:
             ests = info_maps(ctx.model, queries, ecfg)
         for i, (it, x, e, mask) in enumerate(zip(items, xs, ests, masks, strict=True)):
-            heats = {"cmi": (e.io_map[0], e.info_o(0)[0]), "mi": (e.io_map[1], e.info_o(1)[0])}
+            heats = {
+                "cmi": (e.io_map[CMI], e.info_o(CMI)[0]),
+                "mi": (e.io_map[MI], e.info_o(MI)[0]),
+            }
             if exact is not None:
                 heats["exact"] = (exact[i].map().float(), exact[i].total("io")[0])
                 if "cmi" in cfg.methods:  # the estimate against the exact map, same threshold
                     ref_map = exact[i].map(*exact_range(ecfg.sampler, exact[i]))
-                    grid, _ = to_image_grid(ctx.model, e.io_map[0], None)
+                    grid, _ = to_image_grid(ctx.model, e.io_map[CMI], None)
                     ref_grid, _ = to_image_grid(ctx.model, ref_map, None)
                     ious = iou_curve_maps(grid, ref_grid)
-                    rows.append(_row(it, "cmi", steps, e.info_o(0)[0], ious, EXACT_MAP))
+                    rows.append(_row(it, "cmi", steps, e.info_o(CMI)[0], ious, EXACT_MAP))
             if it.item_id in daam:
                 heats["attention"] = (daam[it.item_id], float("nan"))
             if traced:
@@ -140,7 +143,7 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
                     _row(it, method, steps, value, iou_curve(grid, gt) if gt is not None else nan)
                 )
             if "whole" in cfg.methods:
-                grid, gt = to_image_grid(ctx.model, e.io_map[0], mask)
+                grid, gt = to_image_grid(ctx.model, e.io_map[CMI], mask)
                 whole = np.full(len(IOU_COLUMNS), gt.mean()) if gt is not None else nan
                 rows.append(_row(it, "whole", steps, float("nan"), whole))
     return rows

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from infodecomp.estimators.engine import EngineConfig, ItemEstimate, Query, draw, estimate
+from infodecomp.estimators.queries import context_of, word_queries
 from infodecomp.models.attention import expand_attention_map
 from infodecomp.models.capabilities import (
     AttentionCapture,
@@ -31,23 +32,6 @@ def has_daam(model: object) -> bool:
 def has_traced_attention(model: object) -> bool:
     """Attention+Information needs attention capture only."""
     return isinstance(model, AttentionCapture)
-
-
-def context_of(item, blank: bool) -> str:
-    return item.context_blank if blank else item.context
-
-
-def info_queries(items: list, xs: torch.Tensor, blank: bool) -> list[Query]:
-    """Per item: conditions (caption, context, word, "") with contrasts CMI = (0, 1), MI = (2, 3)."""
-    return [
-        Query(
-            xs[i].cpu(),
-            (it.caption, context_of(it, blank), it.word, ""),
-            ((0, 1), (2, 3)),
-            key=str(it.item_id),
-        )
-        for i, it in enumerate(items)
-    ]
 
 
 def exact_word_info(
@@ -126,7 +110,7 @@ def traced_word_map(
 class WordMaps:
     """One word item's maps on the model's data grid (the latent grid of a latent model).
 
-    `estimate` holds the engine's estimate of the item's queries (`info_queries`): contrast 0 is
+    `estimate` holds the engine's estimate of the item's queries (`word_queries`): contrast 0 is
     the CMI of the word given the context, contrast 1 the MI of the word alone; its `io_map`
     [2, h, w] is the pixel-wise i^o in nats per data-grid pixel (channels summed).
     `attention` (DAAM) and `attn_info` (Attention+Information) are [h, w] word maps, present
@@ -153,7 +137,7 @@ def word_maps(
     """CMI and MI maps of every (image, caption, word) item, plus the DAAM baseline (`daam`)
     and Attention+Information (`traced`) where the model supports them. Shared by `visualize`
     and the Python API (infodecomp.api.maps)."""
-    ests = info_maps(model, info_queries(items, xs, blank), ecfg)
+    ests = info_maps(model, word_queries(items, xs, blank), ecfg)
     out = []
     for it, x, e in zip(items, xs, ests, strict=True):
         wm = WordMaps(e)
