@@ -26,7 +26,7 @@ import torch
 
 from infodecomp.experiments.validate.gaussian import gaussian_checks
 from infodecomp.experiments.validate.table import PAPER, PAPER_RANGE, row
-from infodecomp.models.converted import ConvertedOracle
+from infodecomp.models.converted import FLOW_TIME_SCALE, ConvertedOracle
 from infodecomp.models.oracles import GaussianOracle
 
 CHECK = "8 conversions"
@@ -74,8 +74,12 @@ def conversion_of(model: Any) -> Conversion | None:
     if isinstance(model, ConvertedOracle):
         if model.schedule is None and model.kind == "v":
             return None  # the v network on the continuous channel: check 1 runs through it
+        if model.kind == "flow":
+            scale = getattr(model.schedule, "time_scale", FLOW_TIME_SCALE)
+            return Conversion(f"flow, {scale:g} t", "flow", model.schedule, families=repr(model))
+        rule = model.time_rule if hasattr(model.schedule, "betas") else "continuous"
         return Conversion(
-            f"{model.kind}, {model.time_rule} t", model.kind, model.schedule, model.time_rule
+            f"{model.kind}, {rule} t", model.kind, model.schedule, rule, families=repr(model)
         )
     schedule = getattr(model, "schedule", None)
     if schedule is None:
@@ -94,7 +98,8 @@ def reference_time(conv: Conversion, logsnr: torch.Tensor) -> torch.Tensor:
     lv = logsnr.double().numpy()
     sched = conv.schedule
     if conv.kind == "flow":
-        return torch.from_numpy(sched.time_scale / (1.0 + np.exp(lv / 2)))
+        scale = getattr(sched, "time_scale", FLOW_TIME_SCALE)  # None: the wrapper's SD 3 default
+        return torch.from_numpy(scale / (1.0 + np.exp(lv / 2)))
     betas = getattr(sched, "betas", None)
     if betas is None:  # continuous schedule
         n = sched.num_train_timesteps
