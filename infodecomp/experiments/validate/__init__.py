@@ -123,7 +123,7 @@ def oracle_checks(cfg: ValidateConfig, oracle: ShapesOracle) -> list[dict]:
 
 def _oracle_checks(cfg: ValidateConfig, oracle: ShapesOracle) -> list[dict]:
     seed, mb = cfg.run.seed, max(cfg.run.batch_size, 1024)
-    with _progress(cfg, 8) as bar:
+    with _progress(cfg, 7) as bar:
         bar.set_postfix_str("1 gaussian")
         rows = gaussian_checks(cfg.n_items * 10, seed, 8192, like=oracle)
         bar.update()
