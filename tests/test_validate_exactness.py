@@ -15,11 +15,11 @@ import torch
 
 from infodecomp.estimators import engine, queries
 from infodecomp.estimators.samplers import LogsnrSampler
-from infodecomp.experiments import validate
+from infodecomp.experiments.commands import validate
 from infodecomp.experiments.config import ValidateConfig
-from infodecomp.models import conversions
-from infodecomp.models.oracles import GaussianOracle, ShapesOracle
-from infodecomp.models.schedule import ContinuousSchedule, DiscreteSchedule
+from infodecomp.models.dynamics import conversions
+from infodecomp.models.dynamics.schedule import ContinuousSchedule, DiscreteSchedule
+from infodecomp.models.oracles.exact import GaussianOracle, ShapesOracle
 
 ORIGINAL_WEIGHT = LogsnrSampler.weight
 # the engine's reduction of one item's predictions into its ItemEstimate
@@ -278,7 +278,7 @@ def test_validate_model_runs_the_models_own_time_rule(
 ) -> None:
     """`validate model=tiny-sd` runs the conversion rows of tiny-sd's schedule and time rule:
     each rule passes as is and fails when shifted."""
-    from infodecomp.models.sd import StableDiffusionDenoiser
+    from infodecomp.models.families.sd import StableDiffusionDenoiser
 
     for rule, mutant in (("continuous", _shifted_continuous), ("nearest", _shifted_nearest)):
         model = StableDiffusionDenoiser.from_pretrained(tiny_sd_dir, device="cpu", time_rule=rule)

@@ -11,7 +11,7 @@ import torch
 
 from infodecomp.estimators.engine import EngineConfig, ItemEstimate, Query, draw, estimate
 from infodecomp.estimators.queries import context_of, word_queries
-from infodecomp.models.attention import expand_attention_map
+from infodecomp.models.attention.capture import expand_attention_map
 from infodecomp.models.capabilities import (
     AttentionCapture,
     DaamInversion,
