@@ -139,6 +139,17 @@ def _halves(
     ]
 
 
+def _pooled(
+    halves: list[list[ItemEstimate]], idx: list[int], fn: str, contrast: int
+) -> tuple[float, float]:
+    """(sum over the items idx of the two halves' mean of `fn`(contrast), its standard error)."""
+    parts = [
+        (getattr(halves[0][i], fn)(contrast), getattr(halves[1][i], fn)(contrast)) for i in idx
+    ]
+    est = sum((a[0] + b[0]) / 2 for a, b in parts)
+    return est, math.sqrt(sum((a[1] ** 2 + b[1] ** 2) / 4 for a, b in parts))
+
+
 def _density_ratio(oracle: ShapesOracle, case: WordCase, with_: str, without: str) -> float:
     x = case.x[None]
     return float(oracle.log_prob(x, with_) - oracle.log_prob(x, without))
@@ -222,9 +233,7 @@ def word_map_checks(
         )
         ex = [cases[i].exact.total("io") for i in idx]
         exact, exact_se = sum(v for v, _ in ex), math.sqrt(sum(s * s for _, s in ex))
-        parts = [(halves[0][i].info_o(CMI), halves[1][i].info_o(CMI)) for i in idx]
-        est = sum((a[0] + b[0]) / 2 for a, b in parts)
-        se = math.sqrt(sum((a[1] ** 2 + b[1] ** 2) / 4 for a, b in parts))
+        est, se = _pooled(halves, idx, "info_o", CMI)
         rows.append(
             row(
                 "5 word CMI maps",
@@ -242,9 +251,7 @@ def word_map_checks(
             ("MI i^s(x; word)", MI, lambda c: (c.word, "")),
         ):
             exact = sum(_density_ratio(oracle, cases[i], *refs(cases[i])) for i in idx)
-            parts = [(halves[0][i].info_s(contrast), halves[1][i].info_s(contrast)) for i in idx]
-            est = sum((a[0] + b[0]) / 2 for a, b in parts)
-            se = math.sqrt(sum((a[1] ** 2 + b[1] ** 2) / 4 for a, b in parts))
+            est, se = _pooled(halves, idx, "info_s", contrast)
             rows.append(
                 row(
                     "5 word CMI maps",
