@@ -87,63 +87,17 @@ def gaussian_checks(
     queries = option_queries(
         x.float(), [[tuple(v.tolist())] for v in y], [("gauss", i) for i in range(n_items)]
     )
-    exact_io, exact_is = gaussian_pointwise_exact(oracle, x, y)
-    mi = oracle.mutual_information()
+    full = gaussian_pointwise_exact(oracle, x, y)
     rows = []
     for check, sampler, truncated in samplers:
-        lo, hi = sampler.support
-        ref_io, ref_is = (
-            gaussian_pointwise_exact(oracle, x, y, lo, hi)
-            if truncated
-            else (
-                exact_io,
-                exact_is,
-            )
-        )
-        target = oracle.mutual_information(lo, hi) if truncated else mi
-        where = f" on [{lo:g}, {hi:g}]" if truncated else ""
         ests = estimate(
             oracle,
             queries,
             EngineConfig(n_samples=100, sampler=sampler, max_batch=max_batch, seed=seed),
         )
-        name = label(sampler)
-        for info, fn, full, ref in (
-            ("i^o", "info_o", exact_io, ref_io),
-            ("i^s", "info_s", exact_is, ref_is),
-        ):
-            est = torch.tensor([getattr(e, fn)(0)[0] for e in ests], dtype=torch.float64)
-            trunc = float((full.mean() - ref.mean()) / full.mean())
-            m, se = mean_se(est - ref)
-            exact = float(ref.mean())
-            rows.append(
-                row(
-                    check,
-                    f"{info}(x;y) vs exact pointwise, mean of {n_items}{where}{tag}",
-                    exact,
-                    exact + m,
-                    se,
-                    rel="auto",
-                    sampler=name,
-                    truncation=trunc,
-                    note="paired: se is the Monte Carlo error only",
-                )
-            )
-            if not identities:
-                continue
-            m, se = mean_se(est)
-            rows.append(
-                row(
-                    check,
-                    f"mean {info} = I(X;Y){where}{tag}",
-                    target,
-                    m,
-                    se,
-                    sampler=name,
-                    truncation=(mi - target) / mi,
-                    note="identity over (x, y) ~ p; item-to-item spread sets the se, so z only",
-                )
-            )
+        rows += _pointwise_rows(
+            oracle, x, y, ests, full, check, sampler, truncated, identities, tag
+        )
         if identities and not truncated:
             err = [
                 e.log_likelihood(1)[0] - float(lp)
@@ -157,8 +111,63 @@ def gaussian_checks(
                     0.0,
                     m,
                     se,
-                    sampler=name,
+                    sampler=label(sampler),
                     note="estimate minus exact, per item",
+                )
+            )
+    return rows
+
+
+def _pointwise_rows(
+    oracle: Any,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    ests: list,
+    full: tuple[torch.Tensor, torch.Tensor],
+    check: str,
+    sampler: LogsnrSampler,
+    truncated: bool,
+    identities: bool,
+    tag: str,
+) -> list[dict]:
+    """Check 1 under one sampler: i^o and i^s against the exact pointwise values (on the
+    sampler's support when `truncated`), and with `identities` their means against I(X;Y)."""
+    lo, hi = sampler.support
+    ref = gaussian_pointwise_exact(oracle, x, y, lo, hi) if truncated else full
+    mi = oracle.mutual_information()
+    target = oracle.mutual_information(lo, hi) if truncated else mi
+    where = f" on [{lo:g}, {hi:g}]" if truncated else ""
+    name, n_items = label(sampler), len(ests)
+    rows = []
+    for k, (info, fn) in enumerate((("i^o", "info_o"), ("i^s", "info_s"))):
+        est = torch.tensor([getattr(e, fn)(0)[0] for e in ests], dtype=torch.float64)
+        m, se = mean_se(est - ref[k])
+        exact = float(ref[k].mean())
+        rows.append(
+            row(
+                check,
+                f"{info}(x;y) vs exact pointwise, mean of {n_items}{where}{tag}",
+                exact,
+                exact + m,
+                se,
+                rel="auto",
+                sampler=name,
+                truncation=float((full[k].mean() - ref[k].mean()) / full[k].mean()),
+                note="paired: se is the Monte Carlo error only",
+            )
+        )
+        if identities:
+            m, se = mean_se(est)
+            rows.append(
+                row(
+                    check,
+                    f"mean {info} = I(X;Y){where}{tag}",
+                    target,
+                    m,
+                    se,
+                    sampler=name,
+                    truncation=(mi - target) / mi,
+                    note="identity over (x, y) ~ p; item-to-item spread sets the se, so z only",
                 )
             )
     return rows

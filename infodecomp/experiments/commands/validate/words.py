@@ -155,6 +155,103 @@ def _density_ratio(oracle: ShapesOracle, case: WordCase, with_: str, without: st
     return float(oracle.log_prob(x, with_) - oracle.log_prob(x, without))
 
 
+def _map_rows(
+    kind: str, cases: list[WordCase], halves: list[list[ItemEstimate]], n_samples: int
+) -> list[dict]:
+    """Check 5 for one word kind: the CMI maps' relative L1 error and support IoU."""
+    rows = []
+    idx = [i for i, c in enumerate(cases) if c.kind == kind]
+    exact_maps = [cases[i].exact.map() for i in idx]
+    a_maps = [halves[0][i].io_map[CMI].double() for i in idx]
+    b_maps = [halves[1][i].io_map[CMI].double() for i in idx]
+    est_maps = [(a + b) / 2 for a, b in zip(a_maps, b_maps, strict=True)]
+    mass = sum(float(x.abs().sum()) for x in exact_maps)
+    l1 = sum(float((m - x).abs().sum()) for m, x in zip(est_maps, exact_maps, strict=True))
+    # per pixel, the estimate's and the reference's noise combine in quadrature
+    floor = sum(
+        float(torch.hypot((a - b).abs() / 2, cases[i].exact_noise.double()).sum())
+        for i, a, b in zip(idx, a_maps, b_maps, strict=True)
+    )
+    ious = [support_iou(m, x) for m, x in zip(est_maps, exact_maps, strict=True)]
+    off_obj = [
+        1 - float(x[cases[i].mask].sum() / x.sum()) for i, x in zip(idx, exact_maps, strict=True)
+    ]
+    words = ", ".join(sorted({cases[i].word for i in idx}))
+    rows.append(
+        row(
+            "5 word CMI maps",
+            f"{kind} words ({words}): rel. L1 error of the i^o_j map",
+            0.0,
+            l1 / mass,
+            0.0,
+            tol=MAP_L1_NOISE * floor / mass,
+            relative_to="the exact map's L1 mass",
+            reason=f"{MAP_L1_NOISE:g} x the noise floor {floor / mass:.3f}: the L1 error an "
+            "unbiased estimate shows against a noisy reference (split halves)",
+            sampler=label(SHAPES_FOCUS),
+            note=f"{len(idx)} images x {n_samples} samples; exact maps put "
+            f"{sum(off_obj) / len(off_obj):.0%} of the information off the word's object",
+        )
+    )
+    rows.append(
+        row(
+            "5 word CMI maps",
+            f"{kind} words: IoU of supports (> {SUPPORT_FRACTION:.0%} of max), mean",
+            1.0,
+            sum(ious) / len(ious),
+            0.0,
+            tol=1 - MAP_IOU_MIN,
+            reason=f"IoU >= {MAP_IOU_MIN:g}: noise moves only pixels near the "
+            f"{SUPPORT_FRACTION:.0%} edge of the support",
+            sampler=label(SHAPES_FOCUS),
+        )
+    )
+    return rows
+
+
+def _total_rows(
+    oracle: ShapesOracle, kind: str, cases: list[WordCase], halves: list[list[ItemEstimate]]
+) -> list[dict]:
+    """Check 5 for one word kind: the map totals against the exact CMI, i^s of the CMI and of the
+    word's MI against exact log-density ratios."""
+    idx = [i for i, c in enumerate(cases) if c.kind == kind]
+    rows = []
+    ex = [cases[i].exact.total("io") for i in idx]
+    exact, exact_se = sum(v for v, _ in ex), math.sqrt(sum(s * s for _, s in ex))
+    est, se = _pooled(halves, idx, "info_o", CMI)
+    rows.append(
+        row(
+            "5 word CMI maps",
+            f"{kind} words: sum of map totals = exact CMI",
+            exact,
+            est,
+            se,
+            exact_se=exact_se,
+            sampler=label(SHAPES_FOCUS),
+            rel="auto",
+        )
+    )
+    for what, contrast, refs in (
+        ("CMI i^s(x; word | context)", CMI, lambda c: (c.caption, c.context)),
+        ("MI i^s(x; word)", MI, lambda c: (c.word, "")),
+    ):
+        exact = sum(_density_ratio(oracle, cases[i], *refs(cases[i])) for i in idx)
+        est, se = _pooled(halves, idx, "info_s", contrast)
+        rows.append(
+            row(
+                "5 word CMI maps",
+                f"{kind} words: sum of {what} = exact log-density ratio",
+                exact,
+                est,
+                se,
+                sampler=label(SHAPES_FOCUS),
+                rel="auto",
+                note="contrast of the commands' word query; exact closed form, full range",
+            )
+        )
+    return rows
+
+
 def word_map_checks(
     oracle: ShapesOracle, cases: list[WordCase], n_samples: int, seed: int, max_batch: int
 ) -> tuple[list[dict], list[ItemEstimate]]:
@@ -184,86 +281,8 @@ def word_map_checks(
     never = _never_covered()
     rows = []
     for kind in WORD_KINDS:
-        idx = [i for i, c in enumerate(cases) if c.kind == kind]
-        exact_maps = [cases[i].exact.map() for i in idx]
-        a_maps = [halves[0][i].io_map[CMI].double() for i in idx]
-        b_maps = [halves[1][i].io_map[CMI].double() for i in idx]
-        est_maps = [(a + b) / 2 for a, b in zip(a_maps, b_maps, strict=True)]
-        mass = sum(float(x.abs().sum()) for x in exact_maps)
-        l1 = sum(float((m - x).abs().sum()) for m, x in zip(est_maps, exact_maps, strict=True))
-        # per pixel, the estimate's and the reference's noise combine in quadrature
-        floor = sum(
-            float(torch.hypot((a - b).abs() / 2, cases[i].exact_noise.double()).sum())
-            for i, a, b in zip(idx, a_maps, b_maps, strict=True)
-        )
-        ious = [support_iou(m, x) for m, x in zip(est_maps, exact_maps, strict=True)]
-        off_obj = [
-            1 - float(x[cases[i].mask].sum() / x.sum())
-            for i, x in zip(idx, exact_maps, strict=True)
-        ]
-        words = ", ".join(sorted({cases[i].word for i in idx}))
-        rows.append(
-            row(
-                "5 word CMI maps",
-                f"{kind} words ({words}): rel. L1 error of the i^o_j map",
-                0.0,
-                l1 / mass,
-                0.0,
-                tol=MAP_L1_NOISE * floor / mass,
-                relative_to="the exact map's L1 mass",
-                reason=f"{MAP_L1_NOISE:g} x the noise floor {floor / mass:.3f}: the L1 error an "
-                "unbiased estimate shows against a noisy reference (split halves)",
-                sampler=label(SHAPES_FOCUS),
-                note=f"{len(idx)} images x {2 * cfg.n_samples} samples; exact maps put "
-                f"{sum(off_obj) / len(off_obj):.0%} of the information off the word's object",
-            )
-        )
-        rows.append(
-            row(
-                "5 word CMI maps",
-                f"{kind} words: IoU of supports (> {SUPPORT_FRACTION:.0%} of max), mean",
-                1.0,
-                sum(ious) / len(ious),
-                0.0,
-                tol=1 - MAP_IOU_MIN,
-                reason=f"IoU >= {MAP_IOU_MIN:g}: noise moves only pixels near the "
-                f"{SUPPORT_FRACTION:.0%} edge of the support",
-                sampler=label(SHAPES_FOCUS),
-            )
-        )
-        ex = [cases[i].exact.total("io") for i in idx]
-        exact, exact_se = sum(v for v, _ in ex), math.sqrt(sum(s * s for _, s in ex))
-        est, se = _pooled(halves, idx, "info_o", CMI)
-        rows.append(
-            row(
-                "5 word CMI maps",
-                f"{kind} words: sum of map totals = exact CMI",
-                exact,
-                est,
-                se,
-                exact_se=exact_se,
-                sampler=label(SHAPES_FOCUS),
-                rel="auto",
-            )
-        )
-        for what, contrast, refs in (
-            ("CMI i^s(x; word | context)", CMI, lambda c: (c.caption, c.context)),
-            ("MI i^s(x; word)", MI, lambda c: (c.word, "")),
-        ):
-            exact = sum(_density_ratio(oracle, cases[i], *refs(cases[i])) for i in idx)
-            est, se = _pooled(halves, idx, "info_s", contrast)
-            rows.append(
-                row(
-                    "5 word CMI maps",
-                    f"{kind} words: sum of {what} = exact log-density ratio",
-                    exact,
-                    est,
-                    se,
-                    sampler=label(SHAPES_FOCUS),
-                    rel="auto",
-                    note="contrast of the commands' word query; exact closed form, full range",
-                )
-            )
+        rows += _map_rows(kind, cases, halves, 2 * cfg.n_samples)
+        rows += _total_rows(oracle, kind, cases, halves)
     worst = max(float(e.io_map[CMI][never].abs().max()) for e in ests)
     rows.append(
         row(
