@@ -107,6 +107,11 @@ def load_dataset(spec: DataSpec, limit: int | None = None) -> Dataset:
     """Loads `spec.name`; `limit` keeps the first N items (after the loader's stable order);
     `spec.control` then alters the set on purpose (data.controls)."""
     entry = _entry(spec.name)
+    if spec.wl_mask != "none" and spec.name != "coco-wl":
+        raise DataError(
+            f"data.wl_mask={spec.wl_mask} applies to data=coco-wl only; leave it at none for "
+            f"data={spec.name}"
+        )
     spec = generation_spec(spec, limit)
     ds = entry.load(spec)
     if limit is not None:
