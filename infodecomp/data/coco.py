@@ -324,7 +324,7 @@ def _row_to_item(
             "word": raw_word,
         }
     mask: tuple | None = (image_id, label) if word_type == "noun" else None
-    if mask is None and kind == "coco-wl" and wl_mask == PUBLISHED_WL_RULE:
+    if mask is None and wl_mask == PUBLISHED_WL_RULE:
         mask = (image_id, label, PUBLISHED_WL_RULE)
         extra["mask_reference"] = PUBLISHED_WL_REFERENCE
     swap_word = swap_text = None

@@ -32,11 +32,12 @@ class DataSpec:
             pair it with the same `model.sigma0` so the oracle stays exact for the data.
         control: None or "shuffled-images" (data.controls): score every
             ranking item's captions on another item's image (a fixed derangement from `seed`).
-        wl_mask: COCO-WL only, the ground truth of a word that is no COCO category: "none" (no
-            mask, the pair is not scored; the default) or "all-objects-published" (the mask the
-            published code scored against: every annotated object of the image, because
-            pycocotools' getAnnIds(catIds=[]) returns all annotations; its rows carry the
-            reference "all objects (published COCO-WL)").
+        wl_mask: COCO manifests, the ground truth of a word that is no COCO category (the
+            COCO-WL words): "none" (no mask, the pair is not scored; the default) or
+            "all-objects-published" (the mask the published code scored against: every
+            annotated object of the image, because pycocotools' getAnnIds(catIds=[]) returns all
+            annotations; those rows carry the reference "all objects (published COCO-WL)").
+            COCO-IT and COCO100-IT rows are categories: their mask is the same either way.
     """
 
     name: str = "shapes-relation"

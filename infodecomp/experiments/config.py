@@ -223,7 +223,7 @@ class ReportConfig:
     runs: list[str] = field(default_factory=list)  # run directories, or folders holding them
     run: RunConfig = field(default_factory=RunConfig)  # run.out_dir: the report folder
     title: str = "infodecomp report"  # heading of the HTML page
-    n_boot: int = 1000  # bootstrap resamples of Table 4's standard errors (seed: run.seed)
+    n_boot: int = 1000  # bootstrap resamples of Tables 3 and 4's standard errors (seed: run.seed)
 
 
 @dataclass

@@ -673,7 +673,7 @@ def aggregate(
         run_dirs: run directories (or folders searched for run directories below them).
         out_dir: where ``table{k}.{md,tex,csv}``, ``accuracy_vs_samples.*``, ``runs.*`` and the
             combined ``tables.md`` are written.
-        n_boot: bootstrap resamples for the Table 4 standard errors.
+        n_boot: bootstrap resamples for the Table 3 and Table 4 standard errors.
         seed: seed of the bootstrap.
 
     Returns:
