@@ -33,10 +33,10 @@ from infodecomp.data.spec import PUBLISHED_WL_REFERENCE, DataSpec
 from infodecomp.estimators.channel import alpha_sigma
 from infodecomp.estimators.engine import EngineConfig, draw
 from infodecomp.estimators.samplers import LogsnrSampler
-from infodecomp.experiments import localize
+from infodecomp.experiments.commands import localize
 from infodecomp.experiments.config import LocalizeConfig, ModelConfig
 from infodecomp.experiments.maps import info_maps, info_queries
-from infodecomp.models.preprocess import mask_transform, to_model_input
+from infodecomp.models.families.preprocess import mask_transform, to_model_input
 from infodecomp.models.registry import load_model
 
 WL_HEADER = [*IT_HEADER, "context_", ""]
