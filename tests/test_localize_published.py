@@ -16,6 +16,7 @@ test_reporting_aggregate.py.
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from test_data_coco import IT_HEADER, write_coco, write_manifest
+from test_data_coco import IT_HEADER, reference_dir, write_coco, write_manifest
 
 from infodecomp.data.coco import load_coco_manifest
 from infodecomp.data.errors import DataError
@@ -35,7 +36,7 @@ from infodecomp.estimators.engine import EngineConfig, draw
 from infodecomp.estimators.samplers import LogsnrSampler
 from infodecomp.experiments.commands import localize
 from infodecomp.experiments.config import LocalizeConfig, ModelConfig
-from infodecomp.experiments.maps import info_maps, info_queries
+from infodecomp.experiments.maps import info_maps, info_queries, mi_prompt_of
 from infodecomp.models.families.preprocess import mask_transform, to_model_input
 from infodecomp.models.registry import load_model
 
@@ -354,3 +355,37 @@ def test_published_bug_baselines_encode_zero_one_pixels(
         got["zero-one-published-bug"], localize.baseline_latents(tiny, [pil])[0], atol=1e-5
     )
     assert not torch.allclose(got["model"], got["zero-one-published-bug"], atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "kind,filename,differ",
+    [
+        ("coco-it", "COCO-IT.csv", 1886),
+        ("coco100-it", "COCO100-IT.csv", 22),
+        ("coco-wl", "COCO-WL.csv", 2),
+    ],
+)
+def test_published_manifests_label_prompts_and_wl_masks(tmp_path: Path, kind, filename, differ):
+    """On the published manifests: the Label prompt differs from the word (case aside: CLIP's
+    tokenizer lowercases) in 1,886 / 22 / 2 rows, and under the paper preset every COCO-WL row
+    gets the published all-objects mask reference (none by default)."""
+    ref = reference_dir()
+    if ref is None:
+        pytest.skip("published manifests not found (set INFODECOMP_REFERENCE)")
+    spec = DataSpec(
+        manifest=str(ref / filename), images=str(tmp_path), wl_mask="all-objects-published"
+    )
+    with open(ref / filename, encoding="utf-8", newline="") as f:
+        ids = {int(r[0]) for r in list(csv.reader(f))[1:]}
+    for image_id in ids:
+        (tmp_path / f"{image_id:012d}.jpg").touch()
+    ds = load_coco_manifest(spec, kind)
+    changed = [
+        it
+        for it in ds.items
+        if mi_prompt_of(it, "label").lower() != mi_prompt_of(it, "word").lower()
+    ]
+    assert len(changed) == differ
+    published = [it for it in ds.items if it.extra.get("mask_reference") == PUBLISHED_WL_REFERENCE]
+    assert len(published) == (70 if kind == "coco-wl" else 0)
+    assert {localize.published_batch(it) for it in ds.items} == set(range(-(-len(ds.items) // 10)))
