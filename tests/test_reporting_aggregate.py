@@ -700,3 +700,29 @@ def test_table4_exact_rows_and_decomposition(tmp_path):
     assert share > 80 and noise > 50
     md = (tmp_path / "out" / "table4.md").read_text()
     assert "Exact CMI (oracle): the correlation with the exact CMI" in md
+
+
+def test_table3_names_the_published_bug_baselines_and_keeps_mi_prompts_apart(tmp_path):
+    """A baseline_input=zero-one-published-bug run's attention rows are named apart (the paper's
+    numbers beside them: the published baselines ran that way); its CMI rows are the normal
+    run's. Runs that differ in mi_prompt or map_draws are different CMI / MI measurements."""
+    rows = localize_rows()
+    other = [r | {c: 0.6 for c in IOU_COLUMNS} if r["method"] == "attention" else r for r in rows]
+    common = dict(run={"seed": 0}, steps=[50], attention="daam")
+    paper = ("sd-2.1-base", "coco-it")
+    good = make_run(tmp_path / "g", "localize", *paper, rows, LOCALIZE_COLUMNS, **common)
+    bug = make_run(
+        tmp_path / "b", "localize", *paper, other, LOCALIZE_COLUMNS,
+        baseline_input="zero-one-published-bug", **common,
+    )  # fmt: skip
+    t3 = aggregate([good, bug], tmp_path / "out")["table3"].set_index("method")
+    label = "Attention (DAAM, [0, 1] pixels: published bug)"
+    assert list(t3.index) == ["Whole image", "Attention (DAAM)", label, "CMI"]
+    assert t3.loc[label, "50 steps paper"] == pytest.approx(60.0)
+    assert t3.loc[label, "50 steps published"] == 34.52
+    label_prompt = make_run(
+        tmp_path / "l", "localize", *paper, other, LOCALIZE_COLUMNS,
+        baseline_input="zero-one-published-bug", mi_prompt="label", **common,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="both report"):  # another CMI measurement, same setting
+        aggregate([good, label_prompt], tmp_path / "o2")

@@ -139,8 +139,12 @@ class Run:
     @property
     def attention(self) -> str:
         """Aggregation of the run's attention maps (``daam`` or ``layer-mean``); runs written
-        before the ``attention`` option existed used the layer mean."""
-        return str(self.config.get("attention") or LEGACY_ATTENTION)
+        before the ``attention`` option existed used the layer mean. A run under
+        ``baseline_input=zero-one-published-bug`` adds ``+published-bug`` (its rows are named
+        apart: the baselines saw [0, 1] pixels)."""
+        agg = str(self.config.get("attention") or LEGACY_ATTENTION)
+        bug = self.config.get("baseline_input") == "zero-one-published-bug"
+        return agg + pub.BUG_SUFFIX if bug else agg
 
     def shares_maps_with(self, other: Run) -> bool:
         """Whether the CMI, MI and whole-image rows of two localize runs are one measurement:
@@ -151,7 +155,18 @@ class Run:
             c = run.config
             r = c.get("run") or {}
             return {
-                **{k: c.get(k) for k in ("model", "data", "estimator", "steps", "blank_context")},
+                **{
+                    k: c.get(k)
+                    for k in (
+                        "model",
+                        "data",
+                        "estimator",
+                        "steps",
+                        "blank_context",
+                        "mi_prompt",
+                        "map_draws",
+                    )
+                },
                 **{f"run.{k}": r.get(k) for k in ("seed", "limit", "dtype")},
             }
 
@@ -503,7 +518,8 @@ def table3(runs: list[Run], *, n_boot: int = 1000, seed: int = 0) -> pd.DataFram
                     setting in paper_settings
                     and ref == OBJECT_MASK
                     and words == "all"
-                    and agg in (None, pub.PUBLISHED_AGGREGATION)
+                    and agg
+                    in (None, pub.PUBLISHED_AGGREGATION, pub.PUBLISHED_AGGREGATION + pub.BUG_SUFFIX)
                 )
                 value = pub.published_miou(method, n) if published else None
                 row[f"{col} published"] = float("nan") if value is None else value

@@ -225,6 +225,15 @@ def summarize(ctx: RunContext, results: pd.DataFrame) -> dict:
     return metrics
 
 
+def headline(metrics: dict) -> str:
+    """The CMI mIoU against the object masks, else against the run's other reference (e.g. the
+    published COCO-WL masks), named by its key."""
+    keys = ["miou/cmi", *sorted(k for k in metrics if k.startswith("miou_vs_") and "/cmi@" in k)]
+    key = next((k for k in keys if k in metrics), "miou/cmi")
+    value = metrics.get(key)
+    return f"{key} = {f'{value:.4g}' if isinstance(value, float) else value}"
+
+
 def run(cfg: LocalizeConfig) -> Path:
     for option, value in (("mi_prompt", "label"), ("map_draws", "batch-published")):
         if getattr(cfg, option) == value and cfg.data.name not in MANIFEST_KINDS:
@@ -246,9 +255,7 @@ def run(cfg: LocalizeConfig) -> Path:
             cfg.estimator.n_samples,
             list(cfg.steps),
         )
-    return execute(
-        cfg, "localize", COLUMNS, process, summarize, headline="miou/cmi", consumes=WORDS
-    )
+    return execute(cfg, "localize", COLUMNS, process, summarize, headline=headline, consumes=WORDS)
 
 
 main = hydra_main("localize", run)
