@@ -149,39 +149,46 @@ def _failed(rows: list[dict]) -> pd.DataFrame:
     return table[~table["passed"]]
 
 
-# Mutants of the commands' query builder (estimators.queries); names resolve in that module.
-def _wrong_caption(items, xs, blank, mi=True):  # the CMI's caption is another item's
-    out = []
-    for i, it in enumerate(items):
-        other = items[(i + 1) % len(items)]
-        conds = (other.caption, context_of(it, blank), it.word, "")  # noqa: F821
-        out.append(
-            Query(xs[i].cpu(), conds if mi else conds[:2], ((0, 1), (2, 3))[: 2 if mi else 1],  # noqa: F821
-                  key=str(it.item_id))
-        )  # fmt: skip
-    return out
+# Mutants of the commands' query builder (estimators.queries); names resolve in that module, and
+# each keeps word_queries' signature (its defaults stay the original's).
+def _wrong_caption(items, xs, blank, mi=True, mi_prompt="word", logsnr_keys=None, key_suffix=None):
+    """The CMI's caption is another item's."""
+    return [
+        Query(  # noqa: F821
+            xs[i].cpu(),
+            (items[(i + 1) % len(items)].caption, context_of(it, blank),  # noqa: F821
+             mi_prompt_of(it, mi_prompt), "")[: 4 if mi else 2],  # noqa: F821
+            ((0, 1), (2, 3))[: 2 if mi else 1],
+            key=str(it.item_id),
+        )
+        for i, it in enumerate(items)
+    ]  # fmt: skip
 
 
-def _wrong_context(items, xs, blank, mi=True):  # the context keeps the word
-    out = []
-    for i, it in enumerate(items):
-        conds = (it.caption, it.caption, it.word, "")
-        out.append(
-            Query(xs[i].cpu(), conds if mi else conds[:2], ((0, 1), (2, 3))[: 2 if mi else 1],  # noqa: F821
-                  key=str(it.item_id))
-        )  # fmt: skip
-    return out
+def _wrong_context(items, xs, blank, mi=True, mi_prompt="word", logsnr_keys=None, key_suffix=None):
+    """The context keeps the word (the caption in its place)."""
+    return [
+        Query(  # noqa: F821
+            xs[i].cpu(),
+            (it.caption, it.caption, mi_prompt_of(it, mi_prompt), "")[: 4 if mi else 2],  # noqa: F821
+            ((0, 1), (2, 3))[: 2 if mi else 1],
+            key=str(it.item_id),
+        )
+        for i, it in enumerate(items)
+    ]  # fmt: skip
 
 
-def _word_position(items, xs, blank, mi=True):  # word and "" exchanged: MI = ("", word)
-    out = []
-    for i, it in enumerate(items):
-        conds = (it.caption, context_of(it, blank), "", it.word)  # noqa: F821
-        out.append(
-            Query(xs[i].cpu(), conds if mi else conds[:2], ((0, 1), (2, 3))[: 2 if mi else 1],  # noqa: F821
-                  key=str(it.item_id))
-        )  # fmt: skip
-    return out
+def _word_position(items, xs, blank, mi=True, mi_prompt="word", logsnr_keys=None, key_suffix=None):
+    """The word and "" exchanged: MI = ("", word)."""
+    return [
+        Query(  # noqa: F821
+            xs[i].cpu(),
+            (it.caption, context_of(it, blank), "", mi_prompt_of(it, mi_prompt))[: 4 if mi else 2],  # noqa: F821
+            ((0, 1), (2, 3))[: 2 if mi else 1],
+            key=str(it.item_id),
+        )
+        for i, it in enumerate(items)
+    ]  # fmt: skip
 
 
 def _option_reversed(xs, options, keys, unconditional=True):  # contrast j = ("", option j)

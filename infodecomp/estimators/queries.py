@@ -8,7 +8,8 @@ word position here fails validate (tests/test_validate_exactness.py injects each
 - `option_queries`: per image its caption options and the unconditional "", contrast j =
   (option j, ""): i^o / i^s of option j (ARO scores; the MI of one caption).
 - `word_queries`: per (image, caption, word) item the conditions (caption, context, word, ""),
-  contrast CMI = (caption, context) = i(x; word | context) and MI = (word, "") = i(x; word).
+  contrast CMI = (caption, context) = i(x; word | context) and MI = (word, "") = i(x; word)
+  (or the manifest's Label in place of the word, as the published localisation prompts).
 """
 
 from __future__ import annotations
@@ -52,21 +53,47 @@ def context_of(item: Any, blank: bool) -> str:
     return item.context_blank if blank else item.context
 
 
+def mi_prompt_of(item: Any, mi_prompt: str = "word") -> str:
+    """The MI's prompt: the word itself ("word"), or the manifest's Label column ("label",
+    what the published localisation code prompts with: a COCO category, "dog" for "dogs")."""
+    if mi_prompt == "word":
+        return item.word
+    if mi_prompt != "label":
+        raise ValueError(f"mi_prompt={mi_prompt!r} is not one of: word, label")
+    label = (getattr(item, "extra", None) or {}).get("label")
+    if not label:
+        raise ValueError(
+            f"mi_prompt=label: item {item.item_id} has no Label (a COCO manifest column); "
+            "use mi_prompt=word"
+        )
+    return label
+
+
 def word_queries(
-    items: Sequence[Any], xs: torch.Tensor | Sequence[torch.Tensor], blank: bool, mi: bool = True
+    items: Sequence[Any],
+    xs: torch.Tensor | Sequence[torch.Tensor],
+    blank: bool,
+    mi: bool = True,
+    mi_prompt: str = "word",
+    logsnr_keys: Sequence[Hashable] | None = None,
+    key_suffix: Hashable = None,
 ) -> list[Query]:
     """Per word item (caption, context, context_blank, word, item_id): conditions
-    (caption, context, word, "") with contrasts CMI = (0, 1) and MI = (2, 3); mi=False: the
-    CMI alone, conditions (caption, context)."""
+    (caption, context, MI prompt, "") with contrasts CMI = (0, 1) and MI = (2, 3); mi=False: the
+    CMI alone, conditions (caption, context). The MI prompt is the word or the manifest's Label
+    (`mi_prompt_of`). `logsnr_keys` (one per item, or None) makes items share logsnr draws
+    (engine.Query.logsnr_key); `key_suffix` makes the draws those of another, independent run
+    (the item key becomes (item_id, key_suffix))."""
     out = []
     for i, it in enumerate(items):
-        conds = (it.caption, context_of(it, blank), it.word, "")
+        conds = (it.caption, context_of(it, blank), mi_prompt_of(it, mi_prompt), "")
         out.append(
             Query(
                 xs[i].cpu(),
                 conds if mi else conds[:2],
                 ((0, 1), (2, 3)) if mi else ((0, 1),),
-                key=str(it.item_id),
+                key=str(it.item_id) if key_suffix is None else (str(it.item_id), key_suffix),
+                logsnr_key=None if logsnr_keys is None else logsnr_keys[i],
             )
         )
     return out
