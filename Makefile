@@ -16,7 +16,7 @@ $(BIN)/infodecomp:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install "$(TORCH_SPEC)"
-	$(BIN)/pip install -e ".[dev]"
+	$(BIN)/pip install -e ".[dev,cluster]"
 
 install: $(BIN)/infodecomp
 

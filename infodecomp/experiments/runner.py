@@ -109,7 +109,7 @@ def execute(
         ctx = _run_leg(cfg, command, process, session, out, device, dtype, rank, world)
         session.end_leg("finished")
         if world > 1:
-            _wait_for_ranks()
+            _wait_for_ranks(device)
             if rank != 0:
                 return out
         session.merge_and_export()
@@ -293,8 +293,9 @@ def _stop_if_shared(command: str, failed: list[tuple[Skip, BaseException]]) -> N
     ) from err
 
 
-def _wait_for_ranks() -> None:
-    """Barrier across torchrun ranks (gloo on CPU, nccl on GPU) so rank 0 merges complete parts."""
+def _wait_for_ranks(device: torch.device) -> None:
+    """Barrier across launcher ranks so rank 0 merges complete parts: NCCL on this rank's own GPU
+    when the run is on CUDA (each rank's device, never all on GPU 0), gloo otherwise."""
     import os
 
     import torch.distributed as dist
@@ -305,9 +306,15 @@ def _wait_for_ranks() -> None:
             "rerun rank 0 (run.rank=0) into the same run.out_dir to merge again later"
         )
         return
+    gpu = None
+    if device.type == "cuda":  # the rank's GPU, current since resolve_device (use_device)
+        gpu = device.index if device.index is not None else torch.cuda.current_device()
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    dist.barrier()
+        dist.init_process_group("nccl" if gpu is not None else "gloo")
+    if gpu is not None and dist.get_backend() == "nccl":
+        dist.barrier(device_ids=[gpu])
+    else:
+        dist.barrier()
 
 
 def _check_exact_for_data(model: Any, dataset: Dataset) -> None:
