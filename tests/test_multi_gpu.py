@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from infodecomp.experiments import aro, common, runner
+from infodecomp.experiments import common, runner
+from infodecomp.experiments.commands import aro
 from infodecomp.experiments.config import AroConfig
 from infodecomp.models import device as devices
 
