@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import errno
 import os
 import sys
 
@@ -68,6 +69,13 @@ def user_error(err: BaseException, command: str) -> str | None:
             detail = _one_line(cause).split(" full_key:")[0].rstrip(".")
             text = f"{text.rstrip('.')}: {detail}.{_close_key(cause)}"
         return f"{text} ({see})"
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        from pathlib import Path
+
+        from infodecomp.reporting.store import disk_full
+
+        where = Path(os.fsdecode(err.filename)).parent if err.filename else Path.cwd()
+        return str(disk_full(where))
     if isinstance(err, USER_ERRORS):
         return _one_line(err) or type(err).__name__
     return None

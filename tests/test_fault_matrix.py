@@ -1056,3 +1056,110 @@ def test_schema_cli_errors_are_one_line(override, needle, tmp_path):
     assert res.returncode == 2
     one_line(_user_error(res.stderr), "infodecomp aro:", needle)
     assert not (tmp_path / "r" / "results.sqlite").exists()  # refused before anything was written
+
+
+# ============================================================================ disk full (issue 27)
+# A full disk is SQLite's SQLITE_FULL, made here for real by capping the store's size
+# (PRAGMA max_page_count), or an OSError ENOSPC: one line naming the folder, nothing lost, no
+# temporary file left, and the rerun resumes to the uninterrupted result.
+
+
+def cap_store_after(monkeypatch: pytest.MonkeyPatch, commits: int) -> None:
+    """Every store refuses to grow (SQLITE_FULL) from its commit number `commits` + 1 on."""
+    from infodecomp.reporting.store import RunStore
+
+    real = RunStore.commit
+    calls: dict[Path, int] = {}
+
+    def commit(self, *args, **kwargs):
+        calls[self.path] = calls.get(self.path, 0) + 1
+        if calls[self.path] == commits + 1:
+            (pages,) = self.conn.execute("PRAGMA page_count").fetchone()
+            self.conn.execute(f"PRAGMA max_page_count = {pages}")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(RunStore, "commit", commit)
+
+
+def leftovers(out: Path) -> list[str]:
+    return sorted(p.name for p in out.iterdir() if ".new-" in p.name or p.suffix == ".tmp")
+
+
+def test_disk_full_mid_run_is_one_line_and_the_rerun_resumes(reference, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    cap_store_after(monkeypatch, commits=1)
+    with pytest.raises(StoreError) as err:
+        run_aro(out)
+    one_line(str(err.value), f"disk full at {out}", "free space", "rerun", "nothing was lost")
+    assert "damaged" not in str(err.value) and "recover" not in str(err.value)
+    with RunView(out) as view:  # the batches committed before the disk filled are intact
+        done = len(view.done())
+    assert 2 <= done < N_ITEMS and done % 2 == 0, done
+    assert leftovers(out) == []
+    monkeypatch.undo()
+    run_aro(out)
+    assert text(out / "results.csv") == text(reference / "results.csv")
+
+
+def test_disk_full_while_the_store_is_made_leaves_no_temporary_file(tmp_path, monkeypatch):
+    from infodecomp.reporting import store
+
+    real = store._create
+
+    def create(conn, *args):
+        real(conn, *args)
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(store, "_create", create)
+    out = tmp_path / "run"
+    with pytest.raises(StoreError) as err:
+        run_aro(out)
+    one_line(str(err.value), f"disk full at {out}", "nothing was lost")
+    assert leftovers(out) == [] and not (out / "results.sqlite").exists()
+
+
+def test_disk_full_on_a_file_write_is_one_line_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """ENOSPC while results.csv is written (export): one line naming the folder; the partial
+    temporary file is removed."""
+    from infodecomp import console
+    from infodecomp.reporting import csvio
+
+    real = csvio.fsync_write
+
+    def full(f, text):
+        real(f, text[: len(text) // 2])
+        raise OSError(28, "No space left on device", f.name)
+
+    monkeypatch.setattr(csvio, "fsync_write", full)
+    target = tmp_path / "results.csv"
+    with pytest.raises(OSError) as err:
+        csvio.atomic_write(target, "a,b\n1,2\n")
+    assert leftovers(tmp_path) == [] and not target.exists()
+    line = console.user_error(err.value, "aro")
+    one_line(line, f"disk full at {tmp_path}", "nothing was lost")
+
+
+DISK_FULL_CLI = """
+import sys
+from infodecomp.reporting.store import RunStore
+real = RunStore.commit
+def commit(self, *args, **kwargs):
+    (pages,) = self.conn.execute("PRAGMA page_count").fetchone()
+    self.conn.execute(f"PRAGMA max_page_count = {pages}")
+    return real(self, *args, **kwargs)
+RunStore.commit = commit
+from infodecomp.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_disk_full_in_the_cli_is_one_line(tmp_path):
+    out = tmp_path / "run"
+    res = subprocess.run(
+        [sys.executable, "-c", DISK_FULL_CLI, "aro", "data.size=16", "estimator.n_samples=2",
+         "run.items_per_step=2", "run.device=cpu", "run.progress=false", f"run.out_dir={out}"],
+        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr[-3000:]
+    one_line(_user_error(res.stderr), "infodecomp aro: disk full at", str(out), "nothing was lost")
+    assert leftovers(out) == []
