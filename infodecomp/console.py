@@ -139,8 +139,7 @@ def interrupted(command: str, run_dir: object = None, resumable: bool = False) -
     line = f"infodecomp {command}: interrupted"
     if run_dir is not None and resumable:
         line += (
-            f"; the items finished so far are kept in {run_dir}: rerun the same command to "
-            "resume"
+            f"; the items finished so far are kept in {run_dir}: rerun the same command to resume"
         )
     print(line, file=sys.stderr)
     raise SystemExit(130)
