@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,10 +39,16 @@ def child_env() -> dict[str, str]:
 
 
 @pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """No launcher variables; the environment as it was afterwards, including what
+    common.submitit_env wrote into os.environ itself (which monkeypatch does not track)."""
+    saved = dict(os.environ)
     for key in (*LAUNCH_VARS, *SLURM_VARS, "SLURM_JOB_NODELIST", "SLURM_JOB_NUM_NODES"):
         monkeypatch.delenv(key, raising=False)
-    return monkeypatch
+    yield monkeypatch
+    monkeypatch.undo()
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture
@@ -164,9 +171,15 @@ def test_a_slurm_task_becomes_a_torch_distributed_rank(clean_env):
     # torchrun inside the job (RANK set) wins; a single-task job is not distributed
     assert common.submitit_env() == {}
     for k in LAUNCH_VARS:
-        clean_env.delenv(k, raising=False)
+        os.environ.pop(k, None)
     clean_env.setenv("SLURM_NTASKS", "1")
     assert common.shard() == (0, 1) and "MASTER_ADDR" not in os.environ
+
+
+def test_no_launcher_variable_outlives_the_tests_above():
+    """The Slurm test writes RANK etc. into os.environ itself (as a job does): a leak would make
+    every later run in this process rank 3 of 4, waiting for a barrier that never comes."""
+    assert not [k for k in LAUNCH_VARS if k in os.environ]
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
