@@ -282,34 +282,29 @@ class StudyResult:
 
 
 def schemes_for(fitted: dict[str, LogsnrSampler]) -> list[Procedure]:
-    """The engine's candidate schemes per score (the references come first, per score)."""
-    strat = replace(PUBLISHED, mode="stratified")
+    """The engine's candidate schemes per score, after the three references.
+
+    i^s schemes reuse the i^o schemes' draws and count the options' rows only (its ranking needs
+    no ""); the denoising-loss schemes draw logsnr from a proposal fitted to its own ranking
+    difference (weights carry the uniform-timestep measure).
+    """
     anti = replace(PUBLISHED, mode="antithetic")
+    fio = {m: replace(fitted["io"], mode=m) for m in ("stratified", "quadrature")}
+    fdl = {m: replace(fitted["dl"], mode=m) for m in ("stratified", "quadrature")}
+    draws = [
+        ("published proposal, antithetic", anti, 40),
+        ("fitted to i^o, stratified", fio["stratified"], 33),
+        ("fitted to i^o, stratified", fio["stratified"], 40),
+        ("fitted to i^o, quadrature", fio["quadrature"], 33),
+    ]
     out = [published_reference(s) for s in SCORES]
+    out += [Procedure(name, "io", smp, n) for name, smp, n in draws]
+    out += [Procedure(name + ", no \"\"", "is", smp, n, False) for name, smp, n in draws]
     out += [
-        Procedure("published proposal, antithetic", "io", anti, 33),
-        *(
-            Procedure("fitted proposal, stratified", "io", replace(fitted["io"], mode="stratified"), n)
-            for n in (20, 27, 33)
-        ),
-        Procedure("published proposal, stratified, no \"\"", "is", strat, 50, with_empty=False),
-        *(
-            Procedure(
-                "fitted proposal, stratified, no \"\"",
-                "is",
-                replace(fitted["is"], mode="stratified"),
-                n,
-                with_empty=False,
-            )
-            for n in (25, 33)
-        ),
         Procedure("uniform timesteps, stratified", "dl", TimestepSampler(mode="stratified"), 5, False),
-        Procedure(
-            "fitted proposal, stratified", "dl", replace(fitted["dl"], mode="stratified"), 5, False
-        ),
-        Procedure(
-            "fitted proposal, stratified", "dl", replace(fitted["dl"], mode="stratified"), 4, False
-        ),
+        Procedure("fitted to the loss, stratified", "dl", fdl["stratified"], 5, False),
+        Procedure("fitted to the loss, quadrature", "dl", fdl["quadrature"], 5, False),
+        Procedure("fitted to the loss, quadrature", "dl", fdl["quadrature"], 4, False),
     ]
     return out
 
@@ -348,10 +343,14 @@ def study(
         for p in procs:
             # runs whose draws coincide are made once (i^o and i^s of the published procedure
             # come from the same rows, as in the published code)
-            run_key = (p.sampler, p.n_samples, p.with_empty, p.shared_noise)
+            # procedures with the same draws share one run; it evaluates "" too (a procedure
+            # without "" reads only its options' rows, and the draws do not depend on the
+            # conditions), and it is counted per procedure
+            run_key = (p.sampler, p.n_samples, p.shared_noise)
             if run_key not in cache:  # each run its own draws (tag), fresh in every repeat
                 tag = ("study", repr(run_key))
-                cache[run_key] = run_procedure(model, xs, options, p, seed + 1000 * rep, tag)
+                run = replace(p, score="io", with_empty=True)
+                cache[run_key] = run_procedure(model, xs, options, run, seed + 1000 * rep, tag)
             got = answers(cache[run_key], p.score, k)
             correct[(p.score, p.name, p.n_samples)] = torch.cat(
                 [correct.get((p.score, p.name, p.n_samples), torch.empty(0)), got.correct(truth[p.score])]
