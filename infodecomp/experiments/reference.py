@@ -36,8 +36,8 @@ import torch
 from infodecomp.estimators.channel import alpha_sigma
 from infodecomp.estimators.protocol import conditions_device, select_rows
 from infodecomp.estimators.samplers import LogsnrSampler
-from infodecomp.models.preprocess import to_model_input
-from infodecomp.models.sd import StableDiffusionDenoiser
+from infodecomp.models.families.preprocess import to_model_input
+from infodecomp.models.families.sd import StableDiffusionDenoiser
 
 DRAWS_PER_CALL = 5  # replicate (logsnr, eps) draws of every image in one UNet call
 # logistic loc 1, scale 2, iid, at clip 4: the published ARO path never passes its `--clip`
