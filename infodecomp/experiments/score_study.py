@@ -39,7 +39,7 @@ import torch
 
 from infodecomp.estimators.engine import EngineConfig, ItemEstimate, Query, estimate
 from infodecomp.estimators.samplers import LogsnrSampler, fit_logistic
-from infodecomp.models.schedule import DiscreteSchedule, betas_from_config
+from infodecomp.models.dynamics.schedule import DiscreteSchedule, betas_from_config
 
 SCORES = ("io", "is", "dl")
 PUBLISHED_CLIP = 4.0  # what the published ARO path runs (protocols section 7)
@@ -429,7 +429,7 @@ def study_items(name: str, n_items: int, n_pilot: int, seed: int = 0):
 
     if name == "oracle":
         from infodecomp.experiments.efficiency import ranking_items
-        from infodecomp.models.oracles import ShapesOracle
+        from infodecomp.models.oracles.exact import ShapesOracle
 
         model = ShapesOracle(sigma0=3.0)
 
@@ -453,7 +453,7 @@ def study_items(name: str, n_items: int, n_pilot: int, seed: int = 0):
                     [tuple(it.options) for it in its],
                 )
         else:
-            from infodecomp.experiments.bench import _images, item_options
+            from infodecomp.experiments.commands.bench import _images, item_options
 
             def items(n, s):
                 opts = [tuple(f"{o} {s}" for o in pair) for pair in item_options(n)]
