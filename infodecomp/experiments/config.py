@@ -229,11 +229,10 @@ class BenchConfig(BaseCommandConfig):
                 f"converged_samples={self.converged_samples}: a converged answer needs >= 2000 "
                 "draws; set converged_samples=2000 or more"
             )
-        bad = [m for m in self.study_models if m not in ("tiny-sd", "shapes-learned", "oracle")]
+        known = ("tiny-sd", "shapes-learned", "oracle", "sd21-random")
+        bad = [m for m in self.study_models if m not in known]
         if bad:
-            raise ValueError(
-                f"study_models={bad}: choose from tiny-sd, shapes-learned, oracle"
-            )
+            raise ValueError(f"study_models={bad}: choose from {', '.join(known)}")
 
 
 @dataclass
@@ -307,7 +306,9 @@ AT_LEAST_ONE = (
     "word_items",
     "exact_draws",
     "pointwise_samples",
-    "oracle_items",
+    "study_items",
+    "study_pilot_items",
+    "study_repeats",
     "repeats",
     "precision_items",
 )

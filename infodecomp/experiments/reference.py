@@ -212,7 +212,9 @@ def published_problems(out: dict, n_items: int, n_options: int, n_samples: int, 
         for r0 in range(0, n_samples, DRAWS_PER_CALL):
             rows.append(m * (n_options + 1) * (min(n_samples, r0 + DRAWS_PER_CALL) - r0))
     if out["rows"] != rows:
-        problems.append(f"UNet rows per call {sorted(set(out['rows']))}, published {sorted(set(rows))}")
+        problems.append(
+            f"UNet rows per call {sorted(set(out['rows']))}, published {sorted(set(rows))}"
+        )
     batches = -(-n_items // bsz)
     if out["prompt_encodes"] != n_items * n_options + batches:
         problems.append(
@@ -229,6 +231,7 @@ def diffusionitm_losses(
     steps: int = 10,
     batch_items: int = DITM_BATCH,
     seed: int = 0,
+    bank: torch.Tensor | None = None,
 ) -> dict:
     """The denoising loss batched as DiffusionITM runs it (bench timing reference of `dl`).
 
@@ -236,14 +239,16 @@ def diffusionitm_losses(
     one network call per timestep of `steps` evenly spaced over [0, 999] takes the batch's
     images noised at that timestep with the noise bank's tensor of that timestep (one bank,
     shared by every image and caption), conditioned on each image's caption j; the error is
-    averaged over the elements, then over the timesteps. Returns loss [N, O] (float64; lower
-    wins), calls, rows, evals.
+    averaged over the elements, then over the timesteps. `bank` [steps, C, h, w]: the noise bank
+    (default: drawn from torch.Generator(seed)). Returns loss [N, O] (float64; lower wins),
+    calls, rows, evals.
     """
     from infodecomp.experiments.score_study import FixedTimesteps
 
     nodes = FixedTimesteps().sample(steps)[0]  # [T] logsnr at the fixed timesteps
-    gen = torch.Generator().manual_seed(seed)
-    bank = torch.randn((steps, *latents.shape[1:]), generator=gen)  # [T, C, h, w]
+    if bank is None:
+        gen = torch.Generator().manual_seed(seed)
+        bank = torch.randn((steps, *latents.shape[1:]), generator=gen)  # [T, C, h, w]
     a, s = (t.float() for t in alpha_sigma(nodes))
     n, o_max = latents.shape[0], max(len(o) for o in options)
     loss = torch.full((n, o_max), float("nan"), dtype=torch.float64)

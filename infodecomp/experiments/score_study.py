@@ -50,9 +50,7 @@ DITM_STEPS = 10  # DiffusionITM's default sampling_steps
 MIN_CONVERGED = 2000
 
 _SD = DiscreteSchedule(
-    betas_from_config(
-        {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
-    )
+    betas_from_config({"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012})
 )
 T_MAX = _SD.num_train_timesteps - 1  # 999
 _ASC = _SD.logsnr_table.flip(0)  # logsnr ascending, i.e. t = 999 .. 0
@@ -181,7 +179,9 @@ def reference_problems(proc: Procedure) -> list[str]:
             + " every draw's batch"
         )
     if proc.shared_noise != ref.shared_noise:
-        out.append("noise " + ("per item" if ref.shared_noise else "shared") + " unlike the reference")
+        out.append(
+            "noise " + ("per item" if ref.shared_noise else "shared") + " unlike the reference"
+        )
     return out
 
 
@@ -299,9 +299,11 @@ def schemes_for(fitted: dict[str, LogsnrSampler]) -> list[Procedure]:
     ]
     out = [published_reference(s) for s in SCORES]
     out += [Procedure(name, "io", smp, n) for name, smp, n in draws]
-    out += [Procedure(name + ", no \"\"", "is", smp, n, False) for name, smp, n in draws]
+    out += [Procedure(name + ', no ""', "is", smp, n, False) for name, smp, n in draws]
     out += [
-        Procedure("uniform timesteps, stratified", "dl", TimestepSampler(mode="stratified"), 5, False),
+        Procedure(
+            "uniform timesteps, stratified", "dl", TimestepSampler(mode="stratified"), 5, False
+        ),
         Procedure("fitted to the loss, stratified", "dl", fdl["stratified"], 5, False),
         Procedure("fitted to the loss, quadrature", "dl", fdl["quadrature"], 5, False),
         Procedure("fitted to the loss, quadrature", "dl", fdl["quadrature"], 4, False),
@@ -353,7 +355,10 @@ def study(
                 cache[run_key] = run_procedure(model, xs, options, run, seed + 1000 * rep, tag)
             got = answers(cache[run_key], p.score, k)
             correct[(p.score, p.name, p.n_samples)] = torch.cat(
-                [correct.get((p.score, p.name, p.n_samples), torch.empty(0)), got.correct(truth[p.score])]
+                [
+                    correct.get((p.score, p.name, p.n_samples), torch.empty(0)),
+                    got.correct(truth[p.score]),
+                ]
             )
         cache.clear()
         if progress:
@@ -413,14 +418,14 @@ def best_scheme(table: pd.DataFrame, score: str) -> dict:
     }
 
 
-STUDY_MODELS = ("tiny-sd", "shapes-learned", "oracle")
+STUDY_MODELS = ("tiny-sd", "shapes-learned", "oracle", "sd21-random")
 
 
-def study_items(name: str, n_items: int, n_pilot: int, seed: int = 0):
-    """(model, xs [N, ...], options, pilot xs, pilot options) for a study model.
+def study_items(name: str, n_items: int, n_pilot: int, seed: int = 0, device: str = "cpu"):
+    """(model, xs [N, ...], options, pilot xs, pilot options) for a study model (float32).
 
-    tiny-sd: random images with two VG-like captions each (its answers have no ground truth,
-    only its own converged ones). shapes-learned: relation and attribute items of its own world
+    tiny-sd, sd21-random: random images with two VG-like captions each (their answers have no
+    ground truth, only their own converged ones). shapes-learned: relation and attribute items of its own world
     (two options each). oracle: the exact ShapesWorld denoiser on the noisy world (noise 3),
     relation, attribute and order items. Pilot items come from another seed.
     """
@@ -440,12 +445,15 @@ def study_items(name: str, n_items: int, n_pilot: int, seed: int = 0):
         from infodecomp.experiments.config import ModelConfig
         from infodecomp.models.registry import load_model
 
-        model = load_model(ModelConfig(name=name), torch.device("cpu"), torch.float32)
+        model = load_model(ModelConfig(name=name), torch.device(device), torch.float32)
         if getattr(model, "trained_world", None) == "shapes":
 
             def items(n, s):
                 its = []
-                for build, set_name in ((relation_set, "shapes-relation"), (attribute_set, "shapes-attribute")):
+                for build, set_name in (
+                    (relation_set, "shapes-relation"),
+                    (attribute_set, "shapes-attribute"),
+                ):
                     its += build(DataSpec(name=set_name, size=-(-n // 2), seed=s)).items
                 its = its[:n]
                 return (

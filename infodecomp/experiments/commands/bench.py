@@ -307,7 +307,11 @@ def run(cfg: BenchConfig) -> Path:
             dynamic_ncols=True,
         ) as bar:
             model, xs, options, pxs, popts = study_items(
-                name, cfg.study_items, cfg.study_pilot_items, cfg.run.seed
+                name,
+                cfg.study_items,
+                cfg.study_pilot_items,
+                cfg.run.seed,
+                "cpu" if name == "oracle" else str(resolve_device(cfg.run.device)),
             )
             bar.update()
             res = study(
