@@ -327,7 +327,12 @@ def study(
 
     Rows: score, procedure, reference (bool), samples, evals_per_answer (mean over items, every
     row counted), agreement (items x repeats), diff_se (paired standard error of the agreement
-    difference to the score's reference), matched (agreement >= reference - diff_se).
+    difference to the score's reference), matched (agreement >= reference - diff_se), var_ratio
+    (variance over repeats of the estimated lead of the converged top option over the second,
+    summed over items, relative to the reference's; the reference's own is 1) and
+    evals_at_reference_variance (evals_per_answer x var_ratio: the rows this scheme would need
+    for the reference's variance, if variance falls as 1 / rows). For DiffusionITM the variance
+    is over redrawn noise banks at its fixed timesteps: its quadrature bias is not in it.
     """
     k = [len(o) for o in options]
     conv = Procedure("converged", "io", replace(PUBLISHED, mode="stratified"), converged_samples)
@@ -339,12 +344,13 @@ def study(
     if progress:
         progress("fitted")
     procs = schemes(fitted)
-    correct: dict[tuple[str, str, int], torch.Tensor] = {}
+    correct: dict[tuple[str, str, int], list[torch.Tensor]] = {}
+    diffs: dict[tuple[str, str, int], list[torch.Tensor]] = {}
+    # per score, the two options the converged answer ranks first and second (per item)
+    top2 = {s: truth[s].values.topk(2, dim=1).indices for s in SCORES}  # [N, 2]
     cache: dict[tuple, list[ItemEstimate]] = {}
     for rep in range(repeats):
         for p in procs:
-            # runs whose draws coincide are made once (i^o and i^s of the published procedure
-            # come from the same rows, as in the published code)
             # procedures with the same draws share one run; it evaluates "" too (a procedure
             # without "" reads only its options' rows, and the draws do not depend on the
             # conditions), and it is counted per procedure
@@ -354,23 +360,30 @@ def study(
                 run = replace(p, score="io", with_empty=True)
                 cache[run_key] = run_procedure(model, xs, options, run, seed + 1000 * rep, tag)
             got = answers(cache[run_key], p.score, k)
-            correct[(p.score, p.name, p.n_samples)] = torch.cat(
-                [
-                    correct.get((p.score, p.name, p.n_samples), torch.empty(0)),
-                    got.correct(truth[p.score]),
-                ]
-            )
+            key = (p.score, p.name, p.n_samples)
+            correct.setdefault(key, []).append(got.correct(truth[p.score]))
+            pair = got.values.gather(1, top2[p.score])  # [N, 2]
+            diffs.setdefault(key, []).append(pair[:, 0] - pair[:, 1])
         cache.clear()
         if progress:
             progress(f"repeat {rep + 1}/{repeats}")
     rows = []
     for p in procs:
-        c = correct[(p.score, p.name, p.n_samples)]
+        key = (p.score, p.name, p.n_samples)
         ref = published_reference(p.score)
-        base = correct[(ref.score, ref.name, ref.n_samples)]
+        ref_key = (ref.score, ref.name, ref.n_samples)
+        c, base = torch.cat(correct[key]), torch.cat(correct[ref_key])
         diff = c - base
         se = float(diff.std() / math.sqrt(diff.numel())) if diff.numel() > 1 else 0.0
         evals = sum(p.evals_per_answer(n) for n in k) / len(k)
+        # variance over repeats of the estimated lead of the converged answer, summed over items,
+        # relative to the reference's: evaluations at the reference's variance = evals x ratio
+        if repeats > 1:
+            var = torch.stack(diffs[key]).var(0).sum()
+            var_ref = torch.stack(diffs[ref_key]).var(0).sum()
+            var_ratio = float(var / var_ref) if float(var_ref) > 0 else float("nan")
+        else:
+            var_ratio = float("nan")
         rows.append(
             {
                 "score": p.score,
@@ -382,6 +395,8 @@ def study(
                 "agreement": float(c.mean()),
                 "diff_se": se,
                 "matched": bool(float(c.mean()) >= float(base.mean()) - se),
+                "var_ratio": var_ratio,
+                "evals_at_reference_variance": evals * var_ratio,
             }
         )
     table = pd.DataFrame(rows)
@@ -415,6 +430,7 @@ def best_scheme(table: pd.DataFrame, score: str) -> dict:
         "agreement": float(best["agreement"]),
         "diff_se": float(best["diff_se"]),
         "eval_ratio": float(best["evals_per_answer"] / ref["evals_per_answer"]),
+        "var_ratio": float(best["var_ratio"]),
     }
 
 
