@@ -196,10 +196,10 @@ def test_reference_batches_as_published(
 
 
 class _Reweighted(LogsnrSampler):
-    """The paper's sampler with its importance weight multiplied by `factor` (an injected error)."""
+    """The published sampler (clip 4) with its weight multiplied by `factor` (an injected error)."""
 
     def __init__(self, factor: float) -> None:
-        super().__init__()
+        super().__init__(clip=reference.PAPER_SAMPLER.clip)
         object.__setattr__(self, "factor", factor)
 
     def weight(self, logsnr: torch.Tensor) -> torch.Tensor:
@@ -210,7 +210,7 @@ def _engine_and_reference(tiny, options, n_samples, sampler=None):
     """Engine estimates and reference scores of the same items on the same draws."""
     images = bench._images(len(options), tiny.image_size, 1)
     xs = tiny.encode_images(images)  # [N, 4, h, w]
-    cfg = EngineConfig(n_samples=n_samples, seed=5, max_batch=16)
+    cfg = EngineConfig(n_samples=n_samples, sampler=reference.PAPER_SAMPLER, seed=5, max_batch=16)
     queries = [
         Query(xs[i], reference.conditions_of(o), tuple((j, len(o)) for j in range(len(o))), key=i)
         for i, o in enumerate(options)
