@@ -110,6 +110,49 @@ class FixedTimesteps(TimestepSampler):
 
 
 @dataclass(frozen=True)
+class MixtureSampler(LogsnrSampler):
+    """A defensive mixture: a share `frac` of the draws from `main` (a fitted proposal), the rest
+    from `guard` (the published one), each stratified within its own quantiles. The weight is
+    1 / (frac q_main + (1 - frac) q_guard) (deterministic mixture, balance heuristic): unbiased
+    when frac x n draws come from `main` exactly, and never larger than 1 / ((1 - frac) q_guard),
+    so the guard's tails bound the weights where the fitted proposal is thin."""
+
+    kind: str = "mixture"
+    mode: str = "stratified"
+    main: LogsnrSampler | None = None
+    guard: LogsnrSampler | None = None
+    frac: float = 0.75
+
+    def __post_init__(self) -> None:
+        if self.main is None or self.guard is None or not 0 < self.frac < 1:
+            raise ValueError("a mixture sampler needs main, guard and 0 < frac < 1")
+
+    @property
+    def support(self) -> tuple[float, float]:
+        (a, b), (c, d) = self.main.support, self.guard.support
+        return min(a, c), max(b, d)
+
+    def sample(
+        self, n: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        n_main = round(self.frac * n)
+        if abs(n_main - self.frac * n) > 1e-9 or n_main in (0, n):
+            raise ValueError(f"mixture share {self.frac} of {n} draws is not a whole count")
+        main = replace(self.main, mode="stratified").points(n_main, generator)
+        guard = replace(self.guard, mode="stratified").points(n - n_main, generator)
+        logsnr = torch.cat([self.main.quantile(main), self.guard.quantile(guard)])
+        return logsnr, self.weight(logsnr)
+
+    def weight(self, logsnr: torch.Tensor) -> torch.Tensor:
+        def density(smp: LogsnrSampler) -> torch.Tensor:
+            lo, hi = smp.support
+            inside = (logsnr >= lo) & (logsnr <= hi)
+            return torch.where(inside, 1.0 / smp.weight(logsnr), torch.zeros_like(logsnr))
+
+        return 1.0 / (self.frac * density(self.main) + (1 - self.frac) * density(self.guard))
+
+
+@dataclass(frozen=True)
 class Procedure:
     """How one answer of one score is computed, and what it costs in network rows.
 
@@ -291,11 +334,14 @@ def schemes_for(fitted: dict[str, LogsnrSampler]) -> list[Procedure]:
     anti = replace(PUBLISHED, mode="antithetic")
     fio = {m: replace(fitted["io"], mode=m) for m in ("stratified", "quadrature")}
     fdl = {m: replace(fitted["dl"], mode=m) for m in ("stratified", "quadrature")}
+    mix = MixtureSampler(main=fio["stratified"], guard=PUBLISHED, frac=0.75)
     draws = [
         ("published proposal, antithetic", anti, 40),
         ("fitted to i^o, stratified", fio["stratified"], 33),
         ("fitted to i^o, stratified", fio["stratified"], 40),
         ("fitted to i^o, quadrature", fio["quadrature"], 33),
+        ("fitted to i^o 3:1 published, stratified", mix, 36),
+        ("fitted to i^o 3:1 published, stratified", mix, 40),
     ]
     out = [published_reference(s) for s in SCORES]
     out += [Procedure(name, "io", smp, n) for name, smp, n in draws]
