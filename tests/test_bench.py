@@ -323,12 +323,12 @@ def test_cost_ratio_is_per_score() -> None:
     evaluation ratio; only dtypes that passed their precision check are costed."""
     table = pd.DataFrame(
         [
-            ("io", "published i^o", True, 100, True, 300.0, 0.90, 0.0, True),
-            ("io", "fitted", False, 33, True, 99.0, 0.89, 0.02, True),
-            ("is", "published per-sample i^s", True, 100, True, 300.0, 0.95, 0.0, True),
-            ("is", 'fitted, no ""', False, 33, False, 66.0, 0.80, 0.02, False),
-            ("dl", "DiffusionITM", True, 10, False, 20.0, 0.9, 0.0, True),
-            ("dl", "fitted", False, 5, False, 10.0, 0.9, 0.05, True),
+            ("io", "published i^o", True, 100, True, 300.0, 0.90, 0.0, True, 1.0),
+            ("io", "fitted", False, 33, True, 99.0, 0.89, 0.02, True, 0.9),
+            ("is", "published per-sample i^s", True, 100, True, 300.0, 0.95, 0.0, True, 1.0),
+            ("is", 'fitted, no ""', False, 33, False, 66.0, 0.80, 0.02, False, 1.1),
+            ("dl", "DiffusionITM", True, 10, False, 20.0, 0.9, 0.0, True, 1.0),
+            ("dl", "fitted", False, 5, False, 10.0, 0.9, 0.05, True, 1.2),
         ],
         columns=[
             "score",
@@ -340,6 +340,7 @@ def test_cost_ratio_is_per_score() -> None:
             "agreement",
             "diff_se",
             "matched",
+            "var_ratio",
         ],
     )
     speed = {
