@@ -64,12 +64,21 @@ def run(cfg: TrainShapesConfig) -> dict:
                 "step %d: held-out loss %.4f (exact MMSE %.4f, excess %.4f); empty caption %.4f",
                 step, row["loss_cond"], row["exact_cond"], row["excess_cond"], row["loss_uncond"],
             )  # fmt: skip
+        if row and "swap_gap" in row:
+            log.info(
+                "step %d: relation probe (model / exact, per pixel): swap below -1 %.5f / %.5f, "
+                "relation removed %.6f / %.6f, colour removed %.6f / %.6f; text encoder "
+                "left/right %.2f, red/blue %.2f",
+                step, row["swap_gap"], row["exact_swap_gap"], row["relation_gap"],
+                row["exact_relation_gap"], row["colour_gap"], row["exact_colour_gap"],
+                row["te_relation"], row["te_colour"],
+            )  # fmt: skip
 
-    finished = trainer.run(deadline=deadline, progress=progress)
+    finished = trainer.run(deadline=deadline, progress=progress, stop_at=cfg.stop_at or None)
     bar.close()
     pd.DataFrame(trainer.log).to_csv(out / "train_log.csv", index=False)
     held_out = evaluate(trainer.ema_unet, trainer.ema_text, trainer.eval_set)
-    parts = build_parts(cfg.train.seed)
+    parts = build_parts(cfg.train.seed, cfg.train.arch)
     random = evaluate(parts["unet"].to(device), parts["text_encoder"].to(device), trainer.eval_set)
     held_out["loss_random"] = random["loss_cond"]
     threads = torch.get_num_threads()
@@ -85,7 +94,9 @@ def run(cfg: TrainShapesConfig) -> dict:
         extra={"command": "train-shapes", "summary": summary, "settings": asdict(cfg.train)},
     )  # fmt: skip
     state = (
-        "finished" if finished else f"stopped at max_minutes={cfg.max_minutes} (rerun to resume)"
+        "finished"
+        if finished
+        else f"stopped at max_minutes={cfg.max_minutes} / stop_at={cfg.stop_at} (rerun to resume)"
     )
     print(
         f"train-shapes: {state}, step {trainer.step}/{cfg.train.steps}, held-out loss "
