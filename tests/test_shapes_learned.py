@@ -307,7 +307,7 @@ def test_train_shapes_command_writes_a_loadable_model_and_resumes(tmp_path: Path
 
 @pytest.fixture(scope="module")
 def probe_set(tmp_path_factory):
-    from infodecomp.models.tiny_sd import build_clip_tokenizer
+    from infodecomp.models.tiny.sd import build_clip_tokenizer
 
     tok = build_clip_tokenizer(tmp_path_factory.mktemp("tok"), model_max_length=sl.TOKENS)
     return st.make_probe_set(tok, 64, seed=0, sigma0=world.SIGMA0)
@@ -317,7 +317,7 @@ class _RelationBlind:
     """The exact oracle reading every relation as "and" (a model that ignores relation words)."""
 
     def __init__(self) -> None:
-        from infodecomp.models.oracles import ShapesOracle
+        from infodecomp.models.oracles.exact import ShapesOracle
 
         self.oracle = ShapesOracle()
 
@@ -339,7 +339,7 @@ def test_the_relation_probe_of_the_exact_oracle_is_exact_and_a_relation_blind_mo
     """Through the Denoiser path, the exact oracle's gaps are the stored exact gaps and it knows
     relations; controls: an eps off by 5 % moves the gaps off the exact ones, and the oracle
     that reads relations as "and" (v1's behaviour) has swap and relation gaps of 0 and fails."""
-    from infodecomp.models.oracles import ShapesOracle
+    from infodecomp.models.oracles.exact import ShapesOracle
 
     oracle = ShapesOracle()
     r = st.relation_probe(st.denoiser_predictor(oracle), probe_set)

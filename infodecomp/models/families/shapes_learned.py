@@ -204,7 +204,7 @@ class ShapesLearnedDenoiser(PixelSpaceMixin, StableDiffusionDenoiser):
     ) -> dict[str, Any]:
         """The parts, with the text encoder's class read from model_index.json (CLIPTextModel
         for v1, T5EncoderModel for v2: both are called as text_encoder(ids)[0])."""
-        from infodecomp.models.text_encoders import load_part, model_index
+        from infodecomp.models.families.text_encoders import load_part, model_index
 
         has_index = not isinstance(src, Path) or (src / "model_index.json").is_file()
         index = model_index(src, revision) if has_index else {}

@@ -273,7 +273,7 @@ def probe_captions(c1: str, s1: str, rel: str, c2: str, s2: str) -> tuple[str, s
 def make_probe_set(tokenizer: Any, size: int, seed: int, sigma0: float) -> ProbeSet:
     import itertools
 
-    from infodecomp.models.oracles import ShapesOracle
+    from infodecomp.models.oracles.exact import ShapesOracle
 
     gen = torch.Generator().manual_seed(20_000 + seed)
     kinds = list(itertools.product(world.COLOURS, world.SHAPES))
