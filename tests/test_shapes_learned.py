@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -280,14 +281,21 @@ def test_train_shapes_command_writes_a_loadable_model_and_resumes(tmp_path: Path
 
     out = tmp_path / "run"
     args = ["train-shapes", "train.steps=2", "train.batch=4", "train.eval_size=8",
-            "train.eval_every=1", "train.checkpoint_every=1", "run.progress=false",
-            f"run.out_dir={out}"]  # fmt: skip
+            "train.eval_every=1", "train.checkpoint_every=1", "train.probe_size=8",
+            "run.progress=false", f"run.out_dir={out}"]  # fmt: skip
     assert cli.main(args) == 0
     assert "train-shapes: finished, step 2/2" in capsys.readouterr().out
     assert (out / "checkpoint.pt").is_file() and (out / "train_log.csv").is_file()
     meta = json.loads((out / "meta.json").read_text())
     assert meta["summary"]["step"] == 2 and meta["summary"]["loss_random"] > 0
-    assert "infodecomp train-shapes train.steps=2" in (out / "model" / "README.md").read_text()
+    card = (out / "model" / "README.md").read_text()
+    assert "infodecomp train-shapes train.steps=2" in card
+    assert "run.out_dir=<folder>" in card and str(tmp_path) not in card  # no machine paths
+    assert "Relation probe" in card
+    logged = pd.read_csv(out / "train_log.csv")
+    assert {"swap_gap", "exact_swap_gap", "relation_gap", "colour_gap", "te_relation"} <= set(
+        logged.columns
+    )
     model = load_model(
         ModelConfig(name="shapes-learned", path=str(out / "model")), CPU, torch.float32
     )
@@ -381,7 +389,8 @@ def test_the_loss_weight_and_the_relation_band_draws() -> None:
 
 
 def test_the_trainer_logs_the_probe_and_a_v2_model_loads_through_the_family(tmp_path: Path) -> None:
-    """arch=v2 (T5 text encoder) warm-started from a v1 folder takes its UNet only; the log rows
+    """arch=v2xy (T5 text encoder, coordinate channels) warm-started from a v1 folder takes its
+    UNet only (the coordinate weights at 0: the same function); the log rows
     carry the probe; the exported folder loads through model=shapes-learned model.path=..."""
     v1 = st.Trainer(st.TrainSettings(**TINY, probe_size=8), tmp_path / "v1")
     (tmp_path / "v1").mkdir()
@@ -391,13 +400,22 @@ def test_the_trainer_logs_the_probe_and_a_v2_model_loads_through_the_family(tmp_
     )
     st.export_model(v1, tmp_path / "v1model", "card")
     v2 = st.Trainer(
-        st.TrainSettings(**TINY, arch="v2", probe_size=8, init=str(tmp_path / "v1model")),
+        st.TrainSettings(**TINY, arch="v2xy", probe_size=8, init=str(tmp_path / "v1model")),
         tmp_path / "v2",
     )
-    assert v2.warm_started == ["unet"]
-    assert torch.allclose(
-        next(iter(v2.unet.parameters())), next(iter(v1.ema_unet.parameters())).half().float()
-    )
+    assert v2.warm_started == ["unet (added input channels zero-initialised)"]
+    # the coordinate channels start at weight 0: the warm-started UNet is v1's saved UNet
+    saved = load_model(
+        ModelConfig(name="shapes-learned", path=str(tmp_path / "v1model")), CPU, torch.float32
+    ).unet
+    z, t, enc = torch.randn(2, 3, 16, 16), torch.tensor([100.0, 700.0]), torch.randn(2, 16, 64)
+    with torch.no_grad():
+        ours = v2.unet(sl.with_coordinates(v2.unet, z), t, encoder_hidden_states=enc).sample
+        theirs = saved(z, t, encoder_hidden_states=enc).sample
+        assert torch.allclose(ours, theirs, atol=1e-5)
+        # control: coordinates where the UNet takes none (or the wrong count) are refused
+        with pytest.raises(ValueError, match="coordinate"):
+            sl.with_coordinates(v2.unet, torch.randn(1, 4, 16, 16))
     (tmp_path / "v2").mkdir()
     assert v2.run()
     st.export_model(v2, tmp_path / "v2model", "card")

@@ -82,9 +82,9 @@ def run(cfg: TrainShapesConfig) -> dict:
     random = evaluate(parts["unet"].to(device), parts["text_encoder"].to(device), trainer.eval_set)
     held_out["loss_random"] = random["loss_cond"]
     threads = torch.get_num_threads()
-    command = "infodecomp train-shapes " + " ".join(_overrides())
+    command = "infodecomp train-shapes " + " ".join(_card_overrides(_overrides()))
     card = model_card(trainer, command=command.strip(), device=str(device), threads=threads,
-                      held_out=held_out)  # fmt: skip
+                      held_out=held_out, init_label=_init_label(cfg.train.init))  # fmt: skip
     export_model(trainer, out / "model", card)
     summary = {"finished": finished, "step": trainer.step, "train_seconds": trainer.seconds,
                **held_out}  # fmt: skip
@@ -104,6 +104,29 @@ def run(cfg: TrainShapesConfig) -> dict:
         f"{held_out['loss_random']:.4f}); empty caption {held_out['loss_uncond']:.4f} -> {out / 'model'}"
     )
     return summary
+
+
+PATH_KEYS = ("run.out_dir", "train.init")  # machine paths: the model card names them in words
+
+
+def _card_overrides(overrides: list[str]) -> list[str]:
+    """The overrides for the model card, folders as <folder> (a card holds no machine paths)."""
+    return [
+        f"{o.split('=', 1)[0]}=<folder>" if o.split("=", 1)[0] in PATH_KEYS else o
+        for o in overrides
+    ]
+
+
+def _init_label(init: str) -> str:
+    """What a warm start began from, in words: its text encoder and training steps."""
+    import json
+    from pathlib import Path
+
+    if not init:
+        return ""
+    index = json.loads((Path(init) / "model_index.json").read_text())
+    steps = index.get("_infodecomp_steps", "?")
+    return f"a shapes-learned model with a {index['text_encoder'][1]}, {steps} training steps"
 
 
 def _overrides() -> list[str]:

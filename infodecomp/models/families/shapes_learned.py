@@ -62,6 +62,10 @@ TEXT_CONFIG: dict[str, Any] = {
 # encoder lets the first object's words see nothing after them). Same CLIP BPE tokenizer and
 # schedule. (Attention at 16 x 16 costs 1.4-1.8 x per step on this CPU; not tried.)
 UNET_V2_CONFIG: dict[str, Any] = dict(UNET_CONFIG)
+# v2xy: v2 with two coordinate channels (x, y in [-1, 1]) appended to the UNet's input, so every
+# pixel's features (and its cross-attention queries) know where the pixel is from the first layer.
+COORD_CHANNELS = 2
+UNET_V2XY_CONFIG: dict[str, Any] = {**UNET_CONFIG, "in_channels": 3 + COORD_CHANNELS}
 T5_TEXT_CONFIG: dict[str, Any] = {
     "vocab_size": 49408,
     "d_model": 64,
@@ -80,6 +84,7 @@ T5_TEXT_CONFIG: dict[str, Any] = {
 ARCHITECTURES: dict[str, tuple[dict[str, Any], str, str, dict[str, Any]]] = {
     "v1": (UNET_CONFIG, "CLIPTextModel", "CLIPTextConfig", TEXT_CONFIG),
     "v2": (UNET_V2_CONFIG, "T5EncoderModel", "T5Config", T5_TEXT_CONFIG),
+    "v2xy": (UNET_V2XY_CONFIG, "T5EncoderModel", "T5Config", T5_TEXT_CONFIG),
 }
 SCHEDULE = ContinuousSchedule(logsnr_min=-9.0, logsnr_max=11.0, time_scale=4.0)
 
@@ -90,6 +95,27 @@ def _architecture(arch: str) -> tuple[dict[str, Any], str, str, dict[str, Any]]:
             f"train.arch={arch!r} is unknown; choose one of {', '.join(ARCHITECTURES)}"
         )
     return ARCHITECTURES[arch]
+
+
+def with_coordinates(unet: Any, z: torch.Tensor) -> torch.Tensor:
+    """The UNet's input: z, with the coordinate channels appended when the UNet takes them
+    (in_channels = channels of z + COORD_CHANNELS; x then y, each in [-1, 1] across the canvas)."""
+    extra = int(unet.config.in_channels) - z.shape[1]
+    if extra == 0:
+        return z
+    if extra != COORD_CHANNELS:
+        raise ValueError(
+            f"the UNet takes {unet.config.in_channels} input channels and the data has "
+            f"{z.shape[1]}: a shapes-learned UNet takes the data or the data and {COORD_CHANNELS} "
+            "coordinate channels"
+        )
+    b, _, h, w = z.shape
+    ys, xs = torch.meshgrid(
+        torch.linspace(-1, 1, h, device=z.device, dtype=z.dtype),
+        torch.linspace(-1, 1, w, device=z.device, dtype=z.dtype),
+        indexing="ij",
+    )
+    return torch.cat([z, torch.stack([xs, ys]).expand(b, -1, -1, -1)], dim=1)
 
 
 def build_parts(seed: int = 0, arch: str = "v1") -> dict[str, Any]:
@@ -197,6 +223,9 @@ class ShapesLearnedDenoiser(PixelSpaceMixin, StableDiffusionDenoiser):
         k: v for k, v in StableDiffusionDenoiser.COMPONENTS.items() if k != "vae"
     }
     trained_world = "shapes"
+
+    def _denoise(self, network: Any, z: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
+        return super()._denoise(network, with_coordinates(network, z), t, cond)
 
     @classmethod
     def _load_components(

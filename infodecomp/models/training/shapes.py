@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from infodecomp.models.families.shapes_learned import SCHEDULE, build_parts
+from infodecomp.models.families.shapes_learned import SCHEDULE, build_parts, with_coordinates
 from infodecomp.worlds import shapes as world
 
 CAPTION_MIX = {"empty": 0.15, "full": 0.45, "partial": 0.35, "single": 0.05}
@@ -169,7 +169,7 @@ def noisy(x: torch.Tensor, logsnr: torch.Tensor, eps: torch.Tensor) -> torch.Ten
 def predict(unet: Any, text_encoder: Any, ids: torch.Tensor, z: torch.Tensor, logsnr: torch.Tensor):
     t = SCHEDULE.timestep(logsnr).float()
     enc = text_encoder(ids)[0]  # [B, T, D]
-    return unet(z, t, encoder_hidden_states=enc, return_dict=False)[0]
+    return unet(with_coordinates(unet, z), t, encoder_hidden_states=enc, return_dict=False)[0]
 
 
 @dataclass
@@ -425,10 +425,10 @@ def fingerprint(settings: TrainSettings) -> dict[str, Any]:
     return {"settings": asdict(settings), "architecture": shapes_learned.fingerprint(settings.seed)}
 
 
-def _fits(target: torch.nn.Module, source: torch.nn.Module) -> bool:
-    """Same parameter names and shapes (the same architecture)."""
+def _fits(target: torch.nn.Module, source: torch.nn.Module, but: str = "") -> bool:
+    """Same parameter names and shapes (the same architecture), `but` one parameter."""
     a, b = target.state_dict(), source.state_dict()
-    return a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
+    return a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a if k != but)
 
 
 def warm_start(unet: Any, text_encoder: Any, init: str) -> list[str]:
@@ -455,6 +455,14 @@ def warm_start(unet: Any, text_encoder: Any, init: str) -> list[str]:
     if _fits(unet, source):
         unet.load_state_dict(source.state_dict())
         loaded.append("unet")
+    elif _fits(unet, source, but="conv_in.weight"):  # more input channels: coordinates
+        state, new = source.state_dict(), unet.conv_in.weight.detach().clone()
+        old = state["conv_in.weight"]
+        if new.shape[1] > old.shape[1] and new.shape[0] == old.shape[0]:
+            new.zero_()  # the added input channels start at 0: the same function as the source
+            new[:, : old.shape[1]] = old
+            unet.load_state_dict({**state, "conv_in.weight": new})
+            loaded.append("unet (added input channels zero-initialised)")
     import transformers
 
     config = json.loads((folder / "text_encoder" / "config.json").read_text())
@@ -636,9 +644,16 @@ def export_model(trainer: Trainer, folder: Path, card: str) -> Path:
 
 
 def model_card(
-    trainer: Trainer, *, command: str, device: str, threads: int, held_out: dict[str, float]
+    trainer: Trainer,
+    *,
+    command: str,
+    device: str,
+    threads: int,
+    held_out: dict[str, float],
+    init_label: str = "",
 ) -> str:
-    """The model card: architecture, training, compute, final and held-out losses."""
+    """The model card: architecture, training, compute, final and held-out losses, and the
+    relation probe of the last log row. init_label: what `train.init` named, in words."""
     from infodecomp.models.families import shapes_learned as sl
 
     s, last = trainer.s, (trainer.log[-1] if trainer.log else {})
@@ -651,10 +666,19 @@ def model_card(
         "model.path=<folder>`; architecture in infodecomp/models/families/shapes_learned.py.",
         "",
         "## Architecture",
-        f"- UNet2DConditionModel, pixel space 16 x 16 x 3, blocks {list(sl.UNET_CONFIG['block_out_channels'])}, "
+        "- UNet2DConditionModel, pixel space 16 x 16 x 3"
+        + (
+            f" + {sl.COORD_CHANNELS} coordinate channels (x, y)"
+            if trainer.ema_unet.config.in_channels > 3
+            else ""
+        )
+        + f", blocks {list(trainer.ema_unet.config.block_out_channels)}, "
         f"cross-attention at 8 x 8 and 4 x 4, epsilon prediction: {n_unet / 1e6:.2f} M parameters",
-        f"- CLIPTextModel from scratch (2 layers, width 64, {sl.TOKENS} tokens) behind CLIP's BPE "
-        f"tokenizer: {n_text / 1e6:.2f} M parameters (most of them the unused vocabulary rows)",
+        f"- {type(trainer.ema_text).__name__} from scratch (2 layers, width 64, {sl.TOKENS} tokens"
+        + (", bidirectional" if type(trainer.ema_text).__name__ != "CLIPTextModel" else ", causal")
+        + f") behind CLIP's BPE tokenizer: {n_text / 1e6:.2f} M parameters (most of them the "
+        "unused vocabulary rows)",
+        f"- architecture `train.arch={s.arch}` (shapes_learned.ARCHITECTURES)",
         f"- continuous logsnr schedule: time = 1000 sigmoid(-logsnr / 4), trained on logsnr in "
         f"{list(sl.SCHEDULE.trained_range)}",
         f"- weights: exponential moving average (decay {s.ema}), stored as {str(SAVE_DTYPE).split('.')[-1]} safetensors",
@@ -663,7 +687,24 @@ def model_card(
         f"- data: ShapesWorld (sigma0 = {s.sigma0}), captions drawn first (kinds {CAPTION_MIX}), "
         "then a scene uniformly from the caption's scene set: the exact oracle is the optimal "
         "denoiser of this distribution",
-        f"- {trainer.step} steps of batch {s.batch}, AdamW lr {s.lr} (warm-up {s.warmup}, cosine to 10 %), seed {s.seed}",
+        f"- {trainer.step} steps of batch {s.batch}, AdamW lr {s.lr} (warm-up {s.warmup}, cosine to 10 % at step {s.steps}), seed {s.seed}",
+        "- loss: eps MSE"
+        + (
+            f" weighted by 1 + min(exp(-logsnr), {s.low_snr_weight}) (the x error below logsnr 0)"
+            if s.low_snr_weight > 0
+            else ""
+        )
+        + (
+            f"; {s.band_share:.0%} of the logsnr draws uniform over {list(RELATION_BAND)}, where "
+            "the relation words act"
+            if s.band_share > 0
+            else ""
+        ),
+        *(
+            [f"- warm start: {', '.join(trainer.warm_started)} from `train.init` ({init_label})"]
+            if trainer.warm_started
+            else []
+        ),
         f"- compute: {trainer.seconds / 60:.1f} min of training steps on {device} ({threads} threads)",
         f"- command: `{command}`",
         "",
@@ -684,4 +725,23 @@ def model_card(
         ]
     if last:
         lines += ["", f"Final training loss (last {s.eval_every} steps): {last['train_loss']:.4f}."]
+    if "swap_gap" in last:
+        lines += [
+            "",
+            f"## Relation probe (step {last['step']:.0f}, train_log.csv; per pixel, model vs exact)",
+            "",
+            "| loss gap | model | exact |",
+            "| --- | --- | --- |",
+            *(
+                f"| {label} | {last[g]:.6f} ± {last[f'{g}_se']:.6f} | {last[f'exact_{g}']:.6f} |"
+                for g, label in (
+                    ("swap_gap", f"relation swapped, logsnr in {list(SWAP_BAND)}"),
+                    ("relation_gap", "relation word removed"),
+                    ("colour_gap", "first colour word removed"),
+                )
+            ),
+            "",
+            f"Text encoder output distance: left of / right of {last['te_relation']:.2f}, "
+            f"red / blue {last['te_colour']:.2f}.",
+        ]
     return "\n".join(lines) + "\n"
