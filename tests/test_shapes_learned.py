@@ -403,7 +403,7 @@ def test_the_trainer_logs_the_probe_and_a_v2_model_loads_through_the_family(tmp_
         st.TrainSettings(**TINY, arch="v2xy", probe_size=8, init=str(tmp_path / "v1model")),
         tmp_path / "v2",
     )
-    assert v2.warm_started == ["unet (added input channels zero-initialised)"]
+    assert v2.warm_started == ["unet (added input channels: zero-initialised)"]
     # the coordinate channels start at weight 0: the warm-started UNet is v1's saved UNet
     saved = load_model(
         ModelConfig(name="shapes-learned", path=str(tmp_path / "v1model")), CPU, torch.float32

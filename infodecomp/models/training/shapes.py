@@ -66,6 +66,7 @@ class TrainSettings:
     low_snr_weight: float = 0.0  # 0: plain eps MSE; c > 0: weight 1 + min(exp(-logsnr), c)
     probe_size: int = 256  # relation-probe items (train_log.csv every eval_every steps)
     init: str = ""  # "": random weights; a shapes-learned model folder: warm start (warm_start)
+    init_added: str = "zero"  # warm start, input channels the init lacks: zero | fresh (random)
 
 
 class CaptionSampler:
@@ -431,13 +432,19 @@ def _fits(target: torch.nn.Module, source: torch.nn.Module, but: str = "") -> bo
     return a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a if k != but)
 
 
-def warm_start(unet: Any, text_encoder: Any, init: str) -> list[str]:
+def warm_start(unet: Any, text_encoder: Any, init: str, added: str = "zero") -> list[str]:
     """Loads the parts of the model folder `init` whose architecture matches (the UNet, the text
     encoder when it is of the same class and shape); returns the parts loaded. "": none.
 
     A part of another architecture keeps its fresh weights; a folder with none that fits is an
-    error naming it.
+    error naming it. A UNet that takes more input channels (coordinates) than the init's gets the
+    init's weights for the shared ones; the added ones start at 0 (added="zero": the same
+    function as the init) or keep their fresh random weights (added="fresh": position enters
+    the features from the first step, which a product of two zero-started factors, query
+    position x key side, otherwise has to grow out of).
     """
+    if added not in ("zero", "fresh"):
+        raise ValueError(f"train.init_added={added!r}: choose zero or fresh")
     if not init:
         return []
     from diffusers import UNet2DConditionModel
@@ -459,10 +466,12 @@ def warm_start(unet: Any, text_encoder: Any, init: str) -> list[str]:
         state, new = source.state_dict(), unet.conv_in.weight.detach().clone()
         old = state["conv_in.weight"]
         if new.shape[1] > old.shape[1] and new.shape[0] == old.shape[0]:
-            new.zero_()  # the added input channels start at 0: the same function as the source
+            if added == "zero":
+                new.zero_()  # the added input channels start at 0: the same function as the source
             new[:, : old.shape[1]] = old
             unet.load_state_dict({**state, "conv_in.weight": new})
-            loaded.append("unet (added input channels zero-initialised)")
+            how = "zero-initialised" if added == "zero" else "fresh random weights"
+            loaded.append(f"unet (added input channels: {how})")
     import transformers
 
     config = json.loads((folder / "text_encoder" / "config.json").read_text())
@@ -494,7 +503,9 @@ class Trainer:
             parts["text_encoder"],
             parts["tokenizer"],
         )
-        self.warm_started = warm_start(self.unet, self.text_encoder, settings.init)
+        self.warm_started = warm_start(
+            self.unet, self.text_encoder, settings.init, settings.init_added
+        )
         self.unet.to(self.device)
         self.text_encoder.to(self.device)
         self.ema_unet = copy.deepcopy(self.unet).requires_grad_(False)
