@@ -77,9 +77,15 @@ def run(cfg: TrainShapesConfig) -> dict:
     finished = trainer.run(deadline=deadline, progress=progress, stop_at=cfg.stop_at or None)
     bar.close()
     pd.DataFrame(trainer.log).to_csv(out / "train_log.csv", index=False)
-    held_out = evaluate(trainer.ema_unet, trainer.ema_text, trainer.eval_set)
+    pred = cfg.train.prediction
+    held_out = evaluate(trainer.ema_unet, trainer.ema_text, trainer.eval_set, prediction=pred)
     parts = build_parts(cfg.train.seed, cfg.train.arch)
-    random = evaluate(parts["unet"].to(device), parts["text_encoder"].to(device), trainer.eval_set)
+    random = evaluate(
+        parts["unet"].to(device),
+        parts["text_encoder"].to(device),
+        trainer.eval_set,
+        prediction=pred,
+    )
     held_out["loss_random"] = random["loss_cond"]
     threads = torch.get_num_threads()
     command = "infodecomp train-shapes " + " ".join(_card_overrides(_overrides()))

@@ -76,6 +76,7 @@ T5_TEXT_CONFIG: dict[str, Any] = {
     "relative_attention_num_buckets": 16,
     "relative_attention_max_distance": TOKENS,
     "feed_forward_proj": "gated-gelu",
+    "dropout_rate": 0.0,  # T5's default 0.1 would also act in the trainer's EMA copies
     "pad_token_id": 49407,
     "eos_token_id": 49407,
     "decoder_start_token_id": 0,
@@ -144,8 +145,10 @@ def save_model(
     tokenizer: Any,
     dtype: torch.dtype = torch.float32,
     extra: dict[str, Any] | None = None,
+    prediction_type: str = "epsilon",
 ) -> Path:
-    """Writes the diffusers layout (weights as safetensors in `dtype`) into `folder`."""
+    """Writes the diffusers layout (weights as safetensors in `dtype`) into `folder`; the
+    scheduler config says what the UNet outputs (epsilon or v_prediction)."""
     import copy
 
     folder = Path(folder)
@@ -154,7 +157,7 @@ def save_model(
     tokenizer.save_pretrained(folder / "tokenizer")
     (folder / "scheduler").mkdir(parents=True, exist_ok=True)
     (folder / "scheduler" / "scheduler_config.json").write_text(
-        json.dumps(SCHEDULE.config(), indent=2)
+        json.dumps({**SCHEDULE.config(), "prediction_type": prediction_type}, indent=2)
     )
     index = {
         "_class_name": "ShapesLearnedPipeline",

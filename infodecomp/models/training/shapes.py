@@ -67,6 +67,13 @@ class TrainSettings:
     probe_size: int = 256  # relation-probe items (train_log.csv every eval_every steps)
     init: str = ""  # "": random weights; a shapes-learned model folder: warm start (warm_start)
     init_added: str = "zero"  # warm start, input channels the init lacks: zero | fresh (random)
+    prediction: str = "epsilon"  # what the UNet outputs: epsilon | v_prediction (v = a eps - s x)
+
+    def __post_init__(self) -> None:
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(
+                f"train.prediction={self.prediction!r}: choose one of {', '.join(PREDICTIONS)}"
+            )
 
 
 class CaptionSampler:
@@ -167,10 +174,26 @@ def noisy(x: torch.Tensor, logsnr: torch.Tensor, eps: torch.Tensor) -> torch.Ten
     return a * x + s * eps
 
 
-def predict(unet: Any, text_encoder: Any, ids: torch.Tensor, z: torch.Tensor, logsnr: torch.Tensor):
+PREDICTIONS = ("epsilon", "v_prediction")
+
+
+def predict(
+    unet: Any,
+    text_encoder: Any,
+    ids: torch.Tensor,
+    z: torch.Tensor,
+    logsnr: torch.Tensor,
+    prediction: str = "epsilon",
+) -> torch.Tensor:
+    """eps-hat of the network; a v-prediction network's v is turned into eps = a v + s z."""
     t = SCHEDULE.timestep(logsnr).float()
     enc = text_encoder(ids)[0]  # [B, T, D]
-    return unet(with_coordinates(unet, z), t, encoder_hidden_states=enc, return_dict=False)[0]
+    out = unet(with_coordinates(unet, z), t, encoder_hidden_states=enc, return_dict=False)[0]
+    if prediction == "epsilon":
+        return out
+    a = torch.sigmoid(logsnr).sqrt().view(-1, 1, 1, 1)
+    s = torch.sigmoid(-logsnr).sqrt().view(-1, 1, 1, 1)
+    return a * out + s * z
 
 
 @dataclass
@@ -208,7 +231,9 @@ def make_eval_set(sampler: CaptionSampler, size: int, seed: int, sigma0: float) 
 
 
 @torch.no_grad()
-def evaluate(unet: Any, text_encoder: Any, ev: EvalSet, batch: int = 256) -> dict[str, float]:
+def evaluate(
+    unet: Any, text_encoder: Any, ev: EvalSet, batch: int = 256, prediction: str = "epsilon"
+) -> dict[str, float]:
     """Held-out per-pixel losses of a model and their excess over the exact MMSE."""
     dim = ev.eps[0].numel()
     out: dict[str, float] = {}
@@ -219,7 +244,7 @@ def evaluate(unet: Any, text_encoder: Any, ev: EvalSet, batch: int = 256) -> dic
         errs = []
         for s in range(0, len(ids), batch):
             sl = slice(s, s + batch)
-            pred = predict(unet, text_encoder, ids[sl], ev.z[sl], ev.logsnr[sl])
+            pred = predict(unet, text_encoder, ids[sl], ev.z[sl], ev.logsnr[sl], prediction)
             errs.append((pred.float() - ev.eps[sl]).square().flatten(1).sum(1))
         err = torch.cat(errs)
         out[f"loss_{name}"] = float(err.mean()) / dim
@@ -340,9 +365,9 @@ def make_probe_set(tokenizer: Any, size: int, seed: int, sigma0: float) -> Probe
 Predictor = Callable[[torch.Tensor, list[str], torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def module_predictor(unet: Any, text_encoder: Any) -> Predictor:
+def module_predictor(unet: Any, text_encoder: Any, prediction: str = "epsilon") -> Predictor:
     """(ids, captions, z, logsnr) -> eps of a UNet and text encoder (the training path)."""
-    return lambda ids, captions, z, logsnr: predict(unet, text_encoder, ids, z, logsnr)
+    return lambda ids, captions, z, logsnr: predict(unet, text_encoder, ids, z, logsnr, prediction)
 
 
 def denoiser_predictor(model: Any) -> Predictor:
@@ -508,8 +533,9 @@ class Trainer:
         )
         self.unet.to(self.device)
         self.text_encoder.to(self.device)
-        self.ema_unet = copy.deepcopy(self.unet).requires_grad_(False)
-        self.ema_text = copy.deepcopy(self.text_encoder).requires_grad_(False)
+        # the EMA copies are only ever evaluated: eval mode (no dropout)
+        self.ema_unet = copy.deepcopy(self.unet).requires_grad_(False).eval()
+        self.ema_text = copy.deepcopy(self.text_encoder).requires_grad_(False).eval()
         params = [*self.unet.parameters(), *self.text_encoder.parameters()]
         self.opt = torch.optim.AdamW(params, lr=settings.lr, betas=(0.9, 0.99), weight_decay=0.0)
         self.gen = torch.Generator().manual_seed(settings.seed)
@@ -574,8 +600,9 @@ class Trainer:
         eps = torch.randn(x.shape, generator=self.gen)  # every draw on the CPU: device-independent
         x, logsnr, eps = (v.to(self.device) for v in (x, logsnr, eps))
         ids = self.sampler.ids[idx].to(self.device)
-        pred = predict(self.unet, self.text_encoder, ids, noisy(x, logsnr, eps), logsnr)
-        per_draw = (pred - eps).square().flatten(1).mean(1)  # [B]
+        z = noisy(x, logsnr, eps)
+        pred = predict(self.unet, self.text_encoder, ids, z, logsnr, s.prediction)
+        per_draw = (pred - eps).square().flatten(1).mean(1)  # [B] eps error (v: a^2 |v error|)
         loss = (loss_weight(logsnr, s.low_snr_weight) * per_draw).mean()
         for g in self.opt.param_groups:
             g["lr"] = _lr_at(self.step, s)
@@ -594,9 +621,9 @@ class Trainer:
     def log_row(self, window: list[float]) -> dict[str, float]:
         """A train_log.csv row: held-out losses and (probe_size > 0) the relation probe."""
         row = {"step": self.step, "train_loss": sum(window) / max(1, len(window)),
-               "seconds": self.seconds, **evaluate(self.ema_unet, self.ema_text, self.eval_set)}  # fmt: skip
+               "seconds": self.seconds, **evaluate(self.ema_unet, self.ema_text, self.eval_set, prediction=self.s.prediction)}  # fmt: skip
         if self.probe_set is not None:
-            predictor = module_predictor(self.ema_unet, self.ema_text)
+            predictor = module_predictor(self.ema_unet, self.ema_text, self.s.prediction)
             row.update(relation_probe(predictor, self.probe_set, self.ema_text))
         return row
 
@@ -646,6 +673,7 @@ def export_model(trainer: Trainer, folder: Path, card: str) -> Path:
         trainer.ema_text.cpu(),
         trainer.tokenizer,
         dtype=SAVE_DTYPE,
+        prediction_type=trainer.s.prediction,
         extra={"_infodecomp_steps": trainer.step},
     )
     trainer.ema_unet.to(trainer.device)
