@@ -355,6 +355,7 @@ def test_the_relation_probe_of_the_exact_oracle_is_exact_and_a_relation_blind_mo
         assert r[g] == pytest.approx(r[f"exact_{g}"], rel=1e-4, abs=1e-9)
         assert r[f"exact_{g}"] > 0
     assert st.knows_relations(r)
+    assert r["layout"] == pytest.approx(r["exact_layout"], rel=1e-4) and r["exact_layout"] > 0.1
     off = st.relation_probe(
         lambda ids, caps, z, ls: 1.05 * oracle.eps_hat(z, ls, oracle.encode_conditions(caps)),
         probe_set,
@@ -363,6 +364,7 @@ def test_the_relation_probe_of_the_exact_oracle_is_exact_and_a_relation_blind_mo
     blind = st.relation_probe(st.denoiser_predictor(_RelationBlind()), probe_set)
     assert abs(blind["swap_gap"]) < 1e-6 and abs(blind["relation_gap"]) < 1e-6
     assert blind["colour_gap"] > 0  # it still reads colours
+    assert blind["layout"] < 1e-6  # ... and places nothing
     assert not st.knows_relations(blind)
 
 

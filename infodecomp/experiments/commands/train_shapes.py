@@ -67,11 +67,11 @@ def run(cfg: TrainShapesConfig) -> dict:
         if row and "swap_gap" in row:
             log.info(
                 "step %d: relation probe (model / exact, per pixel): swap below -1 %.5f / %.5f, "
-                "relation removed %.6f / %.6f, colour removed %.6f / %.6f; text encoder "
-                "left/right %.2f, red/blue %.2f",
+                "relation removed %.6f / %.6f, colour removed %.6f / %.6f, layout %.4f / %.4f; "
+                "text encoder left/right %.2f, red/blue %.2f",
                 step, row["swap_gap"], row["exact_swap_gap"], row["relation_gap"],
                 row["exact_relation_gap"], row["colour_gap"], row["exact_colour_gap"],
-                row["te_relation"], row["te_colour"],
+                row["layout"], row["exact_layout"], row["te_relation"], row["te_colour"],
             )  # fmt: skip
 
     finished = trainer.run(deadline=deadline, progress=progress, stop_at=cfg.stop_at or None)
