@@ -265,6 +265,7 @@ class TrainShapesConfig:
     train: TrainSettings = field(default_factory=TrainSettings)  # what is trained, and how long
     run: RunConfig = field(default_factory=RunConfig)  # run.out_dir, run.device, run.resume
     max_minutes: float | None = None  # stop (checkpointed) after this many minutes; rerun resumes
+    stop_at: int = 0  # stop (checkpointed) at this step (0: train.steps); rerun resumes
     threads: int | None = None  # CPU threads for torch (null: torch's default)
 
 
