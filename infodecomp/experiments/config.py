@@ -370,6 +370,15 @@ def check_device(name: str) -> None:
         raise ConfigError(f"run.device={name} is not supported; use auto, cpu, cuda or mps")
 
 
+def choices() -> dict[str, tuple[str, ...]]:
+    """Settings that name one of a fixed set of values, and those values (from the code that
+    reads them, so the two cannot drift)."""
+    from infodecomp.estimators.samplers import KINDS, MODES
+    from infodecomp.models.device import DTYPES
+
+    return {"estimator.sampler": KINDS, "estimator.mode": MODES, "run.dtype": tuple(DTYPES)}
+
+
 def check_values(cfg: object) -> None:
     """Value ranges the schema's types cannot express; one ConfigError per first bad key."""
     for key in AT_LEAST_ONE:
@@ -403,6 +412,10 @@ def check_values(cfg: object) -> None:
     present, resume = _get(cfg, "run.resume")
     if present and resume not in RESUME_MODES:
         raise ConfigError(f"run.resume={resume} must be one of {', '.join(RESUME_MODES)}")
+    for key, allowed in choices().items():
+        present, value = _get(cfg, key)
+        if present and value not in allowed:
+            raise ConfigError(f"{key}={value} is not one of: {', '.join(allowed)}")
     present, device = _get(cfg, "run.device")
     if present:
         check_device(str(device))
