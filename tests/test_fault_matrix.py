@@ -1222,6 +1222,18 @@ def test_schema_bad_choice_is_one_line_before_anything_and_the_fix_reruns(
     assert read_results(out)["item_id"].nunique() == 2
 
 
+def test_schema_choices_are_the_ones_the_code_reads():
+    from infodecomp.estimators.samplers import KINDS, MODES
+    from infodecomp.experiments.config import CHOICES
+    from infodecomp.models.device import DTYPES
+
+    assert CHOICES == {
+        "estimator.sampler": KINDS,
+        "estimator.mode": MODES,
+        "run.dtype": tuple(DTYPES),
+    }
+
+
 def test_schema_bad_mode_through_the_cli_then_the_fix_into_the_same_folder(tmp_path):
     out = tmp_path / "r"
     args = [sys.executable, "-m", "infodecomp.cli", "aro", f"run.out_dir={out}", "data.size=2",

@@ -8,8 +8,8 @@ from hydra.core.config_store import ConfigStore
 
 from infodecomp.data.spec import DataSpec
 from infodecomp.models.presets import PRESETS, AdapterOptions
-from infodecomp.models.shapes_training import TrainSettings
-from infodecomp.worlds import shapes as world
+from infodecomp.models.train_settings import TrainSettings
+from infodecomp.worlds.noise import SIGMA0
 
 
 @dataclass
@@ -23,7 +23,7 @@ class ModelConfig(AdapterOptions):
     name: str = "shapes-oracle"  # model preset (infodecomp/models/presets.py)
     path: str | None = None  # diffusers folder or hub id (model=local, or to override a preset)
     revision: str | None = None  # hub revision; default: the preset's pinned one (in meta.json)
-    sigma0: float = world.SIGMA0  # ShapesWorld oracle: pixel noise of the Gaussian mixture
+    sigma0: float = SIGMA0  # ShapesWorld oracle: pixel noise of the Gaussian mixture
 
 
 # The `data` schema is the loaders' own settings dataclass (no mirror to keep in sync).
@@ -105,6 +105,8 @@ class LocalizeConfig(BaseCommandConfig):
     # CMI maps run at clip 4 (configs/experiment/paper-table3.yaml)
     attn_info_clip: float | None = None
     attention: str = "daam"  # aggregation of attention maps: daam (DAAM's, paper) | layer-mean
+    # maps of the first N items saved as figures/<item>-maps.png (the report's gallery); 0: none
+    gallery: int = 4
 
     def __post_init__(self) -> None:
         _check_attention(self.attention)
@@ -294,7 +296,7 @@ AT_LEAST_ONE = (
     "precision_items",
 )
 POSITIVE = ("estimator.scale", "estimator.clip", "model.sigma0")
-NON_NEGATIVE = ("data.noise", "estimator.margin")
+NON_NEGATIVE = ("data.noise", "estimator.margin", "gallery")
 RESUME_MODES = ("auto", "overwrite")
 
 
@@ -337,10 +339,10 @@ def check_keys(cfg: object, schema: type, command: str) -> None:
 def check_device(name: str) -> None:
     """run.device must name a device this machine has: auto, cpu, cuda, cuda:<n> (n below the
     number of GPUs), or mps where available."""
+    if name in ("auto", "cpu"):  # every machine has these (and aggregate / report need no torch)
+        return
     import torch
 
-    if name == "auto":
-        return
     try:
         dev = torch.device(name)
     except (RuntimeError, TypeError):
@@ -370,13 +372,14 @@ def check_device(name: str) -> None:
         raise ConfigError(f"run.device={name} is not supported; use auto, cpu, cuda or mps")
 
 
-def choices() -> dict[str, tuple[str, ...]]:
-    """Settings that name one of a fixed set of values, and those values (from the code that
-    reads them, so the two cannot drift)."""
-    from infodecomp.estimators.samplers import KINDS, MODES
-    from infodecomp.models.device import DTYPES
-
-    return {"estimator.sampler": KINDS, "estimator.mode": MODES, "run.dtype": tuple(DTYPES)}
+# Settings that name one of a fixed set of values. The code that reads them holds the same
+# lists (estimators.samplers KINDS / MODES, models.device DTYPES; tests/test_fault_matrix.py
+# checks they agree); they are spelled out here so that checking a config needs no torch.
+CHOICES = {
+    "estimator.sampler": ("logistic", "uniform"),
+    "estimator.mode": ("iid", "stratified", "antithetic", "quadrature"),
+    "run.dtype": ("float32", "float16", "bfloat16"),
+}
 
 
 def check_values(cfg: object) -> None:
@@ -412,7 +415,7 @@ def check_values(cfg: object) -> None:
     present, resume = _get(cfg, "run.resume")
     if present and resume not in RESUME_MODES:
         raise ConfigError(f"run.resume={resume} must be one of {', '.join(RESUME_MODES)}")
-    for key, allowed in choices().items():
+    for key, allowed in CHOICES.items():
         present, value = _get(cfg, key)
         if present and value not in allowed:
             raise ConfigError(f"{key}={value} is not one of: {', '.join(allowed)}")

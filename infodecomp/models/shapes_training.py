@@ -29,29 +29,12 @@ from typing import Any
 import torch
 
 from infodecomp.models.shapes_learned import SCHEDULE, build_parts
+from infodecomp.models.train_settings import TrainSettings
 from infodecomp.worlds import shapes as world
 
 CAPTION_MIX = {"empty": 0.15, "full": 0.45, "partial": 0.35, "single": 0.05}
 UNIFORM_SHARE = 0.2  # share of logsnr draws uniform over the trained range
 LOGISTIC = (1.0, 2.0)  # the engine's default logsnr sampler: loc, scale
-
-
-@dataclass
-class TrainSettings:
-    """What a training run does; its fingerprint guards resumption."""
-
-    steps: int = 3000  # optimiser steps (one CPU thread: about an hour)
-    batch: int = 128  # training draws per step
-    lr: float = 1e-3  # AdamW peak learning rate (linear warm-up, cosine decay to 10 %)
-    warmup: int = 100  # warm-up steps
-    ema: float = 0.995  # decay of the weights' moving average (the saved model)
-    seed: int = 0  # initial weights and every training draw
-    sigma0: float = world.SIGMA0  # pixel noise of the ShapesWorld data
-    eval_size: int = 1024  # held-out draws scored against the exact MMSE
-    eval_every: int = 250  # steps between held-out evaluations (train_log.csv)
-    checkpoint_every: int = (
-        100  # steps between checkpoints (an interrupted run loses at most these)
-    )
 
 
 class CaptionSampler:

@@ -24,6 +24,7 @@ from infodecomp.reporting.metrics import (
     decomposition_note,
     intervention_decomposition,
     intervention_table,
+    mean_interval,
     miou_cells,
     ranking_scores,
 )
@@ -67,7 +68,7 @@ INTERVENE_REQUIRED = (
     "pixel_r_attn",
 )
 TITLES = {
-    "table1": "Table 1: compositionality accuracy (%) ± standard error (ARO and the other ranking benchmarks)",
+    "table1": "Table 1: compositionality accuracy (%) [95% interval: Wilson score; macro means over groups: Agresti-Coull] (ARO and the other ranking benchmarks)",
     "accuracy_vs_samples": "ARO accuracy (%) vs logsnr samples per image",
     "table2": "Table 2: accuracy (%) per group (relation, attribute pair, tag; Winoground: group score)",
     "table3": "Table 3: localisation mIoU (%), paper protocol vs held-out threshold, per word type",
@@ -295,7 +296,8 @@ def _aro(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
                         **common,
                         "subset": column_key(subset, metric),
                         "accuracy": 100 * value,
-                        "accuracy_se": 100 * res["se"][metric],
+                        "accuracy_lo": 100 * res["interval"][metric][0],
+                        "accuracy_hi": 100 * res["interval"][metric][1],
                         "n_items": part["item_id"].nunique(),
                         "mean_samples": mean_used,
                         "paper": run.paper_setting,
@@ -324,6 +326,15 @@ def _aro(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     return rec, groups_df
 
 
+def _mean_interval(grp: pd.DataFrame) -> dict[str, float]:
+    """accuracy_lo / accuracy_hi (%) of the mean of a group of subsets (metrics.mean_interval)."""
+    lo, hi = mean_interval(
+        list(grp["accuracy"] / 100),
+        list(zip(grp["accuracy_lo"] / 100, grp["accuracy_hi"] / 100, strict=True)),
+    )
+    return {"accuracy_lo": 100 * lo, "accuracy_hi": 100 * hi}
+
+
 def _group_means(rec: pd.DataFrame) -> pd.DataFrame | None:
     """Rows for each benchmark's mean over the tasks of one `mean_group` (SugarCrepe's Add,
     Replace, Swap), per model x method x n_samples; only over the subsets that were run."""
@@ -346,7 +357,7 @@ def _group_means(rec: pd.DataFrame) -> pd.DataFrame | None:
                 "subset": mean_key(*g),
                 "source": source,
                 "accuracy": float(grp["accuracy"].mean()),
-                "accuracy_se": float((grp["accuracy_se"] ** 2).sum() ** 0.5 / len(grp)),
+                **_mean_interval(grp),
                 "n_items": int(grp["n_items"].sum()),
                 "mean_samples": first["mean_samples"],
                 "paper": bool(grp["paper"].any()),
