@@ -8,7 +8,7 @@ from hydra.core.config_store import ConfigStore
 
 from infodecomp.data.spec import DataSpec
 from infodecomp.models.presets import PRESETS, AdapterOptions
-from infodecomp.models.train_settings import TrainSettings
+from infodecomp.models.training.settings import TrainSettings
 from infodecomp.worlds.noise import SIGMA0
 
 
@@ -83,7 +83,10 @@ class AroConfig(BaseCommandConfig):
     estimators: list[str] = field(default_factory=lambda: ["io", "is", "mmse"])  # scores to rank by
 
 
-ATTENTION_AGGREGATIONS = ("daam", "layer-mean")  # = infodecomp.models.attention.AGGREGATIONS
+ATTENTION_AGGREGATIONS = (
+    "daam",
+    "layer-mean",
+)  # = infodecomp.models.attention.capture.AGGREGATIONS
 
 
 def _check_attention(value: str) -> None:
