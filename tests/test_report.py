@@ -398,3 +398,51 @@ def test_tables_are_readable_at_1280_px(report: Path, tmp_path: Path) -> None:
     keep = os.environ.get("INFODECOMP_REPORT_SCREENSHOT_1280")  # to look at it
     if keep:
         shutil.copyfile(shot, keep)
+
+
+@needs_chromium
+def test_a_calibration_table_and_a_full_table1_stay_readable_at_1280_px(tmp_path: Path) -> None:
+    """The widest tables a report holds, rendered by the report's own template: a calibration
+    table (long quantities and notes) fits at 1280 px; Table 1 over every benchmark column
+    (17 accuracies with intervals) does not fit, so it scrolls inside its box while the page
+    itself keeps its width (nothing is cut off, every number is reached by scrolling)."""
+    from infodecomp.reporting.calibration import CALIBRATION_COLUMNS
+    from infodecomp.reporting.html import TEMPLATE, _environment, _table
+
+    quantities = ["accuracy, Info. i^o", "pointwise i^s per item", "mIoU vs exact map, CMI"]
+    calib = pd.DataFrame(
+        [
+            {"setting": "shapes-learned, 100 logsnr samples", "section": "ranking",
+             "quantity": q, "group": "shapes-relation (shuffled images)",
+             "reference": "exact oracle at the same draws", "learned": "0.917", "exact": "1.000",
+             "bias": "-0.083", "slope": "0.912", "corr": "0.954", "n": "60",
+             "note": "slope, corr: per-item margins (true option minus the best other)"}
+            for q in quantities
+        ],
+        columns=["setting", *CALIBRATION_COLUMNS],
+    )  # fmt: skip
+    keys = {"model": "sd-2.1-base", "method": "Info. i^o (adaptive)", "n_samples": "100",
+            "samples/item": "57.3", "source": "measured"}  # fmt: skip
+    wide = pd.DataFrame([{**keys, **{f"bench {k}": "75.0 [45.2, 100.0]" for k in range(17)}}] * 3)
+    files = {"csv": "tables/x.csv"}
+    tables = [_table("calibration", calib, files), _table("table1", wide, files)]
+    html = _environment().get_template(TEMPLATE).render(
+        title="t", tables=tables, curves=[], galleries=[], calibrations=[], runs=[], n_runs=0,
+        version="test",
+    )  # fmt: skip
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "index.html").write_text(html, encoding="utf-8")
+    page_width = """<script>window.addEventListener("load", function () {
+      document.body.setAttribute("data-page-over",
+        String(document.scrollingElement.scrollWidth - window.innerWidth));
+      var box = document.querySelectorAll("div.scroll")[1];
+      document.body.setAttribute("data-scrolls", getComputedStyle(box).overflowX);
+    });</script>"""
+    layout = _layout(tmp_path / "site", tmp_path, 1280, extra=page_width)
+    by_id = {t["table"]: t for t in layout}
+    assert by_id["calibration"]["over"] <= 0 and by_id["calibration"]["hidden"] == 0
+    assert by_id["table1"]["over"] > 0  # too wide for any layout: it scrolls in its box
+    index = tmp_path / f"w1280-{len(page_width)}" / "index.html"
+    res = _chromium("--dump-dom", "--window-size=1280,2000", url=index.as_uri(), cwd=tmp_path)
+    body = _parse(res.stdout).body
+    assert body.get("data-scrolls") == "auto" and int(str(body.get("data-page-over"))) <= 0
