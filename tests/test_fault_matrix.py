@@ -1342,3 +1342,32 @@ def test_input_manifest_builder_errors_are_one_line_naming_the_file(damage, tmp_
     assert res.returncode == 2, res.stderr
     one_line(_user_error(res.stderr), str(ins), expect)
     assert not (tmp_path / "m.csv").exists()
+
+
+def test_input_winoground_hub_copy_repeated_id_loses_nothing(tmp_path):
+    """Fault 1 on the Hugging Face copy (a saved dataset folder): rows are the lines."""
+    datasets = pytest.importorskip("datasets")
+    from infodecomp.data.registry import load_dataset
+    from infodecomp.data.spec import DataSpec
+
+    img = gradient(8, 8)
+    rows = [
+        {"id": 0, "caption_0": "a mug in grass", "caption_1": "grass in a mug", "tag": "Object"},
+        {"id": 1, "caption_0": "a dog on a cat", "caption_1": "a cat on a dog", "tag": "Relation"},
+        {"id": 0, "caption_0": "a mug in grass", "caption_1": "grass in a mug", "tag": "Object"},
+        {"id": 1, "caption_0": "a dog by a cat", "caption_1": "a cat by a dog", "tag": "Relation"},
+    ]
+    table = datasets.Dataset.from_list(
+        [{**r, "image_0": img, "image_1": img} for r in rows],
+        features=datasets.Features(
+            {"id": datasets.Value("int64"), "caption_0": datasets.Value("string"),
+             "caption_1": datasets.Value("string"), "tag": datasets.Value("string"),
+             "image_0": datasets.Image(), "image_1": datasets.Image()}
+        ),
+    )  # fmt: skip
+    table.save_to_disk(str(tmp_path / "hf"))
+    ds = load_dataset(DataSpec(name="winoground", source="hf", hf_name=str(tmp_path / "hf")))
+    examples = ["winoground-0", "winoground-1", "winoground-1@row3"]
+    assert [it.item_id for it in ds.items] == [f"{e}-img{k}" for e in examples for k in (0, 1)]
+    (skip,) = ds.skipped
+    assert skip.item_id == "winoground-0@row2" and "row 2 repeats row 0" in skip.reason
