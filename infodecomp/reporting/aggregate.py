@@ -70,7 +70,7 @@ INTERVENE_REQUIRED = (
 TITLES = {
     "table1": "Table 1: compositionality accuracy (%) [95% interval: Wilson score; macro means over groups: Agresti-Coull] (ARO and the other ranking benchmarks)",
     "accuracy_vs_samples": "ARO accuracy (%) vs logsnr samples per image",
-    "table2": "Table 2: accuracy (%) per group (relation, attribute pair, tag; Winoground: group score)",
+    "table2": "Table 2: accuracy (%) per group [95% Wilson score interval] (relation, attribute pair, tag; Winoground: group score)",
     "table3": "Table 3: localisation mIoU (%), paper protocol vs held-out threshold, per word type",
     "table4": "Table 4: intervention correlation (Pearson r ± bootstrap se)",
     "calibration": "Calibration: a learned ShapesWorld model against the exact oracle (same items, same draws)",
@@ -694,7 +694,8 @@ def build_tables(
         if not groups.empty:
             t2 = table2(groups)
             fmt2 = {c: pct for c in t2.columns if c not in TABLE2_KEYS}
-            built["table2"] = (t2, display(t2, fmt2 | {"n_samples": fmt_int, "n": fmt_int}))
+            shown2 = display(t2, fmt2 | {"n_samples": fmt_int, "n": fmt_int})
+            built["table2"] = (t2, table1_shown(t2, shown2))
     t3 = table3(by_cmd["localize"]) if by_cmd["localize"] else pd.DataFrame()
     if not t3.empty:
         built["table3"] = (

@@ -15,6 +15,7 @@ import pandas as pd
 
 from infodecomp.reporting import published as pub
 from infodecomp.reporting.csvio import natural_key
+from infodecomp.reporting.metrics import wilson_interval
 from infodecomp.scores import SCORE_NAMES, SCORES
 from infodecomp.tasks import column_label, column_order, get_task
 
@@ -276,7 +277,7 @@ def interval_columns(table: pd.DataFrame) -> set[str]:
 
 
 def table1_shown(t1: pd.DataFrame, shown: pd.DataFrame) -> pd.DataFrame:
-    """Table 1 as strings: ``accuracy [lo, hi]`` cells, the 95 % interval of
+    """Table 1 (or 2) as strings: ``accuracy [lo, hi]`` cells, the 95 % interval of
     metrics.accuracy_interval (published numbers have none)."""
     shown = shown.copy()
     for col in [c for c in t1.columns if f"{c} lo" in t1.columns]:
@@ -327,13 +328,22 @@ def table2(groups: pd.DataFrame) -> pd.DataFrame:
         table,
         key=lambda k: (k[0], -1 if k[1] is None else k[1], order[k[2]], natural_key(str(k[3]))),
     )
-    return pd.DataFrame(
+    out = pd.DataFrame(
         [
             dict(zip(TABLE2_KEYS, (k[0], k[1], _group_table_label(k[2]), *k[3:]), strict=True))
             | {m: table[k].get(m, float("nan")) for m in methods}
             for k in keys
         ]
     )
+    # each group's 95% Wilson score interval (a group of 1 or 3 items all right is not 100 +- 0)
+    for m in methods:
+        bounds = [
+            (NAN, NAN) if is_missing(a) else wilson_interval(round(a * n / 100), n)
+            for a, n in zip(out[m], out["n"], strict=True)
+        ]
+        out[f"{m} lo"] = [100 * lo for lo, _ in bounds]
+        out[f"{m} hi"] = [100 * hi for _, hi in bounds]
+    return out
 
 
 def table4_shown(data: pd.DataFrame) -> pd.DataFrame:
