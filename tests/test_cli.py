@@ -158,7 +158,7 @@ def test_aro_end_to_end_and_resume(tmp_path: Path) -> None:
     assert summary["accuracy_lo/is"] == pytest.approx(0.6756, abs=1e-4)  # 8 of 8: not 1 ± 0
     end = [line for line in res.stdout.splitlines() if line.startswith("aro: 8 items")]
     assert len(end) == 1 and " | i^s 1.00 [0.68, 1.00] | MMSE " in end[0]
-    assert "accuracy i^o " in end[0] and end[0].endswith("(95% Wilson intervals)")
+    assert "accuracy i^o " in end[0] and "(95% Wilson intervals) -> " in end[0]
     assert res.stdout.count("What ShapesWorld shows") == (summary["accuracy/io"] < 1)
     assert meta["dataset"] == {
         "name": "shapes-relation",
