@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from infodecomp.worlds.noise import SIGMA0
 
+PREDICTIONS = ("epsilon", "v_prediction")  # what the UNet outputs
+
 
 @dataclass
 class TrainSettings:
@@ -24,3 +26,16 @@ class TrainSettings:
     checkpoint_every: int = (
         100  # steps between checkpoints (an interrupted run loses at most these)
     )
+    arch: str = "v1"  # shapes_learned.ARCHITECTURES: v1 (CLIP, UNet attention at 8, 4) | v2
+    band_share: float = 0.0  # share of training logsnr draws uniform over RELATION_BAND
+    low_snr_weight: float = 0.0  # 0: plain eps MSE; c > 0: weight 1 + min(exp(-logsnr), c)
+    probe_size: int = 256  # relation-probe items (train_log.csv every eval_every steps)
+    init: str = ""  # "": random weights; a shapes-learned model folder: warm start (warm_start)
+    init_added: str = "zero"  # warm start, input channels the init lacks: zero | fresh (random)
+    prediction: str = "epsilon"  # what the UNet outputs: epsilon | v_prediction (v = a eps - s x)
+
+    def __post_init__(self) -> None:
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(
+                f"train.prediction={self.prediction!r}: choose one of {', '.join(PREDICTIONS)}"
+            )
