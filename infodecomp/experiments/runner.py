@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from infodecomp.data.errors import DataError
 from infodecomp.data.records import Dataset, ImageLoadError
 from infodecomp.data.registry import check_kind, load_dataset
 from infodecomp.experiments.common import (
@@ -33,6 +34,7 @@ from infodecomp.experiments.common import (
     shard,
     to_dict,
 )
+from infodecomp.experiments.config import check_values
 from infodecomp.experiments.session import KEYS, Session, first_start, leg_info, legs_for_meta
 from infodecomp.models.capabilities import ExactLikelihood, needs_rgb
 from infodecomp.models.registry import load_model, model_source
@@ -49,8 +51,9 @@ from infodecomp.reporting.store import (
 
 log = logging.getLogger("infodecomp")
 
-# Errors that are never one item's fault: they stop the run.
-_FATAL = (MemoryError, StoreError, torch.cuda.OutOfMemoryError)
+# Errors that are never one item's fault: they stop the run. A DataError is a data file that
+# cannot be read as a whole (e.g. the COCO annotation file the masks come from).
+_FATAL = (MemoryError, StoreError, torch.cuda.OutOfMemoryError, DataError)
 
 
 class RunError(RuntimeError):
@@ -94,6 +97,7 @@ def execute(
     kind of data set the command reads (data.registry RANKING or WORDS), checked up front;
     `headline` is the summary key printed at the end (or a function of the metrics giving it).
     """
+    check_values(cfg)  # a bad setting is one line before anything is written or computed
     out = run_dir(cfg, command)
     rank, world = shard()
     rank = cfg.run.rank if cfg.run.rank is not None else rank
