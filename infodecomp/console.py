@@ -102,10 +102,8 @@ def user_error(err: BaseException, command: str) -> str | None:
     if isinstance(err, OSError) and err.errno == errno.ENOSPC:
         from pathlib import Path
 
-        from infodecomp.reporting.store import disk_full
-
         where = Path(os.fsdecode(err.filename)).parent if err.filename else Path.cwd()
-        return str(disk_full(where))
+        return disk_full_text(where)
     unwritable = _unwritable_out_dir(err)
     if unwritable:
         return unwritable
@@ -143,3 +141,11 @@ def interrupted(command: str, run_dir: object = None, resumable: bool = False) -
         )
     print(line, file=sys.stderr)
     raise SystemExit(130)
+
+
+def disk_full_text(where: object) -> str:
+    """The one line for a full disk under `where` (a run directory or a file in it)."""
+    return (
+        f"disk full at {where}: free space there and rerun the same command to resume; nothing "
+        "was lost (every item finished before is kept in the store)"
+    )

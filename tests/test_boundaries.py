@@ -86,7 +86,7 @@ ALLOWED = {
     "estimators": {"scores"},
     "models": {"estimators", "worlds", "scores"},
     "data": {"worlds", "tasks"},
-    "reporting": {"tasks", "scores"},
+    "reporting": {"tasks", "scores", "console"},  # console: a leaf (the one-line messages)
     "experiments": {
         "estimators",
         "models",

@@ -1241,7 +1241,7 @@ def test_console_a_dashed_setting_gets_its_key_value_form(args, needle, tmp_path
 
 
 def test_console_a_dashed_setting_hint_leaves_hydra_flags_alone():
-    from infodecomp.cli import dash_option_hint
+    from infodecomp.experiments.help import dash_option_hint
 
     assert dash_option_hint("aro", ["--cfg", "job", "-m", "estimator.n_samples=1,2"]) is None
     assert dash_option_hint("aro", ["--help"]) is None

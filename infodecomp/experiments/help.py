@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
 import inspect
 import io
 import re
@@ -17,6 +18,7 @@ import tokenize
 from functools import cache
 from typing import Any
 
+from infodecomp import console
 from infodecomp.paths import config_dir
 
 NO_DESCRIPTION = "(no description)"
@@ -200,3 +202,54 @@ def render(command: str, root: Any = None) -> str:
 def resolver(command: str, *, _root_: Any) -> str:
     """OmegaConf resolver `infodecomp.help`: Hydra's help template for `command`."""
     return render(command, _root_)
+
+
+# Hydra's own command-line flags; any other --name is a setting written the argparse way.
+HYDRA_FLAGS = frozenset(
+    "--help -h --hydra-help --version --cfg -c --resolve --package -p --run -r --multirun -m "
+    "--shell-completion -sc --config-path -cp --config-name -cn --config-dir -cd "
+    "--experimental-rerun --info -i".split()
+)
+
+
+def dash_option_hint(command: str, rest: list[str]) -> str | None:
+    """One line for a setting written `--n_samples 10` (or `--n_samples=10`): the key=value form
+    the command takes, e.g. `estimator.n_samples=10`; None when every argument is Hydra's."""
+    for i, arg in enumerate(rest):
+        flag = arg.split("=", 1)[0]
+        if not arg.startswith("--") or flag in HYDRA_FLAGS or arg == console.VERBOSE_FLAG:
+            continue
+        name, eq, value = arg[2:].partition("=")
+        following = rest[i + 1] if i + 1 < len(rest) else None
+        if not eq and following is not None and not following.startswith("-"):
+            if "=" not in following:
+                value = following
+        written = f"{arg} {value}" if value and not eq else arg
+        keys = _keys_named(command, name.replace("-", "_"))
+        value = value or "<value>"
+        see = f"see `infodecomp {command} --help`"
+        if len(keys) == 1:
+            return f"settings are written key=value, not {written}: use {keys[0]}={value} ({see})"
+        if keys:
+            choices = " or ".join(f"{k}={value}" for k in keys)
+            return f"settings are written key=value, not {written}: use {choices} ({see})"
+        return f"unknown option {written}: settings are written key=value ({see})"
+    return None
+
+
+def _keys_named(command: str, name: str) -> list[str]:
+    """The dotted settings of `command` whose last part is `name` (or, failing that, the
+    closest ones)."""
+    from infodecomp.experiments.config import SCHEMAS
+
+    schema = SCHEMAS.get(command)
+    if schema is None:
+        return []
+    keys = [key for key, _ in options(schema)]
+    exact = [k for k in keys if k == name or k.rsplit(".", 1)[-1] == name]
+    if exact:
+        return exact
+    leaves = {k.rsplit(".", 1)[-1]: k for k in keys}
+    return [leaves[c] for c in difflib.get_close_matches(name, list(leaves), n=1)] + [
+        k for k in difflib.get_close_matches(name, keys, n=1) if k not in leaves.values()
+    ]

@@ -68,7 +68,18 @@ def hydra_main(command: str, run: Callable[[Any], Any]) -> Callable[[], Any]:
             console.fail(err, command)
             raise  # not reached: fail exits or re-raises
 
-    return _main
+    def entry() -> Any:
+        # A setting written the argparse way (`--n_samples 10`) gets its key=value form in one
+        # line instead of Hydra's usage text.
+        from infodecomp.experiments.help import dash_option_hint
+
+        hint = dash_option_hint(command, sys.argv[1:])
+        if hint:
+            print(f"infodecomp {command}: {hint}", file=sys.stderr)
+            return 2
+        return _main()
+
+    return entry
 
 
 def _interrupted_run(cfg: Any) -> Path | None:

@@ -48,6 +48,7 @@ from typing import Any
 
 import pandas as pd
 
+from infodecomp import console
 from infodecomp.reporting.csvio import (
     atomic_write,
     format_value,
@@ -96,10 +97,7 @@ def is_disk_full(err: BaseException) -> bool:
 
 def disk_full(where: str | Path) -> DiskFull:
     """The one-line error for a full disk under `where` (a run directory or a file in it)."""
-    return DiskFull(
-        f"disk full at {where}: free space there and rerun the same command to resume; nothing "
-        "was lost (every item finished before is kept in the store)"
-    )
+    return DiskFull(console.disk_full_text(where))
 
 
 @dataclass(frozen=True)
