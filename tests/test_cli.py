@@ -187,8 +187,10 @@ def test_validate_shows_progress(
         "gaussian_checks",
         "shapes_pointwise",
         "shapes_average",
+        "shapes_pointwise_paper",
         "chunk_invariance",
         "paper_word_totals",
+        "_conversion_checks",
     ):
         monkeypatch.setattr(validate, name, lambda *a, **k: _fake_rows(True))
     monkeypatch.setattr(validate, "word_cases", lambda *a, **k: [])
@@ -198,10 +200,10 @@ def test_validate_shows_progress(
     cfg.run.out_dir = str(tmp_path)
     validate.run(cfg)
     err = capsys.readouterr().err
-    assert "validate" in err and "6/6" in err and "chunk invariance" in err
+    assert "validate" in err and "7/7" in err and "chunk invariance" in err
     cfg.run.progress = False
     validate.run(cfg)
-    assert "6/6" not in capsys.readouterr().err
+    assert "7/7" not in capsys.readouterr().err
 
 
 def test_log_lines_go_around_progress_bars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -231,7 +233,7 @@ def test_validate_oracle_checks_pass(validate_rows: pd.DataFrame) -> None:
     failed = validate_rows[~validate_rows["passed"]]
     assert failed.empty, failed.to_string()
     checks = set(validate_rows["check"])
-    for prefix in ("1 ", "1p ", "2 ", "3 ", "4 ", "5 ", "5b ", "6 ", "7 "):
+    for prefix in ("1 ", "1p ", "2 ", "2p ", "3 ", "4 ", "5 ", "5b ", "6 ", "7 ", "8 "):
         assert any(c.startswith(prefix) for c in checks), (prefix, checks)
     assert (validate_rows["stderr"] >= 0).all()
     mi = validate_rows[validate_rows["quantity"].str.startswith("mean i^o = I(X;Y)")]
@@ -239,7 +241,13 @@ def test_validate_oracle_checks_pass(validate_rows: pd.DataFrame) -> None:
     # the default sizes make the Gaussian, wrong-caption and average rows precise enough for
     # the 3% relative criterion
     rel = validate_rows[validate_rows["criterion"].str.contains("rel < 3%")]
-    for check in ("1 gaussian", "1p gaussian, paper sampler", "2 shapes pointwise"):
+    for check in (
+        "1 gaussian",
+        "1p gaussian, paper sampler",
+        "2 shapes pointwise",
+        "2p shapes pointwise, paper sampler",
+        "8 conversions",
+    ):
         assert check in set(rel["check"]), check
     assert "3 shapes average" in set(rel["check"])
     # the paper-sampler rows compare with the exact value on [-5, 7] and report the rest
@@ -248,7 +256,7 @@ def test_validate_oracle_checks_pass(validate_rows: pd.DataFrame) -> None:
 
 
 def _fake_rows(passed: bool) -> list[dict]:
-    return [validate._row("1 gaussian", "fake", 1.0, 1.0 if passed else 5.0, 0.1)]
+    return [validate.row("1 gaussian", "fake", 1.0, 1.0 if passed else 5.0, 0.1)]
 
 
 def test_validate_run_writes_and_fails_on_a_broken_check(

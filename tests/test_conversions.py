@@ -163,5 +163,5 @@ def test_a_broken_v_conversion_fails_the_exact_check(monkeypatch: pytest.MonkeyP
 
 
 def test_unknown_conversion_kind_is_one_line() -> None:
-    with pytest.raises(ValueError, match="conversion kind 'x' is not one of: v, flow"):
+    with pytest.raises(ValueError, match="conversion kind 'x' is not one of: eps, v, flow"):
         ConvertedOracle(GaussianOracle(), "x")

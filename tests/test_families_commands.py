@@ -102,8 +102,11 @@ def test_command_runs_on_the_family(command: str, model: str, runs) -> None:
 def test_validate_passes_on_the_family(model: str, tmp_path: Path, capsys) -> None:
     out = validate.run(_cfg(ValidateConfig, model, tmp_path / "v"))  # exits 1 on a failed check
     table = pd.read_csv(out / "validate.csv")
-    assert table["passed"].all() and len(table) == 5
-    assert "5/5 checks passed" in capsys.readouterr().out
+    # 5 model-independent rows and the conversion rows of the family's own schedule
+    assert table["passed"].all() and (table["check"] != "8 conversions").sum() == 5
+    conv = table[table["check"] == "8 conversions"]
+    assert conv["quantity"].str.startswith("max |time input").sum() == 1 and len(conv) >= 3
+    assert f"{len(table)}/{len(table)} checks passed" in capsys.readouterr().out
 
 
 def test_presets_resolve_on_the_command_line(monkeypatch, capsys) -> None:
@@ -136,7 +139,7 @@ def test_validate_exact_checks_pass_on_the_gaussian_wrappers(model: str, tmp_pat
     assert table["passed"].all() and set(table["check"]) == {
         "1 gaussian",
         "1p gaussian, paper sampler",
-    }
+    } | ({"8 conversions"} if model.endswith("flow") else set())
     assert json.loads((out / "meta.json").read_text())["model_source"]["family"] == model
 
 
@@ -146,7 +149,8 @@ def test_validate_exact_checks_pass_on_the_shapes_wrappers(model: str, tmp_path:
     """The full exact table (as on the plain oracle) through the flow / v conversions."""
     out = validate.run(_cfg(ValidateConfig, model, tmp_path / "v"))
     table = pd.read_csv(out / "validate.csv")
-    assert table["passed"].all() and len(table) == 41
+    assert table["passed"].all() and len(table) >= 50
+    assert ("8 conversions" in set(table["check"])) == model.endswith("flow")
 
 
 def test_bench_speed_on_a_flow_family() -> None:

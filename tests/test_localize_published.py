@@ -33,10 +33,11 @@ from infodecomp.data.registry import load_dataset
 from infodecomp.data.spec import DataSpec
 from infodecomp.estimators.channel import alpha_sigma
 from infodecomp.estimators.engine import EngineConfig, draw
+from infodecomp.estimators.queries import mi_prompt_of, word_queries
 from infodecomp.estimators.samplers import LogsnrSampler
 from infodecomp.experiments.commands import localize
 from infodecomp.experiments.config import LocalizeConfig, ModelConfig
-from infodecomp.experiments.maps import info_maps, info_queries, mi_prompt_of
+from infodecomp.experiments.maps import info_maps
 from infodecomp.models.families.preprocess import mask_transform, to_model_input
 from infodecomp.models.registry import load_model
 from infodecomp.tasks.references import PUBLISHED_WL_REFERENCE
@@ -130,7 +131,7 @@ def test_mi_map_prompts_with_the_label_as_published(tiny, coco: Path) -> None:
     ecfg = EngineConfig(
         n_samples=5, sampler=LogsnrSampler(loc=1.0, scale=2.0, clip=4.0), pixel_maps=True
     )
-    (query,) = info_queries([it], xs, False, "label")
+    (query,) = word_queries([it], xs, False, mi_prompt="label")
     (est,) = info_maps(tiny, [query], ecfg)
     logsnr, weight, eps = draw(query, ecfg)
     label_map = published_pixel_mi(tiny, xs[0], "dog", logsnr, weight, eps)
@@ -138,7 +139,7 @@ def test_mi_map_prompts_with_the_label_as_published(tiny, coco: Path) -> None:
     # injected fault: prompting with the word is another map, and the check sees it
     word_map = published_pixel_mi(tiny, xs[0], "dogs", logsnr, weight, eps)
     assert not torch.allclose(est.io_map[1], word_map, rtol=1e-4, atol=1e-7)
-    (word_query,) = info_queries([it], xs, False, "word")
+    (word_query,) = word_queries([it], xs, False, mi_prompt="word")
     assert word_query.conditions[2] == "dogs" and query.conditions[2] == "dog"
 
 

@@ -1,6 +1,9 @@
 """`infodecomp validate` can fail: under an injected error in the importance weight, the sign of
 i^s or the factor 1/2, the exact checks fail; without one they pass. Also the closed forms the
-Gaussian checks rest on."""
+Gaussian checks rest on, and the four errors an earlier validate missed, kept as permanent
+mutants: a wrong caption / context / word position in the commands' query builder, a shifted
+continuous logsnr -> t rule, a wrong flow time and a 5% weight error of the paper's sampler
+alone (which must fail a ShapesWorld row too)."""
 
 from __future__ import annotations
 
@@ -10,10 +13,12 @@ import pandas as pd
 import pytest
 import torch
 
-from infodecomp.estimators import engine
+from infodecomp.estimators import engine, queries
 from infodecomp.estimators.samplers import LogsnrSampler
 from infodecomp.experiments.commands import validate
 from infodecomp.experiments.config import ValidateConfig
+from infodecomp.models.dynamics import conversions
+from infodecomp.models.dynamics.schedule import ContinuousSchedule, DiscreteSchedule
 from infodecomp.models.oracles.exact import GaussianOracle, ShapesOracle
 
 ORIGINAL_WEIGHT = LogsnrSampler.weight
@@ -65,7 +70,7 @@ def test_small_validate_passes_on_the_correct_engine() -> None:
     rows = _checks()
     failed = rows[~rows["passed"]]
     assert failed.empty, failed.to_string()
-    for prefix in ("1 ", "1p ", "2 ", "3 ", "4 ", "5 ", "5b ", "6 ", "7 "):
+    for prefix in ("1 ", "1p ", "2 ", "2p ", "3 ", "4 ", "5 ", "5b ", "6 ", "7 ", "8 "):
         assert any(c.startswith(prefix) for c in rows["check"]), prefix
 
 
@@ -128,3 +133,202 @@ def test_every_pointwise_and_word_row_has_the_relative_criterion() -> None:
     rows = pd.DataFrame(validate.oracle_checks(ValidateConfig(), ShapesOracle()))
     rows = rows[rows["check"].isin(["2 shapes pointwise", "7 word CMI, paper sampler"])]
     assert rows["criterion"].str.contains("rel < 3%").all()
+
+
+# ------------------------------------------------------- the four misses, as permanent mutants
+
+
+def _mutate(monkeypatch: pytest.MonkeyPatch, fn, mutant) -> None:
+    """A source-level mutant: `fn`'s code replaced in place (its module's globals kept), so every
+    module that imported `fn` by name runs the mutant, as after an edit of its source."""
+    monkeypatch.setattr(fn, "__code__", mutant.__code__)
+
+
+def _failed(rows: list[dict]) -> pd.DataFrame:
+    table = pd.DataFrame(rows)
+    return table[~table["passed"]]
+
+
+# Mutants of the commands' query builder (estimators.queries); names resolve in that module, and
+# each keeps word_queries' signature (its defaults stay the original's).
+def _wrong_caption(items, xs, blank, mi=True, mi_prompt="word", logsnr_keys=None, key_suffix=None):
+    """The CMI's caption is another item's."""
+    return [
+        Query(  # noqa: F821
+            xs[i].cpu(),
+            (items[(i + 1) % len(items)].caption, context_of(it, blank),  # noqa: F821
+             mi_prompt_of(it, mi_prompt), "")[: 4 if mi else 2],  # noqa: F821
+            ((0, 1), (2, 3))[: 2 if mi else 1],
+            key=str(it.item_id),
+        )
+        for i, it in enumerate(items)
+    ]  # fmt: skip
+
+
+def _wrong_context(items, xs, blank, mi=True, mi_prompt="word", logsnr_keys=None, key_suffix=None):
+    """The context keeps the word (the caption in its place)."""
+    return [
+        Query(  # noqa: F821
+            xs[i].cpu(),
+            (it.caption, it.caption, mi_prompt_of(it, mi_prompt), "")[: 4 if mi else 2],  # noqa: F821
+            ((0, 1), (2, 3))[: 2 if mi else 1],
+            key=str(it.item_id),
+        )
+        for i, it in enumerate(items)
+    ]  # fmt: skip
+
+
+def _word_position(items, xs, blank, mi=True, mi_prompt="word", logsnr_keys=None, key_suffix=None):
+    """The word and "" exchanged: MI = ("", word)."""
+    return [
+        Query(  # noqa: F821
+            xs[i].cpu(),
+            (it.caption, context_of(it, blank), "", mi_prompt_of(it, mi_prompt))[: 4 if mi else 2],  # noqa: F821
+            ((0, 1), (2, 3))[: 2 if mi else 1],
+            key=str(it.item_id),
+        )
+        for i, it in enumerate(items)
+    ]  # fmt: skip
+
+
+def _option_reversed(xs, options, keys, unconditional=True):  # contrast j = ("", option j)
+    return [
+        Query(xs[i].cpu(), (*opts, ""), tuple((len(opts), j) for j in range(len(opts))),  # noqa: F821
+              key=keys[i])
+        for i, opts in enumerate(options)
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def word_setup():
+    oracle = ShapesOracle()
+    return oracle, validate.word_cases(oracle, 1, 0, 2**14)
+
+
+def _query_rows(oracle, cases) -> list[dict]:
+    rows, _ = validate.word_map_checks(oracle, cases, 400, 0, 1024)
+    return rows + validate.shapes_pointwise(oracle, 300, 0, 1024)
+
+
+def test_query_rows_pass_with_the_commands_builder(word_setup) -> None:
+    failed = _failed(_query_rows(*word_setup))
+    assert failed.empty, failed.to_string()
+
+
+@pytest.mark.parametrize(
+    ("mutant", "fn", "must_fail"),
+    [
+        (_wrong_caption, "word_queries", "5 word CMI maps"),
+        (_wrong_context, "word_queries", "5 word CMI maps"),
+        (_word_position, "word_queries", "5 word CMI maps"),
+        (_option_reversed, "option_queries", "2 shapes pointwise"),
+    ],
+    ids=["wrong caption", "wrong context", "word position", "option contrast reversed"],
+)
+def test_a_wrong_query_in_the_commands_builder_fails_validate(
+    mutant, fn: str, must_fail: str, word_setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Miss 1: validate runs its word and caption rows through estimators.queries, the builder
+    localize, intervene, visualize, calibrate, aro and the API use."""
+    _mutate(monkeypatch, getattr(queries, fn), mutant)
+    failed = _failed(_query_rows(*word_setup))
+    assert must_fail in set(failed["check"]), failed[["check", "quantity"]].to_string()
+    if mutant is _word_position:  # the MI row of the word's own contrast catches it
+        assert failed["quantity"].str.contains("MI i\\^s").any()
+
+
+def _conversion_failures(model=None) -> pd.DataFrame:
+    cfg = ValidateConfig()
+    cfg.n_items = 40
+    return _failed(validate._conversion_checks(cfg, model or ShapesOracle()))
+
+
+ORIGINAL_TIMESTEP = DiscreteSchedule.timestep
+
+
+def _shifted_continuous(self, logsnr, rule="nearest"):
+    """The continuous logsnr -> t rule shifted by a quarter timestep."""
+    t = ORIGINAL_TIMESTEP(self, logsnr, rule)
+    return t + 0.25 if rule == "continuous" else t
+
+
+def _shifted_nearest(self, logsnr, rule="nearest"):
+    """The nearest rule one timestep off."""
+    t = ORIGINAL_TIMESTEP(self, logsnr, rule)
+    return (t + 1).clamp(max=self.num_train_timesteps - 1) if rule == "nearest" else t
+
+
+def test_every_conversion_passes_by_default() -> None:
+    failed = _conversion_failures()
+    assert failed.empty, failed.to_string()
+
+
+def test_a_shifted_continuous_time_rule_fails_validate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Miss 2: by default (no model named) and for a continuous-rule model."""
+    monkeypatch.setattr(DiscreteSchedule, "timestep", _shifted_continuous)
+    failed = _conversion_failures()
+    assert failed["quantity"].str.contains("eps, continuous t").any(), failed.to_string()
+    assert not failed["quantity"].str.contains("nearest t").any()
+
+
+def test_a_shifted_continuous_schedule_fails_validate(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = ContinuousSchedule.timestep
+    monkeypatch.setattr(
+        ContinuousSchedule, "timestep", lambda self, lv, rule="continuous": original(self, lv) + 1
+    )
+    failed = _conversion_failures()
+    assert failed["quantity"].str.contains("continuous schedule").any(), failed.to_string()
+
+
+def test_validate_model_runs_the_models_own_time_rule(
+    tiny_sd_dir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`validate model=tiny-sd` runs the conversion rows of tiny-sd's schedule and time rule:
+    each rule passes as is and fails when shifted."""
+    from infodecomp.models.families.sd import StableDiffusionDenoiser
+
+    for rule, mutant in (("continuous", _shifted_continuous), ("nearest", _shifted_nearest)):
+        model = StableDiffusionDenoiser.from_pretrained(tiny_sd_dir, device="cpu", time_rule=rule)
+        assert _conversion_failures(model).empty
+        with monkeypatch.context() as m:
+            m.setattr(DiscreteSchedule, "timestep", mutant)
+            failed = _conversion_failures(model)
+        assert failed["quantity"].str.contains(f"eps, {rule} t").any(), (rule, failed)
+
+
+def _flow_time_swapped(logsnr):  # mutant of conversions.flow_time: t and 1 - t exchanged
+    lv = logsnr.detach().double()
+    return torch.sigmoid(lv / 2), torch.sigmoid(-lv / 2)
+
+
+def test_a_wrong_flow_time_fails_validate_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Miss 3: the flow conversion runs by default, not only with model=shapes-oracle-flow."""
+    _mutate(monkeypatch, conversions.flow_time, _flow_time_swapped)
+    failed = _conversion_failures()
+    flow = failed[failed["quantity"].str.contains("flow, 1000 t")]
+    assert flow["quantity"].str.contains("time input").any(), failed.to_string()
+    assert flow["quantity"].str.contains("eps converted").any()
+
+
+def _paper_only(factor: float):
+    def weight(self, logsnr):
+        w = ORIGINAL_WEIGHT(self, logsnr)
+        paper = (self.kind, self.loc, self.scale, self.clip) == ("logistic", 1.0, 2.0, 3.0)
+        return factor * w if paper else w
+
+    return weight
+
+
+@pytest.mark.parametrize("factor", [0.95, 1.05])
+def test_a_paper_sampler_weight_error_fails_a_shapesworld_row(
+    factor: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Miss 4: a 5% weight error of the paper's sampler alone fails the paper-sampler rows of
+    the Gaussian pair and of ShapesWorld (2p: relative criterion, not chance)."""
+    monkeypatch.setattr(LogsnrSampler, "weight", _paper_only(factor))
+    failed = _checks().pipe(lambda t: t[~t["passed"]])
+    checks = set(failed["check"])
+    assert "1p gaussian, paper sampler" in checks, failed.to_string()
+    shapes = failed[failed["check"] == "2p shapes pointwise, paper sampler"]
+    assert (shapes["criterion"].str.contains("rel < 3%") & (shapes["rel_error"] > 0.03)).any()
+    assert not checks & {"1 gaussian", "2 shapes pointwise", "3 shapes average"}

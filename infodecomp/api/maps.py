@@ -22,7 +22,7 @@ from infodecomp.api.loading import (
 )
 from infodecomp.data.coco import normalize_space, whole_word
 from infodecomp.data.records import WordItem
-from infodecomp.estimators.engine import Query
+from infodecomp.estimators.queries import CMI, MI, option_queries
 from infodecomp.experiments.common import engine_config
 from infodecomp.experiments.config import (
     ATTENTION_AGGREGATIONS,
@@ -248,7 +248,7 @@ def maps(
     if word is None:
         if set(wanted) - {"mi"} and methods is not None:
             raise ValueError(f"methods {sorted(set(wanted) - {'mi'})} need a word")
-        (e,) = info_maps(den, [Query(x[0].cpu(), (caption, ""), ((0, 1),), key=k)], ecfg)
+        (e,) = info_maps(den, option_queries(x[:1], [[caption]], [k]), ecfg)
         heat["mi"], totals["mi"] = (e.io_map[0], None), e.info_o(0)
         labels = {"mi": f"MI '{caption}'"}
         ctx = None
@@ -275,8 +275,8 @@ def maps(
             daam_steps=daam_steps,
         )
         e = wm.estimate
-        heat = {"mi": (e.io_map[1], None), "cmi": (e.io_map[0], None)}
-        totals = {"mi": e.info_o(1), "cmi": e.info_o(0)}
+        heat = {"mi": (e.io_map[MI], None), "cmi": (e.io_map[CMI], None)}
+        totals = {"mi": e.info_o(MI), "cmi": e.info_o(CMI)}
         if wm.attention is not None:
             heat["attention"] = (wm.attention, attention)
         if wm.attn_info is not None:

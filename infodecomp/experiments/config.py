@@ -167,7 +167,7 @@ class VisualizeConfig(BaseCommandConfig):
 
 @dataclass
 class ValidateConfig(BaseCommandConfig):
-    n_items: int = 200  # ShapesWorld average: items (x 200 samples); Gaussian pair: 10 x items
+    n_items: int = 200  # ShapesWorld average: items; Gaussian pair: 10 x items; conversions: 2 x
     pointwise_samples: int = 2000  # per image for wrong captions; 4 x for the true captions
     word_images: int = 3  # images per word kind (colour, shape, relation) for maps and totals
     map_samples: int = 2000  # logsnr samples per image for the word CMI maps

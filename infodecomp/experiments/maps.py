@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from infodecomp.estimators.engine import EngineConfig, ItemEstimate, Query, draw, estimate
+from infodecomp.estimators.queries import context_of, word_queries
 from infodecomp.models.attention.capture import expand_attention_map
 from infodecomp.models.capabilities import (
     AttentionCapture,
@@ -31,51 +32,6 @@ def has_daam(model: object) -> bool:
 def has_traced_attention(model: object) -> bool:
     """Attention+Information needs attention capture only."""
     return isinstance(model, AttentionCapture)
-
-
-def context_of(item, blank: bool) -> str:
-    return item.context_blank if blank else item.context
-
-
-def mi_prompt_of(item, mi_prompt: str = "word") -> str:
-    """The MI map's prompt: the word itself ("word"), or the manifest's Label column ("label",
-    what the published localisation code prompts with: a COCO category, "dog" for "dogs")."""
-    if mi_prompt == "word":
-        return item.word
-    if mi_prompt != "label":
-        raise ValueError(f"mi_prompt={mi_prompt!r} is not one of: word, label")
-    label = (getattr(item, "extra", None) or {}).get("label")
-    if not label:
-        raise ValueError(
-            f"mi_prompt=label: item {item.item_id} has no Label (a COCO manifest column); "
-            "use mi_prompt=word"
-        )
-    return label
-
-
-def info_queries(
-    items: list,
-    xs: torch.Tensor,
-    blank: bool,
-    mi_prompt: str = "word",
-    logsnr_keys: list | None = None,
-    key_suffix: Any = None,
-) -> list[Query]:
-    """Per item: conditions (caption, context, MI prompt, "") with contrasts CMI = (0, 1), MI =
-    (2, 3). The MI prompt is the word or the manifest's Label (`mi_prompt_of`). `logsnr_keys`
-    (one per item, or None) makes items share logsnr draws (engine.Query.logsnr_key);
-    `key_suffix` makes the draws those of another, independent run (the item key becomes
-    (item_id, key_suffix))."""
-    return [
-        Query(
-            xs[i].cpu(),
-            (it.caption, context_of(it, blank), mi_prompt_of(it, mi_prompt), ""),
-            ((0, 1), (2, 3)),
-            key=str(it.item_id) if key_suffix is None else (str(it.item_id), key_suffix),
-            logsnr_key=None if logsnr_keys is None else logsnr_keys[i],
-        )
-        for i, it in enumerate(items)
-    ]
 
 
 def exact_word_info(
@@ -154,7 +110,7 @@ def traced_word_map(
 class WordMaps:
     """One word item's maps on the model's data grid (the latent grid of a latent model).
 
-    `estimate` holds the engine's estimate of the item's queries (`info_queries`): contrast 0 is
+    `estimate` holds the engine's estimate of the item's queries (`word_queries`): contrast 0 is
     the CMI of the word given the context, contrast 1 the MI of the word alone; its `io_map`
     [2, h, w] is the pixel-wise i^o in nats per data-grid pixel (channels summed).
     `attention` (DAAM) and `attn_info` (Attention+Information) are [h, w] word maps, present
@@ -181,7 +137,7 @@ def word_maps(
     """CMI and MI maps of every (image, caption, word) item, plus the DAAM baseline (`daam`)
     and Attention+Information (`traced`) where the model supports them. Shared by `visualize`
     and the Python API (infodecomp.api.maps)."""
-    ests = info_maps(model, info_queries(items, xs, blank), ecfg)
+    ests = info_maps(model, word_queries(items, xs, blank), ecfg)
     out = []
     for it, x, e in zip(items, xs, ests, strict=True):
         wm = WordMaps(e)

@@ -53,8 +53,8 @@ from infodecomp.data.controls import SHUFFLED_IMAGES
 from infodecomp.data.registry import load_dataset
 from infodecomp.data.spec import DataSpec
 from infodecomp.estimators.engine import EngineConfig, ItemEstimate, Query, estimate
+from infodecomp.estimators.queries import CMI, option_queries, word_queries
 from infodecomp.estimators.samplers import LogsnrSampler
-from infodecomp.experiments.commands.aro import option_queries
 from infodecomp.experiments.commands.intervene import change_map, regenerate
 from infodecomp.experiments.commands.validate import one_thread, support_iou
 from infodecomp.experiments.common import (
@@ -72,7 +72,6 @@ from infodecomp.experiments.maps import (
     exact_range,
     exact_word_info,
     has_daam,
-    info_queries,
     to_image_grid,
 )
 from infodecomp.models.capabilities import ExactLikelihood, needs_rgb
@@ -205,15 +204,11 @@ def pointwise_sections(
     items = pointwise_items(pair.oracle, cfg.n_items, cfg.data.seed)
     xs_m, xs_o = pair.encode([x for x, _ in items])
     k = len(KINDS)
-    queries = [
-        Query(
-            xs_o[i],
-            (*caps.values(), ""),
-            tuple((j, k) for j in range(k)),
-            key=("calibrate-pointwise", cfg.data.seed, i),
-        )
-        for i, (_, caps) in enumerate(items)
-    ]
+    queries = option_queries(
+        xs_o,
+        [list(caps.values()) for _, caps in items],
+        [("calibrate-pointwise", cfg.data.seed, i) for i in range(len(items))],
+    )
     sampler = LogsnrSampler(
         kind="uniform", low=cfg.curve_low, high=cfg.curve_high, mode="stratified"
     )
@@ -427,10 +422,8 @@ def _word_set(pair: Pair, cfg: CalibrateConfig, name: str, blank: bool):
     items = ds.items
     xs_m, xs_o = pair.encode([it.image for it in items])
     ecfg = engine_config(cfg.estimator, cfg.run, pixel_maps=True)
-    queries = [  # the word's CMI only: (caption, context), keyed like localize's item queries
-        Query(q.x, q.conditions[:2], q.contrasts[:1], q.key)
-        for q in info_queries(items, xs_o, blank)
-    ]
+    # the word's CMI only: (caption, context), keyed like localize's item queries
+    queries = word_queries(items, xs_o, blank, mi=False)
     ests_m, ests_o = pair.estimate(_with_x(queries, xs_m), queries, ecfg)
     exact = exact_word_info(pair.oracle, items, xs_o, blank, cfg.run.seed, n_draws=cfg.exact_draws)
     return ds, items, xs_m, ests_m, ests_o, exact, ecfg
@@ -446,8 +439,8 @@ def localize_section(pair: Pair, cfg: CalibrateConfig, out: Path) -> list[dict]:
     figures = []
     for i, it in enumerate(items):
         mask = ds.load_mask(it)
-        lmap, _ = to_image_grid(model, ests_m[i].io_map[0], None)
-        omap, gt = to_image_grid(oracle, ests_o[i].io_map[0], mask)
+        lmap, _ = to_image_grid(model, ests_m[i].io_map[CMI], None)
+        omap, gt = to_image_grid(oracle, ests_o[i].io_map[CMI], mask)
         xmap, _ = to_image_grid(
             oracle, exact[i].map(*exact_range(ecfg.sampler, exact[i])).float(), None
         )
@@ -648,10 +641,10 @@ def intervene_section(pair: Pair, cfg: CalibrateConfig) -> list[dict]:
                 _row("intervene", q_img, edit, ref, r_l, r_x, paired=False, note=note, n=len(idx))
             )
         px_l = [
-            pearson_r(c, ests_m[i].io_map[0].numpy()) for c, i in zip(changes, idx, strict=True)
+            pearson_r(c, ests_m[i].io_map[CMI].numpy()) for c, i in zip(changes, idx, strict=True)
         ]
         px_o = [
-            pearson_r(c, ests_o[i].io_map[0].numpy()) for c, i in zip(changes, idx, strict=True)
+            pearson_r(c, ests_o[i].io_map[CMI].numpy()) for c, i in zip(changes, idx, strict=True)
         ]
         px_x = [pearson_r(c, exact[i].map().numpy()) for c, i in zip(changes, idx, strict=True)]
         q_px = "pixel-level r(change, CMI map), mean over images"

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from infodecomp.data.registry import WORDS
+from infodecomp.estimators.queries import CMI, word_queries
 from infodecomp.experiments.common import engine_config, hydra_main
 from infodecomp.experiments.config import InterveneConfig
 from infodecomp.experiments.maps import (
@@ -27,7 +28,6 @@ from infodecomp.experiments.maps import (
     exact_word_info,
     has_daam,
     info_maps,
-    info_queries,
 )
 from infodecomp.experiments.runner import RunContext, execute
 from infodecomp.models.capabilities import ImageModel, ProbabilityFlow
@@ -89,19 +89,19 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     if cfg.image_score not in ("io", "is"):
         raise ValueError(f"image_score={cfg.image_score} is not one of: io, is")
     ecfg = engine_config(cfg.estimator, cfg.run)
-    ests = info_maps(model, info_queries(items, xs, blank=True), ecfg)
+    ests = info_maps(model, word_queries(items, xs, blank=True), ecfg)
     exact = exact_word_info(model, items, xs, blank=True, seed=cfg.run.seed)
     regen = regenerate(model, items, xs, cfg.n_sigmas, cfg.edits)
     rows = []
     for i, it in enumerate(items):
-        cmi_map = ests[i].io_map[0]
+        cmi_map = ests[i].io_map[CMI]
         attn_map = None
         if has_daam(model):
             attn_map = daam_word_map(model, it, xs[i].cpu(), cfg.daam_steps, cfg.attention)
         if cfg.save_images:
             for name, lat in regen.items():
                 _save(ctx, it, name, lat[i])
-        total, total_se = ests[i].info_o(0) if cfg.image_score == "io" else ests[i].info_s(0)
+        total, total_se = ests[i].info_o(CMI) if cfg.image_score == "io" else ests[i].info_s(CMI)
         nan = float("nan")
         exact_total, exact_se, exact_map = nan, nan, None
         if exact is not None:

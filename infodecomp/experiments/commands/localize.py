@@ -41,6 +41,7 @@ import pandas as pd
 
 from infodecomp.data.coco import MANIFEST_KINDS
 from infodecomp.data.registry import WORDS
+from infodecomp.estimators.queries import CMI, MI, word_queries
 from infodecomp.experiments.common import engine_config, hydra_main
 from infodecomp.experiments.config import EstimatorConfig, LocalizeConfig
 from infodecomp.experiments.maps import (
@@ -51,7 +52,6 @@ from infodecomp.experiments.maps import (
     has_daam,
     has_traced_attention,
     info_maps,
-    info_queries,
     split_of,
     to_image_grid,
     traced_word_map,
@@ -130,7 +130,7 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     if "exact" in cfg.methods or "cmi" in cfg.methods:
         exact = exact_word_info(ctx.model, items, xs, cfg.blank_context, cfg.run.seed)
     rows = []
-    queries = info_queries(items, xs, cfg.blank_context, cfg.mi_prompt)
+    queries = word_queries(items, xs, cfg.blank_context, mi_prompt=cfg.mi_prompt)
     per_batch = cfg.map_draws == "batch-published"
     batches = [published_batch(it) for it in items] if per_batch else None
     # iid draws: every step count is a prefix of one draw of the largest (50/100/200: 200
@@ -153,7 +153,9 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
             keys = [("published-batch", b, steps) for b in batches]
             ests = info_maps(
                 ctx.model,
-                info_queries(items, xs, cfg.blank_context, cfg.mi_prompt, keys, steps),
+                word_queries(
+                    items, xs, cfg.blank_context, True, cfg.mi_prompt, keys, key_suffix=steps
+                ),
                 ecfg,
             )
         else:
@@ -161,15 +163,18 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
         if steps == top:
             save_gallery(ctx, items, images, ests, masks, daam, steps)
         for i, (it, x, e, mask) in enumerate(zip(items, xb, ests, masks, strict=True)):
-            heats = {"cmi": (e.io_map[0], e.info_o(0)[0]), "mi": (e.io_map[1], e.info_o(1)[0])}
+            heats = {
+                "cmi": (e.io_map[CMI], e.info_o(CMI)[0]),
+                "mi": (e.io_map[MI], e.info_o(MI)[0]),
+            }
             if exact is not None:
                 heats["exact"] = (exact[i].map().float(), exact[i].total("io")[0])
                 if "cmi" in cfg.methods:  # the estimate against the exact map, same threshold
                     ref_map = exact[i].map(*exact_range(ecfg.sampler, exact[i]))
-                    grid, _ = to_image_grid(ctx.model, e.io_map[0], None)
+                    grid, _ = to_image_grid(ctx.model, e.io_map[CMI], None)
                     ref_grid, _ = to_image_grid(ctx.model, ref_map, None)
                     ious = iou_curve_maps(grid, ref_grid)
-                    rows.append(_row(it, "cmi", steps, e.info_o(0)[0], ious, EXACT_MAP))
+                    rows.append(_row(it, "cmi", steps, e.info_o(CMI)[0], ious, EXACT_MAP))
             if it.item_id in daam:
                 heats["attention"] = (daam[it.item_id], float("nan"))
             if traced:
@@ -191,7 +196,7 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
                 ious = iou_curve(grid, gt) if gt is not None else nan
                 rows.append(_row(it, method, steps, value, ious, refs[i]))
             if "whole" in cfg.methods:
-                grid, gt = to_image_grid(ctx.model, e.io_map[0], mask)
+                grid, gt = to_image_grid(ctx.model, e.io_map[CMI], mask)
                 whole = np.full(len(IOU_COLUMNS), gt.mean()) if gt is not None else nan
                 rows.append(_row(it, "whole", steps, float("nan"), whole, refs[i]))
     return rows

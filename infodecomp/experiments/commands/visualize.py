@@ -10,9 +10,10 @@ import pandas as pd
 
 from infodecomp.data.registry import WORDS
 from infodecomp.estimators.engine import estimate
+from infodecomp.estimators.queries import CMI, MI, word_queries
 from infodecomp.experiments.common import engine_config, hydra_main
 from infodecomp.experiments.config import VisualizeConfig
-from infodecomp.experiments.maps import display_image, info_queries, mmse_curve_data, word_maps
+from infodecomp.experiments.maps import display_image, mmse_curve_data, word_maps
 from infodecomp.experiments.runner import RunContext, execute
 from infodecomp.reporting import figures
 
@@ -42,7 +43,7 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     # MMSE curves need per-sample errors only, not pixel maps.
     curves = estimate(
         model,
-        info_queries(items, xs, blank=False),
+        word_queries(items, xs, blank=False),
         replace(ecfg, n_samples=cfg.n_curve_samples, pixel_maps=False),
     )
     folder = ctx.out / "figures"
@@ -51,8 +52,8 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     for i, it in enumerate(items):
         e = found[i].estimate
         maps = {
-            f"MI '{it.word}'": e.io_map[1].numpy(),
-            f"CMI '{it.word}' | context": e.io_map[0].numpy(),
+            f"MI '{it.word}'": e.io_map[MI].numpy(),
+            f"CMI '{it.word}' | context": e.io_map[CMI].numpy(),
         }
         if found[i].attention is not None:
             maps[f"attention ({cfg.attention}) '{it.word}'"] = found[i].attention.numpy()
@@ -67,7 +68,7 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
         labels = {0: f"'{it.caption}'", 1: f"'{it.context}'", 3: "'' (unconditional)"}
         fig = figures.mmse_curves(mmse_curve_data(curves[i], labels), title=f"MMSE, {it.item_id}")
         curve_path = figures.save(fig, folder / f"{it.item_id}-mmse.png")
-        (cmi, cmi_se), (mi, mi_se) = e.info_o(0), e.info_o(1)
+        (cmi, cmi_se), (mi, mi_se) = e.info_o(CMI), e.info_o(MI)
         rows.append(
             {
                 "item_id": it.item_id,
