@@ -16,6 +16,7 @@ from infodecomp.api.loading import (
     content_key,
     settings,
 )
+from infodecomp.estimators.protocol import encode_keyed
 from infodecomp.experiments.aro import estimate_options, option_queries
 from infodecomp.experiments.common import engine_config
 from infodecomp.experiments.config import EstimatorConfig, RunConfig
@@ -121,8 +122,8 @@ def score(
     step = max(1, rcfg.items_per_step)
     for start in range(0, len(imgs), step):
         idx = list(range(start, min(start + step, len(imgs))))
-        xs = m.denoiser.encode_images([imgs[i] for i in idx])  # [n, C, h, w]
         ks = [str(keys[i]) if keys is not None else content_key(imgs[i]) for i in idx]
+        xs = encode_keyed(m.denoiser, [imgs[i] for i in idx], ks, rcfg.seed)  # [n, C, h, w]
         options = [per_image[i] for i in idx]
         queries = option_queries(xs, options, ks)
         ests, used = estimate_options(

@@ -29,7 +29,7 @@ from infodecomp.experiments.maps import (
     info_maps,
     info_queries,
 )
-from infodecomp.experiments.runner import RunContext, execute
+from infodecomp.experiments.runner import RunContext, encode_batch, execute
 from infodecomp.models.capabilities import ImageModel, ProbabilityFlow
 from infodecomp.models.ode import generate, invert, karras_sigmas
 from infodecomp.reporting.metrics import intervention_table, pearson_r
@@ -85,7 +85,7 @@ def change_map(regen: dict[str, torch.Tensor], edit: str, i: int) -> torch.Tenso
 def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     cfg: InterveneConfig = ctx.cfg
     model = ctx.model
-    xs = model.encode_images(images)  # [N, C, h, w]
+    xs = encode_batch(ctx, items, images)  # [N, C, h, w]
     if cfg.image_score not in ("io", "is"):
         raise ValueError(f"image_score={cfg.image_score} is not one of: io, is")
     ecfg = engine_config(cfg.estimator, cfg.run)

@@ -47,7 +47,7 @@ from infodecomp.experiments.maps import (
     to_image_grid,
     traced_word_map,
 )
-from infodecomp.experiments.runner import RunContext, execute
+from infodecomp.experiments.runner import RunContext, encode_batch, execute
 from infodecomp.reporting.metrics import IOU_COLUMNS, iou_curve, iou_curve_maps, miou_cells
 from infodecomp.reporting.writer import LOCALIZE_COLUMNS
 
@@ -80,7 +80,7 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     unknown = set(cfg.methods) - set(METHODS)
     if unknown:
         raise ValueError(f"localize methods {sorted(unknown)} unknown; choose from {METHODS}")
-    xs = ctx.model.encode_images(images)  # [N, C, h, w]
+    xs = encode_batch(ctx, items, images)  # [N, C, h, w]
     masks = [ctx.dataset.load_mask(it) for it in items]
     nan = np.full(len(IOU_COLUMNS), np.nan)
     traced = has_traced_attention(ctx.model) and "attn_info" in cfg.methods
