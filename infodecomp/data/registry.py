@@ -107,6 +107,11 @@ def load_dataset(spec: DataSpec, limit: int | None = None) -> Dataset:
     """Loads `spec.name`; `limit` keeps the first N items (after the loader's stable order);
     `spec.control` then alters the set on purpose (data.controls)."""
     entry = _entry(spec.name)
+    if spec.swaps != "distinct" and spec.name != "coco100-it":
+        raise ValueError(
+            f"data.swaps={spec.swaps} chooses COCO100-IT's word swaps; data={spec.name} has "
+            "none: leave data.swaps unset"
+        )
     spec = generation_spec(spec, limit)
     ds = entry.load(spec)
     if limit is not None:

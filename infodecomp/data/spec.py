@@ -28,6 +28,9 @@ class DataSpec:
             pair it with the same `model.sigma0` so the oracle stays exact for the data.
         control: None or "shuffled-images" (data.controls): score every
             ranking item's captions on another item's image (a fixed derangement from `seed`).
+        swaps: the word-swap edit of COCO100-IT (data.coco.SWAPS): "distinct" (infodecomp's
+            partners, the item's word only, articles fixed) or "published" (the published
+            intervention script's pairs, every listed word of the caption swapped).
     """
 
     name: str = "shapes-relation"
@@ -43,7 +46,10 @@ class DataSpec:
     seed: int = 0
     noise: float | None = None
     control: str | None = None
+    swaps: str = "distinct"
 
     def __post_init__(self) -> None:
         if self.crop not in ("pad", "clamp"):
             raise ValueError(f"data.crop={self.crop} is not one of pad, clamp")
+        if self.swaps not in ("distinct", "published"):
+            raise ValueError(f"data.swaps={self.swaps} is not one of distinct, published")
