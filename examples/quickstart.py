@@ -69,7 +69,7 @@ def tiny_sd(out: Path, n_samples: int, daam_steps: int) -> None:
     # A diffusers pipeline that is already loaded works the same way.
     from diffusers import StableDiffusionPipeline
 
-    from infodecomp.models.tiny_sd import tiny_sd_path
+    from infodecomp.models.tiny.sd import tiny_sd_path
 
     pipe = StableDiffusionPipeline.from_pretrained(
         tiny_sd_path(), safety_checker=None, requires_safety_checker=False

@@ -11,8 +11,8 @@ import time
 
 import torch
 
-from infodecomp.models.sd import StableDiffusionDenoiser
-from infodecomp.models.tiny_sd import tiny_sd_path
+from infodecomp.models.families.sd import StableDiffusionDenoiser
+from infodecomp.models.tiny.sd import tiny_sd_path
 
 
 def main() -> None:

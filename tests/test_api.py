@@ -13,10 +13,10 @@ from PIL import Image
 from infodecomp import api
 from infodecomp.data.registry import load_dataset
 from infodecomp.data.spec import DataSpec
-from infodecomp.experiments import aro
+from infodecomp.experiments.commands import aro
 from infodecomp.experiments.config import AroConfig, EstimatorConfig, ModelConfig, RunConfig
 from infodecomp.experiments.runner import RunContext
-from infodecomp.models.oracles import ShapesOracle
+from infodecomp.models.oracles.exact import ShapesOracle
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ import torch
 from infodecomp.estimators import engine
 from infodecomp.estimators.engine import EngineConfig, Query, estimate
 from infodecomp.estimators.samplers import LogsnrSampler
-from infodecomp.experiments import bench, reference
+from infodecomp.experiments import reference
+from infodecomp.experiments.commands import bench
 from infodecomp.experiments.config import BenchConfig, ModelConfig
 from infodecomp.experiments.efficiency import eval_fraction, model_agreement, sample_efficiency
 from infodecomp.experiments.precision import compare_scores

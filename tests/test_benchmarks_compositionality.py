@@ -19,7 +19,7 @@ from infodecomp.data.registry import load_dataset
 from infodecomp.data.spec import DataSpec
 from infodecomp.estimators.engine import EngineConfig, Query, draw, estimate
 from infodecomp.estimators.samplers import LogsnrSampler
-from infodecomp.models.oracles import ShapesOracle
+from infodecomp.models.oracles.exact import ShapesOracle
 from infodecomp.reporting.metrics import ranking_scores
 from infodecomp.tasks import get_task
 from infodecomp.tasks.sugarcrepe import SUBSETS

@@ -45,7 +45,7 @@ ESTIMATORS = [
     "infodecomp.estimators.channel",
     "infodecomp.estimators.protocol",
 ]
-ORACLES = ["infodecomp.models.oracles", "infodecomp.worlds.shapes"]
+ORACLES = ["infodecomp.models.oracles.exact", "infodecomp.worlds.shapes"]
 DATA = [
     "infodecomp.data",
     "infodecomp.data.records",

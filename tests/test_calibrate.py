@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import torch
 
-from infodecomp.experiments import calibrate as cal
+from infodecomp.experiments.commands import calibrate as cal
 from infodecomp.experiments.config import CalibrateConfig, EstimatorConfig, RunConfig
-from infodecomp.models.oracles import ShapesOracle
+from infodecomp.models.oracles.exact import ShapesOracle
 from infodecomp.reporting.calibration import CALIBRATION_COLUMNS, compare
 
 # One family of tiny settings: seconds per run.

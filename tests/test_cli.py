@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 
 from infodecomp import cli
-from infodecomp.experiments import validate
+from infodecomp.experiments.commands import validate
 from infodecomp.experiments.config import ValidateConfig
-from infodecomp.models.oracles import ShapesOracle
+from infodecomp.models.oracles.exact import ShapesOracle
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HYDRA_FULL_ERROR": "1"}

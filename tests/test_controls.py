@@ -12,7 +12,7 @@ import torch
 from infodecomp.data.controls import derangement
 from infodecomp.data.registry import load_dataset
 from infodecomp.data.spec import DataSpec
-from infodecomp.experiments import aro
+from infodecomp.experiments.commands import aro
 from infodecomp.experiments.config import AroConfig
 from infodecomp.reporting.aggregate import aggregate
 

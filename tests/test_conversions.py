@@ -1,5 +1,5 @@
-"""The channel in each family's variables (models/conversions.py), the flow schedule, and the exact
-oracles seen through the v and flow parametrisations (models/converted.py).
+"""The channel in each family's variables (models/dynamics/conversions.py), the flow schedule, and the exact
+oracles seen through the v and flow parametrisations (models/oracles/converted.py).
 
 Every conversion is checked exactly on synthetic data, and each check is shown to fail when the
 conversion is broken the way it could plausibly be (t for 1 - t, a missing scale, 1000 t for t).
@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from infodecomp.estimators.channel import noisy_channel
-from infodecomp.experiments import validate
-from infodecomp.models import conversions as conv
-from infodecomp.models import converted
+from infodecomp.experiments.commands import validate
 from infodecomp.models.capabilities import ExactLikelihood, ProbabilityFlow
-from infodecomp.models.converted import ConvertedOracle
-from infodecomp.models.flow import FlowSchedule
-from infodecomp.models.oracles import GaussianOracle, ShapesOracle
+from infodecomp.models.dynamics import conversions as conv
+from infodecomp.models.dynamics.flow import FlowSchedule
+from infodecomp.models.oracles import converted
+from infodecomp.models.oracles.converted import ConvertedOracle
+from infodecomp.models.oracles.exact import GaussianOracle, ShapesOracle
 
 LOGSNR = torch.linspace(-12.0, 20.0, 33, dtype=torch.float64)
 

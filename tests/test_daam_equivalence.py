@@ -33,10 +33,10 @@ import torch
 import torch.nn.functional as F
 
 from infodecomp.experiments.maps import to_image_grid
-from infodecomp.models.attention import capture_cross_attention
-from infodecomp.models.schedule import DiscreteSchedule
-from infodecomp.models.sd import StableDiffusionDenoiser
-from infodecomp.models.tiny_sd import SCHEDULER_CONFIG
+from infodecomp.models.attention.capture import capture_cross_attention
+from infodecomp.models.dynamics.schedule import DiscreteSchedule
+from infodecomp.models.families.sd import StableDiffusionDenoiser
+from infodecomp.models.tiny.sd import SCHEDULER_CONFIG
 from infodecomp.reporting.metrics import iou_curve, min_max_normalise
 
 CAPTION = "a man with a necktie and a tie next to a red bicycle"

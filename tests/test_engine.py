@@ -14,7 +14,7 @@ from infodecomp.data.spec import DataSpec
 from infodecomp.estimators.adaptive import estimate_ranking
 from infodecomp.estimators.engine import EngineConfig, ItemEstimate, Query, estimate
 from infodecomp.estimators.samplers import LogsnrSampler
-from infodecomp.models.oracles import GaussianOracle, ShapesOracle
+from infodecomp.models.oracles.exact import GaussianOracle, ShapesOracle
 
 WIDE = LogsnrSampler(kind="uniform", low=-12.0, high=20.0, mode="stratified")
 CAPTION = "a red circle above a blue square"

@@ -18,7 +18,7 @@ import yaml
 from PIL import Image
 
 from infodecomp import cli
-from infodecomp.experiments import aro, intervene, localize, visualize
+from infodecomp.experiments.commands import aro, intervene, localize, visualize
 from infodecomp.reporting import writer
 from infodecomp.reporting.store import RunView
 
@@ -261,7 +261,7 @@ def test_attention_option_is_validated() -> None:
         LocalizeConfig,
         VisualizeConfig,
     )
-    from infodecomp.models.attention import AGGREGATIONS
+    from infodecomp.models.attention.capture import AGGREGATIONS
 
     assert ATTENTION_AGGREGATIONS == AGGREGATIONS == ("daam", "layer-mean")
     for schema in (LocalizeConfig, InterveneConfig, VisualizeConfig):
@@ -425,7 +425,7 @@ def test_aro_ranks_by_the_denoising_loss_without_the_empty_prompt(
     """estimators=[mmse] needs no "" pass: the same draws and values at options / (options + 1)
     of the denoiser rows of the full run."""
     from infodecomp.experiments.config import AroConfig, ModelConfig
-    from infodecomp.models.oracles import ShapesOracle
+    from infodecomp.models.oracles.exact import ShapesOracle
 
     rows = []
     real = ShapesOracle.eps_hat

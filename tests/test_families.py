@@ -16,9 +16,7 @@ import pytest
 import torch
 
 from infodecomp.estimators.channel import noisy_channel
-from infodecomp.models import conversions as conv
-from infodecomp.models import tiny_families as tf
-from infodecomp.models.attention import CrossAttentionRecorder
+from infodecomp.models.attention.capture import CrossAttentionRecorder
 from infodecomp.models.capabilities import (
     AttentionCapture,
     DaamInversion,
@@ -27,16 +25,18 @@ from infodecomp.models.capabilities import (
     ProbabilityFlow,
     missing,
 )
-from infodecomp.models.flow import FlowSchedule
-from infodecomp.models.flux import FluxDenoiser, image_ids, pack, unpack
-from infodecomp.models.latent import hub_error_hint
-from infodecomp.models.pixart import PixArtDenoiser
+from infodecomp.models.dynamics import conversions as conv
+from infodecomp.models.dynamics.flow import FlowSchedule
+from infodecomp.models.dynamics.schedule import DiscreteSchedule
+from infodecomp.models.families.flux import FluxDenoiser, image_ids, pack, unpack
+from infodecomp.models.families.latent import hub_error_hint
+from infodecomp.models.families.pixart import PixArtDenoiser
+from infodecomp.models.families.sd3 import SD3Denoiser
+from infodecomp.models.families.sdxl import SDXLDenoiser
+from infodecomp.models.families.tokens import word_token_indices
 from infodecomp.models.presets import PRESETS, AdapterOptions
 from infodecomp.models.registry import FAMILIES
-from infodecomp.models.schedule import DiscreteSchedule
-from infodecomp.models.sd3 import SD3Denoiser
-from infodecomp.models.sdxl import SDXLDenoiser
-from infodecomp.models.tokens import word_token_indices
+from infodecomp.models.tiny import families as tf
 
 CLASSES = {"sdxl": SDXLDenoiser, "sd3": SD3Denoiser, "flux": FluxDenoiser, "pixart": PixArtDenoiser}
 OPTIONS = {"sdxl": {}, "sd3": {"text_tokens": 32}, "flux": {"text_tokens": 32, "image_size": 32}}
@@ -376,7 +376,7 @@ def test_offloaded_models_predict_the_same(
 ) -> None:
     """The offload paths (accelerate's streaming for "sequential") run here on the CPU as the
     execution device (the guard that refuses this on a real run is lifted) and change nothing."""
-    import infodecomp.models.latent as latent
+    import infodecomp.models.families.latent as latent
 
     monkeypatch.setattr(latent, "_offload_guard", lambda offload, device: None)
     m = load("sd3", offload=offload)

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from infodecomp import cli
-from infodecomp.experiments import aro, bench, intervene, localize, validate, visualize
+from infodecomp.experiments.commands import aro, bench, intervene, localize, validate, visualize
 from infodecomp.experiments.config import (
     AroConfig,
     InterveneConfig,
@@ -166,7 +166,7 @@ def test_bench_speed_on_a_flow_family() -> None:
     reason="unfinished: the README's evaluations-per-second figures for SDXL, SD 3.5, Flux.1 and "
     "PixArt-Sigma need their real architectures built with random weights on a GPU (published "
     "configs, bfloat16, the engine's batch size); no GPU and no hub access were available, so "
-    "there is no builder like models/sd21_arch.py for them yet"
+    "there is no builder like models/tiny/sd21_arch.py for them yet"
 )
 def test_real_architecture_cost_per_evaluation_on_a_gpu() -> None:
     raise AssertionError("not implemented")

@@ -40,7 +40,9 @@ import pytest
 import torch
 from PIL import Image
 
-from infodecomp.experiments import aro, localize, runner
+from infodecomp.experiments import runner
+from infodecomp.experiments.commands import aro, localize
+from infodecomp.experiments.commands.export import export_run
 from infodecomp.experiments.config import (
     AroConfig,
     ConfigError,
@@ -49,7 +51,6 @@ from infodecomp.experiments.config import (
     check_keys,
     check_values,
 )
-from infodecomp.experiments.export import export_run
 from infodecomp.experiments.runner import RunError
 from infodecomp.reporting.store import (
     ResumeRefused,
@@ -111,7 +112,8 @@ KILL_SCRIPT = (
     CFG_CODE
     + """
 import json, os, signal, sys
-from infodecomp.experiments import aro, session
+from infodecomp.experiments import session
+from infodecomp.experiments.commands import aro
 from infodecomp.reporting import store
 
 out, overrides, phase, k = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], int(sys.argv[4])

@@ -27,12 +27,12 @@ import torch
 
 from infodecomp.data.coco import PUBLISHED_SWAP_TABLE, SWAP_TABLE, swap_edit
 from infodecomp.estimators.engine import draw
-from infodecomp.experiments import intervene
+from infodecomp.experiments.commands import intervene
 from infodecomp.experiments.common import engine_config
 from infodecomp.experiments.config import EstimatorConfig, InterveneConfig, RunConfig
 from infodecomp.experiments.maps import daam_word_map, info_maps
-from infodecomp.models.ode import evaluations, generate, invert, karras_sigmas
-from infodecomp.models.sd import StableDiffusionDenoiser
+from infodecomp.models.dynamics.ode import evaluations, generate, invert, karras_sigmas
+from infodecomp.models.families.sd import StableDiffusionDenoiser
 
 REFERENCE = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference"
 COCO100 = REFERENCE / "info-decomp" / "COCO100-IT.csv"

@@ -17,9 +17,10 @@ import pytest
 import torch
 
 from infodecomp.estimators.protocol import encode_keyed
-from infodecomp.experiments import aro, runner
+from infodecomp.experiments import runner
+from infodecomp.experiments.commands import aro
 from infodecomp.experiments.config import AroConfig
-from infodecomp.models.sd import StableDiffusionDenoiser
+from infodecomp.models.families.sd import StableDiffusionDenoiser
 
 N_ITEMS = 8
 KEY = ["item_id", "option", "estimator"]

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from infodecomp.models.oracles import GaussianOracle, ShapesOracle
+from infodecomp.models.oracles.exact import GaussianOracle, ShapesOracle
 from infodecomp.worlds import shapes as world
 
 

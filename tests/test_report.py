@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from infodecomp.data.spec import DataSpec
-from infodecomp.experiments import aro, intervene, localize, visualize
+from infodecomp.experiments.commands import aro, intervene, localize, visualize
 from infodecomp.experiments.config import (
     AroConfig,
     EstimatorConfig,

@@ -14,10 +14,10 @@ from PIL import Image
 
 from infodecomp.estimators.engine import EngineConfig, Query, estimate
 from infodecomp.estimators.protocol import Denoiser
-from infodecomp.models.latent import ModelFolderError
-from infodecomp.models.preprocess import mask_transform, to_model_input, upsample_map
-from infodecomp.models.schedule import DiscreteSchedule
-from infodecomp.models.sd import StableDiffusionDenoiser, resolve_model_path
+from infodecomp.models.dynamics.schedule import DiscreteSchedule
+from infodecomp.models.families.latent import ModelFolderError
+from infodecomp.models.families.preprocess import mask_transform, to_model_input, upsample_map
+from infodecomp.models.families.sd import StableDiffusionDenoiser, resolve_model_path
 
 PROMPTS = ("a red circle", "a blue square", "")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from infodecomp.models import sd21_arch as arch
+from infodecomp.models.tiny import sd21_arch as arch
 
 REFERENCE = Path(os.environ.get("INFODECOMP_SD21_REFERENCE", "/work/shared/reference/sd21-base"))
 SKIP_KEYS = {"_class_name", "_diffusers_version", "torch_dtype"}

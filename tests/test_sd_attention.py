@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from infodecomp.estimators.channel import noisy_channel
-from infodecomp.models.attention import CROSS_SUFFIX, capture_cross_attention
-from infodecomp.models.sd import StableDiffusionDenoiser
+from infodecomp.models.attention.capture import CROSS_SUFFIX, capture_cross_attention
+from infodecomp.models.families.sd import StableDiffusionDenoiser
 
 CAPTION = "a red circle above a blue square"
 
@@ -185,7 +185,7 @@ def test_daam_maps_on_a_real_latent(tiny_sd: StableDiffusionDenoiser) -> None:
 def test_recorded_probabilities_match_a_reference_softmax() -> None:
     from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-    from infodecomp.models.attention import CrossAttentionRecorder, RecordingProcessor
+    from infodecomp.models.attention.capture import CrossAttentionRecorder, RecordingProcessor
 
     torch.manual_seed(0)
     attn = Attention(

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from infodecomp.models.ode import (
+from infodecomp.models.dynamics.ode import (
     ddim_generate,
     ddim_invert,
     ddim_logsnrs,
@@ -15,9 +15,9 @@ from infodecomp.models.ode import (
     invert,
     karras_sigmas,
 )
-from infodecomp.models.schedule import DiscreteSchedule
-from infodecomp.models.sd import StableDiffusionDenoiser
-from infodecomp.models.sd21_arch import SCHEDULER_CONFIG
+from infodecomp.models.dynamics.schedule import DiscreteSchedule
+from infodecomp.models.families.sd import StableDiffusionDenoiser
+from infodecomp.models.tiny.sd21_arch import SCHEDULER_CONFIG
 
 
 class _ConstantEps:

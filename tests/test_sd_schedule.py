@@ -7,8 +7,8 @@ import warnings
 import pytest
 import torch
 
-from infodecomp.models.schedule import DiscreteSchedule, betas_from_config, v_to_eps
-from infodecomp.models.sd21_arch import SCHEDULER_CONFIG
+from infodecomp.models.dynamics.schedule import DiscreteSchedule, betas_from_config, v_to_eps
+from infodecomp.models.tiny.sd21_arch import SCHEDULER_CONFIG
 
 
 @pytest.fixture(scope="module")

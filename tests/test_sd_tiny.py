@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from infodecomp.models import tiny_sd as tiny
+from infodecomp.models.tiny import sd as tiny
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -84,7 +84,7 @@ CLIP_VOCAB_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d
 
 def test_clip_vocabulary_ships_with_its_license() -> None:
     path = tiny.clip_vocab_file()
-    assert path.parent == Path(tiny.__file__).resolve().parent / "resources"
+    assert path.parent == Path(tiny.__file__).resolve().parents[1] / "resources"
     assert hashlib.sha256(path.read_bytes()).hexdigest() == CLIP_VOCAB_SHA256
     license_text = (path.parent / f"LICENSE-{tiny.VOCAB_FILE.removesuffix('.gz')}").read_text()
     assert "MIT License" in license_text and "Copyright (c) 2021 OpenAI" in license_text

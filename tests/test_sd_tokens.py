@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from infodecomp.models.tokens import word_token_indices
+from infodecomp.models.families.tokens import word_token_indices
 
 
 @pytest.fixture(scope="module")

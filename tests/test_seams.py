@@ -23,7 +23,7 @@ from infodecomp.models.capabilities import (
     ProbabilityFlow,
     missing,
 )
-from infodecomp.models.oracles import GaussianOracle, ShapesOracle
+from infodecomp.models.oracles.exact import GaussianOracle, ShapesOracle
 from infodecomp.models.presets import HUB_ALIASES, PRESETS, AdapterOptions, resolve_hub_id
 from infodecomp.reporting.metrics import ranking_scores
 from infodecomp.reporting.tables import _subset_label, _subset_order
@@ -219,7 +219,7 @@ def test_a_command_refuses_a_data_set_of_the_wrong_kind(tmp_path: Path) -> None:
 
 
 def test_aggregate_out_dir_is_a_deprecated_alias(tmp_path: Path, monkeypatch, caplog) -> None:
-    from infodecomp.experiments import aggregate as agg
+    from infodecomp.experiments.commands import aggregate as agg
     from infodecomp.experiments.config import AggregateConfig
 
     seen = {}
@@ -238,7 +238,7 @@ def test_aggregate_out_dir_is_a_deprecated_alias(tmp_path: Path, monkeypatch, ca
 
 def test_validate_records_the_model_device(tmp_path: Path, monkeypatch) -> None:
     """Was: meta.json said device 'cpu' whatever the model ran on."""
-    from infodecomp.experiments import validate
+    from infodecomp.experiments.commands import validate
     from infodecomp.experiments.config import ValidateConfig
 
     oracle = ShapesOracle()

@@ -11,8 +11,6 @@ import torch
 from infodecomp.data.registry import load_dataset
 from infodecomp.data.spec import DataSpec
 from infodecomp.experiments.config import ModelConfig
-from infodecomp.models import shapes_learned as sl
-from infodecomp.models import shapes_training as st
 from infodecomp.models.capabilities import (
     AttentionCapture,
     DaamInversion,
@@ -20,8 +18,10 @@ from infodecomp.models.capabilities import (
     ProbabilityFlow,
     needs_rgb,
 )
+from infodecomp.models.dynamics.schedule import ContinuousSchedule
+from infodecomp.models.families import shapes_learned as sl
 from infodecomp.models.registry import load_model
-from infodecomp.models.schedule import ContinuousSchedule
+from infodecomp.models.training import shapes as st
 from infodecomp.worlds import shapes as world
 
 CPU = torch.device("cpu")
@@ -200,7 +200,7 @@ def test_a_checkpoint_of_other_settings_is_refused(tmp_path: Path) -> None:
 def test_the_held_out_exact_mmse_is_the_oracles_and_below_any_model(sampler) -> None:
     """The eval set's exact MMSE rows are the oracle's errors; a model equal to the oracle has
     zero excess, and one whose eps is off by 5 % has a positive excess."""
-    from infodecomp.models.oracles import ShapesOracle
+    from infodecomp.models.oracles.exact import ShapesOracle
 
     ev = st.make_eval_set(sampler, 256, seed=0, sigma0=world.SIGMA0)
     oracle = ShapesOracle()

@@ -8,7 +8,7 @@ import torch
 from infodecomp.data.records import RankingItem, WordItem
 from infodecomp.data.registry import load_dataset
 from infodecomp.data.spec import DataSpec
-from infodecomp.models.oracles import ShapesOracle
+from infodecomp.models.oracles.exact import ShapesOracle
 from infodecomp.worlds import shapes as world
 from infodecomp.worlds.shapes import Obj, Spec
 

@@ -12,9 +12,9 @@ import torch
 
 from infodecomp.estimators import engine
 from infodecomp.estimators.samplers import LogsnrSampler
-from infodecomp.experiments import validate
+from infodecomp.experiments.commands import validate
 from infodecomp.experiments.config import ValidateConfig
-from infodecomp.models.oracles import GaussianOracle, ShapesOracle
+from infodecomp.models.oracles.exact import GaussianOracle, ShapesOracle
 
 ORIGINAL_WEIGHT = LogsnrSampler.weight
 # the engine's reduction of one item's predictions into its ItemEstimate

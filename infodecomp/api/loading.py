@@ -164,8 +164,8 @@ def from_pipeline(pipe: Any, **options: Any) -> Model:
     Raises:
         TypeError: the pipeline lacks a part of the Stable Diffusion family.
     """
-    from infodecomp.models.schedule import DiscreteSchedule
-    from infodecomp.models.sd import StableDiffusionDenoiser
+    from infodecomp.models.dynamics.schedule import DiscreteSchedule
+    from infodecomp.models.families.sd import StableDiffusionDenoiser
 
     adapter = {f.name for f in fields(AdapterOptions)}
     unknown = sorted(set(options) - adapter)

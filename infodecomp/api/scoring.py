@@ -17,7 +17,7 @@ from infodecomp.api.loading import (
     settings,
 )
 from infodecomp.estimators.protocol import encode_keyed
-from infodecomp.experiments.aro import estimate_options, option_queries
+from infodecomp.experiments.commands.aro import estimate_options, option_queries
 from infodecomp.experiments.common import engine_config
 from infodecomp.experiments.config import EstimatorConfig, RunConfig
 from infodecomp.scores import SCORES, check_scores

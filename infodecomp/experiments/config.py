@@ -8,7 +8,7 @@ from hydra.core.config_store import ConfigStore
 
 from infodecomp.data.spec import DataSpec
 from infodecomp.models.presets import PRESETS, AdapterOptions
-from infodecomp.models.shapes_training import TrainSettings
+from infodecomp.models.training.shapes import TrainSettings
 from infodecomp.worlds import shapes as world
 
 
@@ -83,7 +83,10 @@ class AroConfig(BaseCommandConfig):
     estimators: list[str] = field(default_factory=lambda: ["io", "is", "mmse"])  # scores to rank by
 
 
-ATTENTION_AGGREGATIONS = ("daam", "layer-mean")  # = infodecomp.models.attention.AGGREGATIONS
+ATTENTION_AGGREGATIONS = (
+    "daam",
+    "layer-mean",
+)  # = infodecomp.models.attention.capture.AGGREGATIONS
 
 
 def _check_attention(value: str) -> None:
@@ -136,7 +139,7 @@ class InterveneConfig(BaseCommandConfig):
     attention: str = "daam"  # aggregation of attention maps: daam (DAAM's, paper) | layer-mean
 
     def __post_init__(self) -> None:
-        from infodecomp.models.ode import check_ode
+        from infodecomp.models.dynamics.ode import check_ode
 
         _check_attention(self.attention)
         check_ode(self.ode_solver, self.ode_ends)

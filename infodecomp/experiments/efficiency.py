@@ -26,7 +26,7 @@ from infodecomp.data.spec import DataSpec
 from infodecomp.estimators.adaptive import MIN_SAMPLES, estimate_ranking, ranking_terms
 from infodecomp.estimators.engine import EngineConfig, Query, estimate
 from infodecomp.estimators.samplers import LogsnrSampler, fit_logistic
-from infodecomp.models.oracles import ShapesOracle
+from infodecomp.models.oracles.exact import ShapesOracle
 
 PAPER = LogsnrSampler()  # logistic loc 1, scale 2, clip 3, iid
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from infodecomp.estimators.engine import EngineConfig, ItemEstimate, Query, draw, estimate
-from infodecomp.models.attention import expand_attention_map
+from infodecomp.models.attention.capture import expand_attention_map
 from infodecomp.models.capabilities import (
     AttentionCapture,
     DaamInversion,

@@ -34,8 +34,8 @@ import torch
 from infodecomp.estimators.channel import alpha_sigma
 from infodecomp.estimators.protocol import conditions_device, select_rows
 from infodecomp.estimators.samplers import LogsnrSampler
-from infodecomp.models.preprocess import to_model_input
-from infodecomp.models.sd import StableDiffusionDenoiser
+from infodecomp.models.families.preprocess import to_model_input
+from infodecomp.models.families.sd import StableDiffusionDenoiser
 
 DRAWS_PER_CALL = 5  # replicate (logsnr, eps) draws of every image in one UNet call
 PAPER_SAMPLER = LogsnrSampler()  # logistic loc 1, scale 2, clip 3, iid

@@ -176,7 +176,7 @@ PRESETS: dict[str, Preset] = {
             "stable-diffusion-v1-5/stable-diffusion-v1-5",
             note="epsilon, 512 px",
         ),
-        # Model families beyond SD 1.x/2.x (models/sdxl.py, sd3.py, flux.py, pixart.py): the
+        # Model families beyond SD 1.x/2.x (models/families/sdxl.py, sd3.py, flux.py, pixart.py): the
         # real checkpoints (bfloat16 by default) and tiny random-weight pipelines built offline.
         Preset(
             "sdxl",

@@ -19,13 +19,13 @@ Family = Callable[[Any, torch.device, torch.dtype, Preset], Denoiser]
 
 
 def _shapes(cfg: Any, device: torch.device, dtype: torch.dtype, preset: Preset) -> Denoiser:
-    from infodecomp.models.oracles import ShapesOracle
+    from infodecomp.models.oracles.exact import ShapesOracle
 
     return ShapesOracle(sigma0=cfg.sigma0, device="cpu")
 
 
 def _gaussian(cfg: Any, device: torch.device, dtype: torch.dtype, preset: Preset) -> Denoiser:
-    from infodecomp.models.oracles import GaussianOracle
+    from infodecomp.models.oracles.exact import GaussianOracle
 
     return GaussianOracle()
 
@@ -34,7 +34,7 @@ def _converted(kind: str, base: Family) -> Family:
     """An exact oracle seen through a v-prediction or rectified-flow parametrisation."""
 
     def build(cfg: Any, device: torch.device, dtype: torch.dtype, preset: Preset) -> Denoiser:
-        from infodecomp.models.converted import ConvertedOracle
+        from infodecomp.models.oracles.converted import ConvertedOracle
 
         return ConvertedOracle(base(cfg, device, dtype, preset), kind)  # type: ignore[return-value]
 
@@ -63,8 +63,8 @@ def _diffusers(class_path: str) -> Family:
 
 
 def _tiny_sd(cfg: Any, device: torch.device, dtype: torch.dtype, preset: Preset) -> Denoiser:
-    from infodecomp.models.sd import StableDiffusionDenoiser
-    from infodecomp.models.tiny_sd import tiny_sd_path
+    from infodecomp.models.families.sd import StableDiffusionDenoiser
+    from infodecomp.models.tiny.sd import tiny_sd_path
 
     source = cfg.path or str(tiny_sd_path())
     return StableDiffusionDenoiser.from_pretrained(
@@ -77,7 +77,7 @@ def _tiny(family: str, class_path: str) -> Family:
     use and loaded through the family's `from_pretrained`, as a hub checkpoint would be."""
 
     def build(cfg: Any, device: torch.device, dtype: torch.dtype, preset: Preset) -> Denoiser:
-        from infodecomp.models.tiny_families import tiny_path
+        from infodecomp.models.tiny.families import tiny_path
 
         source = cfg.path or str(tiny_path(family))
         return _diffusers(class_path)(_with_path(cfg, source), device, dtype, preset)
@@ -97,7 +97,7 @@ def _shapes_learned(trained: bool) -> Family:
     model/ folder), or the same architecture with random weights."""
 
     def build(cfg: Any, device: torch.device, dtype: torch.dtype, preset: Preset) -> Denoiser:
-        from infodecomp.models import shapes_learned as sl
+        from infodecomp.models.families import shapes_learned as sl
 
         if cfg.path:
             source = cfg.path
@@ -117,10 +117,10 @@ def _sd21_random(cfg: Any, device: torch.device, dtype: torch.dtype, preset: Pre
     import tempfile
     from pathlib import Path
 
-    from infodecomp.models.schedule import DiscreteSchedule
-    from infodecomp.models.sd import StableDiffusionDenoiser
-    from infodecomp.models.sd21_arch import SCHEDULER_CONFIG, build_sd21_base_random
-    from infodecomp.models.tiny_sd import build_clip_tokenizer
+    from infodecomp.models.dynamics.schedule import DiscreteSchedule
+    from infodecomp.models.families.sd import StableDiffusionDenoiser
+    from infodecomp.models.tiny.sd import build_clip_tokenizer
+    from infodecomp.models.tiny.sd21_arch import SCHEDULER_CONFIG, build_sd21_base_random
 
     parts = build_sd21_base_random(device, dtype)
     tokenizer = build_clip_tokenizer(Path(tempfile.mkdtemp(prefix="infodecomp-clip-")))
@@ -147,15 +147,15 @@ FAMILIES: dict[str, Family] = {
     "shapes-learned": _shapes_learned(trained=True),
     "shapes-learned-random": _shapes_learned(trained=False),
     "sd21-random": _sd21_random,
-    "stable-diffusion": _diffusers("infodecomp.models.sd:StableDiffusionDenoiser"),
-    "sdxl": _diffusers("infodecomp.models.sdxl:SDXLDenoiser"),
-    "sd3": _diffusers("infodecomp.models.sd3:SD3Denoiser"),
-    "flux": _diffusers("infodecomp.models.flux:FluxDenoiser"),
-    "pixart": _diffusers("infodecomp.models.pixart:PixArtDenoiser"),
-    "tiny-sdxl": _tiny("sdxl", "infodecomp.models.sdxl:SDXLDenoiser"),
-    "tiny-sd3": _tiny("sd3", "infodecomp.models.sd3:SD3Denoiser"),
-    "tiny-flux": _tiny("flux", "infodecomp.models.flux:FluxDenoiser"),
-    "tiny-pixart": _tiny("pixart", "infodecomp.models.pixart:PixArtDenoiser"),
+    "stable-diffusion": _diffusers("infodecomp.models.families.sd:StableDiffusionDenoiser"),
+    "sdxl": _diffusers("infodecomp.models.families.sdxl:SDXLDenoiser"),
+    "sd3": _diffusers("infodecomp.models.families.sd3:SD3Denoiser"),
+    "flux": _diffusers("infodecomp.models.families.flux:FluxDenoiser"),
+    "pixart": _diffusers("infodecomp.models.families.pixart:PixArtDenoiser"),
+    "tiny-sdxl": _tiny("sdxl", "infodecomp.models.families.sdxl:SDXLDenoiser"),
+    "tiny-sd3": _tiny("sd3", "infodecomp.models.families.sd3:SD3Denoiser"),
+    "tiny-flux": _tiny("flux", "infodecomp.models.families.flux:FluxDenoiser"),
+    "tiny-pixart": _tiny("pixart", "infodecomp.models.families.pixart:PixArtDenoiser"),
 }
 
 

@@ -64,7 +64,7 @@ METHOD_LABELS: dict[str, str] = {
 }
 
 # Methods whose maps are aggregated cross-attention; their rows name the aggregation (a run's
-# `attention` setting, infodecomp.models.attention). The paper's rows used DAAM's.
+# `attention` setting, infodecomp.models.attention.capture). The paper's rows used DAAM's.
 ATTENTION_METHODS = ("attention", "attn_info")
 AGGREGATION_LABELS: dict[str, str] = {"daam": "DAAM", "layer-mean": "layer-mean"}
 PUBLISHED_AGGREGATION = "daam"

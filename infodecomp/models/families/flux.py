@@ -31,16 +31,16 @@ from typing import Any, ClassVar
 import torch
 
 from infodecomp.estimators.protocol import Conditions
-from infodecomp.models.flow import FlowMatchingMixin
-from infodecomp.models.joint_attention import capture_joint_attention
-from infodecomp.models.latent import LatentDiffusionDenoiser
-from infodecomp.models.presets import AdapterOptions
-from infodecomp.models.text_encoders import (
+from infodecomp.models.attention.joint import capture_joint_attention
+from infodecomp.models.dynamics.flow import FlowMatchingMixin
+from infodecomp.models.families.latent import LatentDiffusionDenoiser
+from infodecomp.models.families.text_encoders import (
     clip_hidden,
     t5_hidden,
     tokenize,
 )
-from infodecomp.models.tokens import word_token_indices
+from infodecomp.models.families.tokens import word_token_indices
+from infodecomp.models.presets import AdapterOptions
 
 T5_TOKENS = 512  # the Flux pipeline's max_sequence_length (schnell's preset sets 256)
 SCORING_GUIDANCE = 1.0

@@ -26,8 +26,8 @@ log = logging.getLogger("infodecomp")
 
 
 def run(cfg: TrainShapesConfig) -> dict:
-    from infodecomp.models.shapes_learned import build_parts
-    from infodecomp.models.shapes_training import (
+    from infodecomp.models.families.shapes_learned import build_parts
+    from infodecomp.models.training.shapes import (
         Trainer,
         evaluate,
         export_model,

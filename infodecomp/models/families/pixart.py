@@ -20,9 +20,9 @@ from typing import Any, ClassVar
 import torch
 
 from infodecomp.estimators.protocol import Conditions
-from infodecomp.models.latent import LatentDiffusionDenoiser
+from infodecomp.models.families.latent import LatentDiffusionDenoiser
+from infodecomp.models.families.text_encoders import t5_hidden, tokenize
 from infodecomp.models.presets import AdapterOptions
-from infodecomp.models.text_encoders import t5_hidden, tokenize
 
 T5_TOKENS = 300
 

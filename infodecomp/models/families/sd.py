@@ -14,7 +14,11 @@ from typing import Any, ClassVar
 import torch
 
 from infodecomp.estimators.protocol import Conditions
-from infodecomp.models.latent import LatentDiffusionDenoiser, ModelFolderError, resolve_model_path
+from infodecomp.models.families.latent import (
+    LatentDiffusionDenoiser,
+    ModelFolderError,
+    resolve_model_path,
+)
 from infodecomp.models.presets import AdapterOptions
 
 __all__ = ["ModelFolderError", "StableDiffusionDenoiser", "resolve_model_path"]

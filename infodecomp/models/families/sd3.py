@@ -1,7 +1,7 @@
 """Stable Diffusion 3 / 3.5 as a Denoiser (the family part; the rest is models.latent/flow).
 
 Channel: rectified flow, z_t = (1 - t) x + t eps, velocity target v = eps - x, the transformer
-shown timestep 1000 t (models.flow.FlowMatchingMixin; formulas in models/conversions.py). The
+shown timestep 1000 t (models.flow.FlowMatchingMixin; formulas in models/dynamics/conversions.py). The
 scheduler's `shift` (3.0) only reshapes the sampling grid and does not enter eps_hat.
 
 Conditioning, as the SD 3 pipeline builds it: CLIP-L and CLIP-G (both with projection) at 77
@@ -24,17 +24,17 @@ from typing import Any, ClassVar
 import torch
 
 from infodecomp.estimators.protocol import Conditions
-from infodecomp.models.flow import FlowMatchingMixin
-from infodecomp.models.joint_attention import capture_joint_attention
-from infodecomp.models.latent import LatentDiffusionDenoiser
-from infodecomp.models.presets import AdapterOptions
-from infodecomp.models.text_encoders import (
+from infodecomp.models.attention.joint import capture_joint_attention
+from infodecomp.models.dynamics.flow import FlowMatchingMixin
+from infodecomp.models.families.latent import LatentDiffusionDenoiser
+from infodecomp.models.families.text_encoders import (
     clip_hidden,
     load_part,
     t5_hidden,
     tokenize,
 )
-from infodecomp.models.tokens import word_token_indices
+from infodecomp.models.families.tokens import word_token_indices
+from infodecomp.models.presets import AdapterOptions
 
 T5_TOKENS = 256  # the SD 3 pipeline's max_sequence_length
 

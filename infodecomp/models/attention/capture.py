@@ -54,7 +54,7 @@ import torch.nn.functional as F
 
 from infodecomp.estimators.channel import noisy_channel
 from infodecomp.estimators.protocol import repeat_rows
-from infodecomp.models.ode import ddim_generate, ddim_invert, ddim_logsnrs
+from infodecomp.models.dynamics.ode import ddim_generate, ddim_invert, ddim_logsnrs
 
 CROSS_SUFFIX = "attn2.processor"
 AGGREGATIONS = ("daam", "layer-mean")
@@ -243,7 +243,7 @@ def expand_attention_map(
     may undershoot below zero, which the min-max normalisation of the IoU absorbs. `layer-mean`:
     bilinear (`preprocess.upsample_map`). Returned as float32, unchanged when already that size.
     """
-    from infodecomp.models.preprocess import upsample_map
+    from infodecomp.models.families.preprocess import upsample_map
 
     check_aggregation(aggregation)
     target = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))

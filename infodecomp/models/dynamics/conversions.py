@@ -6,7 +6,7 @@ The engine asks every model for eps_hat on the variance-preserving channel
 
 A network trained on another parametrisation sees the same channel after a change of variables.
 These functions are the only place those changes are written; the family adapters
-(models/latent.py, models/flow.py) and the exact-oracle wrappers (models/converted.py) both call
+(models/families/latent.py, models/dynamics/flow.py) and the exact-oracle wrappers (models/oracles/converted.py) both call
 them, so `infodecomp validate model=shapes-oracle-flow` proves the code the real adapters run.
 
 epsilon prediction (DDPM: SD 1.x/2.x, SDXL, PixArt): abar_t = sigmoid(logsnr); z is fed as is

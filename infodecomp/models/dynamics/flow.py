@@ -4,8 +4,8 @@
 `DiscreteSchedule` is for DDPM): the trained range, the noise range of the probability-flow ODE
 and the grid DAAM's DDIM inversion walks. `FlowMatchingMixin` overrides the three hooks of
 `LatentDiffusionDenoiser` that differ from a DDPM network (`_timestep`, `_scale_input`,
-`_to_eps`) with the shared conversion functions of models/conversions.py, which the exact-oracle
-wrappers (models/converted.py) also run.
+`_to_eps`) with the shared conversion functions of models/dynamics/conversions.py, which the exact-oracle
+wrappers (models/oracles/converted.py) also run.
 
 Trained range. Flow models are trained on continuous t in (0, 1) (a logit-normal density over
 t); the scheduler's grid is t = k / T, k = 1 .. T (T = num_train_timesteps = 1000). Its finest
@@ -25,13 +25,13 @@ from typing import Any
 
 import torch
 
-from infodecomp.models.conversions import (
+from infodecomp.models.dynamics.conversions import (
     flow_timestep,
     flow_to_eps,
     logsnr_of_flow_time,
     vp_to_flow,
 )
-from infodecomp.models.schedule import warn_once
+from infodecomp.models.dynamics.schedule import warn_once
 
 
 class FlowSchedule:
@@ -109,7 +109,7 @@ class FlowMatchingMixin:
     """Rectified-flow hooks for a LatentDiffusionDenoiser subclass (put it first in the bases).
 
     eps_hat feeds the network z_flow = c z at time scale * t and converts its velocity with
-    eps = z_flow + (1 - t) v (models/conversions.py). model.time_rule does not apply.
+    eps = z_flow + (1 - t) v (models/dynamics/conversions.py). model.time_rule does not apply.
     """
 
     schedule: FlowSchedule

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from infodecomp.models.attention import CrossAttentionRecorder, recording_processors
+from infodecomp.models.attention.capture import CrossAttentionRecorder, recording_processors
 
 LAYOUTS = ("sd3", "flux")
 CHUNK_BYTES = 1 << 28  # float32 score block per query chunk (256 MiB)

@@ -4,9 +4,9 @@ Each has its family's architecture at toy size (the real classes, the real pipel
 written by `save_pretrained`, the real scheduler config and VAE constants) so every code path of
 its adapter runs on a CPU in seconds through the same `from_pretrained` path as a hub
 checkpoint: 32 x 32 images, 16 x 16 latents (8 x 8 patches for the transformers). Every text
-encoder is tokenised with CLIP's offline BPE vocabulary (models/tiny_sd.py); the T5 slots use it
+encoder is tokenised with CLIP's offline BPE vocabulary (models/tiny/sd.py); the T5 slots use it
 with a shorter length (TEXT_TOKENS), and their T5 encoders are built from config with CLIP's
-vocabulary size. Built once into the cache (models/tiny_sd.py: cache_root) per config digest.
+vocabulary size. Built once into the cache (models/tiny/sd.py: cache_root) per config digest.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from infodecomp.models.tiny_sd import (
+from infodecomp.models.tiny.sd import (
     SEED,
     STAMP_FILE,
     TEXT_CONFIG,

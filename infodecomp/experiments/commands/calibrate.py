@@ -54,7 +54,9 @@ from infodecomp.data.registry import load_dataset
 from infodecomp.data.spec import DataSpec
 from infodecomp.estimators.engine import EngineConfig, ItemEstimate, Query, estimate
 from infodecomp.estimators.samplers import LogsnrSampler
-from infodecomp.experiments.aro import option_queries
+from infodecomp.experiments.commands.aro import option_queries
+from infodecomp.experiments.commands.intervene import change_map, regenerate
+from infodecomp.experiments.commands.validate import one_thread, support_iou
 from infodecomp.experiments.common import (
     engine_config,
     hydra_main,
@@ -64,7 +66,6 @@ from infodecomp.experiments.common import (
     to_dict,
 )
 from infodecomp.experiments.config import CalibrateConfig, ConfigError
-from infodecomp.experiments.intervene import change_map, regenerate
 from infodecomp.experiments.maps import (
     daam_word_map,
     display_image,
@@ -74,9 +75,8 @@ from infodecomp.experiments.maps import (
     info_queries,
     to_image_grid,
 )
-from infodecomp.experiments.validate import one_thread, support_iou
 from infodecomp.models.capabilities import ExactLikelihood, needs_rgb
-from infodecomp.models.oracles import ShapesOracle
+from infodecomp.models.oracles.exact import ShapesOracle
 from infodecomp.models.registry import load_model, model_source
 from infodecomp.reporting.calibration import (
     CALIBRATION_COLUMNS,

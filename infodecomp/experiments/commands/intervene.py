@@ -41,7 +41,7 @@ from infodecomp.experiments.maps import (
 )
 from infodecomp.experiments.runner import RunContext, encode_batch, execute
 from infodecomp.models.capabilities import ImageModel, ProbabilityFlow
-from infodecomp.models.ode import generate, invert, karras_sigmas
+from infodecomp.models.dynamics.ode import generate, invert, karras_sigmas
 from infodecomp.reporting.metrics import intervention_table, pearson_r
 from infodecomp.reporting.writer import INTERVENE_COLUMNS
 

@@ -19,9 +19,9 @@ from typing import Any, ClassVar
 import torch
 
 from infodecomp.estimators.protocol import Conditions
-from infodecomp.models.latent import LatentDiffusionDenoiser
+from infodecomp.models.families.latent import LatentDiffusionDenoiser
+from infodecomp.models.families.text_encoders import clip_hidden, model_index, tokenize
 from infodecomp.models.presets import AdapterOptions
-from infodecomp.models.text_encoders import clip_hidden, model_index, tokenize
 
 
 class SDXLDenoiser(LatentDiffusionDenoiser):

@@ -24,10 +24,10 @@ from typing import Any, ClassVar
 
 import torch
 
-from infodecomp.models.pixel import IdentityAutoencoder, PixelSpaceMixin
-from infodecomp.models.schedule import ContinuousSchedule
-from infodecomp.models.sd import StableDiffusionDenoiser
-from infodecomp.models.tiny_sd import RESOURCES, build_clip_tokenizer, cached_folder
+from infodecomp.models.dynamics.schedule import ContinuousSchedule
+from infodecomp.models.families.pixel import IdentityAutoencoder, PixelSpaceMixin
+from infodecomp.models.families.sd import StableDiffusionDenoiser
+from infodecomp.models.tiny.sd import RESOURCES, build_clip_tokenizer, cached_folder
 from infodecomp.worlds import shapes as world
 
 SHIPPED = RESOURCES / "shapes-learned"
@@ -98,7 +98,7 @@ def save_model(
     )
     index = {
         "_class_name": "ShapesLearnedPipeline",
-        "_infodecomp_family": "infodecomp.models.shapes_learned:ShapesLearnedDenoiser",
+        "_infodecomp_family": "infodecomp.models.families.shapes_learned:ShapesLearnedDenoiser",
         "unet": ["diffusers", "UNet2DConditionModel"],
         "text_encoder": ["transformers", "CLIPTextModel"],
         "tokenizer": ["transformers", "CLIPTokenizer"],
@@ -118,7 +118,7 @@ def fingerprint(seed: int = 0) -> str:
 
 def random_path(seed: int = 0) -> Path:
     """The random-weight (untrained) model of the same architecture, cached on first use."""
-    from infodecomp.models.tiny_sd import STAMP_FILE
+    from infodecomp.models.tiny.sd import STAMP_FILE
 
     def build(folder: Path) -> Path:
         save_model(folder, **build_parts(seed))
@@ -130,7 +130,7 @@ def random_path(seed: int = 0) -> Path:
 
 def shipped_path() -> Path:
     """The trained weights shipped with the package (a one-line error when absent)."""
-    from infodecomp.models.latent import ModelFolderError
+    from infodecomp.models.families.latent import ModelFolderError
 
     if not (SHIPPED / "unet" / "config.json").is_file():
         raise ModelFolderError(

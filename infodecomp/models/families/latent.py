@@ -15,11 +15,11 @@ models.sd.StableDiffusionDenoiser) adds only:
 
 A family on another time variable or target overrides `_make_schedule`, `_timestep`,
 `_scale_input` and `_to_eps` (rectified flow: models.flow.FlowMatchingMixin); the formulas live
-in models/conversions.py, shared with the exact-oracle wrappers that prove them.
+in models/dynamics/conversions.py, shared with the exact-oracle wrappers that prove them.
 
 A DDPM network trained on x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps sees exactly the engine's
 z = sqrt(sigmoid(logsnr)) x + sqrt(sigmoid(-logsnr)) eps when abar_t = sigmoid(logsnr); z is fed
-as is and only the timestep is looked up from logsnr (models/schedule.py).
+as is and only the timestep is looked up from logsnr (models/dynamics/schedule.py).
 """
 
 from __future__ import annotations
@@ -34,17 +34,17 @@ from typing import Any, ClassVar
 import torch
 
 from infodecomp.estimators.protocol import Conditions, conditions_to, select_rows
-from infodecomp.models.attention import (
+from infodecomp.models.attention.capture import (
     CrossAttentionRecorder,
     attention_information_maps,
     capture_cross_attention,
     daam_maps,
 )
 from infodecomp.models.device import resolve_device, resolve_dtype
-from infodecomp.models.preprocess import mask_transform, to_model_input, upsample_map
+from infodecomp.models.dynamics.schedule import DiscreteSchedule, v_to_eps
+from infodecomp.models.families.preprocess import mask_transform, to_model_input, upsample_map
+from infodecomp.models.families.tokens import word_token_indices
 from infodecomp.models.presets import PRESETS, AdapterOptions, resolve_hub_id
-from infodecomp.models.schedule import DiscreteSchedule, v_to_eps
-from infodecomp.models.tokens import word_token_indices
 
 
 class ModelFolderError(FileNotFoundError):
@@ -272,7 +272,7 @@ class LatentDiffusionDenoiser:
     @classmethod
     def _weight_parts(cls) -> tuple[str, ...]:
         """Subfolders that must hold weights: every component but the tokenizers."""
-        from infodecomp.models.text_encoders import is_tokenizer
+        from infodecomp.models.families.text_encoders import is_tokenizer
 
         return tuple(n for n, spec in cls.COMPONENTS.items() if not is_tokenizer(spec))
 
@@ -282,7 +282,7 @@ class LatentDiffusionDenoiser:
     ) -> dict[str, Any]:
         """Loads the family's parts (`COMPONENTS`, each from its subfolder): keyword arguments
         for the constructor. Override to add parts that are computed or optional."""
-        from infodecomp.models.text_encoders import load_part
+        from infodecomp.models.families.text_encoders import load_part
 
         return {
             name: load_part(src, name, spec, dtype, revision)

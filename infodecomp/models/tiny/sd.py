@@ -23,7 +23,7 @@ import torch
 
 CACHE_ENV = "INFODECOMP_CACHE"
 TINY_NAME = "tiny-sd-v1"
-RESOURCES = Path(__file__).resolve().parent / "resources"
+RESOURCES = Path(__file__).resolve().parents[1] / "resources"
 VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
 N_MERGES = 49152 - 256 - 2  # CLIP keeps this many merges of the vocabulary file
 SEED = 1234

@@ -10,7 +10,7 @@ variables, from its definition only:
   and outputs v = eps* - x* with x* = (z_flow - t eps*) / (1 - t).
 
 `eps_hat` then goes through the conversion functions the real adapters call
-(models/conversions.py: `v_to_eps`; `flow_timestep`, `vp_to_flow`, `flow_to_eps`), so any error
+(models/dynamics/conversions.py: `v_to_eps`; `flow_timestep`, `vp_to_flow`, `flow_to_eps`), so any error
 there (t for 1 - t, a missing scale) shows as a failed exact check in `infodecomp validate
 model=shapes-oracle-flow`. Everything else (world, noise, log_prob, sampling, sigma_range) is the
 wrapped oracle's: the wrappers keep the ExactLikelihood capability and the same exact checks.
@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from infodecomp.models.conversions import flow_timestep, flow_to_eps, v_to_eps, vp_to_flow
+from infodecomp.models.dynamics.conversions import flow_timestep, flow_to_eps, v_to_eps, vp_to_flow
 
 KINDS = ("v", "flow")
 FLOW_TIME_SCALE = 1000.0  # the flow network's time input is 1000 t, as SD 3's

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from infodecomp.models.conversions import v_to_eps
+from infodecomp.models.dynamics.conversions import v_to_eps
 
 __all__ = ["TIME_RULES", "ContinuousSchedule", "DiscreteSchedule", "betas_from_config", "v_to_eps"]
 

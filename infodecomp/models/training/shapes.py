@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from infodecomp.models.shapes_learned import SCHEDULE, build_parts
+from infodecomp.models.families.shapes_learned import SCHEDULE, build_parts
 from infodecomp.worlds import shapes as world
 
 CAPTION_MIX = {"empty": 0.15, "full": 0.45, "partial": 0.35, "single": 0.05}
@@ -156,7 +156,7 @@ class EvalSet:
 
 
 def make_eval_set(sampler: CaptionSampler, size: int, seed: int, sigma0: float) -> EvalSet:
-    from infodecomp.models.oracles import ShapesOracle
+    from infodecomp.models.oracles.exact import ShapesOracle
 
     gen = torch.Generator().manual_seed(10_000 + seed)
     idx, x, captions = sampler.draw(size, gen)
@@ -209,7 +209,7 @@ def _ema_update(ema: torch.nn.Module, live: torch.nn.Module, decay: float) -> No
 
 def fingerprint(settings: TrainSettings) -> dict[str, Any]:
     """What a checkpoint may be resumed under: the settings and the architecture."""
-    from infodecomp.models import shapes_learned
+    from infodecomp.models.families import shapes_learned
 
     return {"settings": asdict(settings), "architecture": shapes_learned.fingerprint(settings.seed)}
 
@@ -339,7 +339,7 @@ SAVE_DTYPE = torch.float16  # the shipped weights (under 20 MB); loaded in any d
 
 def export_model(trainer: Trainer, folder: Path, card: str) -> Path:
     """Saves the EMA weights (SAVE_DTYPE safetensors) in the diffusers layout, with README.md."""
-    from infodecomp.models.shapes_learned import save_model
+    from infodecomp.models.families.shapes_learned import save_model
 
     folder = Path(folder)
     save_model(
@@ -360,7 +360,7 @@ def model_card(
     trainer: Trainer, *, command: str, device: str, threads: int, held_out: dict[str, float]
 ) -> str:
     """The model card: architecture, training, compute, final and held-out losses."""
-    from infodecomp.models import shapes_learned as sl
+    from infodecomp.models.families import shapes_learned as sl
 
     s, last = trainer.s, (trainer.log[-1] if trainer.log else {})
     n_unet = sum(p.numel() for p in trainer.ema_unet.parameters())
@@ -369,7 +369,7 @@ def model_card(
         "# shapes-learned: a text-to-image diffusion model trained on ShapesWorld",
         "",
         "Load it with `model=shapes-learned` (these files) or `model=shapes-learned "
-        "model.path=<folder>`; architecture in infodecomp/models/shapes_learned.py.",
+        "model.path=<folder>`; architecture in infodecomp/models/families/shapes_learned.py.",
         "",
         "## Architecture",
         f"- UNet2DConditionModel, pixel space 16 x 16 x 3, blocks {list(sl.UNET_CONFIG['block_out_channels'])}, "

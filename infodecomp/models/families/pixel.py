@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from infodecomp.models.preprocess import to_model_input
+from infodecomp.models.families.preprocess import to_model_input
 
 
 class _PointMass:

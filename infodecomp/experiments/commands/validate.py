@@ -48,7 +48,7 @@ from infodecomp.experiments.common import (
 )
 from infodecomp.experiments.config import ValidateConfig
 from infodecomp.models.capabilities import ExactLikelihood, ImageModel
-from infodecomp.models.oracles import GaussianOracle, InfoIntegral, ShapesOracle
+from infodecomp.models.oracles.exact import GaussianOracle, InfoIntegral, ShapesOracle
 from infodecomp.models.registry import load_model, model_source
 from infodecomp.worlds import shapes as world
 
@@ -190,7 +190,7 @@ def gaussian_checks(n_items: int, seed: int, max_batch: int, like: Any = None) -
     noise); the means over (x, y) ~ p are compared with I(X;Y). The same under the paper's
     sampler, against the exact values on its range [-5, 7], with the part outside reported.
 
-    `like`: a converted oracle (models/converted.py) whose conversion the Gaussian oracle is
+    `like`: a converted oracle (models/oracles/converted.py) whose conversion the Gaussian oracle is
     seen through, so the v / flow wrappers are checked here too; None: the plain oracle.
     """
     oracle = GaussianOracle(seed=seed)

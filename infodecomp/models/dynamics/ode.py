@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from infodecomp.models.schedule import DiscreteSchedule
+from infodecomp.models.dynamics.schedule import DiscreteSchedule
 
 
 def karras_sigmas(
