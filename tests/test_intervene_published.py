@@ -18,14 +18,23 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from infodecomp.data.coco import PUBLISHED_SWAP_TABLE, SWAP_TABLE, swap_edit
+from infodecomp.data.coco import (
+    PUBLISHED_SWAP_TABLE,
+    SWAP_TABLE,
+    load_coco_manifest,
+    swap_all_listed,
+    swap_edit,
+)
+from infodecomp.data.spec import DataSpec
 from infodecomp.estimators.engine import draw
 from infodecomp.experiments.commands import intervene
 from infodecomp.experiments.common import engine_config
@@ -34,8 +43,16 @@ from infodecomp.experiments.maps import daam_word_map, info_maps
 from infodecomp.models.dynamics.ode import evaluations, generate, invert, karras_sigmas
 from infodecomp.models.families.sd import StableDiffusionDenoiser
 
-REFERENCE = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference"
-COCO100 = REFERENCE / "info-decomp" / "COCO100-IT.csv"
+
+def _coco100() -> Path | None:
+    """The published COCO100-IT manifest, when the reference folder is there (tests pass
+    without it; INFODECOMP_REFERENCE names it elsewhere)."""
+    env = os.environ.get("INFODECOMP_REFERENCE")
+    candidates = [Path(env), Path(env) / "info-decomp"] if env else []
+    candidates.append(Path(__file__).resolve().parents[2] / "shared/reference/info-decomp")
+    return next(
+        (c / "COCO100-IT.csv" for c in candidates if (c / "COCO100-IT.csv").is_file()), None
+    )
 
 
 # --- restatements of the published procedure ---------------------------------------------------
@@ -189,8 +206,9 @@ CAPTIONS = [
 
 def _manifest_rows() -> list[tuple[str, str]]:
     rows = list(CAPTIONS)
-    if COCO100.is_file():  # the published manifest, when the reference folder is there
-        with COCO100.open(newline="") as f:
+    manifest = _coco100()
+    if manifest is not None:
+        with manifest.open(newline="") as f:
             rows += [(r["correct_obj+context"], r["correct_obj"]) for r in csv.DictReader(f)]
     return rows
 
@@ -205,10 +223,24 @@ def test_published_swaps_match_the_published_rule() -> None:
     distinct = [swap_edit(c, w, "distinct")[1] for c, w in rows]
     assert sum(d != _published_swap(c) for d, (c, _) in zip(distinct, rows, strict=True)) >= 3
     wrong = {**PUBLISHED_SWAP_TABLE, "bed": "couch"}
-    from infodecomp.data.coco import swap_all_listed
-
     assert any(swap_all_listed(c, wrong) != _published_swap(c) for c, _ in rows)
     assert SWAP_TABLE["bed"] == "couch" and PUBLISHED_SWAP_TABLE["bed"] == "table"
+
+
+def test_coco100_loader_applies_the_published_swaps(tmp_path: Path) -> None:
+    manifest = _coco100()
+    if manifest is None:
+        pytest.skip("published COCO100-IT not found (set INFODECOMP_REFERENCE)")
+    with manifest.open(newline="") as f:
+        for r in csv.DictReader(f):
+            (tmp_path / f"{int(r['Image ID']):012d}.jpg").touch()
+    spec = DataSpec(manifest=str(manifest), images=str(tmp_path), swaps="published")
+    items = load_coco_manifest(spec, "coco100-it").items
+    assert len(items) == 100 and all(it.swap_caption for it in items)
+    assert all(it.swap_caption == _published_swap(it.caption) for it in items)
+    distinct = load_coco_manifest(replace(spec, swaps="distinct"), "coco100-it").items
+    changed = sum(a.swap_caption != b.swap_caption for a, b in zip(items, distinct, strict=True))
+    assert changed > 20, changed  # the control: the default table differs on many rows
 
 
 def test_swaps_option_is_refused_off_coco100() -> None:
