@@ -374,3 +374,5 @@ def test_intervene_options_are_checked() -> None:
         InterveneConfig(attention_path="regeneration", daam_steps=10)
     with pytest.raises(ValueError, match="attention_path=other is not one of"):
         InterveneConfig(attention_path="other")
+    with pytest.raises(ValueError, match="give omit and / or swap"):
+        InterveneConfig(edits=["omit", "replace"])

@@ -143,6 +143,9 @@ class InterveneConfig(BaseCommandConfig):
 
         _check_attention(self.attention)
         check_ode(self.ode_solver, self.ode_ends)
+        unknown = sorted(set(self.edits) - {"omit", "swap"})
+        if unknown or not self.edits:
+            raise ValueError(f"edits={list(self.edits)}: give omit and / or swap")
         if self.attention_path not in ATTENTION_PATHS:
             raise ValueError(
                 f"attention_path={self.attention_path} is not one of: {', '.join(ATTENTION_PATHS)}"

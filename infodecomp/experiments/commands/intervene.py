@@ -149,8 +149,11 @@ def roundtrip_rmse(regen: dict[str, torch.Tensor], xs: torch.Tensor, i: int) -> 
     return float((regen["orig"][i].float().cpu() - x).square().mean().sqrt())
 
 
-def _exact_swap(model, items: list, xs: torch.Tensor, seed: int) -> list:
-    """Per item, the exact i^o(x; caption | swapped caption) with its map, or None (no swap)."""
+def exact_swap_info(
+    model, items: list, xs: torch.Tensor, seed: int, n_draws: int = EXACT_DRAWS
+) -> list:
+    """Per item, the exact i(x; caption | swapped caption) with its map (oracle posteriors),
+    or None for an item without a swap edit; draws seeded by (seed, "swap", item)."""
     out = []
     for it, x in zip(items, xs, strict=True):
         if not it.swap_caption:
@@ -162,7 +165,7 @@ def _exact_swap(model, items: list, xs: torch.Tensor, seed: int) -> list:
                 x.cpu(),
                 it.caption,
                 it.swap_caption,
-                n_draws=EXACT_DRAWS,
+                n_draws=n_draws,
                 seed=int(digest.hexdigest(), 16),
             )
         )
@@ -186,7 +189,7 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     ests = info_maps(model, intervene_queries(items, xs, cfg.edits), ecfg)
     exact = {"omit": exact_word_info(model, items, xs, blank=True, seed=cfg.run.seed)}
     if exact["omit"] is not None and "swap" in cfg.edits:
-        exact["swap"] = _exact_swap(model, items, xs, cfg.run.seed)
+        exact["swap"] = exact_swap_info(model, items, xs, cfg.run.seed)
     regen, traced_maps = regenerate(
         model,
         items,
