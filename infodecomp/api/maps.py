@@ -241,7 +241,7 @@ def maps(
     check_for_model(m, [img])
     den = m.denoiser
     k = key or content_key(img)
-    x = encode_keyed(den, [img], [k], rcfg.seed)  # [1, C, h, w]
+    x = encode_keyed(den, [img], [content_key(img)], rcfg.seed)  # [1, C, h, w], pixel-keyed
     ecfg = engine_config(est, rcfg, pixel_maps=True)
     skipped: dict[str, str] = {}
     heat: dict[str, tuple[torch.Tensor, str | None]] = {}

@@ -123,7 +123,9 @@ def score(
     for start in range(0, len(imgs), step):
         idx = list(range(start, min(start + step, len(imgs))))
         ks = [str(keys[i]) if keys is not None else content_key(imgs[i]) for i in idx]
-        xs = encode_keyed(m.denoiser, [imgs[i] for i in idx], ks, rcfg.seed)  # [n, C, h, w]
+        # the encoding is keyed by the pixels (a user key may be shared by several images)
+        pix = [content_key(imgs[i]) for i in idx]
+        xs = encode_keyed(m.denoiser, [imgs[i] for i in idx], pix, rcfg.seed)  # [n, C, h, w]
         options = [per_image[i] for i in idx]
         queries = option_queries(xs, options, ks)
         ests, used = estimate_options(
