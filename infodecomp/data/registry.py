@@ -112,6 +112,11 @@ def load_dataset(spec: DataSpec, limit: int | None = None) -> Dataset:
             f"data.swaps={spec.swaps} chooses COCO100-IT's word swaps; data={spec.name} has "
             "none: leave data.swaps unset"
         )
+    if spec.wl_mask != "none" and not spec.name.startswith("coco"):
+        raise DataError(
+            f"data.wl_mask={spec.wl_mask} applies to the COCO manifests (coco-wl's words) only; "
+            f"leave it at none for data={spec.name}"
+        )
     spec = generation_spec(spec, limit)
     ds = entry.load(spec)
     if limit is not None:

@@ -171,6 +171,7 @@ class LatentDiffusionDenoiser:
     # Which family-specific options apply (others refuse them instead of ignoring them).
     TAKES_TEXT_TOKENS: ClassVar[bool] = False  # a T5 encoder whose length can be set
     TAKES_GUIDANCE: ClassVar[bool] = False  # a guidance-embedding input
+    TAKES_NULL_EMBEDDING: ClassVar[bool] = False  # a learned unconditional embedding (PixArt)
 
     def __init__(
         self,
@@ -199,10 +200,16 @@ class LatentDiffusionDenoiser:
                 f"model.guidance={opts.guidance} is the guidance input of guidance-distilled "
                 f"models (FLUX.1-dev); {name} has none: leave model.guidance unset"
             )
+        if opts.null_embedding is not None and not self.TAKES_NULL_EMBEDDING:
+            raise ValueError(
+                f"model.null_embedding={opts.null_embedding} is PixArt's learned unconditional "
+                f"embedding; {name} has none: leave model.null_embedding unset"
+            )
         self.options = opts
         self.network, self.vae, self.schedule = network, vae, schedule
         self.device, self.dtype = device, dtype
         self.time_rule, self.latent, self.resize = opts.time_rule, opts.latent, opts.resize
+        self.resample, self.mask_resample = opts.resample, opts.mask_resample
         self.seed, self.vae_batch, self.token_count = seed, vae_batch, int(token_count)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         sample = getattr(network.config, "sample_size", None) or self.DEFAULT_LATENT_SIZE
@@ -410,8 +417,9 @@ class LatentDiffusionDenoiser:
     ) -> torch.Tensor:
         """Images -> scaled VAE latents [N, C, h, w] float32 (on CPU), cached per key if keys are given.
 
-        Preprocessing: `resize` ("squash": bicubic to image_size x image_size, no crop, as
-        published; "center-crop": central square first), pixels mapped to [-1, 1], VAE
+        Preprocessing: `resize` ("squash": to image_size x image_size, no crop, as published;
+        "center-crop": central square first) with the `resample` filter (bicubic; the
+        published localisation: bilinear), pixels mapped to [-1, 1], VAE
         posterior mean or (latent="sample") a posterior sample whose noise is drawn from
         (seed, key) alone: `seed` (default: the adapter's) and the image's key (without keys:
         a digest of its preprocessed pixels), never its position in the call, so a draw is the
@@ -434,7 +442,10 @@ class LatentDiffusionDenoiser:
         for start in range(0, len(todo), self.vae_batch):
             idx = todo[start : start + self.vae_batch]
             px = torch.stack(
-                [to_model_input(images[i], self.image_size, self.resize) for i in idx]
+                [
+                    to_model_input(images[i], self.image_size, self.resize, self.resample)
+                    for i in idx
+                ]
             )  # [b, 3, S, S]
             with self._visiting(self.vae):
                 dist = self.vae.encode(px.to(self.device, self.vae_dtype)).latent_dist
@@ -478,13 +489,14 @@ class LatentDiffusionDenoiser:
 
     def preview(self, image: Any) -> torch.Tensor:
         """The image as the model sees it (resize rule applied): [3, H, W] in [0, 1]."""
-        return ((to_model_input(image, self.image_size, self.resize) + 1) / 2).clamp(0, 1)
+        px = to_model_input(image, self.image_size, self.resize, self.resample)
+        return ((px + 1) / 2).clamp(0, 1)
 
     def mask_transform(
         self, mask: torch.Tensor, size: int | tuple[int, int] | None = None
     ) -> torch.Tensor:
         """Resizes a ground-truth mask [H, W] the way images are resized; see `mask_transform`."""
-        return mask_transform(mask, size or self.latent_size, self.resize)
+        return mask_transform(mask, size or self.latent_size, self.resize, self.mask_resample)
 
     @staticmethod
     def upsample_map(heat: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:

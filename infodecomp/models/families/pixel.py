@@ -65,6 +65,7 @@ class PixelSpaceMixin:
 
     image_size: int
     resize: str
+    resample: str
     image_encodes: int
 
     def _own(self, image: Any) -> bool:
@@ -77,7 +78,7 @@ class PixelSpaceMixin:
         x = (
             image.detach().float().cpu()
             if self._own(image)
-            else to_model_input(image, self.image_size, self.resize)
+            else to_model_input(image, self.image_size, self.resize, self.resample)
         )
         return ((x + 1) / 2).clamp(0, 1)
 
@@ -93,7 +94,7 @@ class PixelSpaceMixin:
         rows = [
             img.detach().float().cpu()
             if self._own(img)
-            else to_model_input(img, self.image_size, self.resize)
+            else to_model_input(img, self.image_size, self.resize, self.resample)
             for img in images
         ]
         self.image_encodes += len(rows)
