@@ -41,6 +41,7 @@ import pandas as pd
 
 from infodecomp.data.coco import MANIFEST_KINDS
 from infodecomp.data.registry import WORDS
+from infodecomp.estimators.protocol import encode_keyed
 from infodecomp.experiments.common import engine_config, hydra_main
 from infodecomp.experiments.config import EstimatorConfig, LocalizeConfig
 from infodecomp.experiments.maps import (
@@ -79,11 +80,15 @@ def published_batch(item) -> int:
     return int(row) // PUBLISHED_MAP_BATCH
 
 
-def baseline_latents(model, images: list) -> object:
+def baseline_latents(model, images: list, keys: list | None = None, seed: int = 0) -> object:
     """The latents the published DAAM and Attention+Information baselines encode (a bug): the
     image resized as the model resizes it, its [0, 1] pixels given to the VAE as they are
-    (never mapped to [-1, 1]). Only under baseline_input=zero-one-published-bug."""
-    return model.encode_images([model.preview(im) for im in images])  # [N, C, h, w]
+    (never mapped to [-1, 1]). Only under baseline_input=zero-one-published-bug. With `keys`,
+    a VAE sample is drawn from (seed, key) (protocol.encode_keyed); without, from the pixels."""
+    previews = [model.preview(im) for im in images]
+    if keys is None:
+        return model.encode_images(previews)  # [N, C, h, w]
+    return encode_keyed(model, previews, keys, seed)
 
 
 def _row(
@@ -115,7 +120,11 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     traced = has_traced_attention(ctx.model) and "attn_info" in cfg.methods
     baselines = traced or (has_daam(ctx.model) and "attention" in cfg.methods)
     xb = (
-        baseline_latents(ctx.model, images) if baselines and cfg.baseline_input == BUG_INPUT else xs
+        baseline_latents(
+            ctx.model, images, [f"{it.item_id}/zero-one" for it in items], cfg.run.seed
+        )
+        if baselines and cfg.baseline_input == BUG_INPUT
+        else xs
     )
     daam = {}  # DAAM does not depend on the logsnr budget: one inversion per item
     if has_daam(ctx.model) and "attention" in cfg.methods:
