@@ -179,17 +179,29 @@ def _roundtrip_rmse(den, x, cond, sigmas, solver: str, ends: str) -> float:
     return float((back - x).square().mean().sqrt())
 
 
-def test_heun_round_trip_beats_the_old_step(tiny_sd: StableDiffusionDenoiser) -> None:
-    """invert -> generate on tiny-sd, 100 Karras sigmas, two unit-variance latents: the RMS
-    error of the true Heun step is below the old step's (the predictor slope reused) under
-    both end-point conventions (numbers: docs/architecture.md, "Table 4 as published")."""
-    x, cond = _tiny_case(tiny_sd)
-    sigmas = karras_sigmas(*tiny_sd.sigma_range, n=100)
+def _compare_round_trips(tiny_sd, x, cond, n: int) -> None:
+    sigmas = karras_sigmas(*tiny_sd.sigma_range, n=n)
     for ends in ("zero", "sigma-min"):
         new = _roundtrip_rmse(tiny_sd, x, cond, sigmas, "heun", ends)
         old = _roundtrip_rmse(tiny_sd, x, cond, sigmas, "heun-reuse", ends)
-        print(f"round-trip RMS, ends={ends}: heun {new:.3g}, heun-reuse {old:.3g}")
-        assert new < old, (ends, new, old)
+        print(f"round-trip RMS, {n} sigmas, ends={ends}: heun {new:.3g}, heun-reuse {old:.3g}")
+        assert new < 0.75 * old, (ends, new, old)
+
+
+def test_heun_round_trip_beats_the_old_step(tiny_sd: StableDiffusionDenoiser) -> None:
+    """invert -> generate on tiny-sd, 30 Karras sigmas, one unit-variance latent: the RMS error
+    of the true Heun step is below 3/4 of the old step's (the predictor slope reused) under
+    both end-point conventions (measured: 0.0216 vs 0.0426, 0.0215 vs 0.0430)."""
+    x, cond = _tiny_case(tiny_sd)
+    _compare_round_trips(tiny_sd, x[:1], cond[:1], 30)
+
+
+@pytest.mark.slow
+def test_heun_round_trip_at_the_paper_sigmas(tiny_sd: StableDiffusionDenoiser) -> None:
+    """The same at the paper's 100 sigmas, two latents (numbers: docs/architecture.md,
+    "Table 4 as published"; run with -m slow -s)."""
+    x, cond = _tiny_case(tiny_sd)
+    _compare_round_trips(tiny_sd, x, cond, 100)
 
 
 # --- swaps --------------------------------------------------------------------------------------
