@@ -345,6 +345,10 @@ def test_paper_experiment_presets(capsys: pytest.CaptureFixture) -> None:
     assert bug["data"]["name"] == "coco-wl" and bug["data"]["wl_mask"] == "all-objects-published"
     assert t4["data"]["name"] == "coco100-it" and t4["n_sigmas"] == 100
     assert t4["edits"] == ["omit", "swap"] and t4["image_score"] == "is"
+    # Table 4 as the published script ran it (tests/test_intervene_published.py checks each)
+    assert (t4["ode_solver"], t4["ode_ends"]) == ("heun", "sigma-min")
+    assert t4["attention_path"] == "regeneration" and t4["regeneration_autocast"] == "float16"
+    assert t4["data"]["swaps"] == "published" and t4["daam_steps"] is None
 
 
 def test_paper_presets_for_the_stated_range(capsys: pytest.CaptureFixture) -> None:
@@ -357,6 +361,7 @@ def test_paper_presets_for_the_stated_range(capsys: pytest.CaptureFixture) -> No
     assert t3["steps"] == [50, 100, 200] and t3["attn_info_clip"] == 3.0
     assert t3["mi_prompt"] == "label" and t3["map_draws"] == "batch-published"
     assert t4["estimator"]["n_samples"] == 100 and t4["image_score"] == "io"
+    assert t4["ode_ends"] == "sigma-min" and t4["data"]["swaps"] == "published"
 
 
 def test_missing_aro_root_names_the_path(tmp_path: Path) -> None:

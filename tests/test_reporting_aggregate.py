@@ -445,6 +445,7 @@ def intervene_rows():
             "exact_stderr": None,
             "pixel_r_exact": None,
             "pixel_r_cmi_exact": None,
+            "roundtrip_rmse": None,
         }
         for k in range(6)
     ]
@@ -687,6 +688,7 @@ def test_table4_exact_rows_and_decomposition(tmp_path):
                 "exact_stderr": 0.01,
                 "pixel_r_exact": 0.6,
                 "pixel_r_cmi_exact": 0.9,
+                "roundtrip_rmse": None,
             }
         )
     run = make_run(

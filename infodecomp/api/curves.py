@@ -21,6 +21,7 @@ from infodecomp.api.loading import (
     settings,
 )
 from infodecomp.estimators.engine import Query, estimate
+from infodecomp.estimators.protocol import encode_keyed
 from infodecomp.experiments.common import engine_config
 from infodecomp.experiments.config import EstimatorConfig, RunConfig, VisualizeConfig
 from infodecomp.experiments.maps import mmse_curve_data
@@ -98,7 +99,7 @@ def mmse_curves(
     est, rcfg = settings(estimator, run, seed=seed)
     (img,), _ = as_images(image)
     check_for_model(m, [img])
-    x = m.denoiser.encode_images([img])  # [1, C, h, w]
+    x = encode_keyed(m.denoiser, [img], [content_key(img)], rcfg.seed)  # [1, C, h, w]
     ecfg = replace(engine_config(est, rcfg), n_samples=int(n_samples), pixel_maps=False)
     (e,) = estimate(
         m.denoiser, [Query(x[0].cpu(), tuple(texts), key=key or content_key(img))], ecfg

@@ -22,6 +22,7 @@ from infodecomp.api.loading import (
 )
 from infodecomp.data.coco import normalize_space, whole_word
 from infodecomp.data.records import WordItem
+from infodecomp.estimators.protocol import encode_keyed
 from infodecomp.estimators.queries import CMI, MI, option_queries
 from infodecomp.experiments.common import engine_config
 from infodecomp.experiments.config import (
@@ -239,8 +240,8 @@ def maps(
     (img,), _ = as_images(image)
     check_for_model(m, [img])
     den = m.denoiser
-    x = den.encode_images([img])  # [1, C, h, w]
     k = key or content_key(img)
+    x = encode_keyed(den, [img], [content_key(img)], rcfg.seed)  # [1, C, h, w], pixel-keyed
     ecfg = engine_config(est, rcfg, pixel_maps=True)
     skipped: dict[str, str] = {}
     heat: dict[str, tuple[torch.Tensor, str | None]] = {}

@@ -17,6 +17,7 @@ from infodecomp.api.loading import (
     content_key,
     settings,
 )
+from infodecomp.estimators.protocol import encode_keyed
 from infodecomp.estimators.queries import option_queries
 from infodecomp.experiments.commands.aro import estimate_options
 from infodecomp.experiments.common import engine_config
@@ -143,8 +144,10 @@ def score(
     step = max(1, rcfg.items_per_step)
     for start in range(0, len(imgs), step):
         idx = list(range(start, min(start + step, len(imgs))))
-        xs = m.denoiser.encode_images([imgs[i] for i in idx])  # [n, C, h, w]
         ks = [str(keys[i]) if keys is not None else content_key(imgs[i]) for i in idx]
+        # the encoding is keyed by the pixels (a user key may be shared by several images)
+        pix = [content_key(imgs[i]) for i in idx]
+        xs = encode_keyed(m.denoiser, [imgs[i] for i in idx], pix, rcfg.seed)  # [n, C, h, w]
         options = [per_image[i] for i in idx]
         queries = option_queries(xs, options, ks)
         ests, used = estimate_options(

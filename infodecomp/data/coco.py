@@ -68,8 +68,9 @@ DEFAULT_ANNOTATIONS = "annotations/instances_val2017.json"
 PUBLISHED_WL_RULE = WL_MASKS[1]
 
 # Word-swap partners for the intervention experiment (COCO100-IT covers airplane, bear, bed, cat,
-# dog, elephant, horse, person, teddy bear, zebra). Partners are visually distinct objects that
-# fit the same scene role; singular and plural forms are listed explicitly.
+# dog, elephant, horse, person, teddy bear, zebra), data.swaps=distinct (the default). Partners
+# are visually distinct objects that fit the same scene role; singular and plural forms are
+# listed explicitly. Only the item's word is swapped (`swap_caption`).
 SWAP_TABLE: dict[str, str] = {
     "airplane": "bird",
     "airplanes": "birds",
@@ -93,6 +94,31 @@ SWAP_TABLE: dict[str, str] = {
     "zebra": "horse",
     "zebras": "horses",
 }
+
+# data.swaps=published: the partners of the published intervention script, both ways, each
+# also with a plural "s" on both sides. Later pairs win where two write the same key
+# ("monkeys": "people", not "persons").
+PUBLISHED_SWAP_PAIRS: tuple[tuple[str, str], ...] = (
+    ("dog", "cat"),
+    ("zebra", "horse"),
+    ("bed", "table"),
+    ("bear", "elephant"),
+    ("airplane", "kite"),
+    ("person", "monkey"),
+    ("people", "monkeys"),
+    ("teddy bear", "robot"),
+)
+
+
+def _published_swaps() -> dict[str, str]:
+    table: dict[str, str] = {}
+    for a, b in PUBLISHED_SWAP_PAIRS:
+        table.update({a: b, b: a, a + "s": b + "s", b + "s": a + "s"})
+    return table
+
+
+PUBLISHED_SWAP_TABLE: dict[str, str] = _published_swaps()
+SWAPS = ("distinct", "published")
 
 _WS = re.compile(r"\s+")
 
@@ -135,6 +161,33 @@ def swap_caption(caption: str, word: str, swap: str) -> str:
     return pattern.sub(repl, caption)
 
 
+def swap_all_listed(caption: str, table: dict[str, str]) -> str:
+    """Every whole-word occurrence of any key of `table` in the caption replaced by its partner,
+    in one pass (a swapped word is not swapped back), matched case-insensitively and written
+    as the table writes it (lower case); articles are left as they are. At one position the
+    longer key wins ("teddy bear" over "bear", "dogs" over "dog"). The published rule."""
+    keys = sorted(table, key=len, reverse=True)
+    pattern = re.compile(
+        r"(?<!\w)(" + "|".join(r"\s+".join(map(re.escape, k.split())) for k in keys) + r")(?!\w)",
+        re.IGNORECASE,
+    )
+    return pattern.sub(lambda m: table[normalize_space(m.group(0)).lower()], caption)
+
+
+def swap_edit(caption: str, word: str, swaps: str) -> tuple[str | None, str | None]:
+    """(swap word, swapped caption) of a COCO100-IT row under data.swaps, or (None, None) when
+    the word has no partner (the row then has no swap edit)."""
+    if swaps == "published":
+        partner = PUBLISHED_SWAP_TABLE.get(normalize_space(word).lower())
+        if partner is None:
+            return None, None
+        return partner, swap_all_listed(caption, PUBLISHED_SWAP_TABLE)
+    partner = swap_partner(word)
+    if partner is None:
+        return None, None
+    return partner, swap_caption(caption, word, partner)
+
+
 def load_coco_manifest(spec: DataSpec, kind: str) -> Dataset:
     """Load a COCO-IT / COCO100-IT / COCO-WL manifest into WordItems.
 
@@ -149,7 +202,7 @@ def load_coco_manifest(spec: DataSpec, kind: str) -> Dataset:
 
     Returns:
         The data set; items carry mask = (image_id, category) (None for COCO-WL non-nouns) and,
-        for COCO100-IT, swap_word / swap_caption from SWAP_TABLE.
+        for COCO100-IT, swap_word / swap_caption by `spec.swaps` (swap_edit).
     """
     if kind not in MANIFEST_KINDS:
         raise ValueError(f"unknown COCO manifest kind {kind!r}; expected one of {MANIFEST_KINDS}")
@@ -186,7 +239,9 @@ def load_coco_manifest(spec: DataSpec, kind: str) -> Dataset:
     skipped: list[Skipped] = []
     counts = {"whitespace_normalized": 0, "context_blank_rebuilt": 0, "without_swap": 0}
     for r, (line, row) in enumerate(rows):
-        item, reason = _row_to_item(row, r, header, kind, images_dir, counts, spec.wl_mask)
+        item, reason = _row_to_item(
+            row, r, header, kind, images_dir, counts, spec.wl_mask, swaps=spec.swaps
+        )
         if item is None:
             label = normalize_space(row[1]) if len(row) > 1 else "?"
             where = f"manifest {manifest.name} line {line}"
@@ -323,6 +378,8 @@ def _row_to_item(
     images_dir: Path,
     counts: dict,
     wl_mask: str = "none",
+    *,
+    swaps: str = "distinct",
 ) -> tuple[WordItem | None, str]:
     if len(row) != len(header):
         return None, f"{len(row)} fields, the header has {len(header)}; the row is not read"
@@ -374,11 +431,9 @@ def _row_to_item(
         extra["mask_reference"] = PUBLISHED_WL_REFERENCE
     swap_word = swap_text = None
     if kind == "coco100-it":
-        swap_word = swap_partner(word)
+        swap_word, swap_text = swap_edit(caption, word, swaps)
         if swap_word is None:
             counts["without_swap"] += 1
-        else:
-            swap_text = swap_caption(caption, word, swap_word)
     item = WordItem(
         item_id=item_id,
         image=ImageRef(str(path)),

@@ -135,6 +135,11 @@ def load_dataset(spec: DataSpec, limit: int | None = None) -> Dataset:
     """Loads `spec.name`; `limit` keeps the first N items (after the loader's stable order);
     `spec.control` then alters the set on purpose (data.controls)."""
     entry = _entry(spec.name)
+    if spec.swaps != "distinct" and spec.name != "coco100-it":
+        raise ValueError(
+            f"data.swaps={spec.swaps} chooses COCO100-IT's word swaps; data={spec.name} has "
+            "none: leave data.swaps unset"
+        )
     if spec.wl_mask != "none" and not spec.name.startswith("coco"):
         raise DataError(
             f"data.wl_mask={spec.wl_mask} applies to the COCO manifests (coco-wl's words) only; "

@@ -36,6 +36,9 @@ class DataSpec:
             annotated object of the image, because pycocotools' getAnnIds(catIds=[]) returns all
             annotations; those rows carry the reference "all objects (published COCO-WL)").
             COCO-IT and COCO100-IT rows are categories: their mask is the same either way.
+        swaps: the word-swap edit of COCO100-IT (data.coco.SWAPS): "distinct" (infodecomp's
+            partners, the item's word only, articles fixed) or "published" (the published
+            intervention script's pairs, every listed word of the caption swapped).
     """
 
     name: str = "shapes-relation"
@@ -52,9 +55,12 @@ class DataSpec:
     noise: float | None = None
     control: str | None = None
     wl_mask: str = "none"
+    swaps: str = "distinct"
 
     def __post_init__(self) -> None:
         if self.wl_mask not in WL_MASKS:
             raise ValueError(f"data.wl_mask={self.wl_mask} is not one of {', '.join(WL_MASKS)}")
         if self.crop not in ("pad", "clamp"):
             raise ValueError(f"data.crop={self.crop} is not one of pad, clamp")
+        if self.swaps not in ("distinct", "published"):
+            raise ValueError(f"data.swaps={self.swaps} is not one of distinct, published")

@@ -64,7 +64,11 @@ class Denoiser(Protocol):
     device: torch.device
 
     def encode_images(self, images: Sequence[Any]) -> torch.Tensor:
-        """Images -> points x in the space the channel noises. Returns [N, C, H, W]."""
+        """Images -> points x in the space the channel noises. Returns [N, C, H, W].
+
+        A denoiser whose encoding is random (a VAE posterior sample) also takes `keys=` (one per
+        image) and `seed=`, and draws each point from (seed, key) alone; `encode_keyed` passes
+        them to whoever takes them."""
         ...
 
     def encode_conditions(self, conditions: Sequence[Hashable]) -> Conditions:
@@ -74,3 +78,23 @@ class Denoiser(Protocol):
     def eps_hat(self, z: torch.Tensor, logsnr: torch.Tensor, cond: Conditions) -> torch.Tensor:
         """Predicted noise for z [B, C, H, W] at logsnr [B] under encodings cond [B, ...]."""
         ...
+
+
+def encode_keyed(
+    denoiser: Any, images: Sequence[Any], keys: Sequence[Hashable], seed: int
+) -> torch.Tensor:
+    """`denoiser.encode_images(images)` with the images' keys and the run's seed where it takes
+    them (see Denoiser.encode_images), so a random encoding follows (seed, key) and not the
+    image's position in the batch. Returns [N, C, H, W]."""
+    import inspect
+
+    try:
+        params = inspect.signature(denoiser.encode_images).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: no keywords to pass
+        params = {}
+    kwargs: dict[str, Any] = {}
+    if "keys" in params:
+        kwargs["keys"] = list(keys)
+    if "seed" in params:
+        kwargs["seed"] = int(seed)
+    return denoiser.encode_images(images, **kwargs)

@@ -10,6 +10,8 @@ word position here fails validate (tests/test_validate_exactness.py injects each
 - `word_queries`: per (image, caption, word) item the conditions (caption, context, word, ""),
   contrast CMI = (caption, context) = i(x; word | context) and MI = (word, "") = i(x; word)
   (or the manifest's Label in place of the word, as the published localisation prompts).
+- `intervene_queries`: per intervention item (caption, "_" context, swapped caption), contrast
+  EDIT_CONTRAST[edit]: the omit CMI and the swap CMI, each edit scored by its own CMI.
 """
 
 from __future__ import annotations
@@ -96,4 +98,22 @@ def word_queries(
                 logsnr_key=None if logsnr_keys is None else logsnr_keys[i],
             )
         )
+    return out
+
+
+EDIT_CONTRAST = {"omit": 0, "swap": 1}  # the contrast of intervene_queries scoring each edit
+
+
+def intervene_queries(items: list, xs: torch.Tensor, edits: list[str]) -> list[Query]:
+    """Per item: conditions (caption, caption with the word omitted ["_"], swapped caption if
+    any) with contrast 0 = the omit CMI i(x; caption vs "_" context) and, for an item with a
+    swap edit, contrast 1 = the swap CMI i(x; caption vs swapped caption), the published
+    ll_ratio(x, swapped, original): each edit is scored by its own CMI."""
+    out = []
+    for i, it in enumerate(items):
+        conds: tuple[str, ...] = (it.caption, it.context_blank)
+        if "swap" in edits and it.swap_caption:
+            conds += (it.swap_caption,)
+        contrasts = tuple((0, k) for k in range(1, len(conds)))
+        out.append(Query(xs[i].cpu(), conds, contrasts, key=str(it.item_id)))
     return out

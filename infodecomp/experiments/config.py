@@ -141,7 +141,21 @@ LOCALIZE_CHOICES = {
 @dataclass
 class InterveneConfig(BaseCommandConfig):
     n_sigmas: int = 100  # noise levels of the ODE inversion and regeneration
-    daam_steps: int = 50  # DDIM steps of the attention baseline
+    # ODE integrator: heun (Karras Alg. 2, 2 evaluations per step) | heun-reuse (the step used
+    # before issue 23, kept for comparison); models.ode.SOLVERS
+    ode_solver: str = "heun"
+    # where the ODE meets the clean latent: zero (Euler steps to / from sigma 0) | sigma-min
+    # (the published script: no step to 0); models.ode.ENDS
+    ode_ends: str = "zero"
+    # the attention baseline's path: ddim (DAAM over a DDIM inversion + reconstruction of
+    # daam_steps steps) | regeneration (DAAM traced during the ODE regeneration of the original
+    # image under its caption, n_sigmas Karras sigmas: the published Table 4 path)
+    attention_path: str = "ddim"
+    # autocast of the traced regeneration (attention_path=regeneration): none | float16
+    # (published, on the GPU) | bfloat16; the original's regeneration, and so every change
+    # map, then carries its rounding, as published
+    regeneration_autocast: str = "none"
+    daam_steps: int | None = None  # DDIM steps of attention_path=ddim (default 50)
     edits: list[str] = field(default_factory=lambda: ["omit", "swap"])  # word omitted | swapped
     # image-level CMI total: i^o ("io") or i^s ("is", what the published image-level r used)
     image_score: str = "io"
@@ -150,7 +164,36 @@ class InterveneConfig(BaseCommandConfig):
     attention: str = "daam"  # aggregation of attention maps: daam (DAAM's, paper) | layer-mean
 
     def __post_init__(self) -> None:
+        from infodecomp.models.dynamics.ode import check_ode
+
         _check_attention(self.attention)
+        check_ode(self.ode_solver, self.ode_ends)
+        unknown = sorted(set(self.edits) - {"omit", "swap"})
+        if unknown or not self.edits:
+            raise ValueError(f"edits={list(self.edits)}: give omit and / or swap")
+        if self.attention_path not in ATTENTION_PATHS:
+            raise ValueError(
+                f"attention_path={self.attention_path} is not one of: {', '.join(ATTENTION_PATHS)}"
+            )
+        if self.regeneration_autocast not in AUTOCASTS:
+            raise ValueError(
+                f"regeneration_autocast={self.regeneration_autocast} is not one of: "
+                f"{', '.join(AUTOCASTS)}"
+            )
+        if self.attention_path == "ddim" and self.regeneration_autocast != "none":
+            raise ValueError(
+                f"regeneration_autocast={self.regeneration_autocast} applies to the traced "
+                "regeneration only: set attention_path=regeneration or leave it none"
+            )
+        if self.attention_path == "regeneration" and self.daam_steps is not None:
+            raise ValueError(
+                f"daam_steps={self.daam_steps} sets the DDIM path (attention_path=ddim); the "
+                "regeneration path traces the n_sigmas ODE steps: leave daam_steps unset"
+            )
+
+
+ATTENTION_PATHS = ("ddim", "regeneration")
+AUTOCASTS = ("none", "float16", "bfloat16")
 
 
 @dataclass

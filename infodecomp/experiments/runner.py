@@ -27,6 +27,7 @@ from tqdm import tqdm
 from infodecomp.data.errors import DataError
 from infodecomp.data.records import Dataset, ImageLoadError
 from infodecomp.data.registry import check_kind, load_dataset
+from infodecomp.estimators.protocol import encode_keyed
 from infodecomp.experiments.common import (
     resolve_device,
     resolve_dtype,
@@ -74,6 +75,12 @@ class RunContext:
 
 
 BatchFn = Callable[[RunContext, list[Any], list[Any]], list[dict]]  # (ctx, items, images) -> rows
+
+
+def encode_batch(ctx: RunContext, items: list[Any], images: list[Any]) -> torch.Tensor:
+    """The batch's data points [N, C, h, w]; a random encoding (a VAE posterior sample) is drawn
+    from (run.seed, item id), so it is the same whatever run.items_per_step or the shards."""
+    return encode_keyed(ctx.model, images, [str(it.item_id) for it in items], ctx.cfg.run.seed)
 
 
 def execute(

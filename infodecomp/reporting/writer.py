@@ -97,5 +97,6 @@ INTERVENE_COLUMNS = [
     "exact_stderr",
     "pixel_r_exact",
     "pixel_r_cmi_exact",
+    "roundtrip_rmse",  # RMS of generate(invert(x)) - x under the caption, per item
 ]
 INTERVENE_KEY = ["item_id", "edit"]

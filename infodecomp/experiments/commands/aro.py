@@ -19,7 +19,7 @@ from infodecomp.estimators.engine import EngineConfig, ItemEstimate, Query, esti
 from infodecomp.estimators.queries import option_queries
 from infodecomp.experiments.common import engine_config, hydra_main, sampler_from
 from infodecomp.experiments.config import AroConfig, EstimatorConfig
-from infodecomp.experiments.runner import RunContext, execute
+from infodecomp.experiments.runner import RunContext, encode_batch, execute
 from infodecomp.reporting.metrics import mean_interval, ranking_scores
 from infodecomp.reporting.writer import ARO_COLUMNS
 from infodecomp.scores import SCORES, check_scores, get_score
@@ -61,7 +61,7 @@ def estimate_options(
 
 
 def _queries(ctx: RunContext, items: list, images: list) -> list[Query]:
-    xs = ctx.model.encode_images(images)  # [N, C, H, W]
+    xs = encode_batch(ctx, items, images)  # [N, C, H, W]
     keys = [str(it.draw_key or it.item_id) for it in items]
     # "" is evaluated only when a requested score contrasts with it (i^o, i^s)
     uncond = any(get_score(name).index == "contrast" for name in ctx.cfg.estimators)

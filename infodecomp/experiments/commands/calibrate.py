@@ -53,9 +53,15 @@ from infodecomp.data.controls import SHUFFLED_IMAGES
 from infodecomp.data.registry import load_dataset
 from infodecomp.data.spec import DataSpec
 from infodecomp.estimators.engine import EngineConfig, ItemEstimate, Query, estimate
-from infodecomp.estimators.queries import CMI, option_queries, word_queries
+from infodecomp.estimators.queries import (
+    CMI,
+    EDIT_CONTRAST,
+    intervene_queries,
+    option_queries,
+    word_queries,
+)
 from infodecomp.estimators.samplers import LogsnrSampler
-from infodecomp.experiments.commands.intervene import change_map, regenerate
+from infodecomp.experiments.commands.intervene import change_map, exact_swap_info, regenerate
 from infodecomp.experiments.commands.validate import one_thread, support_iou
 from infodecomp.experiments.common import (
     engine_config,
@@ -623,17 +629,33 @@ def _draw_maps(figures: list, out: Path) -> None:
 
 
 def intervene_section(pair: Pair, cfg: CalibrateConfig) -> list[dict]:
-    _, items, xs_m, ests_m, ests_o, exact, _ = _word_set(pair, cfg, "shapes-intervene", True)
-    regen = regenerate(pair.model, items, xs_m, cfg.n_sigmas, cfg.edits)
+    """Each edit's change against its own CMI (omit: caption vs "_" context; swap: caption vs
+    swapped caption), the learned model's and the oracle's at the same draws, and the exact."""
+    items = load_dataset(
+        DataSpec(
+            name="shapes-intervene", size=cfg.word_items, seed=cfg.data.seed, noise=cfg.data.noise
+        )
+    ).items
+    xs_m, xs_o = pair.encode([it.image for it in items])
+    ecfg = engine_config(cfg.estimator, cfg.run, pixel_maps=True)
+    queries = intervene_queries(items, xs_o, cfg.edits)
+    ests_m, ests_o = pair.estimate(_with_x(queries, xs_m), queries, ecfg)
+    seed, n_draws = cfg.run.seed, cfg.exact_draws
+    exact = {
+        "omit": exact_word_info(pair.oracle, items, xs_o, True, seed, n_draws=n_draws),
+        "swap": exact_swap_info(pair.oracle, items, xs_o, seed, n_draws=n_draws),
+    }
+    regen, _ = regenerate(pair.model, items, xs_m, cfg.n_sigmas, cfg.edits)
     rows = []
     for edit in cfg.edits:
+        k = EDIT_CONTRAST[edit]
         idx = [i for i, it in enumerate(items) if edit == "omit" or it.swap_caption]
         changes = [change_map(regen, edit, i).double().numpy() for i in idx]
         total = [float(c.sum()) for c in changes]
-        lt = [ests_m[i].info_o(0)[0] for i in idx]
-        ot = [ests_o[i].info_o(0)[0] for i in idx]
-        xt = [exact[i].total("io")[0] for i in idx]
-        note = f"the learned model's ODE ({cfg.n_sigmas} noise levels); word CMI i^o, full range for the exact map"
+        lt = [ests_m[i].info_o(k)[0] for i in idx]
+        ot = [ests_o[i].info_o(k)[0] for i in idx]
+        xt = [exact[edit][i].total("io")[0] for i in idx]
+        note = f"the learned model's ODE ({cfg.n_sigmas} noise levels); the edit's own CMI i^o (swap: caption vs swapped), full range for the exact map"
         q_img = "image-level r(change total, CMI total)"
         for ref, totals in ((SAME_DRAWS, ot), (EXACT_MAP, xt)):
             r_l, r_x = pearson_r(total, lt), pearson_r(total, totals)
@@ -641,12 +663,14 @@ def intervene_section(pair: Pair, cfg: CalibrateConfig) -> list[dict]:
                 _row("intervene", q_img, edit, ref, r_l, r_x, paired=False, note=note, n=len(idx))
             )
         px_l = [
-            pearson_r(c, ests_m[i].io_map[CMI].numpy()) for c, i in zip(changes, idx, strict=True)
+            pearson_r(c, ests_m[i].io_map[k].numpy()) for c, i in zip(changes, idx, strict=True)
         ]
         px_o = [
-            pearson_r(c, ests_o[i].io_map[CMI].numpy()) for c, i in zip(changes, idx, strict=True)
+            pearson_r(c, ests_o[i].io_map[k].numpy()) for c, i in zip(changes, idx, strict=True)
         ]
-        px_x = [pearson_r(c, exact[i].map().numpy()) for c, i in zip(changes, idx, strict=True)]
+        px_x = [
+            pearson_r(c, exact[edit][i].map().numpy()) for c, i in zip(changes, idx, strict=True)
+        ]
         q_px = "pixel-level r(change, CMI map), mean over images"
         rows.append(_row("intervene", q_px, edit, SAME_DRAWS, px_l, px_o, paired=False, note=note))
         rows.append(_row("intervene", q_px, edit, EXACT_MAP, px_l, px_x, paired=False, note=note))

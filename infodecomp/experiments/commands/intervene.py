@@ -1,18 +1,26 @@
 """`infodecomp intervene`: does CMI predict what changes when a word is dropped or swapped? (Table 4)
 
-Each image is inverted with the deterministic probability-flow ODE (2nd-order Heun on Karras
-sigmas) under its caption, then regenerated with the original, the word-omitted ("_") and the
-word-swapped prompt. The change map (sum over channels of the squared difference to the
-original regeneration) is correlated with the word's pixel CMI map (and attention, where the
-model has cross-attention) per image, and its total with the CMI total across images
-(`image_score`: i^o, or i^s as the published image-level figure used). With a model that has
-exact information (the ShapesWorld oracle) the exact CMI total and map of each item are
-recorded too: Table 4 then shows the correlation the exact CMI would give, how well the estimate
-tracks it, and how much of the image-level r is word type and how much estimator noise.
+Each image is inverted with the deterministic probability-flow ODE (Heun on Karras sigmas;
+`ode_solver`, `ode_ends`: models.ode) under its caption, then regenerated with the original,
+the word-omitted ("_") and the word-swapped prompt. The change map (sum over channels of the
+squared difference to the original regeneration) is correlated with the edit's own pixel CMI
+map per image (omit: i(x; caption vs "_" context); swap: i(x; caption vs swapped caption)),
+and its total with that CMI's total across images (`image_score`: i^o, or i^s as the published
+image-level figure used). The attention baseline, where the model has cross-attention, is DAAM
+over a DDIM inversion + reconstruction (`attention_path=ddim`) or traced during the ODE
+regeneration of the original (`attention_path=regeneration`, the published path). Every item
+records its round-trip error, the RMS of generate(invert(x)) - x under its caption. With a
+model that has exact information (the ShapesWorld oracle) the exact CMI total and map of each
+edit are recorded too: Table 4 then shows the correlation the exact CMI would give, how well
+the estimate tracks it, and how much of the image-level r is word type and how much estimator
+noise.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -20,22 +28,25 @@ import pandas as pd
 import torch
 
 from infodecomp.data.registry import WORDS
-from infodecomp.estimators.queries import CMI, word_queries
+from infodecomp.estimators.queries import EDIT_CONTRAST, intervene_queries
 from infodecomp.experiments.common import engine_config, hydra_main
 from infodecomp.experiments.config import InterveneConfig
 from infodecomp.experiments.maps import (
+    EXACT_DRAWS,
     daam_word_map,
     exact_word_info,
     has_daam,
+    has_traced_attention,
     info_maps,
 )
-from infodecomp.experiments.runner import RunContext, execute
+from infodecomp.experiments.runner import RunContext, encode_batch, execute
 from infodecomp.models.capabilities import ImageModel, ProbabilityFlow
 from infodecomp.models.dynamics.ode import generate, invert, karras_sigmas
 from infodecomp.reporting.metrics import intervention_table, pearson_r
 from infodecomp.reporting.writer import INTERVENE_COLUMNS
 
 COLUMNS = INTERVENE_COLUMNS  # the documented results.csv schema
+DAAM_STEPS = 50  # DDIM steps of attention_path=ddim when daam_steps is unset
 
 
 def _sigmas(model, n: int) -> torch.Tensor:
@@ -60,20 +71,52 @@ def _save(ctx: RunContext, item, name: str, latent: torch.Tensor) -> None:
     Image.fromarray(arr).save(folder / f"{item.item_id}-{name}.png")
 
 
+@contextmanager
+def _autocast(model, dtype: str) -> Iterator[None]:
+    if dtype == "none":
+        yield
+        return
+    with torch.autocast(device_type=model.device.type, dtype=getattr(torch, dtype)):
+        yield
+
+
 def regenerate(
-    model, items: list, xs: torch.Tensor, n_sigmas: int, edits: list[str]
-) -> dict[str, torch.Tensor]:
+    model,
+    items: list,
+    xs: torch.Tensor,
+    n_sigmas: int,
+    edits: list[str],
+    *,
+    solver: str = "heun",
+    ends: str = "zero",
+    trace: str | None = None,
+    autocast: str = "none",
+) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """Each image inverted with the probability-flow ODE under its caption, then regenerated
     with the caption ("orig"), the word omitted ("omit", the "_" context) and, when `edits`
-    has "swap", the word swapped: name -> clean data points [N, C, h, w]."""
+    has "swap", the word swapped. Returns (name -> clean data points [N, C, h, w], attention).
+
+    With `trace` (an attention aggregation), the regeneration of the original is traced and
+    its maps [N, T, h, w] returned (DAAM over the regeneration, the published Table 4 path),
+    under `autocast` ("none", "float16", "bfloat16"); otherwise attention is None.
+    """
     sigmas = _sigmas(model, n_sigmas)
+    ode = {"solver": solver, "ends": ends}
     x = xs.to(model.device, torch.float32)
     prompts = {"orig": [it.caption for it in items], "omit": [it.context_blank for it in items]}
     if "swap" in edits:
         prompts["swap"] = [it.swap_caption or it.caption for it in items]
     conds = {k: model.encode_conditions(v) for k, v in prompts.items()}
-    x_t = invert(model, x, conds["orig"], sigmas)
-    return {k: generate(model, x_t, c, sigmas) for k, c in conds.items()}
+    x_t = invert(model, x, conds["orig"], sigmas, **ode)
+    out, maps = {}, None
+    if trace is not None:
+        with _autocast(model, autocast), model.trace(aggregation=trace) as rec:
+            out["orig"] = generate(model, x_t, conds["orig"], sigmas, **ode).float()
+        maps = rec.maps()  # [N, T, h, w]
+    for k, c in conds.items():
+        if k not in out:
+            out[k] = generate(model, x_t, c, sigmas, **ode)
+    return out, maps
 
 
 def change_map(regen: dict[str, torch.Tensor], edit: str, i: int) -> torch.Tensor:
@@ -82,34 +125,91 @@ def change_map(regen: dict[str, torch.Tensor], edit: str, i: int) -> torch.Tenso
     return (regen["orig"][i] - regen[edit][i]).square().sum(0).cpu()
 
 
+def roundtrip_rmse(regen: dict[str, torch.Tensor], xs: torch.Tensor, i: int) -> float:
+    """Item i's round-trip error: the root mean square over data-grid elements of
+    generate(invert(x)) - x under its own caption (the regeneration every change map is
+    measured against), in the data's units (SD latents: about unit variance)."""
+    x = xs[i].float().cpu()
+    return float((regen["orig"][i].float().cpu() - x).square().mean().sqrt())
+
+
+def exact_swap_info(
+    model, items: list, xs: torch.Tensor, seed: int, n_draws: int = EXACT_DRAWS
+) -> list:
+    """Per item, the exact i(x; caption | swapped caption) with its map (oracle posteriors),
+    or None for an item without a swap edit; draws seeded by (seed, "swap", item)."""
+    out = []
+    for it, x in zip(items, xs, strict=True):
+        if not it.swap_caption:
+            out.append(None)
+            continue
+        digest = hashlib.blake2b(repr((seed, "swap", str(it.item_id))).encode(), digest_size=4)
+        out.append(
+            model.exact_info(
+                x.cpu(),
+                it.caption,
+                it.swap_caption,
+                n_draws=n_draws,
+                seed=int(digest.hexdigest(), 16),
+            )
+        )
+    return out
+
+
 def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     cfg: InterveneConfig = ctx.cfg
     model = ctx.model
-    xs = model.encode_images(images)  # [N, C, h, w]
     if cfg.image_score not in ("io", "is"):
         raise ValueError(f"image_score={cfg.image_score} is not one of: io, is")
+    regeneration = cfg.attention_path == "regeneration"
+    traced = regeneration and has_traced_attention(model)
+    if cfg.regeneration_autocast != "none" and not traced:
+        raise ValueError(
+            f"regeneration_autocast={cfg.regeneration_autocast} applies to the traced "
+            f"regeneration; {type(model).__name__} has no attention to trace: leave it none"
+        )
+    xs = encode_batch(ctx, items, images)  # [N, C, h, w]
     ecfg = engine_config(cfg.estimator, cfg.run)
-    ests = info_maps(model, word_queries(items, xs, blank=True), ecfg)
-    exact = exact_word_info(model, items, xs, blank=True, seed=cfg.run.seed)
-    regen = regenerate(model, items, xs, cfg.n_sigmas, cfg.edits)
+    ests = info_maps(model, intervene_queries(items, xs, cfg.edits), ecfg)
+    exact = {"omit": exact_word_info(model, items, xs, blank=True, seed=cfg.run.seed)}
+    if exact["omit"] is not None and "swap" in cfg.edits:
+        exact["swap"] = exact_swap_info(model, items, xs, cfg.run.seed)
+    regen, traced_maps = regenerate(
+        model,
+        items,
+        xs,
+        cfg.n_sigmas,
+        cfg.edits,
+        solver=cfg.ode_solver,
+        ends=cfg.ode_ends,
+        trace=cfg.attention if traced else None,
+        autocast=cfg.regeneration_autocast,
+    )
     rows = []
+    nan = float("nan")
     for i, it in enumerate(items):
-        cmi_map = ests[i].io_map[CMI]
         attn_map = None
-        if has_daam(model):
-            attn_map = daam_word_map(model, it, xs[i].cpu(), cfg.daam_steps, cfg.attention)
+        if traced_maps is not None:
+            attn_map = model.word_map(traced_maps[i], it.caption, it.word)  # [h, w]
+        elif not regeneration and has_daam(model):
+            attn_map = daam_word_map(
+                model, it, xs[i].cpu(), cfg.daam_steps or DAAM_STEPS, cfg.attention
+            )
         if cfg.save_images:
             for name, lat in regen.items():
                 _save(ctx, it, name, lat[i])
-        total, total_se = ests[i].info_o(CMI) if cfg.image_score == "io" else ests[i].info_s(CMI)
-        nan = float("nan")
-        exact_total, exact_se, exact_map = nan, nan, None
-        if exact is not None:
-            exact_total, exact_se = exact[i].total(cfg.image_score)
-            exact_map = exact[i].map().float().flatten().numpy()
+        err = roundtrip_rmse(regen, xs, i)
         for edit in cfg.edits:
             if edit == "swap" and not it.swap_caption:
                 continue
+            k = EDIT_CONTRAST[edit]  # the edit's own CMI contrast
+            cmi_map = ests[i].io_map[k]
+            total, total_se = ests[i].info_o(k) if cfg.image_score == "io" else ests[i].info_s(k)
+            exact_total, exact_se, exact_map = nan, nan, None
+            ex = exact.get(edit)
+            if ex is not None and ex[i] is not None:
+                exact_total, exact_se = ex[i].total(cfg.image_score)
+                exact_map = ex[i].map().float().flatten().numpy()
             change = change_map(regen, edit, i)  # [h, w]
             flat = change.flatten().numpy()
             rows.append(
@@ -132,6 +232,7 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
                     "pixel_r_cmi_exact": pearson_r(cmi_map.flatten().numpy(), exact_map)
                     if exact_map is not None
                     else nan,
+                    "roundtrip_rmse": err,
                 }
             )
     return rows
@@ -139,6 +240,10 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
 
 def summarize(ctx: RunContext, results: pd.DataFrame) -> dict:
     metrics = {}
+    per_item = results.drop_duplicates("item_id")["roundtrip_rmse"].dropna()
+    if len(per_item):  # invert -> generate under the caption: how far the ODE round trip lands
+        metrics["roundtrip_rmse/mean"] = float(per_item.mean())
+        metrics["roundtrip_rmse/max"] = float(per_item.max())
     for edit, df in results.groupby("edit"):
         table = intervention_table(df, n_boot=ctx.cfg.n_boot, seed=ctx.cfg.run.seed)
         for method, row in table.iterrows():

@@ -41,6 +41,7 @@ import pandas as pd
 
 from infodecomp.data.coco import MANIFEST_KINDS
 from infodecomp.data.registry import WORDS
+from infodecomp.estimators.protocol import encode_keyed
 from infodecomp.estimators.queries import CMI, MI, word_queries
 from infodecomp.experiments.common import engine_config, hydra_main
 from infodecomp.experiments.config import EstimatorConfig, LocalizeConfig
@@ -56,7 +57,7 @@ from infodecomp.experiments.maps import (
     to_image_grid,
     traced_word_map,
 )
-from infodecomp.experiments.runner import RunContext, execute
+from infodecomp.experiments.runner import RunContext, encode_batch, execute
 from infodecomp.reporting import figures
 from infodecomp.reporting.metrics import IOU_COLUMNS, iou_curve, iou_curve_maps, miou_cells
 from infodecomp.reporting.writer import LOCALIZE_COLUMNS
@@ -82,11 +83,15 @@ def published_batch(item) -> int:
     return int(row) // PUBLISHED_MAP_BATCH
 
 
-def baseline_latents(model, images: list) -> object:
+def baseline_latents(model, images: list, keys: list | None = None, seed: int = 0) -> object:
     """The latents the published DAAM and Attention+Information baselines encode (a bug): the
     image resized as the model resizes it, its [0, 1] pixels given to the VAE as they are
-    (never mapped to [-1, 1]). Only under baseline_input=zero-one-published-bug."""
-    return model.encode_images([model.preview(im) for im in images])  # [N, C, h, w]
+    (never mapped to [-1, 1]). Only under baseline_input=zero-one-published-bug. With `keys`,
+    a VAE sample is drawn from (seed, key) (protocol.encode_keyed); without, from the pixels."""
+    previews = [model.preview(im) for im in images]
+    if keys is None:
+        return model.encode_images(previews)  # [N, C, h, w]
+    return encode_keyed(model, previews, keys, seed)
 
 
 def _row(
@@ -111,14 +116,18 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     unknown = set(cfg.methods) - set(METHODS)
     if unknown:
         raise ValueError(f"localize methods {sorted(unknown)} unknown; choose from {METHODS}")
-    xs = ctx.model.encode_images(images)  # [N, C, h, w]
+    xs = encode_batch(ctx, items, images)  # [N, C, h, w]
     masks = [ctx.dataset.load_mask(it) for it in items]
     refs = [(it.extra or {}).get("mask_reference", OBJECT_MASK) for it in items]
     nan = np.full(len(IOU_COLUMNS), np.nan)
     traced = has_traced_attention(ctx.model) and "attn_info" in cfg.methods
     baselines = traced or (has_daam(ctx.model) and "attention" in cfg.methods)
     xb = (
-        baseline_latents(ctx.model, images) if baselines and cfg.baseline_input == BUG_INPUT else xs
+        baseline_latents(
+            ctx.model, images, [f"{it.item_id}/zero-one" for it in items], cfg.run.seed
+        )
+        if baselines and cfg.baseline_input == BUG_INPUT
+        else xs
     )
     daam = {}  # DAAM does not depend on the logsnr budget: one inversion per item
     if has_daam(ctx.model) and "attention" in cfg.methods:

@@ -14,7 +14,7 @@ from infodecomp.estimators.queries import CMI, MI, word_queries
 from infodecomp.experiments.common import engine_config, hydra_main
 from infodecomp.experiments.config import VisualizeConfig
 from infodecomp.experiments.maps import display_image, mmse_curve_data, word_maps
-from infodecomp.experiments.runner import RunContext, execute
+from infodecomp.experiments.runner import RunContext, encode_batch, execute
 from infodecomp.reporting import figures
 
 # cmi_total / mi_total: i^o in nats (cmi_se / mi_se their standard errors); panel / curves:
@@ -35,7 +35,7 @@ COLUMNS = [
 def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     cfg: VisualizeConfig = ctx.cfg
     model = ctx.model
-    xs = model.encode_images(images)  # [N, C, h, w]
+    xs = encode_batch(ctx, items, images)  # [N, C, h, w]
     ecfg = engine_config(cfg.estimator, cfg.run)
     found = word_maps(
         model, items, xs, ecfg, daam=True, attention=cfg.attention, daam_steps=cfg.daam_steps

@@ -173,6 +173,14 @@ def _key_gen(seed: int, key: Hashable) -> torch.Generator:
     return item_generator(seed, ("vae-sample", key))
 
 
+def _pixel_key(px: torch.Tensor) -> str:
+    """A key for an image given without one: a digest of its preprocessed pixels [3, S, S]."""
+    import hashlib
+
+    data = px.detach().float().cpu().contiguous().numpy()
+    return "pixels:" + hashlib.blake2b(data.tobytes(), digest_size=8).hexdigest()
+
+
 class LatentDiffusionDenoiser:
     """Denoiser protocol (and ImageModel, AttentionCapture, DaamInversion, ProbabilityFlow
     capabilities) over a latent text-to-image model. Subclass per family; see the module doc.
@@ -354,7 +362,8 @@ class LatentDiffusionDenoiser:
             device: "auto" (cuda > mps > cpu) or a torch device.
             dtype: weights dtype of every part; outputs stay float32.
             revision: hub revision (commit, tag or branch) of a hub id; ignored for folders.
-            seed: seeds the VAE posterior samples when latent="sample".
+            seed: the default seed of the VAE posterior samples (latent="sample");
+                `encode_images(seed=...)` overrides it per call (the commands pass run.seed).
         """
         opts = replace(options or AdapterOptions(), **option_overrides).check()
         src = resolve_model_path(path, cls.REQUIRED_PARTS, cls._weight_parts())
@@ -430,21 +439,34 @@ class LatentDiffusionDenoiser:
 
     @torch.no_grad()
     def encode_images(
-        self, images: Sequence[Any], keys: Sequence[Hashable] | None = None
+        self,
+        images: Sequence[Any],
+        keys: Sequence[Hashable] | None = None,
+        seed: int | None = None,
     ) -> torch.Tensor:
         """Images -> scaled VAE latents [N, C, h, w] float32 (on CPU), cached per key if keys are given.
 
         Preprocessing: `resize` ("squash": to image_size x image_size, no crop, as published;
         "center-crop": central square first) with the `resample` filter (bicubic; the
         published localisation: bilinear), pixels mapped to [-1, 1], VAE
-        posterior mean (or a sample seeded by (seed, key or position)), shifted and scaled by
-        the VAE's shift_factor and scaling_factor.
+        posterior mean or (latent="sample") a posterior sample whose noise is drawn from
+        (seed, key) alone: `seed` (default: the adapter's) and the image's key (without keys:
+        a digest of its preprocessed pixels), never its position in the call, so a draw is the
+        same whatever the batch or shard layout. Shifted and scaled by the VAE's shift_factor
+        and scaling_factor. Cached per (seed, key) for samples, per key for the mean.
         """
         if keys is not None and len(keys) != len(images):
             raise ValueError(
                 f"got {len(keys)} keys for {len(images)} images; give one key per image or none"
             )
-        todo = [i for i in range(len(images)) if keys is None or keys[i] not in self._latent_cache]
+        seed = self.seed if seed is None else int(seed)
+
+        def cache_key(i: int) -> Hashable:
+            return (seed, keys[i]) if self.latent == "sample" else keys[i]  # type: ignore[index]
+
+        todo = [
+            i for i in range(len(images)) if keys is None or cache_key(i) not in self._latent_cache
+        ]
         fresh: dict[int, torch.Tensor] = {}
         for start in range(0, len(todo), self.vae_batch):
             idx = todo[start : start + self.vae_batch]
@@ -458,7 +480,10 @@ class LatentDiffusionDenoiser:
                 dist = self.vae.encode(px.to(self.device, self.vae_dtype)).latent_dist
             lat = dist.mean.float()  # [b, C, h, w]
             if self.latent == "sample":
-                gens = [_key_gen(self.seed, keys[i] if keys else i) for i in idx]
+                gens = [
+                    _key_gen(seed, keys[i] if keys else _pixel_key(px[j]))
+                    for j, i in enumerate(idx)
+                ]
                 noise = torch.stack(
                     [torch.randn(lat.shape[1:], generator=g) for g in gens]
                 )  # [b, C, h, w]
@@ -468,8 +493,10 @@ class LatentDiffusionDenoiser:
             for j, i in enumerate(idx):
                 fresh[i] = lat[j].cpu()
                 if keys is not None:
-                    self._latent_cache[keys[i]] = fresh[i]
-        rows = [fresh[i] if i in fresh else self._latent_cache[keys[i]] for i in range(len(images))]  # type: ignore[index]
+                    self._latent_cache[cache_key(i)] = fresh[i]
+        rows = [
+            fresh[i] if i in fresh else self._latent_cache[cache_key(i)] for i in range(len(images))
+        ]
         return torch.stack(rows)  # [N, C, h, w]
 
     @property
