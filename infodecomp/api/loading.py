@@ -184,11 +184,11 @@ def from_pipeline(pipe: Any, **options: Any) -> Model:
     device, tdtype = pipe.unet.device, pipe.unet.dtype
     opts = AdapterOptions(**options).check()
     denoiser = StableDiffusionDenoiser(
-        pipe.unet,
-        pipe.vae,
-        pipe.text_encoder,
-        pipe.tokenizer,
-        DiscreteSchedule.from_config(dict(pipe.scheduler.config)),
+        unet=pipe.unet,
+        vae=pipe.vae,
+        text_encoder=pipe.text_encoder,
+        tokenizer=pipe.tokenizer,
+        schedule=DiscreteSchedule.from_config(dict(pipe.scheduler.config)),
         device=device,
         dtype=tdtype,
         options=opts,

@@ -125,11 +125,9 @@ def _sd21_random(cfg: Any, device: torch.device, dtype: torch.dtype, preset: Pre
     parts = build_sd21_base_random(device, dtype)
     tokenizer = build_clip_tokenizer(Path(tempfile.mkdtemp(prefix="infodecomp-clip-")))
     return StableDiffusionDenoiser(
-        parts["unet"],
-        parts["vae"],
-        parts["text_encoder"],
-        tokenizer,
-        DiscreteSchedule.from_config(SCHEDULER_CONFIG),
+        **parts,
+        tokenizer=tokenizer,
+        schedule=DiscreteSchedule.from_config(SCHEDULER_CONFIG),
         device=device,
         dtype=dtype,
         options=_options(cfg, preset),

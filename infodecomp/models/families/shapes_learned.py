@@ -20,12 +20,12 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
 from infodecomp.models.dynamics.schedule import ContinuousSchedule
-from infodecomp.models.families.pixel import IdentityAutoencoder, PixelSpaceMixin
+from infodecomp.models.families.pixel import PixelSpaceMixin
 from infodecomp.models.families.sd import StableDiffusionDenoiser
 from infodecomp.models.tiny.sd import RESOURCES, build_clip_tokenizer, cached_folder
 from infodecomp.worlds import shapes as world
@@ -147,25 +147,9 @@ class ShapesLearnedDenoiser(PixelSpaceMixin, StableDiffusionDenoiser):
     `trained_world` tells the runner to hand them over unclipped.
     """
 
-    REQUIRED_PARTS: ClassVar[dict[str, tuple[str, ...]]] = {
-        "unet": ("unet/config.json",),
-        "text_encoder": ("text_encoder/config.json",),
-        "tokenizer": ("tokenizer/vocab.json", "tokenizer/tokenizer.json"),
-        "scheduler": ("scheduler/scheduler_config.json",),
-    }
-    COMPONENTS: ClassVar[dict[str, str]] = {
-        k: v for k, v in StableDiffusionDenoiser.COMPONENTS.items() if k != "vae"
-    }
+    PARTS = ("unet", "text_encoder", "tokenizer")  # no VAE: pixel space
+    HONOURS = frozenset({"attn_processor"})  # continuous logsnr: no timestep rule to choose
     trained_world = "shapes"
-
-    @classmethod
-    def _load_components(
-        cls, src: str | Path, dtype: torch.dtype, revision: str | None
-    ) -> dict[str, Any]:
-        return {
-            **super()._load_components(src, dtype, revision),
-            "vae": IdentityAutoencoder(dtype=dtype),
-        }
 
     @classmethod
     def _make_schedule(cls, config: dict[str, Any]) -> ContinuousSchedule:
