@@ -135,7 +135,7 @@ def load(
     if isinstance(model, ModelConfig):
         cfg = replace(model, **options)
     elif str(model) in PRESETS:
-        cfg = ModelConfig(name=str(model), **options)
+        cfg = ModelConfig.of(str(model), **options)
     else:
         cfg = ModelConfig(name="local", path=os.fspath(model), **options)
     name = _dtype_name(dtype)

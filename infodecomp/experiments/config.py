@@ -25,6 +25,13 @@ class ModelConfig(AdapterOptions):
     revision: str | None = None  # hub revision; default: the preset's pinned one (in meta.json)
     sigma0: float = world.SIGMA0  # ShapesWorld oracle: pixel noise of the Gaussian mixture
 
+    @classmethod
+    def of(cls, name: str, **overrides: object) -> ModelConfig:
+        """`model=<name>` as the command line composes it: the preset's own options (e.g.
+        tiny-flux: image_size 32), then `overrides` (None resets an option to its default)."""
+        preset = PRESETS.get(name)
+        return cls(name=name, **{**(preset.options if preset else {}), **overrides})  # type: ignore[arg-type]
+
 
 # The `data` schema is the loaders' own settings dataclass (no mirror to keep in sync).
 DataConfig = DataSpec
@@ -262,9 +269,10 @@ def register() -> None:
     cs = ConfigStore.instance()
     for name, node in SCHEMAS.items():
         cs.store(name=f"{name}_schema", node=node)
-    # `model=<preset>` options come from the one presets table, not from one YAML file each
+    # `model=<preset>` comes from the one presets table, not from one YAML file each, with the
+    # preset's options as values: `--cfg job` shows what the run uses, and any can be reset
     for name in PRESETS:
-        cs.store(group="model", name=name, node=ModelConfig(name=name))
+        cs.store(group="model", name=name, node=ModelConfig.of(name))
 
 
 # ----------------------------------------------------------------------------- checks

@@ -158,13 +158,9 @@ FAMILIES: dict[str, Family] = {
 
 
 def _options(cfg: Any, preset: Preset) -> AdapterOptions:
-    """The config's adapter options; a preset's own options apply where the config keeps the default."""
-    opts = AdapterOptions.from_config(cfg)
-    default = AdapterOptions()
-    for key, value in preset.options.items():
-        if getattr(opts, key) == getattr(default, key):
-            setattr(opts, key, value)
-    return opts.check()
+    """The config's adapter options, as they are: a preset's own options are the values of its
+    `model=<name>` config (experiments.config: ModelConfig.of), so they can be reset there."""
+    return AdapterOptions.from_config(cfg)
 
 
 def model_source(cfg: Any) -> dict[str, Any]:
@@ -176,7 +172,7 @@ def model_source(cfg: Any) -> dict[str, Any]:
     source = cfg.path or preset.source
     revision = cfg.revision if cfg.revision is not None else (None if cfg.path else preset.revision)
     out = {"preset": preset.name, "family": preset.family, "source": source, "revision": revision}
-    dtype = getattr(cfg, "dtype", None) or preset.options.get("dtype")
+    dtype = getattr(cfg, "dtype", None)
     if dtype:  # the model's own dtype overrides run.dtype (the large presets: bfloat16)
         out["dtype"] = dtype
     return out
