@@ -166,7 +166,23 @@ def test_aro_rules_are_the_published_ones() -> None:
     assert get_task("aro-vg-relation").name == "vg-relation"
     assert get_task("VG_Attribution").label == "VG-A"
     assert get_task("flickr30k-order").name == "flickr-order"
-    assert list(TASKS)[:4] == ["vg-attribution", "vg-relation", "coco-order", "flickr-order"]
+    assert get_task("vg_relation").rule == "plain accuracy"  # not silently normalised
+
+
+def test_table_columns_follow_the_declared_order_not_the_import_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from infodecomp.tasks import COLUMN_ORDER, column_order
+
+    keys = ["shapes-relation", "vg-relation", "winoground", "vg-attribution", "zzz"]
+    want = ["vg-attribution", "vg-relation", "shapes-relation", "winoground", "zzz"]
+    assert column_order(keys) == want
+    assert set(COLUMN_ORDER) <= set(TASKS)
+    shuffled = dict(reversed(list(TASKS.items())))  # as if the modules were imported reversed
+    monkeypatch.setattr("infodecomp.tasks.base.TASKS", shuffled)
+    assert column_order(keys) == want
+    monkeypatch.setattr("infodecomp.tasks.base.COLUMN_ORDER", [])  # control: no declared order
+    assert column_order(keys) != want
 
 
 # -------------------------------------------------------------------------------- presets
