@@ -16,7 +16,8 @@ from infodecomp.api.loading import (
     content_key,
     settings,
 )
-from infodecomp.experiments.commands.aro import estimate_options, option_queries
+from infodecomp.estimators.queries import option_queries
+from infodecomp.experiments.commands.aro import estimate_options
 from infodecomp.experiments.common import engine_config
 from infodecomp.experiments.config import EstimatorConfig, RunConfig
 from infodecomp.scores import SCORES, check_scores

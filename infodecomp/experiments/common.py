@@ -1,89 +1,20 @@
-"""What every command shares: the Hydra shim, device and dtype, model and data loading, run dirs."""
+"""What every command shares: device and dtype, the engine settings from the config."""
 
 from __future__ import annotations
 
-import logging
 import os
-import time
-from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from infodecomp import console
 from infodecomp.estimators.engine import EngineConfig
 from infodecomp.estimators.samplers import LogsnrSampler
-from infodecomp.experiments.config import EstimatorConfig, check_device, register
+from infodecomp.experiments.config import EstimatorConfig, check_device
+from infodecomp.experiments.shim import hydra_main, run_dir  # noqa: F401  (re-exported)
 from infodecomp.models.device import DTYPES
 from infodecomp.models.device import resolve_device as _resolve_device
 from infodecomp.models.device import resolve_dtype as _resolve_dtype
-
-log = logging.getLogger("infodecomp")
-
-
-def hydra_main(command: str, run: Callable[[Any], Any]) -> Callable[[], Any]:
-    """Wraps `run(cfg_dataclass)` as a Hydra main reading configs/<command>.yaml."""
-    import hydra
-    from omegaconf import OmegaConf
-
-    from infodecomp.data.errors import DataError, MissingDataError
-    from infodecomp.experiments.config import SCHEMAS, ConfigError, check_keys, check_values
-    from infodecomp.experiments.runner import RunError
-    from infodecomp.paths import config_dir
-    from infodecomp.reporting.store import StoreError
-
-    register()
-
-    @hydra.main(config_path=str(config_dir()), config_name=command, version_base="1.3")
-    def _main(cfg: Any) -> Any:
-        from tqdm.contrib.logging import logging_redirect_tqdm
-
-        obj = None
-        try:
-            if command in SCHEMAS:
-                check_keys(cfg, SCHEMAS[command], command)
-            obj = OmegaConf.to_object(cfg)
-            check_values(obj)
-            with logging_redirect_tqdm():  # log lines print above progress bars, not through them
-                return run(obj)
-        except (ConfigError, StoreError, RunError, DataError, MissingDataError) as err:
-            # The message says what is wrong and what to do: one line, no traceback.
-            console.fail(err, command, user=True)
-            raise  # not reached: fail exits or re-raises
-        except Exception as err:  # a user error ends here as one line (SystemExit); bugs re-raise
-            if isinstance(err, torch.cuda.OutOfMemoryError):
-                batch = getattr(getattr(obj, "run", None), "batch_size", "?")
-                err = ValueError(
-                    f"out of GPU memory ({str(err).splitlines()[0]}); lower run.batch_size "
-                    f"(now {batch}) or use run.dtype=bfloat16"
-                )
-            console.fail(err, command)
-            raise  # not reached: fail exits or re-raises
-
-    return _main
-
-
-def run_dir(cfg: Any, command: str) -> Path:
-    """The run directory: Hydra's job output dir, else run.out_dir, else a fresh outputs/ folder."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from omegaconf import OmegaConf
-
-        # Outside a Hydra job (e.g. run(cfg) after an in-process Hydra call) output_dir is unset.
-        if HydraConfig.initialized() and not OmegaConf.is_missing(
-            HydraConfig.get().runtime, "output_dir"
-        ):
-            path = Path(HydraConfig.get().runtime.output_dir)
-            path.mkdir(parents=True, exist_ok=True)
-            return path
-    except ImportError:  # pragma: no cover - hydra is a hard dependency
-        pass
-    out = getattr(getattr(cfg, "run", None), "out_dir", None)
-    path = Path(out) if out else Path("outputs") / command / time.strftime("%Y-%m-%d_%H-%M-%S")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def resolve_device(name: str) -> torch.device:

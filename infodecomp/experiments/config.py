@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from hydra.core.config_store import ConfigStore
 
 from infodecomp.data.spec import DataSpec
+from infodecomp.experiments.errors import ConfigError
 from infodecomp.models.presets import PRESETS, AdapterOptions
 from infodecomp.models.training.shapes import TrainSettings
 from infodecomp.worlds import shapes as world
@@ -262,10 +263,6 @@ def register() -> None:
 
     if not OmegaConf.has_resolver("infodecomp.or"):
         OmegaConf.register_new_resolver("infodecomp.or", _or_default)
-    if not OmegaConf.has_resolver("infodecomp.help"):
-        from infodecomp.experiments.help import resolver
-
-        OmegaConf.register_new_resolver("infodecomp.help", resolver)
     cs = ConfigStore.instance()
     for name, node in SCHEMAS.items():
         cs.store(name=f"{name}_schema", node=node)
@@ -276,10 +273,6 @@ def register() -> None:
 
 
 # ----------------------------------------------------------------------------- checks
-
-
-class ConfigError(ValueError):
-    """A config key or value the schema does not accept (one line naming the key and the fix)."""
 
 
 # Settings that count things: each must be an integer >= 1 (None allowed where the schema

@@ -33,6 +33,7 @@ from infodecomp.experiments.common import (
     shard,
     to_dict,
 )
+from infodecomp.experiments.errors import RunError
 from infodecomp.experiments.session import KEYS, Session, first_start, leg_info, legs_for_meta
 from infodecomp.models.capabilities import ExactLikelihood, needs_rgb
 from infodecomp.models.registry import load_model, model_source
@@ -43,10 +44,6 @@ log = logging.getLogger("infodecomp")
 
 # Errors that are never one item's fault: they stop the run.
 _FATAL = (MemoryError, StoreError, torch.cuda.OutOfMemoryError)
-
-
-class RunError(RuntimeError):
-    """A run stopped for a reason shared by every item (one line, naming the cause)."""
 
 
 @dataclass

@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from infodecomp.experiments.common import hydra_main, run_dir
 from infodecomp.experiments.config import AggregateConfig
+from infodecomp.experiments.shim import hydra_main, run_dir
 
 log = logging.getLogger("infodecomp")
 

@@ -8,46 +8,24 @@ is Table 1; the per-relation / per-attribute breakdown is Table 2 (both in `aggr
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 from infodecomp.data.registry import RANKING
 from infodecomp.estimators.adaptive import StoppingRule, check_mode, estimate_ranking
 from infodecomp.estimators.engine import EngineConfig, ItemEstimate, Query, estimate
-from infodecomp.experiments.common import engine_config, hydra_main, sampler_from
+from infodecomp.estimators.queries import option_queries
+from infodecomp.experiments.common import engine_config, sampler_from
 from infodecomp.experiments.config import AroConfig, EstimatorConfig
 from infodecomp.experiments.runner import RunContext, execute
+from infodecomp.experiments.shim import hydra_main
 from infodecomp.reporting.metrics import ranking_scores
 from infodecomp.reporting.writer import ARO_COLUMNS
 from infodecomp.scores import SCORES, check_scores, get_score
 
 COLUMNS = ARO_COLUMNS  # the documented results.csv schema
-
-
-def option_queries(
-    xs: torch.Tensor,
-    options: Sequence[Sequence[str]],
-    keys: Sequence[str],
-    unconditional: bool = True,
-) -> list[Query]:
-    """One query per image: its caption options and the unconditional "", contrast j = (option j,
-    ""), so i^o / i^s of option j is contrast j and its denoising loss condition j. Shared by
-    `aro` and the Python API (infodecomp.api.score). unconditional=False: the options alone, no
-    contrasts (enough for condition scores such as the denoising loss; the draws, keyed by the
-    item, and so the values are the same, at options / (options + 1) of the evaluations)."""
-    return [
-        Query(
-            xs[i].cpu(),
-            (*opts, "") if unconditional else tuple(opts),
-            tuple((j, len(opts)) for j in range(len(opts))) if unconditional else (),
-            key=keys[i],
-        )
-        for i, opts in enumerate(options)
-    ]
 
 
 def estimate_options(

@@ -37,7 +37,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from infodecomp.estimators.engine import EngineConfig, Query, estimate
-from infodecomp.experiments.common import hydra_main, resolve_device, run_dir, to_dict
+from infodecomp.experiments.common import resolve_device, to_dict
 from infodecomp.experiments.config import BenchConfig
 from infodecomp.experiments.efficiency import eval_fraction, model_agreement, sample_efficiency
 from infodecomp.experiments.precision import compare_scores
@@ -47,6 +47,7 @@ from infodecomp.experiments.reference import (
     items_per_batch,
     reference_scores,
 )
+from infodecomp.experiments.shim import hydra_main, run_dir
 from infodecomp.models.registry import load_model
 from infodecomp.reporting.meta import write_meta
 

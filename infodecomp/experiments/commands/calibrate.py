@@ -53,19 +53,11 @@ from infodecomp.data.controls import SHUFFLED_IMAGES
 from infodecomp.data.registry import load_dataset
 from infodecomp.data.spec import DataSpec
 from infodecomp.estimators.engine import EngineConfig, ItemEstimate, Query, estimate
+from infodecomp.estimators.queries import option_queries
 from infodecomp.estimators.samplers import LogsnrSampler
-from infodecomp.experiments.commands.aro import option_queries
-from infodecomp.experiments.commands.intervene import change_map, regenerate
-from infodecomp.experiments.commands.validate import one_thread, support_iou
-from infodecomp.experiments.common import (
-    engine_config,
-    hydra_main,
-    resolve_device,
-    resolve_dtype,
-    run_dir,
-    to_dict,
-)
+from infodecomp.experiments.common import engine_config, resolve_device, resolve_dtype, to_dict
 from infodecomp.experiments.config import CalibrateConfig, ConfigError
+from infodecomp.experiments.exact import one_thread, support_iou
 from infodecomp.experiments.maps import (
     daam_word_map,
     display_image,
@@ -75,6 +67,8 @@ from infodecomp.experiments.maps import (
     info_queries,
     to_image_grid,
 )
+from infodecomp.experiments.regeneration import change_map, regenerate
+from infodecomp.experiments.shim import hydra_main, run_dir
 from infodecomp.models.capabilities import ExactLikelihood, needs_rgb
 from infodecomp.models.oracles.exact import ShapesOracle
 from infodecomp.models.registry import load_model, model_source

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from infodecomp.data.registry import WORDS
-from infodecomp.experiments.common import engine_config, hydra_main
+from infodecomp.experiments.common import engine_config
 from infodecomp.experiments.config import InterveneConfig
 from infodecomp.experiments.maps import (
     daam_word_map,
@@ -29,22 +29,14 @@ from infodecomp.experiments.maps import (
     info_maps,
     info_queries,
 )
+from infodecomp.experiments.regeneration import change_map, regenerate
 from infodecomp.experiments.runner import RunContext, execute
-from infodecomp.models.capabilities import ImageModel, ProbabilityFlow
-from infodecomp.models.dynamics.ode import generate, invert, karras_sigmas
+from infodecomp.experiments.shim import hydra_main
+from infodecomp.models.capabilities import ImageModel
 from infodecomp.reporting.metrics import intervention_table, pearson_r
 from infodecomp.reporting.writer import INTERVENE_COLUMNS
 
 COLUMNS = INTERVENE_COLUMNS  # the documented results.csv schema
-
-
-def _sigmas(model, n: int) -> torch.Tensor:
-    if not isinstance(model, ProbabilityFlow):
-        raise ValueError(
-            f"intervene needs a model the probability-flow ODE can run on (ProbabilityFlow); "
-            f"{type(model).__name__} has no sigma_range"
-        )
-    return karras_sigmas(*model.sigma_range, n=n)
 
 
 def _save(ctx: RunContext, item, name: str, latent: torch.Tensor) -> None:
@@ -58,28 +50,6 @@ def _save(ctx: RunContext, item, name: str, latent: torch.Tensor) -> None:
         img = ((latent + 1) / 2).clamp(0, 1)
     arr = (img.permute(1, 2, 0).float().cpu().numpy() * 255).round().astype(np.uint8)
     Image.fromarray(arr).save(folder / f"{item.item_id}-{name}.png")
-
-
-def regenerate(
-    model, items: list, xs: torch.Tensor, n_sigmas: int, edits: list[str]
-) -> dict[str, torch.Tensor]:
-    """Each image inverted with the probability-flow ODE under its caption, then regenerated
-    with the caption ("orig"), the word omitted ("omit", the "_" context) and, when `edits`
-    has "swap", the word swapped: name -> clean data points [N, C, h, w]."""
-    sigmas = _sigmas(model, n_sigmas)
-    x = xs.to(model.device, torch.float32)
-    prompts = {"orig": [it.caption for it in items], "omit": [it.context_blank for it in items]}
-    if "swap" in edits:
-        prompts["swap"] = [it.swap_caption or it.caption for it in items]
-    conds = {k: model.encode_conditions(v) for k, v in prompts.items()}
-    x_t = invert(model, x, conds["orig"], sigmas)
-    return {k: generate(model, x_t, c, sigmas) for k, c in conds.items()}
-
-
-def change_map(regen: dict[str, torch.Tensor], edit: str, i: int) -> torch.Tensor:
-    """Item i's change map [h, w]: the squared difference (channels summed) between its
-    regeneration under `edit` and under the original caption."""
-    return (regen["orig"][i] - regen[edit][i]).square().sum(0).cpu()
 
 
 def process(ctx: RunContext, items: list, images: list) -> list[dict]:

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from infodecomp.data.registry import WORDS
-from infodecomp.experiments.common import engine_config, hydra_main
+from infodecomp.experiments.common import engine_config
 from infodecomp.experiments.config import EstimatorConfig, LocalizeConfig
 from infodecomp.experiments.maps import (
     daam_word_map,
@@ -48,6 +48,7 @@ from infodecomp.experiments.maps import (
     traced_word_map,
 )
 from infodecomp.experiments.runner import RunContext, execute
+from infodecomp.experiments.shim import hydra_main
 from infodecomp.reporting.metrics import IOU_COLUMNS, iou_curve, iou_curve_maps, miou_cells
 from infodecomp.reporting.writer import LOCALIZE_COLUMNS
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -47,6 +46,7 @@ from infodecomp.experiments.common import (
     to_dict,
 )
 from infodecomp.experiments.config import ValidateConfig
+from infodecomp.experiments.exact import SUPPORT_FRACTION, one_thread, support_iou
 from infodecomp.models.capabilities import ExactLikelihood, ImageModel
 from infodecomp.models.oracles.exact import GaussianOracle, InfoIntegral, ShapesOracle
 from infodecomp.models.registry import load_model, model_source
@@ -66,7 +66,7 @@ Z_MAX, REL_MAX = 4.0, 0.03
 # A row also gets the relative criterion when its relative standard error is at most REL_MAX / 3:
 # then a chance failure needs a 3-sigma deviation and a 5% error is caught at >= 97.7%.
 REL_PRECISION = REL_MAX / 3
-MAP_L1_NOISE, MAP_IOU_MIN, SUPPORT_FRACTION = 2.0, 0.9, 0.05
+MAP_L1_NOISE, MAP_IOU_MIN = 2.0, 0.9
 WORD_KINDS = ("colour", "shape", "relation")
 
 
@@ -490,18 +490,6 @@ def _never_covered() -> torch.Tensor:
     return never
 
 
-def _support(m: torch.Tensor) -> torch.Tensor:
-    return m > SUPPORT_FRACTION * m.max()
-
-
-def support_iou(a: torch.Tensor, b: torch.Tensor) -> float:
-    """IoU of two maps' supports (pixels above SUPPORT_FRACTION of each map's maximum); NaN
-    when both supports are empty."""
-    sa, sb = _support(a), _support(b)
-    union = int((sa | sb).sum())
-    return float((sa & sb).sum()) / union if union else float("nan")
-
-
 def word_map_checks(
     oracle: ShapesOracle, cases: list[WordCase], n_samples: int, seed: int, max_batch: int
 ) -> tuple[list[dict], list[ItemEstimate]]:
@@ -687,18 +675,6 @@ def _progress(cfg: ValidateConfig, total: int) -> tqdm:
         disable=not cfg.run.progress,
         dynamic_ncols=True,
     )
-
-
-@contextmanager
-def one_thread():
-    """The oracles' tensors are small: one intra-op thread is as fast on an idle machine and
-    avoids OpenMP threads spin-waiting for each other on a shared one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def oracle_checks(cfg: ValidateConfig, oracle: ShapesOracle) -> list[dict]:
