@@ -1,4 +1,5 @@
-"""`model=<name>` -> a Denoiser: presets (models.presets) resolved through one family table.
+"""`model=<name>` -> a Denoiser: presets (models.presets) resolved through one family table (or a
+preset's "<module>:<Class>" family, loaded with that class's from_pretrained).
 
 A family is a function (model config, device, dtype, preset) -> Denoiser; diffusers families
 load lazily, so the oracles and the tables never import diffusers.
@@ -188,4 +189,17 @@ def load_model(cfg: Any, device: torch.device, dtype: torch.dtype) -> Denoiser:
             "For another diffusers checkpoint use model=local model.path=<folder or hub id>."
         )
     preset = PRESETS[cfg.name]
-    return FAMILIES[preset.family](cfg, device, dtype, preset)
+    return family_of(preset)(cfg, device, dtype, preset)
+
+
+def family_of(preset: Preset) -> Family:
+    """The preset's family: a FAMILIES key, or "<module>:<Class>" of a LatentDiffusionDenoiser
+    subclass (loaded with its from_pretrained: a new family needs no line here)."""
+    if preset.family in FAMILIES:
+        return FAMILIES[preset.family]
+    if ":" in preset.family:
+        return _diffusers(preset.family)
+    raise ValueError(
+        f"preset {preset.name}: family {preset.family!r} is neither one of {', '.join(FAMILIES)} "
+        "nor '<module>:<Class>'"
+    )

@@ -5,7 +5,10 @@ order of Table 1's columns (a task it does not list follows them, see tasks.base
 Pure pandas.
 """
 
-from infodecomp.tasks import aro, shapes, sugarcrepe, winoground  # noqa: F401  (registers the tasks)
+import importlib
+import pkgutil
+
+from infodecomp.tasks import sugarcrepe
 from infodecomp.tasks.base import (
     COLUMN_ORDER,
     TASKS,
@@ -19,6 +22,11 @@ from infodecomp.tasks.base import (
     predict,
     register,
 )
+
+# every module of this package registers its benchmark's tasks when imported (a new benchmark is
+# a new module here, nothing else to edit)
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 # Table 1, left to right: ARO, ShapesWorld, SugarCrepe, Winoground (then shapes-winoground)
 COLUMN_ORDER[:] = [
