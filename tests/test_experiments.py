@@ -328,6 +328,21 @@ def test_paper_experiment_presets(capsys: pytest.CaptureFixture) -> None:
     assert t3["daam_steps"] == 50 and "attention" in t3["methods"]
     assert t3["attention"] == "daam" and t4["attention"] == "daam"  # DAAM's aggregation
     assert t3["attn_info_clip"] == 3.0
+    # localisation as the published scripts ran it (README "Table 3 as the published scripts
+    # ran it"); the [0, 1] baseline bug only in the -published-bug preset
+    assert t3["mi_prompt"] == "label" and t3["map_draws"] == "batch-published"
+    assert (t3["model"]["resample"], t3["model"]["mask_resample"]) == ("bilinear", "nearest")
+    assert t3["data"]["wl_mask"] == "all-objects-published" and t3["baseline_input"] == "model"
+    bug = _cfg_job(
+        capsys,
+        "localize",
+        "+experiment=paper-table3-published-bug",
+        "data=coco-wl",
+        "data.root=/x",
+        "data.manifest=/x/m.csv",
+    )
+    assert bug["baseline_input"] == "zero-one-published-bug" and bug["mi_prompt"] == "label"
+    assert bug["data"]["name"] == "coco-wl" and bug["data"]["wl_mask"] == "all-objects-published"
     assert t4["data"]["name"] == "coco100-it" and t4["n_sigmas"] == 100
     assert t4["edits"] == ["omit", "swap"] and t4["image_score"] == "is"
 
@@ -340,6 +355,7 @@ def test_paper_presets_for_the_stated_range(capsys: pytest.CaptureFixture) -> No
             assert cfg["estimator"][key] == value, (key, cfg["estimator"])
     assert t1["estimator"]["n_samples"] == 100 and t1["estimators"] == ["io", "is", "mmse"]
     assert t3["steps"] == [50, 100, 200] and t3["attn_info_clip"] == 3.0
+    assert t3["mi_prompt"] == "label" and t3["map_draws"] == "batch-published"
     assert t4["estimator"]["n_samples"] == 100 and t4["image_score"] == "io"
 
 

@@ -509,3 +509,47 @@ def test_the_option_check_catches_a_family_claiming_an_option_it_ignores(
     monkeypatch.setattr(SD3Denoiser, "HONOURS", SD3Denoiser.HONOURS | {"time_rule"})
     assert not _acts("sd3", "time_rule", models["sd3"])
     assert _acts("sdxl", "time_rule", models["sdxl"])  # where it does act, the probe sees it
+
+
+# ------------------------------------------------------------------ PixArt's learned null caption
+
+
+def test_pixart_null_embedding_file_is_the_unconditional_row(
+    models, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """model.null_embedding=<file> replaces T5("") by the learned y_embedding (mask of ones);
+    a file of the wrong shape is refused in one line, and every PixArt model says which "" it
+    uses."""
+    from safetensors.torch import save_file
+
+    base = models["pixart"]
+    t, d = base.token_count, int(base.text_encoder.config.d_model)
+    emb = torch.randn(t, d, generator=torch.Generator().manual_seed(3))
+    save_file(
+        {"y_embedder.y_embedding": emb, "other": torch.zeros(2)}, tmp_path / "null.safetensors"
+    )
+    with caplog.at_level("INFO", logger="infodecomp"):
+        m = load("pixart", null_embedding=str(tmp_path / "null.safetensors"))
+    assert "learned null embedding" in caplog.text
+    c, c0 = m.encode_conditions([CAPTION, ""]), base.encode_conditions([CAPTION, ""])
+    assert torch.equal(c["prompt_embeds"][1], emb) and c["mask"][1].tolist() == [1] * t
+    assert torch.equal(c["prompt_embeds"][0], c0["prompt_embeds"][0])  # captions unchanged
+    assert not torch.allclose(c["prompt_embeds"][1], c0["prompt_embeds"][1])
+    z, lv = _inputs(m, 2)
+    e, e0 = m.eps_hat(z, lv, c), base.eps_hat(z, lv, c0)
+    assert torch.allclose(e[0], e0[0]) and not torch.allclose(e[1], e0[1], atol=1e-4)
+    torch.save(emb[None], tmp_path / "null.pt")  # [1, T, D] from torch.save is accepted
+    assert torch.equal(load("pixart", null_embedding=str(tmp_path / "null.pt")).null_embedding, emb)
+    # injected fault: one token short -> refused, one line naming the file and both shapes
+    torch.save(emb[:-1], tmp_path / "short.pt")
+    with pytest.raises(ValueError, match=r"shape \(31, 32\), this model needs \(32, 32\)") as err:
+        load("pixart", null_embedding=str(tmp_path / "short.pt"))
+    assert "\n" not in str(err.value) and "short.pt" in str(err.value)
+    with pytest.raises(ValueError, match="no such file"):
+        load("pixart", null_embedding=str(tmp_path / "missing.pt"))
+    with pytest.raises(ValueError, match="does not apply to SDXLDenoiser"):
+        load("sdxl", null_embedding=str(tmp_path / "null.pt"))
+    caplog.clear()
+    with caplog.at_level("INFO", logger="infodecomp"):
+        load("pixart")
+    assert 'use T5("") as the unconditional input' in caplog.text

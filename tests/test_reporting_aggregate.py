@@ -311,10 +311,45 @@ def test_table3_hand_computed(tmp_path, paper):
     if paper:
         assert t3["50 steps published"].tolist() == [14.94, 34.52, 32.31]
         md = (tmp_path / "out" / "table3.md").read_text()
+        se, pm = t3.loc["CMI", "50 steps se"], t3.loc["CMI", "50 steps ± (published rule)"]
         assert (
-            "| sd-2.1-base / coco-it | CMI | object mask | all | 55.00 | 25.00 | 32.31 | 4 | 1 |"
-            in md
+            f"| sd-2.1-base / coco-it | CMI | object mask | all | 55.00 | {se:.2f} | {pm:.2f} "
+            "| 25.00 | 32.31 | 4 | 1 |" in md
         )
+        assert "± (published rule): the published scripts' error bar" in md
+
+
+def _table3_errors_restated(iou: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
+    """The two error columns restated: the bootstrap se (n_boot resamples of all N pairs, std
+    ddof 1) and the published scripts' rule (indices = randint(N, size=(100, int(0.9 N))),
+    np.std of the statistic over them, / 10), the statistic being the best-threshold mIoU."""
+    rng = np.random.default_rng(seed)
+    boot = [iou[rng.integers(0, len(iou), size=len(iou))].mean(0).max() for _ in range(n_boot)]
+    idx = np.random.default_rng(seed).integers(0, len(iou), size=(100, int(0.9 * len(iou))))
+    published = np.std([iou[i].mean(0).max() for i in idx]) / 10
+    return float(np.std(boot, ddof=1)), float(published)
+
+
+def test_table3_se_and_published_error_bar_restated(tmp_path):
+    """Table 3's `se` is the bootstrap se and its `± (published rule)` the published scripts'
+    std-over-0.9N-resamples / 10, each matching a restatement; injected faults (no / 10, N
+    instead of 0.9 N per resample) are caught."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for k in range(40):
+        cols = dict(enumerate(rng.uniform(0, 1, size=50)))
+        rows.append(loc_row(f"p{k}", "cmi", 50, "AB"[k % 2], cols))
+    run = make_run(tmp_path / "loc", "localize", "sd-2.1-base", "coco-it", rows, LOCALIZE_COLUMNS)
+    t3 = aggregate([run], tmp_path / "out", n_boot=200, seed=3)["table3"].set_index("method")
+    iou = pd.DataFrame(rows)[IOU_COLUMNS].to_numpy()
+    se, pm = _table3_errors_restated(iou, 200, 3)
+    assert t3.loc["CMI", "50 steps se"] == pytest.approx(100 * se, rel=1e-9)
+    assert t3.loc["CMI", "50 steps ± (published rule)"] == pytest.approx(100 * pm, rel=1e-9)
+    # injected faults: without the / 10, or resampling N instead of 0.9 N, is another number
+    assert t3.loc["CMI", "50 steps ± (published rule)"] != pytest.approx(1000 * pm, rel=1e-3)
+    full = np.random.default_rng(3).integers(0, 40, size=(100, 40))
+    wrong = np.std([iou[i].mean(0).max() for i in full]) / 10
+    assert t3.loc["CMI", "50 steps ± (published rule)"] != pytest.approx(100 * wrong, rel=1e-3)
 
 
 def test_table3_attention_variants_side_by_side(tmp_path):
@@ -665,3 +700,29 @@ def test_table4_exact_rows_and_decomposition(tmp_path):
     assert share > 80 and noise > 50
     md = (tmp_path / "out" / "table4.md").read_text()
     assert "Exact CMI (oracle): the correlation with the exact CMI" in md
+
+
+def test_table3_names_the_published_bug_baselines_and_keeps_mi_prompts_apart(tmp_path):
+    """A baseline_input=zero-one-published-bug run's attention rows are named apart (the paper's
+    numbers beside them: the published baselines ran that way); its CMI rows are the normal
+    run's. Runs that differ in mi_prompt or map_draws are different CMI / MI measurements."""
+    rows = localize_rows()
+    other = [r | {c: 0.6 for c in IOU_COLUMNS} if r["method"] == "attention" else r for r in rows]
+    common = dict(run={"seed": 0}, steps=[50], attention="daam")
+    paper = ("sd-2.1-base", "coco-it")
+    good = make_run(tmp_path / "g", "localize", *paper, rows, LOCALIZE_COLUMNS, **common)
+    bug = make_run(
+        tmp_path / "b", "localize", *paper, other, LOCALIZE_COLUMNS,
+        baseline_input="zero-one-published-bug", **common,
+    )  # fmt: skip
+    t3 = aggregate([good, bug], tmp_path / "out")["table3"].set_index("method")
+    label = "Attention (DAAM, [0, 1] pixels: published bug)"
+    assert list(t3.index) == ["Whole image", "Attention (DAAM)", label, "CMI"]
+    assert t3.loc[label, "50 steps paper"] == pytest.approx(60.0)
+    assert t3.loc[label, "50 steps published"] == 34.52
+    label_prompt = make_run(
+        tmp_path / "l", "localize", *paper, other, LOCALIZE_COLUMNS,
+        baseline_input="zero-one-published-bug", mi_prompt="label", **common,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="both report"):  # another CMI measurement, same setting
+        aggregate([good, label_prompt], tmp_path / "o2")

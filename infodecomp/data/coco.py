@@ -22,7 +22,11 @@ otherwise swallow every later row) is refused naming the line where the record s
 Masks: `Dataset.load_mask(item)` is the union of all instances (crowd ones included) of the
 row's category in the image, a bool tensor [H, W] at the image's original size, built with
 pycocotools from polygons or RLE alike. COCO-WL words are verbs, numbers, adjectives, ...: no
-COCO category marks their pixels, so their mask is None.
+COCO category marks their pixels, so their mask is None (the pair is counted, not scored).
+`data.wl_mask=all-objects-published` scores them as the published code did instead: it asked
+pycocotools for the annotations of the categories named like the Label, and for a word that is
+no category that list of categories is empty, which pycocotools reads as "no filter": the mask is
+every annotated object of the image. Those rows carry the reference PUBLISHED_WL_REFERENCE.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from infodecomp.data.errors import (
 )
 from infodecomp.data.images import load_item_image
 from infodecomp.data.records import Dataset, ImageRef, Skipped, WordItem
-from infodecomp.data.spec import DataSpec
+from infodecomp.data.spec import PUBLISHED_WL_REFERENCE, WL_MASKS, DataSpec
 
 BASE_COLUMNS = ("Image ID", "Label", "correct_obj+context", "context", "correct_obj")
 MANIFEST_KINDS = ("coco-it", "coco100-it", "coco-wl")
@@ -57,6 +61,8 @@ DEFAULT_MANIFESTS = {
     "coco-wl": "COCO-WL.csv",
 }
 DEFAULT_ANNOTATIONS = "annotations/instances_val2017.json"
+# The ground truth of COCO-WL words under data.wl_mask=all-objects-published (see the module doc)
+PUBLISHED_WL_RULE = WL_MASKS[1]
 
 # Word-swap partners for the intervention experiment (COCO100-IT covers airplane, bear, bed, cat,
 # dog, elephant, horse, person, teddy bear, zebra). Partners are visually distinct objects that
@@ -177,7 +183,7 @@ def load_coco_manifest(spec: DataSpec, kind: str) -> Dataset:
     skipped: list[Skipped] = []
     counts = {"whitespace_normalized": 0, "context_blank_rebuilt": 0, "without_swap": 0}
     for r, (line, row) in enumerate(rows):
-        item, reason = _row_to_item(row, r, header, kind, images_dir, counts)
+        item, reason = _row_to_item(row, r, header, kind, images_dir, counts, spec.wl_mask)
         if item is None:
             label = normalize_space(row[1]) if len(row) > 1 else "?"
             where = f"manifest {manifest.name} line {line}"
@@ -265,7 +271,13 @@ def _read_manifest(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
 
 
 def _row_to_item(
-    row: list[str], r: int, header: list[str], kind: str, images_dir: Path, counts: dict
+    row: list[str],
+    r: int,
+    header: list[str],
+    kind: str,
+    images_dir: Path,
+    counts: dict,
+    wl_mask: str = "none",
 ) -> tuple[WordItem | None, str]:
     if len(row) != len(header):
         return None, f"{len(row)} fields, the header has {len(header)}; the row is not read"
@@ -311,6 +323,10 @@ def _row_to_item(
             "context": raw_context,
             "word": raw_word,
         }
+    mask: tuple | None = (image_id, label) if word_type == "noun" else None
+    if mask is None and wl_mask == PUBLISHED_WL_RULE:
+        mask = (image_id, label, PUBLISHED_WL_RULE)
+        extra["mask_reference"] = PUBLISHED_WL_REFERENCE
     swap_word = swap_text = None
     if kind == "coco100-it":
         swap_word = swap_partner(word)
@@ -326,7 +342,7 @@ def _row_to_item(
         context=context,
         context_blank=blank,
         word_type=word_type,
-        mask=(image_id, label) if word_type == "noun" else None,
+        mask=mask,
         swap_word=swap_word,
         swap_caption=swap_text,
         extra=extra,
@@ -375,8 +391,22 @@ class CocoMasks:
     def __call__(self, item: Any) -> torch.Tensor | None:
         if item.mask is None:
             return None
-        image_id, category = item.mask
+        image_id, category, *rule = item.mask
+        if rule == [PUBLISHED_WL_RULE]:
+            return self.published_mask(int(image_id), str(category))
         return self.mask(int(image_id), str(category))
+
+    def published_mask(self, image_id: int, label: str) -> torch.Tensor:
+        """The published code's mask of a manifest row, by pycocotools' own lookups: the union of
+        the image's annotations of the categories named `label`, or of all its annotations when
+        no category has that name (getAnnIds with an empty category list does not filter).
+
+        Raises:
+            MaskLoadError: unknown image, or an image without annotations.
+        """
+        coco = self._load()
+        cat_ids = coco.getCatIds(catNms=[label])
+        return self._union(image_id, coco.getAnnIds(imgIds=[image_id], catIds=cat_ids), label)
 
     def mask(self, image_id: int, category: str) -> torch.Tensor:
         """Bool tensor [H, W]: union of all instances of `category` in image `image_id`.
@@ -393,6 +423,13 @@ class CocoMasks:
                 f"(known: {sorted(self._cats)[:5]}...)"
             )
         ann_ids = coco.getAnnIds(imgIds=[image_id], catIds=[self._cats[category]], iscrowd=None)
+        return self._union(image_id, ann_ids, category)
+
+    def _union(self, image_id: int, ann_ids: list, category: str) -> torch.Tensor:
+        """Bool tensor [H, W]: the union of annotations `ann_ids` of image `image_id`."""
+        coco = self._load()
+        if image_id not in coco.imgs:
+            raise MaskLoadError(f"image {image_id} is not in {self.annotations}")
         if not ann_ids:
             raise MaskLoadError(f"image {image_id} has no instance of {category!r}")
         info = coco.imgs[image_id]

@@ -111,6 +111,11 @@ def load_dataset(spec: DataSpec, limit: int | None = None) -> Dataset:
     """Loads `spec.name`; `limit` keeps the first N items (after the loader's stable order);
     `spec.control` then alters the set on purpose (data.controls)."""
     entry = _entry(spec.name)
+    if spec.wl_mask != "none" and not spec.name.startswith("coco"):
+        raise DataError(
+            f"data.wl_mask={spec.wl_mask} applies to the COCO manifests (coco-wl's words) only; "
+            f"leave it at none for data={spec.name}"
+        )
     spec = generation_spec(spec, limit)
     ds = entry.load(spec)
     if limit is not None:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+WL_MASKS = ("none", "all-objects-published")
+# the reference (results.csv `reference`) of COCO-WL rows under data.wl_mask=all-objects-published
+PUBLISHED_WL_REFERENCE = "all objects (published COCO-WL)"
+
 
 @dataclass
 class DataSpec:
@@ -28,6 +32,12 @@ class DataSpec:
             pair it with the same `model.sigma0` so the oracle stays exact for the data.
         control: None or "shuffled-images" (data.controls): score every
             ranking item's captions on another item's image (a fixed derangement from `seed`).
+        wl_mask: COCO manifests, the ground truth of a word that is no COCO category (the
+            COCO-WL words): "none" (no mask, the pair is not scored; the default) or
+            "all-objects-published" (the mask the published code scored against: every
+            annotated object of the image, because pycocotools' getAnnIds(catIds=[]) returns all
+            annotations; those rows carry the reference "all objects (published COCO-WL)").
+            COCO-IT and COCO100-IT rows are categories: their mask is the same either way.
     """
 
     name: str = "shapes-relation"
@@ -43,7 +53,10 @@ class DataSpec:
     seed: int = 0
     noise: float | None = None
     control: str | None = None
+    wl_mask: str = "none"
 
     def __post_init__(self) -> None:
+        if self.wl_mask not in WL_MASKS:
+            raise ValueError(f"data.wl_mask={self.wl_mask} is not one of {', '.join(WL_MASKS)}")
         if self.crop not in ("pad", "clamp"):
             raise ValueError(f"data.crop={self.crop} is not one of pad, clamp")

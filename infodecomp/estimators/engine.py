@@ -30,12 +30,17 @@ class Query:
         contrasts: (with, without) index pairs into `conditions`; each gives
             i(x; with | without), e.g. (caption, "") is the MI and (caption, context) the CMI.
         key: a stable identifier of the item; it seeds the item's (logsnr, eps) draws.
+        logsnr_key: None (the default: `key` seeds both draws), or a key that seeds the logsnr
+            draw alone, `key` then seeding eps: queries with one logsnr_key share their logsnr
+            values and keep their own noise (the published localisation maps share one set of
+            logsnr values per batch of 10 images).
     """
 
     x: torch.Tensor
     conditions: tuple[Hashable, ...]
     contrasts: tuple[tuple[int, int], ...] = ()
     key: Hashable = 0
+    logsnr_key: Hashable | None = None
 
     def __post_init__(self) -> None:
         if len(self.conditions) == 0:
@@ -175,10 +180,21 @@ def item_generator(seed: int, key: Hashable) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))
 
 
+def _draw_logsnr(
+    query: Query, cfg: EngineConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Generator]:
+    """The item's logsnr [S] and weight [S] (float64), and the generator its eps come from:
+    one stream seeded by `key`, or (with `logsnr_key`) logsnr from a stream of its own."""
+    gen = item_generator(cfg.seed, query.key)
+    if query.logsnr_key is None:
+        return (*cfg.sampler.sample(cfg.n_samples, gen), gen)
+    shared = item_generator(cfg.seed, ("logsnr", query.logsnr_key))
+    return (*cfg.sampler.sample(cfg.n_samples, shared), gen)
+
+
 def draw(query: Query, cfg: EngineConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The item's shared draws: logsnr [S], weight [S] (float64) and eps [S, C, H, W] (float32)."""
-    gen = item_generator(cfg.seed, query.key)
-    logsnr, weight = cfg.sampler.sample(cfg.n_samples, gen)
+    logsnr, weight, gen = _draw_logsnr(query, cfg)
     eps = torch.randn((cfg.n_samples, *query.x.shape), generator=gen, dtype=torch.float32)
     return logsnr, weight, eps
 
@@ -312,8 +328,7 @@ class _ItemAccumulator:
             else None
         )  # [K] row of each condition among the distinct ones
         cond_rows = [cond_rows[q.conditions.index(c)] for c in distinct]
-        gen = item_generator(cfg.seed, q.key)
-        self.logsnr, self.weight = cfg.sampler.sample(cfg.n_samples, gen)  # [S] float64
+        self.logsnr, self.weight, gen = _draw_logsnr(q, cfg)  # [S] float64
         block = -(-cfg.max_batch // self.k) + 1  # samples one chunk can touch
         self._eps = _NoiseStream(gen, cfg.n_samples, tuple(q.x.shape), block)
         self.cond_rows = torch.tensor(cond_rows)  # [K] rows of the encoding table

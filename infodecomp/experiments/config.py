@@ -116,9 +116,32 @@ class LocalizeConfig(BaseCommandConfig):
     # CMI maps run at clip 4 (configs/experiment/paper-table3.yaml)
     attn_info_clip: float | None = None
     attention: str = "daam"  # aggregation of attention maps: daam (DAAM's, paper) | layer-mean
+    # the MI map's prompt: word (the word itself) | label (the manifest's Label column, a COCO
+    # category: what the published code prompts with; configs/experiment/paper-table3.yaml)
+    mi_prompt: str = "word"
+    # logsnr draws of the CMI / MI maps: item (each item its own; with iid draws the step counts
+    # are prefixes of one draw) | batch-published (as the published code: one set of logsnr values
+    # per batch of 10 consecutive manifest rows, shared by its images, one eps per (logsnr,
+    # image); every step count an independent run)
+    map_draws: str = "item"
+    # pixels the DAAM and Attention+Information baselines feed the VAE: model ([-1, 1], as the
+    # model was trained) | zero-one-published-bug ([0, 1], the published baselines' bug)
+    baseline_input: str = "model"
 
     def __post_init__(self) -> None:
         _check_attention(self.attention)
+        for name, allowed in LOCALIZE_CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"{name}={getattr(self, name)} is not one of: {', '.join(allowed)}"
+                )
+
+
+LOCALIZE_CHOICES = {
+    "mi_prompt": ("word", "label"),
+    "map_draws": ("item", "batch-published"),
+    "baseline_input": ("model", "zero-one-published-bug"),
+}
 
 
 @dataclass
@@ -211,7 +234,7 @@ class ReportConfig:
     runs: list[str] = field(default_factory=list)  # run directories, or folders holding them
     run: RunConfig = field(default_factory=RunConfig)  # run.out_dir: the report folder
     title: str = "infodecomp report"  # heading of the HTML page
-    n_boot: int = 1000  # bootstrap resamples of Table 4's standard errors (seed: run.seed)
+    n_boot: int = 1000  # bootstrap resamples of Tables 3 and 4's standard errors (seed: run.seed)
 
 
 @dataclass

@@ -37,14 +37,42 @@ def context_of(item, blank: bool) -> str:
     return item.context_blank if blank else item.context
 
 
-def info_queries(items: list, xs: torch.Tensor, blank: bool) -> list[Query]:
-    """Per item: conditions (caption, context, word, "") with contrasts CMI = (0, 1), MI = (2, 3)."""
+def mi_prompt_of(item, mi_prompt: str = "word") -> str:
+    """The MI map's prompt: the word itself ("word"), or the manifest's Label column ("label",
+    what the published localisation code prompts with: a COCO category, "dog" for "dogs")."""
+    if mi_prompt == "word":
+        return item.word
+    if mi_prompt != "label":
+        raise ValueError(f"mi_prompt={mi_prompt!r} is not one of: word, label")
+    label = (getattr(item, "extra", None) or {}).get("label")
+    if not label:
+        raise ValueError(
+            f"mi_prompt=label: item {item.item_id} has no Label (a COCO manifest column); "
+            "use mi_prompt=word"
+        )
+    return label
+
+
+def info_queries(
+    items: list,
+    xs: torch.Tensor,
+    blank: bool,
+    mi_prompt: str = "word",
+    logsnr_keys: list | None = None,
+    key_suffix: Any = None,
+) -> list[Query]:
+    """Per item: conditions (caption, context, MI prompt, "") with contrasts CMI = (0, 1), MI =
+    (2, 3). The MI prompt is the word or the manifest's Label (`mi_prompt_of`). `logsnr_keys`
+    (one per item, or None) makes items share logsnr draws (engine.Query.logsnr_key);
+    `key_suffix` makes the draws those of another, independent run (the item key becomes
+    (item_id, key_suffix))."""
     return [
         Query(
             xs[i].cpu(),
-            (it.caption, context_of(it, blank), it.word, ""),
+            (it.caption, context_of(it, blank), mi_prompt_of(it, mi_prompt), ""),
             ((0, 1), (2, 3)),
-            key=str(it.item_id),
+            key=str(it.item_id) if key_suffix is None else (str(it.item_id), key_suffix),
+            logsnr_key=None if logsnr_keys is None else logsnr_keys[i],
         )
         for i, it in enumerate(items)
     ]

@@ -64,7 +64,9 @@ class ReferenceDraws:
 @torch.no_grad()
 def sampled_latents(model, images: Sequence, gen: torch.Generator) -> torch.Tensor:
     """VAE posterior samples of the images, scaled as the model's latents: [N, C, h, w] float32."""
-    px = torch.stack([to_model_input(im, model.image_size, model.resize) for im in images])
+    px = torch.stack(
+        [to_model_input(im, model.image_size, model.resize, model.resample) for im in images]
+    )
     dist = model.vae.encode(px.to(model.device, model.vae_dtype)).latent_dist
     noise = torch.randn(dist.mean.shape, generator=gen).to(model.device)
     lat = dist.mean.float() + dist.std.float() * noise

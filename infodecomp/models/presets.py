@@ -18,6 +18,8 @@ from typing import Any
 TIME_RULES = ("nearest", "continuous")
 LATENTS = ("mean", "sample")
 RESIZE_MODES = ("squash", "center-crop")
+RESAMPLE_MODES = ("bicubic", "bilinear")
+MASK_RESAMPLE_MODES = ("area", "nearest")
 ATTN_PROCESSORS = ("sdpa", "eager")
 OFFLOADS = ("none", "model", "sequential")
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
@@ -31,6 +33,10 @@ class AdapterOptions:
         time_rule: "nearest" integer timestep (published) or "continuous" fractional one.
         latent: "mean" of the VAE posterior (deterministic) or a seeded "sample" (published).
         resize: "squash" to image_size x image_size (published) or "center-crop" first.
+        resample: the image filter of that resize, "bicubic" or "bilinear" (PIL's; the
+            published localisation code: bilinear).
+        mask_resample: how ground-truth masks follow, "area" (area average, >= 0.5) or
+            "nearest" (PIL's; the published localisation code).
         image_size: pixels per side; default: the network's sample size x the VAE factor.
         compile: torch.compile the denoising network (eps_hat only; attention capture uses
             the plain network).
@@ -45,11 +51,17 @@ class AdapterOptions:
             PixArt-Sigma: 300); None: the family's published value.
         guidance: the guidance-embedding input of guidance-distilled models (Flux.1-dev); None:
             1.0, the value at which the distilled prediction is the plain conditional one.
+        null_embedding: a tensor file (.safetensors, .pt, .pth) holding the learned
+            unconditional caption embedding [T, D] of a PixArt checkpoint (its `y_embedding`,
+            which the diffusers conversion drops); it replaces T5("") as the "" condition.
+            None: T5(""). PixArt only.
     """
 
     time_rule: str = "nearest"
     latent: str = "mean"
     resize: str = "squash"
+    resample: str = "bicubic"
+    mask_resample: str = "area"
     image_size: int | None = None
     compile: bool = False
     attn_processor: str = "sdpa"
@@ -57,6 +69,7 @@ class AdapterOptions:
     offload: str = "none"
     text_tokens: int | None = None
     guidance: float | None = None
+    null_embedding: str | None = None
 
     def check(self) -> AdapterOptions:
         """Raises a one-line ValueError for a value outside its allowed set; returns self."""
@@ -64,6 +77,8 @@ class AdapterOptions:
             "time_rule": TIME_RULES,
             "latent": LATENTS,
             "resize": RESIZE_MODES,
+            "resample": RESAMPLE_MODES,
+            "mask_resample": MASK_RESAMPLE_MODES,
             "attn_processor": ATTN_PROCESSORS,
             "offload": OFFLOADS,
         }

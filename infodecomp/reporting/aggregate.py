@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from infodecomp.data.spec import PUBLISHED_WL_REFERENCE
 from infodecomp.reporting import published as pub
 from infodecomp.reporting.calibration import calibration_table
 from infodecomp.reporting.meta import META, SUMMARY, read_json
@@ -24,6 +25,7 @@ from infodecomp.reporting.metrics import (
     decomposition_note,
     intervention_decomposition,
     intervention_table,
+    miou_bootstrap,
     miou_cells,
     ranking_scores,
 )
@@ -47,7 +49,11 @@ from infodecomp.reporting.writer import natural_key, read_results
 from infodecomp.tasks import column_key, column_order, get_task, mean_key
 
 COMMANDS = ("aro", "localize", "intervene", "visualize", "calibrate")
-MIOU_SUFFIXES = (" paper", " held-out", " published")
+# Table 3 columns per step count: the paper-protocol mIoU, its bootstrap se, the "±" the published
+# scripts would print (std of 100 resamples of 0.9 N, / 10: no se), the held-out-threshold mIoU,
+# and the paper's own number.
+SE_SUFFIX, PUBLISHED_PM_SUFFIX = " se", " ± (published rule)"
+MIOU_SUFFIXES = (" paper", SE_SUFFIX, PUBLISHED_PM_SUFFIX, " held-out", " published")
 CALIBRATE_DATA = "shapes-* (calibrate's sets)"
 # Commands whose run directories carry no table: listed in the runs index only.
 LISTED_ONLY = ("validate", "bench", "aggregate", "build-coco-manifest")
@@ -133,8 +139,12 @@ class Run:
     @property
     def attention(self) -> str:
         """Aggregation of the run's attention maps (``daam`` or ``layer-mean``); runs written
-        before the ``attention`` option existed used the layer mean."""
-        return str(self.config.get("attention") or LEGACY_ATTENTION)
+        before the ``attention`` option existed used the layer mean. A run under
+        ``baseline_input=zero-one-published-bug`` adds ``+published-bug`` (its rows are named
+        apart: the baselines saw [0, 1] pixels)."""
+        agg = str(self.config.get("attention") or LEGACY_ATTENTION)
+        bug = self.config.get("baseline_input") == "zero-one-published-bug"
+        return agg + pub.BUG_SUFFIX if bug else agg
 
     def shares_maps_with(self, other: Run) -> bool:
         """Whether the CMI, MI and whole-image rows of two localize runs are one measurement:
@@ -145,7 +155,18 @@ class Run:
             c = run.config
             r = c.get("run") or {}
             return {
-                **{k: c.get(k) for k in ("model", "data", "estimator", "steps", "blank_context")},
+                **{
+                    k: c.get(k)
+                    for k in (
+                        "model",
+                        "data",
+                        "estimator",
+                        "steps",
+                        "blank_context",
+                        "mi_prompt",
+                        "map_draws",
+                    )
+                },
                 **{f"run.{k}": r.get(k) for k in ("seed", "limit", "dtype")},
             }
 
@@ -361,7 +382,7 @@ def _group_means(rec: pd.DataFrame) -> pd.DataFrame | None:
 
 
 OBJECT_MASK = "object mask"
-REFERENCE_ORDER = (OBJECT_MASK, "exact map")
+REFERENCE_ORDER = (OBJECT_MASK, PUBLISHED_WL_REFERENCE, "exact map")
 # Word types of the manifests (COCO-WL's 7th column) and of ShapesWorld, in display order.
 WORD_TYPE_LABELS = {
     "noun": "noun",
@@ -383,9 +404,14 @@ def word_type_label(word_type: str, shapes: bool) -> str:
     return WORD_TYPE_LABELS.get(word_type, word_type)
 
 
-def table3(runs: list[Run]) -> pd.DataFrame:
-    """Rows = setting x method x reference x words; columns = ``{n} paper``, ``{n} held-out``
-    (+ ``{n} published``).
+def table3(runs: list[Run], *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Rows = setting x method x reference x words; columns = ``{n} paper``, ``{n} se``,
+    ``{n} ± (published rule)``, ``{n} held-out`` (+ ``{n} published``).
+
+    ``se`` is the bootstrap standard error of the paper-protocol mIoU (``n_boot`` resamples of
+    all pairs, the threshold chosen again in each); ``± (published rule)`` is what the published
+    scripts print as "±" for the same statistic (std of 100 resamples of 0.9 N pairs, divided by
+    10; reporting.metrics.published_error_bar), shown only to compare with the paper.
 
     Attention rows name their aggregation ("Attention (DAAM)", "Attention+Information
     (layer-mean)"), so runs that differ in ``attention`` appear side by side; their CMI, MI and
@@ -399,7 +425,7 @@ def table3(runs: list[Run]) -> pd.DataFrame:
     scored (image, word) pairs, ``unscored`` those without a ground-truth mask (all IoU values
     empty), which cannot enter the mIoU.
     """
-    cells: dict[tuple, dict[Any, tuple[float, float]]] = {}
+    cells: dict[tuple, dict[Any, tuple[float, ...]]] = {}
     counts: dict[tuple, tuple[set, set]] = {}
     paper_settings, shapes_settings, steps, seen = set(), set(), set(), {}
     first: dict[tuple, Run] = {}  # (setting, method, n, reference) -> the run its row came from
@@ -442,7 +468,8 @@ def table3(runs: list[Run]) -> pd.DataFrame:
                 if scored.empty:
                     continue
                 paper, held = miou_cells(scored)
-                cells.setdefault(key, {})[n] = (100 * paper, 100 * held)
+                se, pm = miou_bootstrap(scored, n_boot=n_boot, seed=seed)
+                cells.setdefault(key, {})[n] = tuple(100 * v for v in (paper, held, se, pm))
                 if n is not None:
                     steps.add(n)
     step_cols = sorted(steps) or [None]
@@ -480,16 +507,19 @@ def table3(runs: list[Run]) -> pd.DataFrame:
         }
         for n in step_cols:
             # n_steps left empty (e.g. the whole-image mask) applies to every step count
-            paper, held = by_n.get(n, by_n.get(None, (float("nan"), float("nan"))))
+            paper, held, se, pm = by_n.get(n, by_n.get(None, (float("nan"),) * 4))
             col = "all steps" if n is None else f"{n} steps"
             row[f"{col} paper"] = paper
+            row[f"{col}{SE_SUFFIX}"] = se
+            row[f"{col}{PUBLISHED_PM_SUFFIX}"] = pm
             row[f"{col} held-out"] = held
             if show_pub:
                 published = (
                     setting in paper_settings
                     and ref == OBJECT_MASK
                     and words == "all"
-                    and agg in (None, pub.PUBLISHED_AGGREGATION)
+                    and agg
+                    in (None, pub.PUBLISHED_AGGREGATION, pub.PUBLISHED_AGGREGATION + pub.BUG_SUFFIX)
                 )
                 value = pub.published_miou(method, n) if published else None
                 row[f"{col} published"] = float("nan") if value is None else value
@@ -569,6 +599,18 @@ NOTE_TABLE3_EXACT = (
     "same threshold (near 100: the estimator puts the information where it is; the object-mask "
     "protocol is what caps the score)."
 )
+NOTE_TABLE3_ERRORS = (
+    "se: bootstrap standard error of the paper-protocol mIoU (all pairs resampled, threshold "
+    "chosen again on each resample). ± (published rule): the published scripts' error bar for the "
+    "same statistic, the standard deviation over 100 resamples of 0.9 N pairs divided by 10; it "
+    "is no standard error and is shown only to compare with the paper."
+)
+NOTE_TABLE3_WL = (
+    f"Reference '{PUBLISHED_WL_REFERENCE}': COCO-WL words scored as the published code scored "
+    "them, against the union of every annotated object of the image (no COCO category marks a "
+    "verb, number or adjective; pycocotools returns all annotations for an empty category list). "
+    "It measures overlap with the objects, not localisation of the word."
+)
 NOTE_TABLE4_EXACT = (
     "Exact CMI (oracle): the correlation with the exact CMI (full logsnr range) in place of the "
     "estimate. CMI estimate vs exact CMI: image level, r between the estimated and the exact "
@@ -605,8 +647,12 @@ def table_notes(built: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> dict[str
     if "table3" in built:
         t3 = built["table3"][0]
         exact = pub.METHOD_LABELS["exact"]
-        if (t3["method"] == exact).any() or (t3["reference"] != OBJECT_MASK).any():
-            notes["table3"] = NOTE_TABLE3_EXACT
+        parts = [NOTE_TABLE3_ERRORS]
+        if (t3["method"] == exact).any() or (t3["reference"] == "exact map").any():
+            parts.append(NOTE_TABLE3_EXACT)
+        if (t3["reference"] == PUBLISHED_WL_REFERENCE).any():
+            parts.append(NOTE_TABLE3_WL)
+        notes["table3"] = " ".join(parts)
     if "table4" in built:
         if (built["table4"][0]["method"] == pub.METHOD_LABELS["exact"]).any():
             notes["table4"] = NOTE_TABLE4_EXACT
@@ -643,7 +689,7 @@ def aggregate(
         run_dirs: run directories (or folders searched for run directories below them).
         out_dir: where ``table{k}.{md,tex,csv}``, ``accuracy_vs_samples.*``, ``runs.*`` and the
             combined ``tables.md`` are written.
-        n_boot: bootstrap resamples for the Table 4 standard errors.
+        n_boot: bootstrap resamples for the Table 3 and Table 4 standard errors.
         seed: seed of the bootstrap.
 
     Returns:
@@ -684,7 +730,11 @@ def build_tables(
             t2 = table2(groups)
             fmt2 = {c: pct for c in t2.columns if c not in TABLE2_KEYS}
             built["table2"] = (t2, display(t2, fmt2 | {"n_samples": fmt_int, "n": fmt_int}))
-    t3 = table3(by_cmd["localize"]) if by_cmd["localize"] else pd.DataFrame()
+    t3 = (
+        table3(by_cmd["localize"], n_boot=n_boot, seed=seed)
+        if by_cmd["localize"]
+        else pd.DataFrame()
+    )
     if not t3.empty:
         built["table3"] = (
             t3,

@@ -68,13 +68,19 @@ METHOD_LABELS: dict[str, str] = {
 ATTENTION_METHODS = ("attention", "attn_info")
 AGGREGATION_LABELS: dict[str, str] = {"daam": "DAAM", "layer-mean": "layer-mean"}
 PUBLISHED_AGGREGATION = "daam"
+# localize baseline_input=zero-one-published-bug: attention rows are named apart, e.g.
+# "Attention (DAAM, [0, 1] pixels: published bug)"; the published baselines were run that way
+BUG_SUFFIX = "+published-bug"
+BUG_LABEL = "[0, 1] pixels: published bug"
 
 
 def method_label(method: str, aggregation: str | None = None) -> str:
     """Display name of a method, e.g. "Attention (DAAM)" for attention maps aggregated by DAAM."""
     label = METHOD_LABELS.get(method, method)
     if method in ATTENTION_METHODS and aggregation is not None:
-        label = f"{label} ({AGGREGATION_LABELS.get(aggregation, aggregation)})"
+        agg, bug = aggregation.removesuffix(BUG_SUFFIX), aggregation.endswith(BUG_SUFFIX)
+        shown = AGGREGATION_LABELS.get(agg, agg) + (f", {BUG_LABEL}" if bug else "")
+        label = f"{label} ({shown})"
     return label
 
 

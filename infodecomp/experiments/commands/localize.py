@@ -8,6 +8,13 @@ modes run each step count on its own draw.
 With a cross-attention model, the DAAM baseline and Attention+Information maps are added,
 aggregated as `attention` says (`daam`: DAAM's aggregation, the default and the paper's;
 `layer-mean`: heads averaged per layer; see models.attention); meta.json records the choice.
+The published localisation scripts, where they differ from these defaults, are options (set
+together by configs/experiment/paper-table3.yaml; README "Table 3 as the published scripts ran
+it"): `mi_prompt=label` (the MI map prompts with the manifest's Label, not the word),
+`map_draws=batch-published` (one set of logsnr values per batch of 10 manifest rows, every step
+count its own run), `model.resample=bilinear model.mask_resample=nearest`, `data.wl_mask=
+all-objects-published` (COCO-WL), and, only by name, `baseline_input=zero-one-published-bug`
+(the published DAAM and Attention+Information baselines encode [0, 1] pixels).
 IoU against the ground-truth mask is stored at the 50 thresholds of the published protocol;
 `aggregate` reports the paper's best-threshold mIoU and a held-out-threshold variant, overall and
 per word type.
@@ -32,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from infodecomp.data.coco import MANIFEST_KINDS
 from infodecomp.data.registry import WORDS
 from infodecomp.experiments.common import engine_config
 from infodecomp.experiments.config import EstimatorConfig, LocalizeConfig
@@ -57,6 +65,26 @@ COLUMNS = LOCALIZE_COLUMNS  # the documented results.csv schema
 METHODS = ("cmi", "mi", "attention", "attn_info", "whole", "exact")
 OBJECT_MASK, EXACT_MAP = "object mask", "exact map"
 ATTENTION_METHODS = ("attention", "attn_info")  # aggregated and expanded as cfg.attention says
+PUBLISHED_MAP_BATCH = 10  # images per batch of the published localisation maps (shared logsnr)
+BUG_INPUT = "zero-one-published-bug"
+
+
+def published_batch(item) -> int:
+    """The batch of 10 consecutive manifest rows an item's row fell in, in the published code."""
+    row = (getattr(item, "extra", None) or {}).get("row")
+    if row is None:
+        raise ValueError(
+            f"map_draws=batch-published: item {item.item_id} has no manifest row (COCO data "
+            "sets only); use map_draws=item"
+        )
+    return int(row) // PUBLISHED_MAP_BATCH
+
+
+def baseline_latents(model, images: list) -> object:
+    """The latents the published DAAM and Attention+Information baselines encode (a bug): the
+    image resized as the model resizes it, its [0, 1] pixels given to the VAE as they are
+    (never mapped to [-1, 1]). Only under baseline_input=zero-one-published-bug."""
+    return model.encode_images([model.preview(im) for im in images])  # [N, C, h, w]
 
 
 def _row(
@@ -83,23 +111,35 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
         raise ValueError(f"localize methods {sorted(unknown)} unknown; choose from {METHODS}")
     xs = ctx.model.encode_images(images)  # [N, C, h, w]
     masks = [ctx.dataset.load_mask(it) for it in items]
+    refs = [(it.extra or {}).get("mask_reference", OBJECT_MASK) for it in items]
     nan = np.full(len(IOU_COLUMNS), np.nan)
     traced = has_traced_attention(ctx.model) and "attn_info" in cfg.methods
+    baselines = traced or (has_daam(ctx.model) and "attention" in cfg.methods)
+    xb = (
+        baseline_latents(ctx.model, images) if baselines and cfg.baseline_input == BUG_INPUT else xs
+    )
     daam = {}  # DAAM does not depend on the logsnr budget: one inversion per item
     if has_daam(ctx.model) and "attention" in cfg.methods:
         daam = {
             it.item_id: daam_word_map(ctx.model, it, x.cpu(), cfg.daam_steps, cfg.attention)
-            for it, x in zip(items, xs, strict=True)
+            for it, x in zip(items, xb, strict=True)
         }
     exact = None
     if "exact" in cfg.methods or "cmi" in cfg.methods:
         exact = exact_word_info(ctx.model, items, xs, cfg.blank_context, cfg.run.seed)
     rows = []
-    queries = info_queries(items, xs, cfg.blank_context)
+    queries = info_queries(items, xs, cfg.blank_context, cfg.mi_prompt)
+    per_batch = cfg.map_draws == "batch-published"
+    batches = [published_batch(it) for it in items] if per_batch else None
     # iid draws: every step count is a prefix of one draw of the largest (50/100/200: 200
-    # samples per item, not 350); other modes' prefixes are not samples of the proposal
+    # samples per item, not 350); other modes' prefixes are not samples of the proposal, and
+    # the published batches run every step count on its own draw
     top = max(cfg.steps)
-    nested = engine_config(cfg.estimator, cfg.run).sampler.mode == "iid" and len(cfg.steps) > 1
+    nested = (
+        engine_config(cfg.estimator, cfg.run).sampler.mode == "iid"
+        and len(cfg.steps) > 1
+        and not per_batch
+    )
     if nested:
         ecfg_top = engine_config(cfg.estimator, cfg.run, n_samples=top)
         full = info_maps(ctx.model, queries, replace(ecfg_top, prefixes=tuple(set(cfg.steps))))
@@ -107,9 +147,16 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
         ecfg = engine_config(cfg.estimator, cfg.run, n_samples=steps)
         if nested:
             ests = [e.prefix(steps) for e in full]
+        elif per_batch:  # one logsnr set per (batch, step count); eps per (item, step count)
+            keys = [("published-batch", b, steps) for b in batches]
+            ests = info_maps(
+                ctx.model,
+                info_queries(items, xs, cfg.blank_context, cfg.mi_prompt, keys, steps),
+                ecfg,
+            )
         else:
             ests = info_maps(ctx.model, queries, ecfg)
-        for i, (it, x, e, mask) in enumerate(zip(items, xs, ests, masks, strict=True)):
+        for i, (it, x, e, mask) in enumerate(zip(items, xb, ests, masks, strict=True)):
             heats = {"cmi": (e.io_map[0], e.info_o(0)[0]), "mi": (e.io_map[1], e.info_o(1)[0])}
             if exact is not None:
                 heats["exact"] = (exact[i].map().float(), exact[i].total("io")[0])
@@ -137,13 +184,12 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
                 heat, value = heats[method]
                 agg = cfg.attention if method in ATTENTION_METHODS else None
                 grid, gt = to_image_grid(ctx.model, heat, mask, attention=agg)
-                rows.append(
-                    _row(it, method, steps, value, iou_curve(grid, gt) if gt is not None else nan)
-                )
+                ious = iou_curve(grid, gt) if gt is not None else nan
+                rows.append(_row(it, method, steps, value, ious, refs[i]))
             if "whole" in cfg.methods:
                 grid, gt = to_image_grid(ctx.model, e.io_map[0], mask)
                 whole = np.full(len(IOU_COLUMNS), gt.mean()) if gt is not None else nan
-                rows.append(_row(it, "whole", steps, float("nan"), whole))
+                rows.append(_row(it, "whole", steps, float("nan"), whole, refs[i]))
     return rows
 
 
@@ -160,7 +206,8 @@ def summarize(ctx: RunContext, results: pd.DataFrame) -> dict:
             continue
         paper, held = miou_cells(df)
         if ref != OBJECT_MASK:  # e.g. miou_vs_exact_map/cmi@100
-            metrics[f"miou_vs_{ref.replace(' ', '_')}/{method}@{steps}"] = float(paper)
+            slug = "_".join("".join(c if c.isalnum() else " " for c in ref).split())
+            metrics[f"miou_vs_{slug}/{method}@{steps}"] = float(paper)
             continue
         metrics[f"miou/{method}@{steps}"] = float(paper)
         metrics[f"miou_heldout/{method}@{steps}"] = float(held)
@@ -179,7 +226,29 @@ def summarize(ctx: RunContext, results: pd.DataFrame) -> dict:
     return metrics
 
 
+def headline(metrics: dict) -> str:
+    """The CMI mIoU against the object masks, else against the run's other reference (e.g. the
+    published COCO-WL masks), named by its key."""
+    keys = ["miou/cmi", *sorted(k for k in metrics if k.startswith("miou_vs_") and "/cmi@" in k)]
+    key = next((k for k in keys if k in metrics), "miou/cmi")
+    value = metrics.get(key)
+    return f"{key} = {f'{value:.4g}' if isinstance(value, float) else value}"
+
+
 def run(cfg: LocalizeConfig) -> Path:
+    for option, value in (("mi_prompt", "label"), ("map_draws", "batch-published")):
+        if getattr(cfg, option) == value and cfg.data.name not in MANIFEST_KINDS:
+            raise ValueError(
+                f"localize {option}={value} needs a COCO manifest (data={', '.join(MANIFEST_KINDS)}"
+                f"); data={cfg.data.name} has none: leave {option} at its default"
+            )
+    if cfg.baseline_input == BUG_INPUT:
+        log.warning(
+            "localize baseline_input=%s: the DAAM and Attention+Information baselines encode "
+            "[0, 1] pixels, as the published code did by mistake (the model was trained on "
+            "[-1, 1]); for a faithful baseline use baseline_input=model",
+            BUG_INPUT,
+        )
     if cfg.estimator.n_samples != EstimatorConfig().n_samples:
         log.warning(
             "localize: estimator.n_samples=%d is not used; each map uses the logsnr samples "
@@ -187,9 +256,7 @@ def run(cfg: LocalizeConfig) -> Path:
             cfg.estimator.n_samples,
             list(cfg.steps),
         )
-    return execute(
-        cfg, "localize", COLUMNS, process, summarize, headline="miou/cmi", consumes=WORDS
-    )
+    return execute(cfg, "localize", COLUMNS, process, summarize, headline=headline, consumes=WORDS)
 
 
 main = hydra_main("localize", run)

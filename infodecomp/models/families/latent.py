@@ -141,6 +141,7 @@ class LatentDiffusionDenoiser:
         self.network, self.schedule = network, schedule
         self.device, self.dtype = device, dtype
         self.time_rule, self.latent, self.resize = opts.time_rule, opts.latent, opts.resize
+        self.resample, self.mask_resample = opts.resample, opts.mask_resample
         self.seed, self.vae_batch = seed, vae_batch
         self.text_tokens = int(opts.text_tokens or self.TEXT_TOKENS or 0) or None
         self.token_count = int(self._token_count())
@@ -360,8 +361,9 @@ class LatentDiffusionDenoiser:
     ) -> torch.Tensor:
         """Images -> scaled VAE latents [N, C, h, w] float32 (on CPU), cached per key if keys are given.
 
-        Preprocessing: `resize` ("squash": bicubic to image_size x image_size, no crop, as
-        published; "center-crop": central square first), pixels mapped to [-1, 1], VAE
+        Preprocessing: `resize` ("squash": to image_size x image_size, no crop, as published;
+        "center-crop": central square first) with the `resample` filter (bicubic; the
+        published localisation: bilinear), pixels mapped to [-1, 1], VAE
         posterior mean (or a sample seeded by (seed, key or position)), shifted and scaled by
         the VAE's shift_factor and scaling_factor.
         """
@@ -374,7 +376,10 @@ class LatentDiffusionDenoiser:
         for start in range(0, len(todo), self.vae_batch):
             idx = todo[start : start + self.vae_batch]
             px = torch.stack(
-                [to_model_input(images[i], self.image_size, self.resize) for i in idx]
+                [
+                    to_model_input(images[i], self.image_size, self.resize, self.resample)
+                    for i in idx
+                ]
             )  # [b, 3, S, S]
             with self._visiting(self.vae):
                 dist = self.vae.encode(px.to(self.device, self.vae_dtype)).latent_dist
@@ -413,13 +418,14 @@ class LatentDiffusionDenoiser:
 
     def preview(self, image: Any) -> torch.Tensor:
         """The image as the model sees it (resize rule applied): [3, H, W] in [0, 1]."""
-        return ((to_model_input(image, self.image_size, self.resize) + 1) / 2).clamp(0, 1)
+        px = to_model_input(image, self.image_size, self.resize, self.resample)
+        return ((px + 1) / 2).clamp(0, 1)
 
     def mask_transform(
         self, mask: torch.Tensor, size: int | tuple[int, int] | None = None
     ) -> torch.Tensor:
         """Resizes a ground-truth mask [H, W] the way images are resized; see `mask_transform`."""
-        return mask_transform(mask, size or self.latent_size, self.resize)
+        return mask_transform(mask, size or self.latent_size, self.resize, self.mask_resample)
 
     @staticmethod
     def upsample_map(heat: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:

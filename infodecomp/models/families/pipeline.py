@@ -18,7 +18,9 @@ import torch
 from infodecomp.models.presets import PRESETS, AdapterOptions, resolve_hub_id
 
 # Options every family acts on (the base implements them for any network).
-UNIVERSAL_OPTIONS = frozenset({"latent", "resize", "image_size", "compile", "dtype", "offload"})
+UNIVERSAL_OPTIONS = frozenset(
+    {"latent", "resize", "resample", "mask_resample", "image_size", "compile", "dtype", "offload"}
+)
 # Files of a tokenizer subfolder, one of which must exist (CLIP BPE, fast tokenizers, T5).
 TOKENIZER_FILES = ("vocab.json", "tokenizer.json", "spiece.model")
 

@@ -65,6 +65,7 @@ class PixelSpaceMixin:
 
     image_size: int
     resize: str
+    resample: str
     image_encodes: int
 
     @classmethod
@@ -82,7 +83,7 @@ class PixelSpaceMixin:
         x = (
             image.detach().float().cpu()
             if self._own(image)
-            else to_model_input(image, self.image_size, self.resize)
+            else to_model_input(image, self.image_size, self.resize, self.resample)
         )
         return ((x + 1) / 2).clamp(0, 1)
 
@@ -98,7 +99,7 @@ class PixelSpaceMixin:
         rows = [
             img.detach().float().cpu()
             if self._own(img)
-            else to_model_input(img, self.image_size, self.resize)
+            else to_model_input(img, self.image_size, self.resize, self.resample)
             for img in images
         ]
         self.image_encodes += len(rows)
