@@ -278,6 +278,68 @@ def test_the_cycle_check_catches_an_injected_cycle(tmp_path: Path) -> None:
     assert "infodecomp.experiments.commands.aro imports " in " ".join(command_imports(tmp_path))
 
 
+MAX_FILE_LINES, MAX_FUNCTION_LINES = 500, 80
+# Files and functions over the limits when issue 26 closed. Their owners were changing them at
+# the time (validate, calibrate: issues 22 and 24; store, aggregate, runner, figures: 27; bench,
+# efficiency: 28; localize, api.maps: 23 and 24), so they are split with that work, not under
+# it; the strict xfail below passes once they are, and must then be removed from this list.
+OVER_LIMIT = {
+    "infodecomp/api/maps.py:maps",
+    "infodecomp/api/scoring.py:score",
+    "infodecomp/experiments/commands/bench.py:run",
+    "infodecomp/experiments/commands/bench.py:speed",
+    "infodecomp/experiments/commands/calibrate.py",
+    "infodecomp/experiments/commands/calibrate.py:localize_section",
+    "infodecomp/experiments/commands/calibrate.py:pointwise_sections",
+    "infodecomp/experiments/commands/localize.py:process",
+    "infodecomp/experiments/commands/validate.py",
+    "infodecomp/experiments/commands/validate.py:gaussian_checks",
+    "infodecomp/experiments/commands/validate.py:word_map_checks",
+    "infodecomp/experiments/efficiency.py:sample_efficiency",
+    "infodecomp/experiments/runner.py:execute",
+    "infodecomp/models/oracles/exact.py:exact_info",
+    "infodecomp/reporting/aggregate.py",
+    "infodecomp/reporting/aggregate.py:table3",
+    "infodecomp/reporting/figures.py:panel",
+    "infodecomp/reporting/store.py",
+    "infodecomp/reporting/store.py:commit",
+}
+
+
+def size_violations(root: Path) -> dict[str, int]:
+    """Package files over MAX_FILE_LINES lines and functions over MAX_FUNCTION_LINES lines
+    ("<file>" or "<file>:<function>" -> lines)."""
+    import ast
+
+    out = {}
+    for path in sorted((root / "infodecomp").rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        rel = path.relative_to(root).as_posix()
+        if len(text.splitlines()) > MAX_FILE_LINES:
+            out[rel] = len(text.splitlines())
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1  # type: ignore[operator]
+                if lines > MAX_FUNCTION_LINES:
+                    out[f"{rel}:{node.name}"] = lines
+    return out
+
+
+def test_no_new_file_or_function_over_the_size_limits() -> None:
+    assert {k: v for k, v in size_violations(REPO).items() if k not in OVER_LIMIT} == {}
+
+
+@pytest.mark.xfail(strict=True, reason=f"not split yet: {', '.join(sorted(OVER_LIMIT))}")
+def test_no_package_file_over_500_lines_and_no_function_over_80() -> None:
+    assert size_violations(REPO) == {}
+
+
+def test_the_size_check_catches_a_long_function(tmp_path: Path) -> None:
+    body = "".join(f"    x{i} = {i}\n" for i in range(MAX_FUNCTION_LINES))
+    _copy_with(tmp_path, {"scores.py": f"\n\ndef _long():\n{body}"})
+    assert size_violations(tmp_path).get("infodecomp/scores.py:_long") == MAX_FUNCTION_LINES + 1
+
+
 def test_estimators_import_no_heavy_libraries(loaded: list[set[str]]) -> None:
     assert loaded[0] == set()
 

@@ -1,26 +1,12 @@
 """Latent diffusion models (a VAE around a text-conditioned denoising network) as Denoisers.
 
-`LatentDiffusionDenoiser` holds everything a latent text-to-image family shares: loading the
-parts (their classes read from the pipeline's model_index.json), the run's dtype and the
-attention processor applied once, VAE encode (posterior mean or seeded sample, cached per image
-key) and decode, the logsnr -> timestep lookup, the prediction-type conversion to eps, the
-image/mask geometry of the maps, prompt caching, and cross-attention capture (DAAM,
-Attention+Information). A family subclass (e.g. models.families.sd.StableDiffusionDenoiser) is a
-declaration:
-
-- `PARTS`: the pipeline parts it reads (model_index.json names each one's class; the base loads
-  them and sets them as attributes), `OPTIONAL_PARTS` those loaded only when the index names
-  a class for them (SD 3's T5);
-- `HONOURS`: the adapter options it acts on beyond the ones every family honours
-  (`UNIVERSAL_OPTIONS`); any other option set away from its default is refused in one line;
-- `_encode_prompts(prompts)`: text encoders -> one encoding row per prompt (a tensor or a
-  mapping of tensors, see estimators.protocol.Conditions);
-- `_denoise(network, z, t, cond)`: the network's call signature.
-
-A family on another time variable or target overrides `_make_schedule`, `_timestep`,
-`_scale_input` and `_to_eps` (rectified flow: models.dynamics.flow.FlowMatchingMixin); the
-formulas live in models/dynamics/conversions.py, shared with the exact-oracle wrappers that
-prove them.
+`LatentDiffusionDenoiser` holds what every latent text-to-image family shares: loading its parts
+(classes read from model_index.json; models.families.pipeline), the dtype and the attention
+processor applied once, VAE encode / decode, the logsnr -> timestep lookup, the conversion to
+eps, the geometry of images, masks and maps, prompt caching and attention capture. A family is a
+declaration (`PARTS`, `HONOURS`, `_encode_prompts`, `_denoise`; docs/extending.md); one on
+another time variable overrides `_make_schedule`, `_timestep`, `_scale_input`, `_to_eps`
+(rectified flow: models.dynamics.flow.FlowMatchingMixin, formulas in models/dynamics/conversions.py).
 
 A DDPM network trained on x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps sees exactly the engine's
 z = sqrt(sigmoid(logsnr)) x + sqrt(sigmoid(-logsnr)) eps when abar_t = sigmoid(logsnr); z is fed
@@ -115,19 +101,7 @@ class LatentDiffusionDenoiser:
         """Builds the adapter from loaded parts (keywords named as in `PARTS`; `vae` may be
         left out by pixel-space families) and options (AdapterOptions fields override
         `options`). `pipeline_config`: the pipeline's model_index.json, for family settings."""
-        names = {f.name for f in fields(AdapterOptions)}
-        overrides = {k: v for k, v in parts_and_options.items() if k in names}
-        parts = {k: v for k, v in parts_and_options.items() if k not in names}
-        unknown = sorted(set(parts) - {*self.PARTS, *self.OPTIONAL_PARTS, "vae"})
-        missing_parts = [p for p in self.PARTS if parts.get(p) is None and p != "vae"]
-        if unknown or missing_parts:
-            raise TypeError(
-                f"{type(self).__name__} takes the parts {', '.join(self.PARTS)} (optional: "
-                f"{', '.join(self.OPTIONAL_PARTS) or 'none'}); got unknown {unknown}, missing "
-                f"{missing_parts}"
-            )
-        opts = replace(options or AdapterOptions(), **overrides).check()
-        refuse_options(opts, self.HONOURS, type(self).__name__)
+        opts, parts = self._split(options, parts_and_options)
         self.options, self.pipeline_config = opts, dict(pipeline_config or {})
         for name in (*self.PARTS, *self.OPTIONAL_PARTS):
             setattr(self, name, parts.get(name))
@@ -160,6 +134,40 @@ class LatentDiffusionDenoiser:
         self.vae_dtype = (
             torch.float32 if (dtype == torch.float16 and self.VAE_FLOAT16_OVERFLOWS) else dtype
         )
+        self._place(network, vae, encoders)
+        self._network_call = torch.compile(network) if opts.compile else network
+        self._tracing = False
+        self._prompt_cache: dict[str, Conditions] = {}
+        self._latent_cache: dict[Hashable, torch.Tensor] = {}
+        self.prompt_encodes = 0
+        self.image_encodes = 0
+        self._check()
+
+    def _split(
+        self, options: AdapterOptions | None, parts_and_options: dict[str, Any]
+    ) -> tuple[AdapterOptions, dict[str, Any]]:
+        """(checked options, parts) from the constructor's keywords; a wrong part is a
+        TypeError, an option the family does not act on a one-line ValueError."""
+        names = {f.name for f in fields(AdapterOptions)}
+        overrides = {k: v for k, v in parts_and_options.items() if k in names}
+        parts = {k: v for k, v in parts_and_options.items() if k not in names}
+        unknown = sorted(set(parts) - {*self.PARTS, *self.OPTIONAL_PARTS, "vae"})
+        missing_parts = [p for p in self.PARTS if parts.get(p) is None and p != "vae"]
+        if unknown or missing_parts:
+            raise TypeError(
+                f"{type(self).__name__} takes the parts {', '.join(self.PARTS)} (optional: "
+                f"{', '.join(self.OPTIONAL_PARTS) or 'none'}); got unknown {unknown}, missing "
+                f"{missing_parts}"
+            )
+        opts = replace(options or AdapterOptions(), **overrides).check()
+        refuse_options(opts, self.HONOURS, type(self).__name__)
+        return opts, parts
+
+    def _place(self, network: Any, vae: Any, encoders: tuple[Any, ...]) -> None:
+        """Every part in eval mode without gradients, in its dtype, on its device (under
+        model.offload the encoders and the VAE live in CPU memory between uses); the attention
+        processor set once when the family honours model.attn_processor."""
+        device, dtype = self.device, self.dtype
         # "model" / "sequential" offload: encoders and VAE live in CPU memory between uses.
         self._encoders = encoders
         self._offloaded = (vae, *encoders) if self.offload != "none" else ()
@@ -174,7 +182,7 @@ class LatentDiffusionDenoiser:
         if "attn_processor" in self.HONOURS:
             from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
-            eager = opts.attn_processor == "eager"
+            eager = self.options.attn_processor == "eager"
             network.set_attn_processor(AttnProcessor() if eager else AttnProcessor2_0())
         if self.offload == "sequential":
             from accelerate import cpu_offload  # streams each submodule's weights to the device
@@ -184,13 +192,6 @@ class LatentDiffusionDenoiser:
             network.to(device=device)
         if self.channels_last:
             network.to(memory_format=torch.channels_last)
-        self._network_call = torch.compile(network) if opts.compile else network
-        self._tracing = False
-        self._prompt_cache: dict[str, Conditions] = {}
-        self._latent_cache: dict[Hashable, torch.Tensor] = {}
-        self.prompt_encodes = 0
-        self.image_encodes = 0
-        self._check()
 
     @contextmanager
     def _visiting(self, *modules: Any) -> Iterator[None]:
