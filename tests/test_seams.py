@@ -269,3 +269,16 @@ def test_validate_records_the_model_device(tmp_path: Path, monkeypatch) -> None:
     validate.run(cfg)
     meta = json.loads((tmp_path / "meta.json").read_text())
     assert meta["device"] == "meta" and meta["model_source"]["preset"] == "shapes-oracle"
+
+
+def test_the_exact_oracles_refuse_adapter_options_in_one_line() -> None:
+    from infodecomp.experiments.config import ModelConfig
+    from infodecomp.models.registry import load_model
+
+    cpu = torch.device("cpu")
+    for name in ("shapes-oracle", "gaussian-oracle", "shapes-oracle-flow"):
+        with pytest.raises(ValueError, match="does not apply to the .* oracle") as err:
+            load_model(ModelConfig(name=name, time_rule="continuous"), cpu, torch.float32)
+        assert "\n" not in str(err.value) and "acts on: none of them" in str(err.value)
+    # control: the defaults load (and model.dtype, which bench sets on every model it times)
+    assert load_model(ModelConfig(dtype="float32"), cpu, torch.float32) is not None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -19,15 +20,26 @@ from infodecomp.models.presets import PRESETS, AdapterOptions, Preset
 Family = Callable[[Any, torch.device, torch.dtype, Preset], Denoiser]
 
 
+def _exact_options(cfg: Any, owner: str) -> None:
+    """The exact oracles act on none of the adapter options: any set away from its default is
+    refused in one line (model.dtype aside, which bench sets on every model it times)."""
+    from infodecomp.models.families.pipeline import refuse_options
+
+    opts = replace(AdapterOptions.from_config(cfg), dtype=None)
+    refuse_options(opts, frozenset(), owner, universal=frozenset())
+
+
 def _shapes(cfg: Any, device: torch.device, dtype: torch.dtype, preset: Preset) -> Denoiser:
     from infodecomp.models.oracles.exact import ShapesOracle
 
+    _exact_options(cfg, "the ShapesWorld oracle")
     return ShapesOracle(sigma0=cfg.sigma0, device="cpu")
 
 
 def _gaussian(cfg: Any, device: torch.device, dtype: torch.dtype, preset: Preset) -> Denoiser:
     from infodecomp.models.oracles.exact import GaussianOracle
 
+    _exact_options(cfg, "the Gaussian oracle")
     return GaussianOracle()
 
 

@@ -114,15 +114,20 @@ def check_offload(offload: str, device: torch.device) -> None:
         )
 
 
-def refuse_options(opts: AdapterOptions, honours: frozenset[str], owner: str) -> None:
+def refuse_options(
+    opts: AdapterOptions,
+    honours: frozenset[str],
+    owner: str,
+    universal: frozenset[str] = UNIVERSAL_OPTIONS,
+) -> None:
     """A one-line ValueError for an option set away from its default that `owner` does not
-    act on (every family acts on UNIVERSAL_OPTIONS, and on `honours`)."""
+    act on (every latent family acts on `universal`, and on `honours`)."""
     default = AdapterOptions()
     for f in fields(AdapterOptions):
         value = getattr(opts, f.name)
-        if f.name in UNIVERSAL_OPTIONS or f.name in honours or value == getattr(default, f.name):
+        if f.name in universal or f.name in honours or value == getattr(default, f.name):
             continue
-        acts = ", ".join(sorted(UNIVERSAL_OPTIONS | honours))
+        acts = ", ".join(sorted(universal | honours)) or "none of them"
         was = getattr(default, f.name)
         fix = "unset" if was is None else f"at its default {was}"
         raise ValueError(
