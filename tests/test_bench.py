@@ -21,7 +21,7 @@ from infodecomp.estimators.samplers import LogsnrSampler
 from infodecomp.experiments import reference
 from infodecomp.experiments.commands import bench
 from infodecomp.experiments.config import BenchConfig, ModelConfig
-from infodecomp.experiments.efficiency import eval_fraction, model_agreement, sample_efficiency
+from infodecomp.experiments.efficiency import sample_efficiency
 from infodecomp.experiments.precision import compare_scores
 from infodecomp.experiments.reference import reference_scores
 from infodecomp.models.registry import load_model
@@ -77,54 +77,6 @@ def test_sample_efficiency_table(efficiency_table: pd.DataFrame) -> None:
     assert (t[~t["scheme"].str.startswith("adaptive")]["report_evals_per_item"] == 0).all()
 
 
-def test_eval_fraction_on_the_computed_table(efficiency_table: pd.DataFrame) -> None:
-    fraction, scheme = eval_fraction(efficiency_table)
-    if scheme == "none matched":
-        assert math.isnan(fraction)
-    else:
-        assert 0 < fraction and scheme.split(" (")[0] in set(efficiency_table["scheme"])
-
-
-def _table(rows: list[tuple]) -> pd.DataFrame:
-    return pd.DataFrame(
-        rows,
-        columns=[
-            "scheme",
-            "proposal",
-            "samples_per_item",
-            "evals_per_item",
-            "agreement",
-            "diff_se",
-        ],
-    )
-
-
-def test_eval_fraction_picks_the_cheapest_matched_scheme() -> None:
-    table = _table(
-        [
-            ("fixed-100 (paper)", "paper, iid", 100.0, 200.0, 0.90, 0.0),
-            ("fixed-30", "paper, stratified", 30.0, 60.0, 0.80, 0.02),  # worse by 5 se
-            ("fixed-50", "paper, stratified", 50.0, 100.0, 0.89, 0.02),  # within one se
-            ("adaptive margin 3", "paper, stratified", 40.0, 80.0, 0.95, 0.01),  # better
-        ]
-    )
-    fraction, scheme = eval_fraction(table)
-    assert fraction == pytest.approx(80.0 / 200.0)
-    assert scheme == "adaptive margin 3 (paper, stratified)"
-
-
-def test_eval_fraction_none_matched() -> None:
-    table = _table(
-        [
-            ("fixed-100 (paper)", "paper, iid", 100.0, 200.0, 0.90, 0.0),
-            ("fixed-30", "paper, stratified", 30.0, 60.0, 0.70, 0.05),
-            ("adaptive margin 2", "fitted, stratified", 20.0, 40.0, 0.80, 0.01),
-        ]
-    )
-    fraction, scheme = eval_fraction(table)
-    assert math.isnan(fraction) and scheme == "none matched"
-
-
 def test_speed_on_tiny_sd() -> None:
     cfg = BenchConfig()
     cfg.model.name = "tiny-sd"
@@ -134,12 +86,15 @@ def test_speed_on_tiny_sd() -> None:
     assert out["model"] == "tiny-sd" and out["device"] == "cpu"
     assert set(out["engine"]) == {"float32", "bfloat16"}
     assert out["engine_dtype"] in out["engine"]
-    for proc in [out["reference"], *out["engine"].values()]:
-        for key in ("s_per_item", "cpu_s_per_item", "evals_per_s", "peak_mb"):
+    for proc in [out["reference"], out["diffusionitm"], *out["engine"].values()]:
+        for key in ("s_per_item", "s_per_eval", "cpu_s_per_item", "evals_per_s", "peak_mb"):
             assert proc[key] > 0 and math.isfinite(proc[key]), key
-    best = out["engine"][out["engine_dtype"]]
-    assert out["speedup"] == pytest.approx(out["reference"]["s_per_item"] / best["s_per_item"])
-    assert out["engine_evals_per_s"] == best["evals_per_s"]
+    # time per evaluation against each score's own reference batching
+    for score, ref in (("io", "reference"), ("is", "reference"), ("dl", "diffusionitm")):
+        for k, ratio in out["time_per_eval_ratio"][score].items():
+            assert ratio == pytest.approx(out["engine"][k]["s_per_eval"] / out[ref]["s_per_eval"])
+    # DiffusionITM's batching: 4 images per call, one call per timestep and caption position
+    assert out["diffusionitm"]["rows_per_call"] == [2] and out["diffusionitm"]["calls"] == 20
     # the reference: one published call of 2 items x 5 draws x (2 options + "") rows
     ref = out["reference"]
     assert ref["calls"] == 1 and ref["rows_per_call"] == [2 * 5 * 3]
@@ -151,24 +106,6 @@ def test_speed_on_tiny_sd() -> None:
     assert check["items"] == 2 + 2 and set(check) >= {"passed", "rel_diff_max", "clear_items"}
     if not check["passed"]:
         assert out["engine_dtype"] == "float32"  # a dtype that fails its check is not used
-
-
-def test_cost_ratio_from_its_parts() -> None:
-    table = _table(
-        [
-            ("fixed-100 (paper)", "paper, iid", 100.0, 200.0, 0.90, 0.0),
-            ("fixed-30", "paper, antithetic", 30.0, 60.0, 0.90, 0.02),
-        ]
-    )
-    table.attrs["published_evals_per_item"] = 300.0
-    speed = {"reference_evals_per_s": 10.0, "engine_evals_per_s": 20.0}
-    out = bench.cost(speed, table)
-    assert out["evals_per_answer"]["engine"] == pytest.approx(60.0)
-    assert out["evals_per_answer"]["fraction_of_published"] == pytest.approx(0.2)
-    assert out["time_per_eval_ratio"] == pytest.approx(0.5)
-    assert out["cost_ratio"] == pytest.approx(0.5 * 60 / 300)
-    assert out["evals_per_answer"]["published_vg"] == 300
-    assert out["evals_per_answer"]["published_order"] == 600
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +183,7 @@ def test_reference_batches_as_published(
     k, bsz = PUBLISHED[task][:2]
     n_items = 2 * bsz  # two batches: prompts are encoded again for the second
     calls = _count_unet(tiny, monkeypatch)
-    images = bench._images(n_items, tiny.image_size, 0)
+    images = bench.random_images(n_items, tiny.image_size, 0)
     options = _items(n_items, VG_OPTIONS if k == 2 else ORDER_OPTIONS)
     out = reference_scores(tiny, images, options, n_samples=100, seed=0, **change)
     assert out["calls"] == len(calls) and out["rows"] == calls and out["evals"] == sum(calls)
@@ -259,10 +196,10 @@ def test_reference_batches_as_published(
 
 
 class _Reweighted(LogsnrSampler):
-    """The paper's sampler with its importance weight multiplied by `factor` (an injected error)."""
+    """The published sampler (clip 4) with its weight multiplied by `factor` (an injected error)."""
 
     def __init__(self, factor: float) -> None:
-        super().__init__()
+        super().__init__(clip=reference.PAPER_SAMPLER.clip)
         object.__setattr__(self, "factor", factor)
 
     def weight(self, logsnr: torch.Tensor) -> torch.Tensor:
@@ -271,9 +208,9 @@ class _Reweighted(LogsnrSampler):
 
 def _engine_and_reference(tiny, options, n_samples, sampler=None):
     """Engine estimates and reference scores of the same items on the same draws."""
-    images = bench._images(len(options), tiny.image_size, 1)
+    images = bench.random_images(len(options), tiny.image_size, 1)
     xs = tiny.encode_images(images)  # [N, 4, h, w]
-    cfg = EngineConfig(n_samples=n_samples, seed=5, max_batch=16)
+    cfg = EngineConfig(n_samples=n_samples, sampler=reference.PAPER_SAMPLER, seed=5, max_batch=16)
     queries = [
         Query(xs[i], reference.conditions_of(o), tuple((j, len(o)) for j in range(len(o))), key=i)
         for i, o in enumerate(options)
@@ -324,7 +261,7 @@ def test_reference_check_fails_on_an_injected_weight_error(tiny, factor: float) 
 
 
 def test_reference_draws_its_own_samples(tiny) -> None:
-    images = bench._images(2, tiny.image_size, 0)
+    images = bench.random_images(2, tiny.image_size, 0)
     options = _items(2, VG_OPTIONS)
     encodes = tiny.prompt_encodes
     ref = reference_scores(tiny, images, options, n_samples=8, seed=3)
@@ -342,39 +279,84 @@ def test_bench_command(tmp_path: Path) -> None:
     out = tmp_path / "bench"
     res = subprocess.run(
         [sys.executable, "-m", "infodecomp.cli", "bench", f"run.out_dir={out}"]
-        + ["n_items=2", "estimator.n_samples=5", "repeats=1", "oracle_items=2", "run.device=cpu"]
-        + ["precision_items=2"],
+        + ["n_items=2", "estimator.n_samples=5", "repeats=1", "run.device=cpu"]
+        + ["precision_items=2", "study_items=4", "study_pilot_items=2", "study_repeats=1"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
         env=ENV,
-        timeout=300,
+        timeout=600,
         check=False,
     )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     result = json.loads((out / "bench.json").read_text())
-    assert result["speedup"] > 0 and result["speedup"] == result["speed"]["speedup"]
-    assert result["eval_fraction"] == result["efficiency"]["eval_fraction"]
-    table = pd.read_csv(out / "efficiency.csv")
-    assert table["scheme"].iloc[0] == "fixed-100 (paper)" and len(table) == 10
-    for key in ("evals_per_answer", "cost_ratio", "peak_memory_mb", "gpu"):
-        assert key in result, key
-    assert set(result["peak_memory_mb"]) == {"reference", "engine_float32", "engine_bfloat16"}
+    # no figure mixes scores: the old speedup / eval_fraction / cost_ratio keys are gone
+    for key in ("speedup", "eval_fraction", "cost_ratio", "evals_per_answer"):
+        assert key not in result, key
+    table = pd.read_csv(out / "study_oracle.csv")
+    assert list(table[table["reference"]]["score"]) == ["io", "is", "dl"]
+    scores = result["scores"]["oracle"]
+    assert set(scores) == {"io", "is", "dl"}
+    for score, b in scores.items():
+        rows = table[table["score"] == score]
+        ref = rows[rows["reference"]].iloc[0]
+        assert b["reference_evals_per_answer"] == pytest.approx(ref["evals_per_answer"])
+        assert "cost_ratio" not in b  # the oracle is not the timed model: no time figure
+        if b["scheme"] is not None:
+            assert b["eval_ratio"] == pytest.approx(b["evals_per_answer"] / ref["evals_per_answer"])
+    assert set(result["peak_memory_mb"]) == {
+        "reference",
+        "diffusionitm",
+        "engine_float32",
+        "engine_bfloat16",
+    }
     assert "not measured here (no GPU)" in result["gpu"]
-    epa = result["evals_per_answer"]
-    assert epa["published_vg"] == 300 and epa["published_order"] == 600
-    if epa["engine_scheme"] != "none matched":
-        assert result["cost_ratio"] == pytest.approx(
-            result["time_per_eval_ratio"] * epa["engine"] / epa["published"]
-        )
     meta = json.loads((out / "meta.json").read_text())
     assert meta["command"] == "bench" and meta["config"]["model"]["name"] == "tiny-sd"
-    assert "speedup" in res.stdout and "eval_fraction" in res.stdout and "cost_ratio" in res.stdout
-    # on a CPU the command says what its numbers mean, in the console and in bench.json
+    assert "oracle io: reference (published i^o)" in res.stdout
     assert f"\n{bench.CPU_NOTE}\n" in res.stdout and result["note"] == bench.CPU_NOTE
-    # progress for both phases (warm-up + 1 round of 3 procedures; 10 schemes x 6 repeats)
-    assert "bench speed" in res.stderr and "6/6" in res.stderr
-    assert "bench samples (exact oracle)" in res.stderr and "60/60" in res.stderr
+    assert "bench speed" in res.stderr and "bench study (oracle)" in res.stderr
+
+
+def test_cost_ratio_is_per_score() -> None:
+    """cost_ratio of a score = its time ratio (engine vs that score's reference batching) x its
+    evaluation ratio; only dtypes that passed their precision check are costed."""
+    table = pd.DataFrame(
+        [
+            ("io", "published i^o", True, 100, True, 300.0, 0.90, 0.0, True, 1.0),
+            ("io", "fitted", False, 33, True, 99.0, 0.89, 0.02, True, 0.9),
+            ("is", "published per-sample i^s", True, 100, True, 300.0, 0.95, 0.0, True, 1.0),
+            ("is", 'fitted, no ""', False, 33, False, 66.0, 0.80, 0.02, False, 1.1),
+            ("dl", "DiffusionITM", True, 10, False, 20.0, 0.9, 0.0, True, 1.0),
+            ("dl", "fitted", False, 5, False, 10.0, 0.9, 0.05, True, 1.2),
+        ],
+        columns=[
+            "score",
+            "procedure",
+            "reference",
+            "samples",
+            "with_empty",
+            "evals_per_answer",
+            "agreement",
+            "diff_se",
+            "matched",
+            "var_ratio",
+        ],
+    )
+    speed = {
+        "time_per_eval_ratio": {
+            "io": {"float32": 1.0, "bfloat16": 0.6},
+            "is": {"float32": 1.0, "bfloat16": 0.6},
+            "dl": {"float32": 0.5, "bfloat16": 0.3},
+        },
+        "usable_dtypes": ["float32"],
+    }
+    out = bench.scores_of(speed, table, timed=True)
+    assert out["io"]["eval_ratio"] == pytest.approx(0.33)
+    assert out["io"]["cost_ratio"] == {"float32": pytest.approx(0.33)}  # bfloat16 not usable
+    assert out["is"]["scheme"] is None and math.isnan(out["is"]["eval_ratio"])
+    assert out["dl"]["cost_ratio"]["float32"] == pytest.approx(0.5 * 0.5)
+    assert "cost_ratio" not in bench.scores_of(speed, table, timed=False)["io"]
 
 
 @pytest.fixture(scope="module")
@@ -383,7 +365,7 @@ def dtype_scores(tiny) -> tuple[torch.Tensor, torch.Tensor]:
     low = load_model(ModelConfig(name="tiny-sd"), torch.device("cpu"), torch.bfloat16)
     assert low.dtype == torch.bfloat16
     n = 16
-    images, options = bench._images(n, tiny.image_size, 2), bench.item_options(n)
+    images, options = bench.random_images(n, tiny.image_size, 2), bench.item_options(n)
     cfg = EngineConfig(n_samples=10, max_batch=96, seed=1)
     return (
         bench._engine_items(tiny, images, options, cfg),
@@ -417,34 +399,16 @@ def test_precision_check_fails_on_injected_errors(dtype_scores, error: str) -> N
     assert not compare_scores(f32, broken)["passed"]
 
 
-def test_model_agreement_table(tiny) -> None:
-    """Agreement with the model's own 100-sample answers: the baseline is a second 100-sample
-    run, schemes are held to the same target; evaluations count "" only for i^o."""
-    images = bench._images(2, tiny.image_size, 4)
-    table = model_agreement(
-        tiny, tiny.encode_images(images), bench.item_options(2), budgets=(10,), seeds=1, target=12
-    )
-    assert list(table["score"]) == ["io", "mmse", "io", "mmse"]
-    assert list(table["scheme"]) == ["fixed-12 (paper)"] * 2 + ["fixed-10"] * 2
-    assert table["agreement"].between(0, 1).all()
-    assert table["published_evals_per_item"].eq(300).all()
-    evals = dict(
-        zip(zip(table["score"], table["scheme"], strict=True), table["evals_per_item"], strict=True)
-    )
-    assert evals["io", "fixed-10"] == 30 and evals["mmse", "fixed-10"] == 20
-    assert evals["io", "fixed-12 (paper)"] == 12 * 3
-
-
 @pytest.mark.gpu
 def test_gpu_cost_figures() -> None:
     """The GPU figures the README's cost table lacks: evals/s of the faithful reference and of
-    the bfloat16 engine on sd21-random, peak memory and cost_ratio (target <= 0.1). No GPU was
-    available when the bench was written, so none are recorded; run this (or
-    `infodecomp bench model=sd21-random run.device=cuda`) on one and copy them into README.md."""
+    the bfloat16 engine on sd21-random and peak memory. No GPU was available when the bench was
+    written, so none are recorded; run this (or scripts/gpu_bench.sh) on one and copy them
+    into README.md."""
     if not torch.cuda.is_available():
         pytest.skip(
             "needs CUDA: GPU figures (sd21-random evals/s reference vs bfloat16 engine, peak "
-            "memory, cost_ratio <= 0.1) not measured, no GPU was available"
+            "memory) not measured, no GPU was available"
         )
     cfg = BenchConfig()
     cfg.model.name, cfg.run.device = "sd21-random", "cuda"
@@ -452,7 +416,7 @@ def test_gpu_cost_figures() -> None:
     out = bench.speed(cfg)
     assert out["precision"]["bfloat16"]["passed"], out["precision"]
     assert out["engine"]["bfloat16"]["peak_mb"] > 0
-    assert out["speedup"] > 1
+    assert out["time_per_eval_ratio"]["io"]["bfloat16"] < 1
 
 
 @pytest.mark.skip(

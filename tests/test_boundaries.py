@@ -280,8 +280,8 @@ def test_the_cycle_check_catches_an_injected_cycle(tmp_path: Path) -> None:
 
 MAX_FILE_LINES, MAX_FUNCTION_LINES = 500, 80
 # Files and functions over the limits when issue 26 closed. Their owners were changing them at
-# the time (validate, calibrate: issues 22 and 24; store, aggregate, runner, figures: 27; bench,
-# efficiency: 28; localize, api.maps: 23 and 24), so they are split with that work, not under
+# the time (validate, calibrate, training: issues 22 and 24; store, aggregate, runner, figures:
+# 27; bench, efficiency, score_study: 28; localize, api.maps: 23 and 24), so they are split with that work, not under
 # it; the strict xfail below passes once they are, and must then be removed from this list.
 OVER_LIMIT = {
     "infodecomp/api/maps.py:maps",
@@ -292,12 +292,17 @@ OVER_LIMIT = {
     "infodecomp/experiments/commands/calibrate.py:localize_section",
     "infodecomp/experiments/commands/calibrate.py:pointwise_sections",
     "infodecomp/experiments/commands/localize.py:process",
+    "infodecomp/experiments/commands/train_shapes.py:run",
     "infodecomp/experiments/commands/validate.py",
     "infodecomp/experiments/commands/validate.py:gaussian_checks",
     "infodecomp/experiments/commands/validate.py:word_map_checks",
     "infodecomp/experiments/efficiency.py:sample_efficiency",
     "infodecomp/experiments/runner.py:execute",
+    "infodecomp/experiments/score_study.py",
+    "infodecomp/experiments/score_study.py:study",
     "infodecomp/models/oracles/exact.py:exact_info",
+    "infodecomp/models/training/shapes.py",
+    "infodecomp/models/training/shapes.py:model_card",
     "infodecomp/reporting/aggregate.py",
     "infodecomp/reporting/aggregate.py:table3",
     "infodecomp/reporting/figures.py:panel",

@@ -54,8 +54,23 @@ SKIP = {
         "the measured calibration (11 minutes on a CPU); `infodecomp calibrate` runs here with "
         "small limits"
     ),
-    "infodecomp bench model_items=12": (
-        "the measured run (minutes on a CPU); `infodecomp bench` runs here with small limits"
+    "infodecomp bench study_models=[tiny-sd] study_items=8 study_pilot_items=4 study_repeats=3": (
+        "the study on tiny-sd (hours on a shared CPU); `infodecomp bench` runs here with small "
+        "limits"
+    ),
+    "infodecomp bench study_models=[shapes-learned] study_items=8 study_pilot_items=4 "
+    "study_repeats=3 repeats=1 estimator.n_samples=5 precision_items=2": (
+        "the study on the learned model (hours on a shared CPU); `infodecomp bench` runs here "
+        "with small limits"
+    ),
+    "infodecomp bench study_items=120 study_pilot_items=12 study_repeats=6 repeats=1 n_items=2 "
+    "estimator.n_samples=5 precision_items=2 engine_dtypes=[float32]": (
+        "the measured oracle study (20 minutes on a shared CPU); `infodecomp bench` runs here "
+        "with small limits"
+    ),
+    "infodecomp bench study_models=[] repeats=3 estimator.n_samples=5": (
+        "the measured timing (15 minutes on a shared CPU); `infodecomp bench` runs here with "
+        "small limits"
     ),
     "infodecomp bench model=<preset> run.device=cuda": "needs a CUDA device and a real checkpoint",
     "torchrun --nproc_per_node=8 -m infodecomp.cli aro data=aro-vg-relation data.root=/data/aro": (
@@ -73,7 +88,9 @@ SMALL = {
         "n_items=1",
         "estimator.n_samples=4",
         "repeats=1",
-        "oracle_items=2",
+        "study_items=2",
+        "study_pilot_items=1",
+        "study_repeats=1",
         "precision_items=2",
     ],
     "infodecomp train-shapes": [

@@ -245,11 +245,25 @@ class BenchConfig(BaseCommandConfig):
     repeats: int = 5  # alternating timing rounds per procedure; medians are reported
     # items (beyond the timed ones) on which reduced-precision engines are checked against float32
     precision_items: int = 30
-    # ShapesWorld items per set (relation, attribute, order) for sample efficiency
-    oracle_items: int = 40
-    # items for the agreement with the model's own 100-sample answers (0: skipped; on CPU about
-    # 700 denoiser rows per item)
-    model_items: int = 0
+    # evaluations per answer, score by score (experiments.score_study): models studied
+    # (tiny-sd, shapes-learned, oracle), items per model, pilot items for the fitted proposals,
+    # repeats of every procedure, and draws behind each converged answer (>= 2000)
+    study_models: list[str] = field(default_factory=lambda: ["oracle"])
+    study_items: int = 30
+    study_pilot_items: int = 6
+    study_repeats: int = 3
+    converged_samples: int = 2000
+
+    def __post_init__(self) -> None:
+        if self.converged_samples < 2000:
+            raise ValueError(
+                f"converged_samples={self.converged_samples}: a converged answer needs >= 2000 "
+                "draws; set converged_samples=2000 or more"
+            )
+        known = ("tiny-sd", "shapes-learned", "oracle", "sd21-random")
+        bad = [m for m in self.study_models if m not in known]
+        if bad:
+            raise ValueError(f"study_models={bad}: choose from {', '.join(known)}")
 
 
 @dataclass
@@ -259,6 +273,7 @@ class TrainShapesConfig:
     train: TrainSettings = field(default_factory=TrainSettings)  # what is trained, and how long
     run: RunConfig = field(default_factory=RunConfig)  # run.out_dir, run.device, run.resume
     max_minutes: float | None = None  # stop (checkpointed) after this many minutes; rerun resumes
+    stop_at: int = 0  # stop (checkpointed) at this step (0: train.steps); rerun resumes
     threads: int | None = None  # CPU threads for torch (null: torch's default)
 
 
@@ -316,7 +331,9 @@ AT_LEAST_ONE = (
     "word_items",
     "exact_draws",
     "pointwise_samples",
-    "oracle_items",
+    "study_items",
+    "study_pilot_items",
+    "study_repeats",
     "repeats",
     "precision_items",
 )

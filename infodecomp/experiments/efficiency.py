@@ -18,8 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 
 from infodecomp.data.shapes import attribute_set, order_set, relation_set
 from infodecomp.data.spec import DataSpec
@@ -27,6 +29,24 @@ from infodecomp.estimators.adaptive import MIN_SAMPLES, estimate_ranking, rankin
 from infodecomp.estimators.engine import EngineConfig, Query, estimate
 from infodecomp.estimators.samplers import LogsnrSampler, fit_logistic
 from infodecomp.models.oracles.exact import ShapesOracle
+
+# the captions of the timed items (bench, the score study): one VG-like relation pair
+OPTIONS = ("the man is beside the dog", "the dog is beside the man")
+
+
+def random_images(n: int, size: int, seed: int) -> list[Image.Image]:
+    """n random RGB images of size x size (the timed items: the speed of a call does not
+    depend on what the image shows)."""
+    rng = np.random.default_rng(seed)
+    return [
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(n)
+    ]
+
+
+def item_options(n: int) -> list[tuple[str, ...]]:
+    """n VG-like items, each with its own two captions (as in a real batch, no prompt repeats)."""
+    return [tuple(f"{o} {i}" for o in OPTIONS) for i in range(n)]
+
 
 PAPER = LogsnrSampler()  # logistic loc 1, scale 2, clip 3, iid
 
@@ -186,93 +206,3 @@ def sample_efficiency(
         noise=noise,
     )
     return table
-
-
-def eval_fraction(table: pd.DataFrame) -> tuple[float, str]:
-    """Evaluations of the cheapest scheme that matches the baseline's agreement / the baseline's.
-
-    Matched: agreement >= baseline agreement - diff_se (the difference is within one standard
-    error of zero or positive). Both sides count options only; the published procedure also
-    evaluates the empty prompt, which ranking by i^s / MMSE does not need (table.attrs).
-    """
-    base = table.iloc[0]
-    rest = table.iloc[1:]
-    ok = rest[rest["agreement"] >= base["agreement"] - rest["diff_se"]]
-    if ok.empty:
-        return float("nan"), "none matched"
-    best = ok.loc[ok["evals_per_item"].idxmin()]
-    return float(
-        best["evals_per_item"] / base["evals_per_item"]
-    ), f"{best['scheme']} ({best['proposal']})"
-
-
-def model_agreement(
-    model,
-    xs: torch.Tensor,
-    options: list[tuple[str, ...]],
-    budgets: tuple[int, ...] = (30,),
-    seeds: int = 2,
-    seed: int = 0,
-    max_batch: int = 64,
-    scores: tuple[str, ...] = ("io", "mmse"),
-    target: int = 100,
-) -> pd.DataFrame:
-    """Agreement with a model's own 100-sample answers where no exact answer exists (tiny-sd).
-
-    The target is each item's answer from 100 iid draws of the paper's proposal (key seed).
-    The baseline is another 100-iid run (other seeds) against it, i.e. how often the published
-    budget repeats its own answer; each scheme (n antithetic draws of the paper's proposal) is
-    held to the same target. xs: encoded images [N, C, H, W]; options per item. Evaluations
-    per answer: samples x (options + 1) for i^o (it needs ""), samples x options for the
-    denoising loss. Returns one row per (score, scheme) with agreement and diff_se (paired,
-    against the baseline), like `sample_efficiency`.
-    """
-    queries = [  # the published conditions: the options, then ""
-        Query(x, (*o, ""), tuple((j, len(o)) for j in range(len(o))), key=("agree", i))
-        for i, (x, o) in enumerate(zip(xs, options, strict=True))
-    ]
-    k = torch.tensor([len(o) for o in options], dtype=torch.float64)
-
-    def answers(sampler: LogsnrSampler, n: int, rep: int) -> dict[str, torch.Tensor]:
-        cfg = EngineConfig(n_samples=n, sampler=sampler, max_batch=max_batch, seed=seed + rep)
-        ests = estimate(model, queries, cfg)
-        return {
-            s: torch.tensor(
-                [
-                    int(ranking_terms(e, s, len(o)).mean(-1).argmax())
-                    for e, o in zip(ests, options, strict=True)
-                ]
-            )
-            for s in scores
-        }
-
-    reference = answers(PAPER, target, 0)  # `target` samples: 100, the published budget
-    runs = [(f"fixed-{target} (paper)", "paper, iid", PAPER, target)]
-    runs += [
-        (f"fixed-{n}", "paper, antithetic", replace(PAPER, mode="antithetic"), n) for n in budgets
-    ]
-    rows, base = [], {}
-    for name, proposal, sampler, n in runs:
-        correct = {s: [] for s in scores}
-        for rep in range(1, seeds + 1):
-            got = answers(sampler, n, 1000 * rep)
-            for s in scores:
-                correct[s].append((got[s] == reference[s]).double())
-        for s in scores:
-            c = torch.stack(correct[s])  # [R, N]
-            base.setdefault(s, c)
-            diff = (c - base[s]).flatten()
-            per_sample = (k + 1) if s == "io" else k
-            rows.append(
-                {
-                    "score": s,
-                    "scheme": name,
-                    "proposal": proposal,
-                    "samples_per_item": float(n),
-                    "evals_per_item": float((n * per_sample).mean()),
-                    "published_evals_per_item": float((100 * (k + 1)).mean()),
-                    "agreement": float(c.mean()),
-                    "diff_se": float(diff.std() / diff.numel() ** 0.5) if diff.numel() > 1 else 0.0,
-                }
-            )
-    return pd.DataFrame(rows)

@@ -10,7 +10,9 @@ have 2 caption options; 5 for COCO/Flickr-Order, 5 options; /work/shared/referen
   all options plus "" of every image of the batch for 5 (logsnr, eps) draws each
   (VG: 3 conditions x 10 images x 5 draws = 150 rows), with one logsnr and one eps per
   (image, draw) shared by all that image's conditions; 100 samples -> 20 calls per batch;
-- logsnr maps to the nearest integer timestep, z uses the continuous logsnr, all in float32;
+- logsnr is drawn from the truncated logistic loc 1, scale 2 at clip 4 (the `--clip` option never
+  reaches the sampler on that path), maps to the nearest integer timestep, z uses the continuous
+  logsnr, all in float32;
 - i^o = 1/2 mean_s w_s ||eps_hat(z|y) - eps_hat(z|"")||^2 per option; the denoising loss
   1/2 mean_s w_s ||eps - eps_hat(z|y)||^2 beside it.
 
@@ -38,7 +40,10 @@ from infodecomp.models.families.preprocess import to_model_input
 from infodecomp.models.families.sd import StableDiffusionDenoiser
 
 DRAWS_PER_CALL = 5  # replicate (logsnr, eps) draws of every image in one UNet call
-PAPER_SAMPLER = LogsnrSampler()  # logistic loc 1, scale 2, clip 3, iid
+# logistic loc 1, scale 2, iid, at clip 4: the published ARO path never passes its `--clip`
+# option to the sampler, whose default is 4 (reference section 7)
+PAPER_SAMPLER = LogsnrSampler(clip=4.0)
+DITM_BATCH = 4  # DiffusionITM's default image batch
 
 
 def items_per_batch(n_options: int) -> int:
@@ -189,3 +194,81 @@ def _batch(model, d: ReferenceDraws, cond_idx, table, draws_per_call, sampler, r
             mmse_sum[i] += (w * mmse_rows.double().cpu()).sum(0)
             start += k * m
     return [(io_sum[i] / n_samples, mmse_sum[i] / n_samples) for i in range(n_img)]
+
+
+def published_problems(out: dict, n_items: int, n_options: int, n_samples: int, sampler) -> list:
+    """How a reference run (`reference_scores`' output and its sampler) differs from the
+    published procedure: proposal (loc 1, scale 2, clip 4, iid), UNet calls of every option and
+    "" for 5 draws of each image of a batch (10 VG items / 5 Order items), prompts encoded once
+    per batch. Empty: faithful."""
+    problems = []
+    for key, want in (("kind", "logistic"), ("loc", 1.0), ("scale", 2.0), ("clip", 4.0)):
+        if getattr(sampler, key) != want:
+            problems.append(f"sampler {key}={getattr(sampler, key)!r}, published {want!r}")
+    if sampler.mode != "iid":
+        problems.append(f"sampler mode {sampler.mode}, published iid")
+    bsz = items_per_batch(n_options)
+    rows = []
+    for b0 in range(0, n_items, bsz):
+        m = min(bsz, n_items - b0)
+        for r0 in range(0, n_samples, DRAWS_PER_CALL):
+            rows.append(m * (n_options + 1) * (min(n_samples, r0 + DRAWS_PER_CALL) - r0))
+    if out["rows"] != rows:
+        problems.append(
+            f"UNet rows per call {sorted(set(out['rows']))}, published {sorted(set(rows))}"
+        )
+    batches = -(-n_items // bsz)
+    if out["prompt_encodes"] != n_items * n_options + batches:
+        problems.append(
+            f"{out['prompt_encodes']} prompt encodes, published {n_items * n_options + batches}"
+        )
+    return problems
+
+
+@torch.no_grad()
+def diffusionitm_losses(
+    model,
+    latents: torch.Tensor,
+    options: Sequence[Sequence[str]],
+    steps: int = 10,
+    batch_items: int = DITM_BATCH,
+    seed: int = 0,
+    bank: torch.Tensor | None = None,
+) -> dict:
+    """The denoising loss batched as DiffusionITM runs it (bench timing reference of `dl`).
+
+    Per caption position j and batch of `batch_items` images: the captions are encoded, then
+    one network call per timestep of `steps` evenly spaced over [0, 999] takes the batch's
+    images noised at that timestep with the noise bank's tensor of that timestep (one bank,
+    shared by every image and caption), conditioned on each image's caption j; the error is
+    averaged over the elements, then over the timesteps. `bank` [steps, C, h, w]: the noise bank
+    (default: drawn from torch.Generator(seed)). Returns loss [N, O] (float64; lower wins),
+    calls, rows, evals.
+    """
+    from infodecomp.experiments.score_study import FixedTimesteps
+
+    nodes = FixedTimesteps().sample(steps)[0]  # [T] logsnr at the fixed timesteps
+    if bank is None:
+        gen = torch.Generator().manual_seed(seed)
+        bank = torch.randn((steps, *latents.shape[1:]), generator=gen)  # [T, C, h, w]
+    a, s = (t.float() for t in alpha_sigma(nodes))
+    n, o_max = latents.shape[0], max(len(o) for o in options)
+    loss = torch.full((n, o_max), float("nan"), dtype=torch.float64)
+    rows = []
+    for j in range(o_max):
+        for b0 in range(0, n, batch_items):
+            idx = [i for i in range(b0, min(n, b0 + batch_items)) if j < len(options[i])]
+            if not idx:
+                continue
+            cond = model._encode_prompts([options[i][j] for i in idx])
+            x = latents[idx].float()
+            errs = torch.zeros(len(idx), dtype=torch.float64)
+            for t in range(steps):
+                eps = bank[t].expand(len(idx), *bank.shape[1:])
+                z = a[t] * x + s[t] * eps
+                ls = nodes[t].float().expand(len(idx))
+                pred = model.eps_hat(z.to(model.device), ls.to(model.device), cond).float().cpu()
+                errs += (pred - eps).square().flatten(1).mean(-1).double()
+                rows.append(len(idx))
+            loss[idx, j] = errs / steps
+    return {"loss": loss, "calls": len(rows), "rows": rows, "evals": sum(rows)}

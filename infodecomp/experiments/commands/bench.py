@@ -1,24 +1,27 @@
-"""`infodecomp bench`: the engine against the published procedure, per evaluation and per answer.
+"""`infodecomp bench`: the cost of an answer, score by score, against the reference of that score.
 
-Speed: in one process, on one model, the same items and seed, rounds alternate the published
-procedure (experiments.reference: float32, the published batching: all options + "" of a batch
-of 10 VG items x 5 draws per UNet call = 150 rows, prompts encoded once per batch, sampled VAE
-latent, nearest timestep) and the engine in each of `engine_dtypes` (all conditions of all items
-batched in chunks of run.batch_size, 150 in configs/bench.yaml as the published UNet batch, one
-shared unconditional pass, repeated conditions once);
-medians of the rounds give evaluations per second and seconds per item; peak memory is taken per
-procedure. The reduced-precision engine is checked against float32 on the same draws
-(experiments.precision); the engine's dtype for `speedup` is the fastest one that passes.
+Evaluations per answer (experiments.score_study): for each score, i^o, i^s and the denoising loss
+as DiffusionITM computes it, its reference procedure (the published i^o / per-sample i^s: 100 iid
+draws of the truncated logistic at the effective clip 4, options and "" in one batch;
+DiffusionITM: 10 fixed timesteps, one shared noise bank) and the engine's candidate schemes are
+scored against that score's converged answer (>= 2000 draws) on the same items, on each of
+`study_models` (tiny-sd, shapes-learned, the exact oracle). Every network row an answer needs
+is counted (the empty prompt for i^o). The engine's scheme for a score is the cheapest whose
+agreement is within one paired standard error of the reference's (or above it).
 
-Evaluations per answer: on the exact ShapesWorld oracle (noisy world), the agreement with the
-exact ranking and the denoiser evaluations per answer of the paper's fixed 100 samples against
-variance-reduced and adaptive schemes (experiments.efficiency); the published procedure spends
-100 x (options + 1) evaluations per answer (300 for VG, 600 for COCO/Flickr-Order).
+Time per evaluation: in one process, on one model (`model`), rounds alternate the published
+batching (experiments.reference: float32, all options + "" of a batch of 10 VG items x 5 draws per
+UNet call = 150 rows, prompts encoded once per batch, sampled VAE latent, nearest timestep),
+DiffusionITM's batching (4 images per call, one caption position, one call per timestep) and the
+engine in each of `engine_dtypes` (chunks of run.batch_size rows, 150 as the published UNet batch);
+medians of the rounds. A reduced-precision engine is checked against float32 on the same draws
+(experiments.precision) and left out of the cost where it fails.
 
-bench.json: `speedup`, `eval_fraction`, `evals_per_answer` (published vs engine), `cost_ratio` =
-(engine seconds per evaluation / reference seconds per evaluation) x (engine evaluations per
-answer / published evaluations per answer), the cost of an answer relative to the published
-procedure at equal accuracy, and peak memory per procedure.
+bench.json, per studied model and score: the reference's and the engine's evaluations per answer
+at equal agreement and their ratio; per engine dtype, the time per evaluation against that
+score's reference batching (i^o, i^s: the published; denoising loss: DiffusionITM's), and, on the
+timed model only, cost_ratio = time ratio x evaluations ratio of that score. No figure mixes
+scores or counting rules.
 """
 
 from __future__ import annotations
@@ -33,25 +36,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from infodecomp.estimators.engine import EngineConfig, Query, estimate
 from infodecomp.experiments.common import resolve_device, to_dict
 from infodecomp.experiments.config import BenchConfig
-from infodecomp.experiments.efficiency import eval_fraction, model_agreement, sample_efficiency
+from infodecomp.experiments.efficiency import OPTIONS, item_options, random_images
 from infodecomp.experiments.precision import compare_scores
 from infodecomp.experiments.reference import (
     DRAWS_PER_CALL,
     conditions_of,
+    diffusionitm_losses,
     items_per_batch,
     reference_scores,
 )
+from infodecomp.experiments.score_study import SCORES, best_scheme, study, study_items
 from infodecomp.experiments.shim import hydra_main, run_dir
 from infodecomp.models.registry import load_model
 from infodecomp.reporting.meta import write_meta
 
-OPTIONS = ("the man is beside the dog", "the dog is beside the man")
 GPU_ONLY = (
     "implemented, not measured here (no GPU): bfloat16/float16 UNet on CUDA, "
     "model.attn_processor=sdpa (flash attention), model.channels_last, model.compile; "
@@ -59,11 +62,10 @@ GPU_ONLY = (
     "largest-batch search"
 )
 CPU_NOTE = (
-    "note: measured on a CPU, no GPU was available. speedup, evals/s and cost_ratio compare the "
-    "procedures on this CPU and this model only: they do not predict a GPU's throughput or "
-    "its reduced-precision gain; for those run `infodecomp bench model=sd21-random "
-    "run.device=cuda` on the GPU. evals_per_answer counts denoiser evaluations on the exact "
-    "ShapesWorld oracle and holds on any device."
+    "note: measured on a CPU, no GPU was available. Times per evaluation and cost ratios compare "
+    "the procedures on this CPU and this model only: they do not predict a GPU's throughput or "
+    "its reduced-precision gain; for those run scripts/gpu_bench.sh on a GPU. Evaluations per "
+    "answer count network rows and hold on any device."
 )
 
 
@@ -94,16 +96,7 @@ def _peak_mb(device: torch.device) -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _images(n: int, size: int, seed: int) -> list[Image.Image]:
-    rng = np.random.default_rng(seed)
-    return [
-        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(n)
-    ]
-
-
-def item_options(n: int) -> list[tuple[str, ...]]:
-    """n VG-like items, each with its own two captions (as in a real batch, no prompt repeats)."""
-    return [tuple(f"{o} {i}" for o in OPTIONS) for i in range(n)]
+TIMING_REFERENCE = {"io": "reference", "is": "reference", "dl": "diffusionitm"}
 
 
 def _engine_items(model, images, options, cfg: EngineConfig) -> torch.Tensor:
@@ -161,10 +154,14 @@ def speed(cfg: BenchConfig) -> dict:
             else load_model(replace(cfg.model, dtype=name), device, dtype)
         )
     m = cfg.precision_items
-    images = _images(n + m, ref_model.image_size, cfg.run.seed)
+    images = random_images(n + m, ref_model.image_size, cfg.run.seed)
     options = item_options(n + m)
     ecfg = EngineConfig(n_samples=s, max_batch=cfg.run.batch_size, seed=cfg.run.seed)
-    procedures = {"reference": lambda: reference_scores(ref_model, images[:n], options[:n], s)}
+    ditm_latents = ref_model.encode_images(images[:n])
+    procedures = {
+        "reference": lambda: reference_scores(ref_model, images[:n], options[:n], s),
+        "diffusionitm": lambda: diffusionitm_losses(ref_model, ditm_latents, options[:n]),
+    }
     for name, model in engines.items():
         procedures[name] = lambda mdl=model: _engine_items(mdl, images[:n], options[:n], ecfg)
     bar = tqdm(
@@ -184,6 +181,8 @@ def speed(cfg: BenchConfig) -> dict:
         # per shape on the first call, which would otherwise land in the first timed round
         reference_scores(ref_model, images[:n], options[:n], s, seed=10_000)
         bar.update()
+        diffusionitm_losses(ref_model, ditm_latents, options[:n], seed=10_000)
+        bar.update()
         for model in engines.values():
             _engine_items(model, images[:n], options[:n], replace(ecfg, seed=10_000))
             bar.update()
@@ -198,10 +197,13 @@ def speed(cfg: BenchConfig) -> dict:
     ref = results["reference"]
     evals = n * s * (len(OPTIONS) + 1)
     assert ref["evals"] == evals  # type: ignore[index]
+    counts = {k: evals for k in procedures}
+    counts["diffusionitm"] = results["diffusionitm"]["evals"]  # type: ignore[index]
     per = {
         k: {
             "s_per_item": float(np.median(v)) / n,
-            "evals_per_s": evals / float(np.median(v)),
+            "s_per_eval": float(np.median(v)) / counts[k],
+            "evals_per_s": counts[k] / float(np.median(v)),
             # process CPU seconds: less sensitive than wall time to other jobs on the machine
             "cpu_s_per_item": float(np.median(cpu_times[k])) / n,
             "rounds_s": v,
@@ -238,6 +240,12 @@ def speed(cfg: BenchConfig) -> dict:
             "calls": ref["calls"],  # type: ignore[index]
             "prompt_encodes": ref["prompt_encodes"],  # type: ignore[index]
         },
+        "diffusionitm": {
+            **per["diffusionitm"],
+            "dtype": "float32",
+            "rows_per_call": sorted(set(results["diffusionitm"]["rows"])),  # type: ignore[index]
+            "calls": results["diffusionitm"]["calls"],  # type: ignore[index]
+        },
         "engine": {k: {**per[k], "dtype": k} for k in engines},
         "engine_batch": cfg.run.batch_size,
         "engine_dtype": best,
@@ -246,100 +254,73 @@ def speed(cfg: BenchConfig) -> dict:
         if device.type == "cuda"
         else "peak resident set size per procedure (VmHWM reset before each; models loaded)",
     }
-    out["speedup_by_dtype"] = {
-        k: per["reference"]["s_per_item"] / per[k]["s_per_item"] for k in engines
+    # time per evaluation of each engine dtype against each score's reference batching
+    out["time_per_eval_ratio"] = {
+        score: {
+            k: per[k]["s_per_eval"] / per[TIMING_REFERENCE[score]]["s_per_eval"] for k in engines
+        }
+        for score in SCORES
     }
-    out["speedup"] = out["speedup_by_dtype"][best]
-    # flat copies of the headline rates (older readers)
-    out["reference_evals_per_s"] = per["reference"]["evals_per_s"]
-    out["reference_s_per_item"] = per["reference"]["s_per_item"]
-    out["engine_evals_per_s"] = per[best]["evals_per_s"]
-    out["engine_s_per_item"] = per[best]["s_per_item"]
+    out["usable_dtypes"] = usable or ["float32"]
     return out
 
 
-def _model_agreement(cfg: BenchConfig) -> list[dict]:
-    """The bench model's answers against its own 100-sample answers (efficiency.model_agreement)."""
-    device = resolve_device(cfg.run.device)
-    model = load_model(replace(cfg.model, dtype="float32"), device, torch.float32)
-    if (
-        getattr(model, "trained_world", None) == "shapes"
-    ):  # the learned model: its own world's items
-        from infodecomp.data.registry import load_dataset
-        from infodecomp.data.spec import DataSpec
-
-        items = load_dataset(DataSpec(name="shapes-order", size=cfg.model_items)).items
-        images, options = [it.image for it in items], [tuple(it.options) for it in items]
-    else:
-        images = _images(cfg.model_items, model.image_size, cfg.run.seed + 1)
-        options = item_options(cfg.model_items)
-    table = model_agreement(
-        model,
-        model.encode_images(images),
-        options,
-        seed=cfg.run.seed,
-        max_batch=cfg.run.batch_size,
-    )
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    return table.to_dict(orient="records")
-
-
-def cost(speed_out: dict, table: pd.DataFrame) -> dict:
-    """Evaluations per answer (published vs engine) and the cost of an answer relative to the
-    published procedure at equal accuracy (module docstring)."""
-    fraction, scheme = eval_fraction(table)
-    published = float(table.attrs["published_evals_per_item"])
-    engine = fraction * float(table.iloc[0]["evals_per_item"])  # nan when none matched
-    per_eval = speed_out["reference_evals_per_s"] / speed_out["engine_evals_per_s"]
-    return {
-        "evals_per_answer": {
-            "published": published,
-            "published_vg": 100 * (2 + 1),
-            "published_order": 100 * (5 + 1),
-            "engine": engine,
-            "engine_scheme": scheme,
-            "fraction_of_published": engine / published,
-        },
-        "time_per_eval_ratio": per_eval,
-        "cost_ratio": per_eval * engine / published,
-    }
+def scores_of(speed_out: dict, table: pd.DataFrame, timed: bool) -> dict:
+    """Per score: reference and engine evaluations per answer at equal agreement, and, where the
+    model is the timed one, per usable dtype the time ratio and cost_ratio of that score."""
+    out = {}
+    for score in SCORES:
+        best = best_scheme(table, score)
+        if timed:
+            times = speed_out["time_per_eval_ratio"][score]
+            best["time_per_eval_ratio"] = {k: times[k] for k in speed_out["usable_dtypes"]}
+            best["cost_ratio"] = {
+                k: v * best["eval_ratio"] for k, v in best["time_per_eval_ratio"].items()
+            }
+        out[score] = best
+    return out
 
 
 def run(cfg: BenchConfig) -> Path:
     out = run_dir(cfg, "bench")
     start = time.time()
-    result: dict = {"speed": speed(cfg)}
-    with tqdm(
-        desc="bench samples (exact oracle)",
-        unit="run",
-        disable=not cfg.run.progress,
-        dynamic_ncols=True,
-    ) as bar:
-
-        def step(scheme: str, total: int) -> None:
-            bar.total = total
-            bar.set_postfix_str(scheme)
+    sp = speed(cfg)
+    result: dict = {"speed": sp, "scores": {}, "study": {}}
+    for name in cfg.study_models:
+        with tqdm(
+            total=3 + cfg.study_repeats,
+            desc=f"bench study ({name})",
+            unit="step",
+            disable=not cfg.run.progress,
+            dynamic_ncols=True,
+        ) as bar:
+            model, xs, options, pxs, popts = study_items(
+                name,
+                cfg.study_items,
+                cfg.study_pilot_items,
+                cfg.run.seed,
+                "cpu" if name == "oracle" else str(resolve_device(cfg.run.device)),
+            )
             bar.update()
-
-        table = sample_efficiency(
-            n_per_set=cfg.oracle_items, noise=3.0, seed=cfg.run.seed, progress=step
-        )
-    table.to_csv(out / "efficiency.csv", index=False)
-    fraction, scheme = eval_fraction(table)
-    result["efficiency"] = {
-        **table.attrs,
-        "eval_fraction": fraction,
-        "scheme": scheme,
-        "table": table.to_dict(orient="records"),
-    }
-    sp = result["speed"]
-    result.update(cost(sp, table))
-    if cfg.model_items:
-        result["model_agreement"] = _model_agreement(cfg)
-    result["speedup"] = sp["speedup"]
-    result["eval_fraction"] = fraction
+            res = study(
+                model,
+                xs,
+                options,
+                pxs,
+                popts,
+                repeats=cfg.study_repeats,
+                converged_samples=cfg.converged_samples,
+                seed=cfg.run.seed,
+                progress=lambda step: (bar.set_postfix_str(step), bar.update()),
+            )
+        res.table.to_csv(out / f"study_{name}.csv", index=False)
+        result["study"][name] = {**res.attrs, "table": res.table.to_dict(orient="records")}
+        result["scores"][name] = scores_of(sp, res.table, timed=name == cfg.model.name)
+        print(f"\n{name}: {res.attrs['items']} items x {res.attrs['repeats']} repeats")
+        print(res.table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     result["peak_memory_mb"] = {
         "reference": sp["reference"]["peak_mb"],
+        "diffusionitm": sp["diffusionitm"]["peak_mb"],
         **{f"engine_{k}": v["peak_mb"] for k, v in sp["engine"].items()},
     }
     result["gpu"] = GPU_ONLY if sp["device"] == "cpu" else "measured on " + sp["device"]
@@ -347,19 +328,16 @@ def run(cfg: BenchConfig) -> Path:
         result["note"] = CPU_NOTE
     (out / "bench.json").write_text(json.dumps(result, indent=2, default=float))
     rows = [
-        (
-            "reference (published batching, float32)",
-            sp["reference"]["evals_per_s"],
-            sp["reference"]["s_per_item"],
-            sp["reference"]["peak_mb"],
-        )
+        ("reference (published batching, float32)", sp["reference"]),
+        ("DiffusionITM batching (float32)", sp["diffusionitm"]),
+        *((f"engine ({k})", v) for k, v in sp["engine"].items()),
     ]
-    for name, v in sp["engine"].items():
-        rows.append((f"engine ({name})", v["evals_per_s"], v["s_per_item"], v["peak_mb"]))
     print(
-        pd.DataFrame(rows, columns=["procedure", "evals/s", "s/item", "peak MB"]).to_string(
-            index=False, float_format=lambda v: f"{v:.3g}"
-        )
+        "\n"
+        + pd.DataFrame(
+            [(k, v["evals_per_s"], v["s_per_eval"] * 1e3, v["peak_mb"]) for k, v in rows],
+            columns=["procedure", "evals/s", "ms/eval", "peak MB"],
+        ).to_string(index=False, float_format=lambda v: f"{v:.3g}")
     )
     for name, check in sp["precision"].items():
         print(
@@ -369,17 +347,24 @@ def run(cfg: BenchConfig) -> Path:
             f"{check['ranking_agreement_clear']:.0%} on {check['clear_items']} clear-margin items: "
             + ("passed" if check["passed"] else "FAILED (not used)")
         )
-    print(
-        f"\nspeedup {result['speedup']:.2f}x (engine {sp['engine_dtype']}) on {sp['device']} "
-        f"({sp['model']}, {sp['n_samples']} samples, {sp['n_items']} items)\n"
-    )
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    epa = result["evals_per_answer"]
-    print(
-        f"\neval_fraction {fraction:.3f} ({scheme}); evals per answer: engine {epa['engine']:.1f} "
-        f"vs published {epa['published']:.1f}\ncost_ratio {result['cost_ratio']:.3f} -> "
-        f"{out / 'bench.json'}"
-    )
+    for name, per_score in result["scores"].items():
+        for score, b in per_score.items():
+            line = (
+                f"{name} {score}: reference ({b['reference']}) {b['reference_evals_per_answer']:.1f} "
+                f"evals/answer, agreement {b['reference_agreement']:.3f}; "
+            )
+            if b["scheme"] is None:
+                line += "no engine scheme at equal agreement"
+            else:
+                line += (
+                    f"engine ({b['scheme']}) {b['evals_per_answer']:.1f}, agreement "
+                    f"{b['agreement']:.3f} (paired se {b['diff_se']:.3f}): eval_ratio "
+                    f"{b['eval_ratio']:.3f}"
+                )
+                for k, v in b.get("cost_ratio", {}).items():
+                    line += f"; cost_ratio {k} {v:.3f}"
+            print(line)
+    print(f"-> {out / 'bench.json'}")
     if sp["device"] == "cpu":
         print(f"\n{CPU_NOTE}\n{GPU_ONLY}")
     write_meta(

@@ -65,18 +65,33 @@ def run(cfg: TrainShapesConfig) -> dict:
                 "step %d: held-out loss %.4f (exact MMSE %.4f, excess %.4f); empty caption %.4f",
                 step, row["loss_cond"], row["exact_cond"], row["excess_cond"], row["loss_uncond"],
             )  # fmt: skip
+        if row and "swap_gap" in row:
+            log.info(
+                "step %d: relation probe (model / exact, per pixel): swap below -1 %.5f / %.5f, "
+                "relation removed %.6f / %.6f, colour removed %.6f / %.6f, layout %.4f / %.4f; "
+                "text encoder left/right %.2f, red/blue %.2f",
+                step, row["swap_gap"], row["exact_swap_gap"], row["relation_gap"],
+                row["exact_relation_gap"], row["colour_gap"], row["exact_colour_gap"],
+                row["layout"], row["exact_layout"], row["te_relation"], row["te_colour"],
+            )  # fmt: skip
 
-    finished = trainer.run(deadline=deadline, progress=progress)
+    finished = trainer.run(deadline=deadline, progress=progress, stop_at=cfg.stop_at or None)
     bar.close()
     pd.DataFrame(trainer.log).to_csv(out / "train_log.csv", index=False)
-    held_out = evaluate(trainer.ema_unet, trainer.ema_text, trainer.eval_set)
-    parts = build_parts(cfg.train.seed)
-    random = evaluate(parts["unet"].to(device), parts["text_encoder"].to(device), trainer.eval_set)
+    pred = cfg.train.prediction
+    held_out = evaluate(trainer.ema_unet, trainer.ema_text, trainer.eval_set, prediction=pred)
+    parts = build_parts(cfg.train.seed, cfg.train.arch)
+    random = evaluate(
+        parts["unet"].to(device),
+        parts["text_encoder"].to(device),
+        trainer.eval_set,
+        prediction=pred,
+    )
     held_out["loss_random"] = random["loss_cond"]
     threads = torch.get_num_threads()
-    command = "infodecomp train-shapes " + " ".join(_overrides())
+    command = "infodecomp train-shapes " + " ".join(_card_overrides(_overrides()))
     card = model_card(trainer, command=command.strip(), device=str(device), threads=threads,
-                      held_out=held_out)  # fmt: skip
+                      held_out=held_out, init_label=_init_label(cfg.train.init))  # fmt: skip
     export_model(trainer, out / "model", card)
     summary = {"finished": finished, "step": trainer.step, "train_seconds": trainer.seconds,
                **held_out}  # fmt: skip
@@ -86,7 +101,9 @@ def run(cfg: TrainShapesConfig) -> dict:
         extra={"command": "train-shapes", "summary": summary, "settings": asdict(cfg.train)},
     )  # fmt: skip
     state = (
-        "finished" if finished else f"stopped at max_minutes={cfg.max_minutes} (rerun to resume)"
+        "finished"
+        if finished
+        else f"stopped at max_minutes={cfg.max_minutes} / stop_at={cfg.stop_at} (rerun to resume)"
     )
     print(
         f"train-shapes: {state}, step {trainer.step}/{cfg.train.steps}, held-out loss "
@@ -94,6 +111,29 @@ def run(cfg: TrainShapesConfig) -> dict:
         f"{held_out['loss_random']:.4f}); empty caption {held_out['loss_uncond']:.4f} -> {out / 'model'}"
     )
     return summary
+
+
+PATH_KEYS = ("run.out_dir", "train.init")  # machine paths: the model card names them in words
+
+
+def _card_overrides(overrides: list[str]) -> list[str]:
+    """The overrides for the model card, folders as <folder> (a card holds no machine paths)."""
+    return [
+        f"{o.split('=', 1)[0]}=<folder>" if o.split("=", 1)[0] in PATH_KEYS else o
+        for o in overrides
+    ]
+
+
+def _init_label(init: str) -> str:
+    """What a warm start began from, in words: its text encoder and training steps."""
+    import json
+    from pathlib import Path
+
+    if not init:
+        return ""
+    index = json.loads((Path(init) / "model_index.json").read_text())
+    steps = index.get("_infodecomp_steps", "?")
+    return f"a shapes-learned model with a {index['text_encoder'][1]}, {steps} training steps"
 
 
 def _overrides() -> list[str]:
