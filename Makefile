@@ -8,6 +8,8 @@ TORCH_SPEC ?= torch==2.13.0
 OUT ?= outputs/demo
 ARO_ROOT ?=
 COCO_ROOT ?=
+MANIFEST_IT ?=
+MANIFEST_100 ?=
 N_SAMPLES ?= 100
 
 .PHONY: install test test-all lint format demo reproduce validate bench clean
@@ -16,7 +18,7 @@ $(BIN)/infodecomp:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install "$(TORCH_SPEC)"
-	$(BIN)/pip install -e ".[dev]"
+	$(BIN)/pip install -e ".[dev,cluster]"
 
 install: $(BIN)/infodecomp
 
@@ -55,9 +57,16 @@ bench: install
 	$(BIN)/infodecomp bench run.out_dir=$(OUT)/bench
 
 # The paper's four tables on Stable Diffusion 2.1 base (one GPU; see README for run times).
+# Every input path is checked before the first (hours-long) run starts.
 reproduce: install
 	@test -n "$(ARO_ROOT)" || (echo "set ARO_ROOT=<folder with the ARO JSON files and images/>"; exit 2)
 	@test -n "$(COCO_ROOT)" || (echo "set COCO_ROOT=<folder with val2017/ and annotations/>"; exit 2)
+	@test -n "$(MANIFEST_IT)" || (echo "set MANIFEST_IT=<COCO-IT manifest CSV (README: make reproduce)>"; exit 2)
+	@test -n "$(MANIFEST_100)" || (echo "set MANIFEST_100=<COCO100-IT manifest CSV (README: make reproduce)>"; exit 2)
+	@test -d "$(ARO_ROOT)" || (echo "ARO_ROOT=$(ARO_ROOT) is not a folder"; exit 2)
+	@test -d "$(COCO_ROOT)" || (echo "COCO_ROOT=$(COCO_ROOT) is not a folder"; exit 2)
+	@test -f "$(MANIFEST_IT)" || (echo "MANIFEST_IT=$(MANIFEST_IT) is not a file: give the COCO-IT manifest CSV"; exit 2)
+	@test -f "$(MANIFEST_100)" || (echo "MANIFEST_100=$(MANIFEST_100) is not a file: give the COCO100-IT manifest CSV"; exit 2)
 	$(BIN)/infodecomp aro +experiment=paper-table1 data=aro-vg-relation data.root=$(ARO_ROOT) run.out_dir=outputs/paper/aro-vg-relation
 	$(BIN)/infodecomp aro +experiment=paper-table1 data=aro-vg-attribution data.root=$(ARO_ROOT) run.out_dir=outputs/paper/aro-vg-attribution
 	$(BIN)/infodecomp aro +experiment=paper-table1 data=aro-coco-order data.root=$(ARO_ROOT) run.out_dir=outputs/paper/aro-coco-order

@@ -29,6 +29,58 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+# Hydra's own command-line flags; any other --name is a setting written the argparse way.
+HYDRA_FLAGS = frozenset(
+    "--help -h --hydra-help --version --cfg -c --resolve --package -p --run -r --multirun -m "
+    "--shell-completion -sc --config-path -cp --config-name -cn --config-dir -cd "
+    "--experimental-rerun --info -i".split()
+)
+
+
+def dash_option_hint(command: str, rest: list[str]) -> str | None:
+    """One line for a setting written `--n_samples 10` (or `--n_samples=10`): the key=value form
+    the command takes, e.g. `estimator.n_samples=10`; None when every argument is Hydra's."""
+    for i, arg in enumerate(rest):
+        flag = arg.split("=", 1)[0]
+        if not arg.startswith("--") or flag in HYDRA_FLAGS or arg == console.VERBOSE_FLAG:
+            continue
+        name, eq, value = arg[2:].partition("=")
+        following = rest[i + 1] if i + 1 < len(rest) else None
+        if not eq and following is not None and not following.startswith("-"):
+            if "=" not in following:
+                value = following
+        written = f"{arg} {value}" if value and not eq else arg
+        keys = _keys_named(command, name.replace("-", "_"))
+        value = value or "<value>"
+        see = f"see `infodecomp {command} --help`"
+        if len(keys) == 1:
+            return f"settings are written key=value, not {written}: use {keys[0]}={value} ({see})"
+        if keys:
+            choices = " or ".join(f"{k}={value}" for k in keys)
+            return f"settings are written key=value, not {written}: use {choices} ({see})"
+        return f"unknown option {written}: settings are written key=value ({see})"
+    return None
+
+
+def _keys_named(command: str, name: str) -> list[str]:
+    """The dotted settings of `command` whose last part is `name` (or, failing that, the
+    closest ones)."""
+    from infodecomp.experiments.config import SCHEMAS
+    from infodecomp.experiments.help import options
+
+    schema = SCHEMAS.get(command)
+    if schema is None:
+        return []
+    keys = [key for key, _ in options(schema)]
+    exact = [k for k in keys if k == name or k.rsplit(".", 1)[-1] == name]
+    if exact:
+        return exact
+    leaves = {k.rsplit(".", 1)[-1]: k for k in keys}
+    return [leaves[c] for c in difflib.get_close_matches(name, list(leaves), n=1)] + [
+        k for k in difflib.get_close_matches(name, keys, n=1) if k not in leaves.values()
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     console.set_verbose(console.VERBOSE_FLAG in argv or os.environ.get("HYDRA_FULL_ERROR") == "1")
@@ -42,7 +94,14 @@ def main(argv: list[str] | None = None) -> int:
         hint = f" Did you mean '{close[0]}'?" if close else ""
         print(f"infodecomp: unknown command '{command}'.{hint}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[command][0])
+    hint = dash_option_hint(command, rest)
+    if hint:
+        print(f"infodecomp {command}: {hint}", file=sys.stderr)
+        return 2
+    try:
+        module = importlib.import_module(COMMANDS[command][0])
+    except KeyboardInterrupt:
+        console.interrupted(command)
     # Hydra reads sys.argv itself; show it the command's own arguments only.
     sys.argv = [f"infodecomp {command}", *rest]
     # Hydra re-raises configuration errors (instead of printing its own report) so that they
@@ -51,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         result = module.main()
+    except KeyboardInterrupt:  # before the command's own handler (Hydra's setup) or after it
+        console.interrupted(command)
     except Exception as err:
         console.fail(err, command)
         raise  # not reached: fail exits or re-raises

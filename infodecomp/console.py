@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import errno
 import os
 import sys
 
@@ -41,6 +42,36 @@ def _close_key(cause: BaseException) -> str:
     return f" Did you mean '{close[0]}'?" if close and key not in names else ""
 
 
+def _group_source(group: str) -> str:
+    """Where the choices of a config group are defined: configs/<group>/, or, for the model
+    presets (registered from code, no folder), their list."""
+    if group == "model":
+        return (
+            "the presets of infodecomp/models/presets.py; any other hub id or folder: "
+            "model=local model.path=<hub id or folder>"
+        )
+    return f"configs/{group}/"
+
+
+def _unwritable_out_dir(err: BaseException) -> str | None:
+    """One line naming run.out_dir when `err` is the OS refusing a path in (or above) it."""
+    from pathlib import Path
+
+    if not isinstance(err, OSError) or err.filename is None:
+        return None
+    out = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("run.out_dir=")), None)
+    if not out:
+        return None
+    path, folder = Path(os.fsdecode(err.filename)).absolute(), Path(out).absolute()
+    if path != folder and folder not in path.parents and path not in folder.parents:
+        return None
+    return (
+        f"run.out_dir={out} cannot be written ({err.strerror or type(err).__name__}: "
+        f"{os.fsdecode(err.filename)}): choose a folder you can write to, or leave run.out_dir "
+        "out for a new folder under outputs/"
+    )
+
+
 def user_error(err: BaseException, command: str) -> str | None:
     """One line describing a user error, or None when `err` looks like a bug."""
     from hydra.errors import CompactHydraException, MissingConfigException, OverrideParseException
@@ -53,7 +84,7 @@ def user_error(err: BaseException, command: str) -> str | None:
         hint = f" Did you mean '{close[0]}'?" if close else ""
         return (
             f"{group}={name} is not one of: {', '.join(err.options)}.{hint} "
-            f"(configs/{group}/; {see})"
+            f"({_group_source(group)}; {see})"
         )
     if isinstance(err, OverrideParseException):
         return f"cannot parse the overrides: {_one_line(err)} (write key=value; {see})"
@@ -68,6 +99,16 @@ def user_error(err: BaseException, command: str) -> str | None:
             detail = _one_line(cause).split(" full_key:")[0].rstrip(".")
             text = f"{text.rstrip('.')}: {detail}.{_close_key(cause)}"
         return f"{text} ({see})"
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        from pathlib import Path
+
+        from infodecomp.reporting.store import disk_full
+
+        where = Path(os.fsdecode(err.filename)).parent if err.filename else Path.cwd()
+        return str(disk_full(where))
+    unwritable = _unwritable_out_dir(err)
+    if unwritable:
+        return unwritable
     if isinstance(err, USER_ERRORS):
         return _one_line(err) or type(err).__name__
     return None
@@ -88,3 +129,17 @@ def fail(err: BaseException, command: str, user: bool = False) -> None:
     print(f"infodecomp {command}: {line}", file=sys.stderr)
     print(f"  (for the traceback add {VERBOSE_FLAG} or set HYDRA_FULL_ERROR=1)", file=sys.stderr)
     raise SystemExit(2) from None
+
+
+def interrupted(command: str, run_dir: object = None, resumable: bool = False) -> None:
+    """Ctrl-C: one line (where the finished items are and how to resume), exit status 130 as a
+    shell gives an interrupted program; with --verbose the traceback instead."""
+    if verbose():
+        raise  # noqa: PLE0704 - called from the handler of the KeyboardInterrupt
+    line = f"infodecomp {command}: interrupted"
+    if run_dir is not None and resumable:
+        line += (
+            f"; the items finished so far are kept in {run_dir}: rerun the same command to resume"
+        )
+    print(line, file=sys.stderr)
+    raise SystemExit(130)

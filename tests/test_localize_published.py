@@ -30,7 +30,7 @@ from test_data_coco import IT_HEADER, reference_dir, write_coco, write_manifest
 from infodecomp.data.coco import load_coco_manifest
 from infodecomp.data.errors import DataError
 from infodecomp.data.registry import load_dataset
-from infodecomp.data.spec import PUBLISHED_WL_REFERENCE, DataSpec
+from infodecomp.data.spec import DataSpec
 from infodecomp.estimators.channel import alpha_sigma
 from infodecomp.estimators.engine import EngineConfig, draw
 from infodecomp.estimators.samplers import LogsnrSampler
@@ -39,6 +39,7 @@ from infodecomp.experiments.config import LocalizeConfig, ModelConfig
 from infodecomp.experiments.maps import info_maps, info_queries, mi_prompt_of
 from infodecomp.models.families.preprocess import mask_transform, to_model_input
 from infodecomp.models.registry import load_model
+from infodecomp.tasks.references import PUBLISHED_WL_REFERENCE
 
 WL_HEADER = [*IT_HEADER, "context_", ""]
 

@@ -76,6 +76,11 @@ SKIP = {
     "torchrun --nproc_per_node=8 -m infodecomp.cli aro data=aro-vg-relation data.root=/data/aro": (
         "needs the ARO data set and 8 processes (sharding: tests/test_resume_shard.py)"
     ),
+    "infodecomp aro -m hydra/launcher=slurm-multinode hydra.launcher.partition=gpu "
+    "data=aro-vg-relation data.root=/data/aro": (
+        "needs a Slurm cluster and the ARO data set (its sbatch script and the tasks as ranks: "
+        "tests/test_multi_gpu.py)"
+    ),
 }
 
 # command (first two words) -> overrides appended to keep it short

@@ -174,18 +174,28 @@ def test_aro_tables_hand_computed(aro_runs, tmp_path):
     assert at100.loc["next to", "Info. i^o"] == pytest.approx(0.0)
     assert at100["in_metric"].to_dict() == {"above": True, "next to": False, "on": True}
     assert at100.loc["on", "n"] == 2
+    # each group's 95% Wilson interval: "above" is 1 of 1 right (i^o), not 100 ± 0
+    assert at100.loc["above", "Info. i^o lo"] == pytest.approx(100 * 0.2065, abs=0.01)
+    assert at100.loc["above", "Info. i^o hi"] == 100.0
+    assert at100.loc["on", "Denoising loss lo"] == pytest.approx(100 * 0.0945, abs=0.01)
 
     for name in ("table1", "table2", "accuracy_vs_samples", "runs"):
         for ext in ("md", "tex", "csv"):
             assert (out / f"{name}.{ext}").stat().st_size > 0
     assert measured["samples/item"].tolist() == [10.0, 100.0, 100.0]
     md1 = (out / "table1.md").read_text()
-    # se of the macro mean over {on: 1/2 of 2, above: 1 of 1}: sqrt(.5 * .5 / 2 + 0) / 2 = 17.7%
-    assert measured["VG-R se"].tolist() == pytest.approx(
-        [0.0, 100 * np.sqrt(0.125) / 2, 100 * np.sqrt(0.125) / 2]
-    )
-    assert "| sd-2.1-base | Info. i^o | 100 | 100.0 | measured | 75.0 ± 17.7 |" in md1
-    assert "VG-R se" not in md1
+    # 95% interval of the macro mean over {on: 1 of 2, above: 1 of 1}: 75 +- 1.96 sqrt(v_on +
+    # v_above) / 2, Agresti-Coull variances v = p~ (1 - p~) / (n + z^2) (metrics.accuracy_interval)
+    z = 1.959963984540054
+    pt = [(k + z * z / 2) / (n + z * z) for k, n in ((1, 2), (1, 1))]
+    var = sum(p * (1 - p) / (n + z * z) for p, n in zip(pt, (2, 1), strict=True))
+    half = 100 * z * np.sqrt(var) / 2  # the same for Denoising loss (on 1 of 2, above 0 of 1)
+    assert measured["VG-R lo"].tolist()[1:] == pytest.approx([75 - half, max(0.0, 25 - half)])
+    assert measured["VG-R hi"].tolist()[1:] == pytest.approx([min(100.0, 75 + half), 25 + half])
+    assert measured["VG-R lo"].iloc[0] < 100 == measured["VG-R hi"].iloc[0]  # all right: not ± 0
+    cell = f"75.0 [{75 - half:.1f}, {min(100.0, 75 + half):.1f}]"
+    assert f"| sd-2.1-base | Info. i^o | 100 | 100.0 | measured | {cell} |" in md1
+    assert "VG-R lo" not in md1 and "± 0.0" not in md1
     assert "| paper | Info. (logistic) | 100 | 100.0 | published | 69.1 |" in md1
     assert tables["table1"].attrs["markdown"] == md1
     tex = (out / "table1.tex").read_text()
@@ -241,7 +251,8 @@ def test_adaptive_runs_group_by_configured_samples(tmp_path):
     assert t1["samples/item"].tolist() == pytest.approx([100.0, 20.0])
     assert t1["VG-R"].tolist() == pytest.approx([75.0, 75.0])
     assert "accuracy_vs_samples" not in tables
-    assert list(tables["table2"].columns[-2:]) == ["Info. i^o", "Info. i^o (adaptive)"]
+    methods = [c for c in tables["table2"].columns if c.startswith("Info.")]
+    assert methods[:2] == ["Info. i^o", "Info. i^o (adaptive)"]
 
 
 def test_conflicting_runs_are_an_error(aro_runs, tmp_path):

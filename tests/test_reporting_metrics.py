@@ -9,7 +9,7 @@ import pytest
 from infodecomp.reporting.metrics import (
     IOU_COLUMNS,
     THRESHOLDS,
-    accuracy_se,
+    accuracy_interval,
     bootstrap_se,
     image_level_r,
     intervention_table,
@@ -22,6 +22,7 @@ from infodecomp.reporting.metrics import (
     pearson_r,
     pixel_level_r,
     ranking_accuracy,
+    wilson_interval,
 )
 from infodecomp.tasks import canonical_subset, predict
 from infodecomp.tasks.aro_relations import EXCLUDED_RELATIONS
@@ -132,17 +133,37 @@ def test_shapes_subsets_plain_accuracy_with_macro_attr():
     assert per_group.attrs["macro"] == pytest.approx(0.5)
 
 
-def test_accuracy_se_binomial_and_macro():
-    # plain accuracy, 3 of 4 right: sqrt(.75 * .25 / 4)
+def test_accuracy_interval_wilson_and_macro():
+    """95% intervals that stay honest for small and perfect groups (issue 27): the plug-in
+    p +- 1.96 sqrt(p (1 - p) / n) reads 1 +- 0 for 3 of 3 right; Wilson does not."""
+    # plain accuracy: Wilson score interval; the published values for 3/3 and 1/3 (95%)
+    assert wilson_interval(3, 3) == pytest.approx((0.4385, 1.0), abs=1e-4)
+    assert wilson_interval(1, 3) == pytest.approx((0.0615, 0.7923), abs=1e-4)
+    assert wilson_interval(0, 6) == pytest.approx((0.0, 0.3903), abs=1e-4)
     _, per_group = ranking_accuracy(vg_items("coco-order", {"g1": (3, 3), "g2": (1, 0)}))
-    assert accuracy_se(per_group) == pytest.approx(np.sqrt(0.75 * 0.25 / 4))
-    # VG-Relation macro over on (2 of 3) and above (1 of 1); "next to" is left out
+    assert accuracy_interval(per_group) == wilson_interval(3, 4)
+    # the interval narrows like 1 / sqrt(n): the same accuracy on 100x the items
+    _, big = ranking_accuracy(vg_items("coco-order", {"g1": (300, 300), "g2": (100, 0)}))
+    lo, hi = accuracy_interval(big)
+    assert (
+        0.70 < lo < 0.75 < hi < 0.80 and (hi - lo) < (np.subtract(*wilson_interval(3, 4)[::-1])) / 5
+    )
+    # VG-Relation macro over on (2 of 3) and above (1 of 1, all right); "next to" is left out:
+    # mean 5/6 +- 1.96 sqrt(v_on + v_above) / 2 with Agresti-Coull variances
     pred = vg_items("vg-relation", {"on": (3, 2), "above": (1, 1), "next to": (2, 0)})
     _, per_group = ranking_accuracy(pred)
-    assert accuracy_se(per_group) == pytest.approx(np.sqrt((2 / 3) * (1 / 3) / 3) / 2)
-    # the se shrinks like 1 / sqrt(n): the same accuracy on 100x the items
-    _, big = ranking_accuracy(vg_items("coco-order", {"g1": (300, 300), "g2": (100, 0)}))
-    assert accuracy_se(big) == pytest.approx(np.sqrt(0.75 * 0.25 / 400))
+    z = 1.959963984540054
+    v = [(k + z * z / 2) / (n + z * z) for k, n in ((2, 3), (1, 1))]
+    var = sum(p * (1 - p) / (n + z * z) for p, n in zip(v, (3, 1), strict=True))
+    half = z * np.sqrt(var) / 2
+    assert accuracy_interval(per_group) == pytest.approx((5 / 6 - half, 1.0))
+    # an all-right macro (both groups perfect) still has a width: the plug-in gave 0
+    pred = vg_items("vg-relation", {"on": (2, 2), "above": (1, 1)})
+    _, per_group = ranking_accuracy(pred)
+    lo, hi = accuracy_interval(per_group)
+    assert hi == 1.0 and lo < 0.8
+    plug_in = np.sqrt(sum(p * (1 - p) / n for p, n in ((1.0, 2), (1.0, 1)))) / 2
+    assert plug_in == 0.0  # the fault this replaces: "100.0 ± 0.0"
 
 
 def test_aro_accuracy_input_errors():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +22,24 @@ from infodecomp.experiments.commands.aro import estimate_options
 from infodecomp.experiments.common import engine_config
 from infodecomp.experiments.config import EstimatorConfig, RunConfig
 from infodecomp.scores import SCORES, check_scores
+
+# What `infodecomp aro` prints when i^o trails i^s on ShapesWorld with the exact oracle
+# (experiments.aro.SHAPES_IO_NOTE); the API cannot see labels, so it says it for every score
+# on that oracle.
+IO_CAVEAT = (
+    "on the exact ShapesWorld oracle a higher i^o is not a better match: i^o prefers a caption "
+    "that contradicts the image there, while i^s and mmse rank captions as expected; rank by "
+    "is or mmse (README, 'What ShapesWorld shows')"
+)
+
+
+def io_caveat(denoiser: Any) -> str | None:
+    """IO_CAVEAT where it applies (an exact oracle of ShapesWorld), else None."""
+    from infodecomp.models.capabilities import ExactLikelihood
+
+    exact = isinstance(denoiser, ExactLikelihood)
+    return IO_CAVEAT if exact and getattr(denoiser, "world", None) == "shapes" else None
+
 
 SCORE_COLUMNS = (
     ("image", "name", "caption") + tuple(c for s in SCORES for c in (s, f"{s}_se")) + ("n_samples",)
@@ -105,7 +124,9 @@ def score(
         under the logsnr proposal, in nats up to a constant shared by all captions of one image
         (lower: better match; -log p(x | caption) up to that constant);
         `n_samples`: logsnr samples used for the image.
-        Higher i^o / i^s and lower mmse mean a better match (infodecomp.scores).
+        Higher i^o / i^s and lower mmse mean a better match (infodecomp.scores), except i^o on
+        the exact ShapesWorld oracle: there the frame's `attrs["caveat"]` holds IO_CAVEAT and
+        a UserWarning says it (the note `infodecomp aro` prints).
     """
     m = as_model(model)
     check_scores([adaptive_score], key="adaptive_score")
@@ -136,4 +157,9 @@ def score(
                     row[name], row[f"{name}_se"] = e.score(name, j)
                 row["n_samples"] = int(n)
                 rows.append(row)
-    return pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
+    df = pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
+    caveat = io_caveat(m.denoiser)
+    if caveat is not None:
+        df.attrs["caveat"] = caveat
+        warnings.warn(f"infodecomp.api.score: {caveat}", UserWarning, stacklevel=2)
+    return df

@@ -15,7 +15,6 @@ source file), so a resumed run skips exactly what finished.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ from infodecomp.data.errors import (
     COCO_ORDER_SOURCE,
     FLICKR_ORDER_SOURCE,
     DataError,
+    read_json,
     require_path,
 )
 from infodecomp.data.images import HFImage, load_item_image
@@ -126,11 +126,7 @@ def load_flickr_order(spec: DataSpec, tagger: Tagger | None = None) -> Dataset:
 
 
 def _read_json_list(path: Path, what: str) -> list[dict]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{what} {path} is not valid JSON: {err}") from err
+    data = read_json(path, what)  # encoding and syntax errors name the file
     if not isinstance(data, list):
         raise DataError(f"{what} {path} should hold a JSON list of records, found {type(data)}")
     return data

@@ -47,11 +47,14 @@ from infodecomp.data.errors import (
     MANIFEST_SOURCE,
     DataError,
     MaskLoadError,
+    read_json,
+    read_text,
     require_path,
 )
 from infodecomp.data.images import load_item_image
 from infodecomp.data.records import Dataset, ImageRef, Skipped, WordItem
-from infodecomp.data.spec import PUBLISHED_WL_REFERENCE, WL_MASKS, DataSpec
+from infodecomp.data.spec import WL_MASKS, DataSpec
+from infodecomp.tasks.references import PUBLISHED_WL_REFERENCE
 
 BASE_COLUMNS = ("Image ID", "Label", "correct_obj+context", "context", "correct_obj")
 MANIFEST_KINDS = ("coco-it", "coco100-it", "coco-wl")
@@ -216,6 +219,47 @@ def _images_dir(spec: DataSpec) -> Path | None:
     return None
 
 
+# The fields each COCO annotation file's records need (instances: masks and the manifest
+# builder; captions: the builder). A record without one is a DataError naming the file.
+INSTANCE_FIELDS = {
+    "images": ("id",),
+    "annotations": ("image_id", "category_id"),
+    "categories": ("id", "name"),
+}
+CAPTION_FIELDS = {"images": ("id",), "annotations": ("image_id", "caption")}
+
+
+def check_instances(
+    data: Any, path: str | Path, what: str, needs: dict[str, tuple[str, ...]] = INSTANCE_FIELDS
+) -> dict:
+    """`data` (a parsed COCO annotation file) if every record has the fields `needs` lists.
+
+    Raises:
+        DataError: one line naming the file, the list, the record and the missing field.
+    """
+    if not isinstance(data, dict):
+        raise DataError(
+            f"{what} {path} should hold a JSON object with {list(needs)}, found "
+            f"{type(data).__name__}"
+        )
+    for section, fields in needs.items():
+        records = data.get(section)
+        if not isinstance(records, list):
+            raise DataError(
+                f"{what} {path} has no {section!r} list (keys: {sorted(data)}); is it a COCO "
+                f"{'captions' if 'caption' in needs.get('annotations', ()) else 'instances'} file?"
+            )
+        for i, rec in enumerate(records):
+            missing = [f for f in fields if not isinstance(rec, dict) or f not in rec]
+            if missing:
+                ident = f" (id {rec['id']})" if isinstance(rec, dict) and "id" in rec else ""
+                raise DataError(
+                    f"{what} {path}: {section} record {i}{ident} has no {missing[0]!r} field; "
+                    f"each needs {list(fields)}"
+                )
+    return data
+
+
 # The published layouts (COCO-IT; COCO100-IT; COCO-WL with the word type under an empty header;
 # and the builder's COCO-WL without `context_`). Any other header is refused, never reinterpreted.
 MANIFEST_LAYOUTS = (
@@ -237,7 +281,7 @@ def _read_manifest(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
             spanning more than MAX_RECORD_LINES lines, or a header of an unknown layout.
     """
     records: list[tuple[int, list[str]]] = []
-    with open(path, encoding="utf-8-sig", newline="") as f:
+    with io.StringIO(read_text(path, "manifest", "utf-8-sig"), newline="") as f:
         reader = csv.reader(f, strict=True)
         start = 1
         while True:
@@ -250,6 +294,7 @@ def _read_manifest(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
                     f"manifest {path}: CSV quoting error in the record starting at line {start} "
                     f"({err}); fix the quotes on that line"
                 ) from None
+
             if reader.line_num - start + 1 > MAX_RECORD_LINES:
                 raise DataError(
                     f"manifest {path}: the record starting at line {start} runs over "
@@ -383,8 +428,12 @@ class CocoMasks:
             )
             from pycocotools.coco import COCO
 
+            what = "COCO instances annotation file"
+            coco = COCO()  # filled from our own read, so that a bad file is named (DataError)
+            coco.dataset = check_instances(read_json(path, what), path, what)
             with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-                self._coco = COCO(str(path))
+                coco.createIndex()
+            self._coco = coco
             self._cats = {c["name"]: c["id"] for c in self._coco.loadCats(self._coco.getCatIds())}
         return self._coco
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from infodecomp.data.records import ImageLoadError
 
@@ -89,3 +91,44 @@ def require_path(
             f"{what} not found: {p}{how}. Expected there: {listing}. They come from {source}."
         )
     return p
+
+
+def read_text(path: str | Path, what: str, encoding: str = "utf-8") -> str:
+    """The text of a data file; an encoding error is a DataError naming the file and the byte.
+
+    Raises:
+        DataError: the file is not valid `encoding` (e.g. a Latin-1 export of a UTF-8 file).
+    """
+    try:
+        return Path(path).read_text(encoding=encoding)
+    except UnicodeDecodeError as err:
+        raise DataError(encoding_message(path, what, err, encoding)) from None
+
+
+def encoding_message(path: str | Path, what: str, err: UnicodeDecodeError, encoding: str) -> str:
+    """`err` from decoding the whole file: names the file, the byte and its line."""
+    line = err.object[: err.start].count(b"\n") + 1
+    name = encoding.upper().removesuffix("-SIG")
+    return (
+        f"{what} {path} is not valid {name}: byte {err.object[err.start]:#04x} on line {line} "
+        f"(offset {err.start}, {err.reason}); save it as {name}"
+    )
+
+
+def read_json(
+    path: str | Path, what: str, *, object_pairs_hook: Any = None, encoding: str = "utf-8"
+) -> Any:
+    """A JSON data file parsed; encoding and syntax errors are one DataError naming the file,
+    the line and the column.
+
+    Raises:
+        DataError: the file is not valid `encoding` or not valid JSON.
+    """
+    text = read_text(path, what, encoding)
+    try:
+        return json.loads(text, object_pairs_hook=object_pairs_hook)
+    except json.JSONDecodeError as err:
+        raise DataError(
+            f"{what} {path} is not valid JSON: {err.msg} at line {err.lineno} column "
+            f"{err.colno}; fix or download the file again"
+        ) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,7 @@ from PIL import Image, UnidentifiedImageError
 from infodecomp.data.records import ImageLoadError, ImageRef
 
 BBox = tuple[float, float, float, float]
+log = logging.getLogger("infodecomp")
 
 
 @dataclass(frozen=True, eq=False)
@@ -35,6 +37,10 @@ def crop_to_bbox(
 ) -> Image.Image:
     """Crop to an (x, y, w, h) box in pixels.
 
+    A box that lies wholly outside the image is refused in both modes (its crop would be a
+    black image, scored as if it were the object). A box partly outside is cropped by `mode`,
+    and a log line names the image, the box and what was done.
+
     Args:
         image: the full image.
         bbox: (x, y, w, h) or None for the whole image.
@@ -47,7 +53,7 @@ def crop_to_bbox(
         The cropped image (the image itself when bbox is None).
 
     Raises:
-        ImageLoadError: the box is empty (after clamping, in clamp mode).
+        ImageLoadError: the box is empty, or lies wholly outside the image.
         ValueError: mode is not "pad" or "clamp".
     """
     if mode not in CROP_MODES:
@@ -56,19 +62,37 @@ def crop_to_bbox(
         return image
     x, y, w, h = (float(v) for v in bbox)
     width, height = image.size
-    if mode == "pad":
-        if round(x + w) <= round(x) or round(y + h) <= round(y):
-            raise ImageLoadError(f"bbox {tuple(bbox)} (x, y, w, h) of image {name} is empty")
-        return image.crop((x, y, x + w, y + h))
-    left = min(max(round(x), 0), width)
-    top = min(max(round(y), 0), height)
-    right = min(max(round(x + w), 0), width)
-    bottom = min(max(round(y + h), 0), height)
-    if right <= left or bottom <= top:
+    box = (round(x), round(y), round(x + w), round(y + h))  # PIL's own rounding of the corners
+    if box[2] <= box[0] or box[3] <= box[1]:
+        raise ImageLoadError(f"bbox {tuple(bbox)} (x, y, w, h) of image {name} is empty")
+    clipped = (
+        min(max(box[0], 0), width),
+        min(max(box[1], 0), height),
+        min(max(box[2], 0), width),
+        min(max(box[3], 0), height),
+    )
+    if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
         raise ImageLoadError(
-            f"bbox {tuple(bbox)} (x, y, w, h) lies outside image {name} of size {width}x{height}"
+            f"bbox {tuple(bbox)} (x, y, w, h) lies wholly outside image {name} of size "
+            f"{width}x{height}; the record's box is wrong (its crop would be all black)"
         )
-    return image.crop((left, top, right, bottom))
+    if clipped != box:
+        done = (
+            f"clipped to {clipped} (data.crop=clamp)"
+            if mode == "clamp"
+            else "the part outside is black, as ARO crops (data.crop=clamp clips it)"
+        )
+        log.info(
+            "bbox %s (x, y, w, h) reaches past image %s of size %dx%d: %s",
+            tuple(bbox),
+            name,
+            width,
+            height,
+            done,
+        )
+    if mode == "pad":
+        return image.crop((x, y, x + w, y + h))
+    return image.crop(clipped)
 
 
 # Integer modes holding more than 8 bits per value, and the largest value of each.

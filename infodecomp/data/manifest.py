@@ -22,13 +22,18 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from infodecomp.data.coco import BASE_COLUMNS, whole_word
-from infodecomp.data.errors import COCO2017_SOURCE, require_path
+from infodecomp.data.coco import (
+    BASE_COLUMNS,
+    CAPTION_FIELDS,
+    INSTANCE_FIELDS,
+    check_instances,
+    whole_word,
+)
+from infodecomp.data.errors import COCO2017_SOURCE, read_json, require_path
 
 # Irregular number forms of COCO category names: name -> its other form.
 IRREGULAR_FORMS = {
@@ -103,10 +108,13 @@ def delete_word(caption: str, word: str, fix_artifacts: bool = False, fill: str 
     return whole_word(word).sub(fill, caption, count=1)
 
 
-def _load_json(path: str | Path, what: str, expected: str) -> dict:
+def _load_json(
+    path: str | Path, what: str, expected: str, needs: dict[str, tuple[str, ...]]
+) -> dict:
+    """A COCO annotation file, parsed and checked: encoding, syntax and missing fields are one
+    DataError naming the file (and the record)."""
     p = require_path(path, what, [expected], COCO2017_SOURCE)
-    with open(p, encoding="utf-8") as f:
-        return json.load(f)
+    return check_instances(read_json(p, what), p, what, needs)
 
 
 def _captions_by_image(captions: dict) -> dict[int, list[str]]:
@@ -217,8 +225,12 @@ def build_manifest(
     """
     if kind not in ("coco-it", "coco-wl"):
         raise ValueError(f"build_manifest kind must be 'coco-it' or 'coco-wl', got {kind!r}")
-    instances = _load_json(instances_json, "COCO instances file", "instances_val2017.json")
-    captions = _load_json(captions_json, "COCO captions file", "captions_val2017.json")
+    instances = _load_json(
+        instances_json, "COCO instances file", "instances_val2017.json", INSTANCE_FIELDS
+    )
+    captions = _load_json(
+        captions_json, "COCO captions file", "captions_val2017.json", CAPTION_FIELDS
+    )
     with_blank = (kind == "coco-wl") if blank_column is None else blank_column
     header = list(BASE_COLUMNS) + (["context_"] if with_blank else [])
     if kind == "coco-it":

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 
 from infodecomp.data.controls import apply_control
 from infodecomp.data.errors import DataError
-from infodecomp.data.records import Dataset
+from infodecomp.data.records import Dataset, Skipped
 from infodecomp.data.shapes import SHAPES_SETS
 from infodecomp.data.spec import DataSpec
 from infodecomp.tasks import TASKS
@@ -107,6 +107,34 @@ def generation_spec(spec: DataSpec, limit: int | None) -> DataSpec:
     return spec
 
 
+def unique_ids(ds: Dataset) -> Dataset:
+    """The data set with every item id once: a later item with an id an earlier one holds is
+    skipped with its reason (under `<id>@<position>`), never scored.
+
+    A run's store keys its rows by item id, so two items with one id cannot both be kept; a
+    loader that knows its format resolves repeats itself first (winoground, sugarcrepe); this
+    is the guard for every other loader, so a repeated id costs one item, not the run.
+    """
+    first: dict[str, int] = {}
+    items, skipped = [], list(ds.skipped)
+    for pos, item in enumerate(ds.items):
+        iid = str(item.item_id)
+        if iid in first:
+            skipped.append(
+                Skipped(
+                    f"{iid}@{pos}",
+                    f"item {pos} of {ds.name} repeats the id {iid!r} of item {first[iid]}; "
+                    "skipped (the first is scored)",
+                )
+            )
+            continue
+        first[iid] = pos
+        items.append(item)
+    if len(items) == len(ds.items):
+        return ds
+    return replace(ds, items=items, skipped=skipped)
+
+
 def load_dataset(spec: DataSpec, limit: int | None = None) -> Dataset:
     """Loads `spec.name`; `limit` keeps the first N items (after the loader's stable order);
     `spec.control` then alters the set on purpose (data.controls)."""
@@ -117,7 +145,7 @@ def load_dataset(spec: DataSpec, limit: int | None = None) -> Dataset:
             f"leave it at none for data={spec.name}"
         )
     spec = generation_spec(spec, limit)
-    ds = entry.load(spec)
+    ds = unique_ids(entry.load(spec))
     if limit is not None:
         ds.items = ds.items[:limit]
     return apply_control(ds, spec.control, spec.seed)

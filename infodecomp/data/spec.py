@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 WL_MASKS = ("none", "all-objects-published")
-# the reference (results.csv `reference`) of COCO-WL rows under data.wl_mask=all-objects-published
-PUBLISHED_WL_REFERENCE = "all objects (published COCO-WL)"
 
 
 @dataclass

@@ -11,11 +11,11 @@ rules: infodecomp.tasks.sugarcrepe.
 
 from __future__ import annotations
 
-import json
+import logging
 from pathlib import Path
 from typing import Any
 
-from infodecomp.data.errors import require_path
+from infodecomp.data.errors import DataError, read_json, require_path
 from infodecomp.data.images import load_item_image
 from infodecomp.data.records import Dataset, ImageRef, RankingItem, Skipped
 from infodecomp.data.spec import DataSpec
@@ -26,6 +26,15 @@ SOURCE = (
     "COCO 2017 val images (http://images.cocodataset.org/zips/val2017.zip)"
 )
 FIELDS = ("filename", "caption", "negative_caption")
+log = logging.getLogger("infodecomp")
+
+
+class _Pairs(list):
+    """A JSON object read as its (key, value) pairs, so that a key the file repeats is seen
+    (json.loads keeps only the last record of a repeated key). A repeated key holding the
+    same record again is skipped with its reason (scored once); a different record is a
+    distinct item, kept under `<task>-<key>@<occurrence>` with a warning naming the file and
+    the key. Nothing is dropped silently."""
 
 
 def _text(value: Any) -> str | None:
@@ -46,17 +55,38 @@ def load_sugarcrepe(spec: DataSpec, stems: tuple[str, ...] = tuple(SUBSETS)) -> 
     items, skipped = [], []
     for stem in stems:
         path = require_path(root / f"{stem}.json", f"SugarCrepe {stem} file", files, SOURCE)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"SugarCrepe file {path} is not valid JSON: {err}") from err
-        if not isinstance(data, dict):
-            raise ValueError(
-                f"SugarCrepe file {path} should hold a JSON object id -> record, found {type(data).__name__}"
+        data = read_json(path, "SugarCrepe file", object_pairs_hook=_Pairs)
+        if not isinstance(data, _Pairs):
+            raise DataError(
+                f"SugarCrepe file {path} should hold a JSON object id -> record, found "
+                f"{type(data).__name__}"
             )
         task, _, _ = SUBSETS[stem]
-        for key, rec in data.items():
+        seen: dict[str, list[Any]] = {}  # key -> the records under it so far
+        for key, rec in data:
+            rec = dict(rec) if isinstance(rec, _Pairs) else rec
             item_id = f"{task}-{key}"
+            earlier = seen.setdefault(key, [])
+            earlier.append(rec)
+            if len(earlier) > 1:  # a key the file repeats: see _Pairs
+                item_id = f"{item_id}@{len(earlier)}"
+                if rec in earlier[:-1]:
+                    skipped.append(
+                        Skipped(
+                            item_id,
+                            f"{path.name}: key {key!r} repeats an earlier record of that key "
+                            f"(occurrence {len(earlier)}); the repeat is skipped",
+                        )
+                    )
+                    continue
+                log.warning(
+                    "%s: key %r appears %d times with different records; each is kept, this "
+                    "one as %s",
+                    path,
+                    key,
+                    len(earlier),
+                    item_id,
+                )
             if not isinstance(rec, dict) or any(_text(rec.get(f)) is None for f in FIELDS):
                 found = sorted(rec) if isinstance(rec, dict) else type(rec).__name__
                 skipped.append(

@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from infodecomp.data.errors import require_path
+from infodecomp.data.errors import read_text, require_path
 from infodecomp.data.images import HFImage, load_item_image
 from infodecomp.data.records import Dataset, ImageRef, RankingItem, Skipped
 from infodecomp.data.spec import DataSpec
@@ -48,6 +48,30 @@ def _caption(value: Any) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
 
 
+def repeated_example(
+    example: str, n: int, line: str, earlier: list[tuple[int, str]], where: str
+) -> tuple[str, Skipped | None]:
+    """A line whose `id` an earlier line already used.
+
+    The same record again (a repeated line) is skipped with its reason: scoring it twice would
+    count that example twice. A different record under the same id is a distinct example, so
+    it is kept under the id `<example>@line<n>` (`@row<n>` for the hub copy; deterministic:
+    the line it is on), and nothing
+    is lost either way. `earlier`: (line, text) of the lines before with this id; `where`: how
+    lines are named ("examples.jsonl line", "row"). Returns (the example id to use, or the skip
+    of the repeat).
+    """
+    tag = "@row" if where == "row" else "@line"
+    same = next((m for m, text in earlier if text == line.strip()), None)
+    if same is not None:
+        reason = (
+            f"{where} {n} repeats {where} {same} (same id {example!r} and record); the repeat "
+            "is skipped, the example is scored once"
+        )
+        return example, Skipped(f"{example}{tag}{n}", reason)
+    return f"{example}{tag}{n}", None
+
+
 def load_winoground(spec: DataSpec) -> Dataset:
     if spec.source == "hf":
         return _load_hf(spec)
@@ -65,7 +89,8 @@ def load_winoground(spec: DataSpec) -> Dataset:
         setting="data.images",
     )
     items, skipped = [], []
-    for n, line in enumerate(ann.read_text(encoding="utf-8").splitlines(), start=1):
+    seen: dict[str, list[tuple[int, str]]] = {}  # example id -> [(line, text)] with that id
+    for n, line in enumerate(read_text(ann, "Winoground examples file").splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -76,6 +101,15 @@ def load_winoground(spec: DataSpec) -> Dataset:
             )
             continue
         example = f"winoground-{rec.get('id')}" if isinstance(rec, dict) else f"winoground-line{n}"
+        if example in seen:  # a repeated id: see repeated_example
+            earlier = seen[example]
+            example, repeat = repeated_example(example, n, line, earlier, f"{ann.name} line")
+            earlier.append((n, line.strip()))
+            if repeat is not None:
+                skipped.append(repeat)
+                continue
+        else:
+            seen[example] = [(n, line.strip())]
         caps = (
             (_caption(rec.get("caption_0")), _caption(rec.get("caption_1")))
             if isinstance(rec, dict)
@@ -119,10 +153,21 @@ def _load_hf(spec: DataSpec) -> Dataset:
             f"Hugging Face dataset {name} lacks columns {missing}; found {table.column_names}"
         )
     items, skipped = [], []
+    seen: dict[str, list[tuple[int, str]]] = {}
     for i, row in enumerate(
         table.select_columns([c for c in table.column_names if not c.startswith("image")])
     ):
         example = f"winoground-{row['id']}"
+        text = json.dumps(row, sort_keys=True, default=str)
+        if example in seen:  # a repeated id: see repeated_example (rows are the "lines")
+            earlier = seen[example]
+            example, repeat = repeated_example(example, i, text, earlier, "row")
+            earlier.append((i, text))
+            if repeat is not None:
+                skipped.append(repeat)
+                continue
+        else:
+            seen[example] = [(i, text)]
         caps = (_caption(row["caption_0"]), _caption(row["caption_1"]))
         if None in caps:
             skipped.append(Skipped(example, f"row {i}: empty caption"))

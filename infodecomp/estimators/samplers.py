@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 MODES = ("iid", "stratified", "antithetic", "quadrature")
+KINDS = ("logistic", "uniform")
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,8 @@ class LogsnrSampler:
     mode: str = "iid"
 
     def __post_init__(self) -> None:
-        if self.kind not in ("logistic", "uniform"):
-            raise ValueError(f"sampler kind '{self.kind}' is not one of: logistic, uniform")
+        if self.kind not in KINDS:
+            raise ValueError(f"sampler kind '{self.kind}' is not one of: {', '.join(KINDS)}")
         if self.mode not in MODES:
             raise ValueError(f"sampler mode '{self.mode}' is not one of: {', '.join(MODES)}")
         if self.kind == "logistic" and (self.scale <= 0 or self.clip <= 0):

@@ -9,8 +9,8 @@ from hydra.core.config_store import ConfigStore
 from infodecomp.data.spec import DataSpec
 from infodecomp.experiments.errors import ConfigError
 from infodecomp.models.presets import PRESETS, AdapterOptions
-from infodecomp.models.training.shapes import TrainSettings
-from infodecomp.worlds import shapes as world
+from infodecomp.models.training.settings import TrainSettings
+from infodecomp.worlds.noise import SIGMA0
 
 
 @dataclass
@@ -24,7 +24,7 @@ class ModelConfig(AdapterOptions):
     name: str = "shapes-oracle"  # model preset (infodecomp/models/presets.py)
     path: str | None = None  # diffusers folder or hub id (model=local, or to override a preset)
     revision: str | None = None  # hub revision; default: the preset's pinned one (in meta.json)
-    sigma0: float = world.SIGMA0  # ShapesWorld oracle: pixel noise of the Gaussian mixture
+    sigma0: float = SIGMA0  # ShapesWorld oracle: pixel noise of the Gaussian mixture
 
     @classmethod
     def of(cls, name: str, **overrides: object) -> ModelConfig:
@@ -127,6 +127,8 @@ class LocalizeConfig(BaseCommandConfig):
     # pixels the DAAM and Attention+Information baselines feed the VAE: model ([-1, 1], as the
     # model was trained) | zero-one-published-bug ([0, 1], the published baselines' bug)
     baseline_input: str = "model"
+    # maps of the first N items saved as figures/<item>-maps.png (the report's gallery); 0: none
+    gallery: int = 4
 
     def __post_init__(self) -> None:
         _check_attention(self.attention)
@@ -338,7 +340,7 @@ AT_LEAST_ONE = (
     "precision_items",
 )
 POSITIVE = ("estimator.scale", "estimator.clip", "model.sigma0")
-NON_NEGATIVE = ("data.noise", "estimator.margin")
+NON_NEGATIVE = ("data.noise", "estimator.margin", "gallery")
 RESUME_MODES = ("auto", "overwrite")
 
 
@@ -381,10 +383,10 @@ def check_keys(cfg: object, schema: type, command: str) -> None:
 def check_device(name: str) -> None:
     """run.device must name a device this machine has: auto, cpu, cuda, cuda:<n> (n below the
     number of GPUs), or mps where available."""
+    if name in ("auto", "cpu"):  # every machine has these (and aggregate / report need no torch)
+        return
     import torch
 
-    if name == "auto":
-        return
     try:
         dev = torch.device(name)
     except (RuntimeError, TypeError):
@@ -412,6 +414,16 @@ def check_device(name: str) -> None:
             )
     elif dev.type != "cpu":
         raise ConfigError(f"run.device={name} is not supported; use auto, cpu, cuda or mps")
+
+
+# Settings that name one of a fixed set of values. The code that reads them holds the same
+# lists (estimators.samplers KINDS / MODES, models.device DTYPES; tests/test_fault_matrix.py
+# checks they agree); they are spelled out here so that checking a config needs no torch.
+CHOICES = {
+    "estimator.sampler": ("logistic", "uniform"),
+    "estimator.mode": ("iid", "stratified", "antithetic", "quadrature"),
+    "run.dtype": ("float32", "float16", "bfloat16"),
+}
 
 
 def check_values(cfg: object) -> None:
@@ -447,6 +459,10 @@ def check_values(cfg: object) -> None:
     present, resume = _get(cfg, "run.resume")
     if present and resume not in RESUME_MODES:
         raise ConfigError(f"run.resume={resume} must be one of {', '.join(RESUME_MODES)}")
+    for key, allowed in CHOICES.items():
+        present, value = _get(cfg, key)
+        if present and value not in allowed:
+            raise ConfigError(f"{key}={value} is not one of: {', '.join(allowed)}")
     present, device = _get(cfg, "run.device")
     if present:
         check_device(str(device))

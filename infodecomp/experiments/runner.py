@@ -8,8 +8,8 @@ it instead: when every item of the first batch of at least two items that a run 
 inside the command with the same error type (and no item has finished in this run yet), the run
 stops with that error before writing anything of that batch. Unreadable images and masks
 (ImageLoadError) never stop a run, and a lone item is never taken for a setup problem (a resumed
-run left with one bad item must not die on it forever). Running out of memory always stops the
-run.
+run left with one bad item must not die on it forever). Running out of memory or of disk space
+always stops the run.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from infodecomp.data.errors import DataError
 from infodecomp.data.records import Dataset, ImageLoadError
 from infodecomp.data.registry import check_kind, load_dataset
 from infodecomp.experiments.common import (
@@ -33,17 +34,27 @@ from infodecomp.experiments.common import (
     shard,
     to_dict,
 )
+from infodecomp.experiments.config import check_values
 from infodecomp.experiments.errors import RunError
 from infodecomp.experiments.session import KEYS, Session, first_start, leg_info, legs_for_meta
 from infodecomp.models.capabilities import ExactLikelihood, needs_rgb
 from infodecomp.models.registry import load_model, model_source
 from infodecomp.reporting.meta import write_meta, write_summary
-from infodecomp.reporting.store import RunView, Skip, StoreError, read_results, wall_time
+from infodecomp.reporting.store import (
+    DiskFull,
+    RunView,
+    Skip,
+    StoreError,
+    is_disk_full,
+    read_results,
+    wall_time,
+)
 
 log = logging.getLogger("infodecomp")
 
-# Errors that are never one item's fault: they stop the run.
-_FATAL = (MemoryError, StoreError, torch.cuda.OutOfMemoryError)
+# Errors that are never one item's fault: they stop the run. A DataError is a data file that
+# cannot be read as a whole (e.g. the COCO annotation file the masks come from).
+_FATAL = (MemoryError, StoreError, torch.cuda.OutOfMemoryError, DataError)
 
 
 @dataclass
@@ -83,6 +94,7 @@ def execute(
     kind of data set the command reads (data.registry RANKING or WORDS), checked up front;
     `headline` is the summary key printed at the end (or a function of the metrics giving it).
     """
+    check_values(cfg)  # a bad setting is one line before anything is written or computed
     out = run_dir(cfg, command)
     rank, world = shard()
     rank = cfg.run.rank if cfg.run.rank is not None else rank
@@ -106,21 +118,26 @@ def execute(
         ctx = _run_leg(cfg, command, process, session, out, device, dtype, rank, world)
         session.end_leg("finished")
         if world > 1:
-            _wait_for_ranks()
+            _wait_for_ranks(device)
             if rank != 0:
                 return out
         session.merge_and_export()
     except BaseException as err:
         status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        # the original error matters more than one in recording the stop; on a full disk those
+        # fail the same way and are not repeated
+        quiet = is_disk_full(err) or isinstance(err, DiskFull)
         try:
             session.end_leg(status, error=f"{type(err).__name__}: {err}")
-        except Exception as leg_err:  # the original error matters more
-            log.warning("could not record the end of this leg in %s: %s", out, leg_err)
+        except Exception as leg_err:
+            if not quiet:
+                log.warning("could not record the end of this leg in %s: %s", out, leg_err)
         if world == 1:
             try:  # what finished is exported even when the run stops
                 session.merge_and_export()
-            except Exception as export_err:  # the original error matters more
-                log.warning("could not export %s: %s", out, export_err)
+            except Exception as export_err:
+                if not quiet:
+                    log.warning("could not export %s: %s", out, export_err)
         raise
     finally:
         session.close()
@@ -253,6 +270,8 @@ def _process_batch(
     except _FATAL:
         raise
     except Exception as err:
+        if is_disk_full(err):  # e.g. a map that cannot be saved: no item's fault
+            raise
         if len(batch) == 1:
             pos, item = batch[0]
             log.warning("item %s skipped: %s: %s", item.item_id, type(err).__name__, err)
@@ -271,6 +290,8 @@ def _process_batch(
         except _FATAL:
             raise
         except Exception as err:
+            if is_disk_full(err):
+                raise
             log.warning("item %s skipped: %s: %s", item.item_id, type(err).__name__, err)
             failed.append((_skip(item, pos, err), err))
     return rows, done, failed
@@ -290,8 +311,9 @@ def _stop_if_shared(command: str, failed: list[tuple[Skip, BaseException]]) -> N
     ) from err
 
 
-def _wait_for_ranks() -> None:
-    """Barrier across torchrun ranks (gloo on CPU, nccl on GPU) so rank 0 merges complete parts."""
+def _wait_for_ranks(device: torch.device) -> None:
+    """Barrier across launcher ranks so rank 0 merges complete parts: NCCL on this rank's own GPU
+    when the run is on CUDA (each rank's device, never all on GPU 0), gloo otherwise."""
     import os
 
     import torch.distributed as dist
@@ -302,9 +324,15 @@ def _wait_for_ranks() -> None:
             "rerun rank 0 (run.rank=0) into the same run.out_dir to merge again later"
         )
         return
+    gpu = None
+    if device.type == "cuda":  # the rank's GPU, current since resolve_device (use_device)
+        gpu = device.index if device.index is not None else torch.cuda.current_device()
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    dist.barrier()
+        dist.init_process_group("nccl" if gpu is not None else "gloo")
+    if gpu is not None and dist.get_backend() == "nccl":
+        dist.barrier(device_ids=[gpu])
+    else:
+        dist.barrier()
 
 
 def _check_exact_for_data(model: Any, dataset: Dataset) -> None:

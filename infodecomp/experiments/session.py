@@ -59,7 +59,7 @@ KEYS: dict[str, list[str]] = {
 # and the dtype change numbers (results do not depend on the chunk size, the device placement
 # of items, the sharding or the number of items per checkpoint).
 RUN_KEYS_IN_FINGERPRINT = ("run.seed", "run.dtype")
-NOT_IN_FINGERPRINT = ("model.compile", "n_boot", "save_images")
+NOT_IN_FINGERPRINT = ("model.compile", "n_boot", "save_images", "gallery")
 _PATH_KEYS = ("data.root", "data.manifest", "data.annotations", "data.images", "data.hf_name")
 # What a directory holds besides the stores; removed by run.resume=overwrite.
 OUTPUTS = (RESULTS, SKIPPED, "summary.json", "meta.json")

@@ -49,6 +49,9 @@ def hydra_main(command: str, run: Callable[[Any], Any]) -> Callable[[], Any]:
             check_values(obj)
             with logging_redirect_tqdm():  # log lines print above progress bars, not through them
                 return run(obj)
+        except KeyboardInterrupt:
+            where = _interrupted_run(obj)
+            console.interrupted(command, where, resumable=where is not None)
         except Exception as err:  # a user error ends here as one line (SystemExit); bugs re-raise
             if isinstance(err, _known_errors()):
                 # The message says what is wrong and what to do: one line, no traceback.
@@ -65,6 +68,27 @@ def hydra_main(command: str, run: Callable[[Any], Any]) -> Callable[[], Any]:
             raise  # not reached: fail exits or re-raises
 
     return _main
+
+
+def _interrupted_run(cfg: Any) -> Path | None:
+    """The run directory of an interrupted command when it holds a results store (a run that
+    resumes), else None."""
+    from infodecomp.reporting.store import has_store
+
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from omegaconf import OmegaConf
+
+        if HydraConfig.initialized() and not OmegaConf.is_missing(
+            HydraConfig.get().runtime, "output_dir"
+        ):
+            path = Path(HydraConfig.get().runtime.output_dir)
+        else:
+            out = getattr(getattr(cfg, "run", None), "out_dir", None)
+            path = Path(out) if out else None
+    except Exception:  # nothing more to say than "interrupted"
+        return None
+    return path if path is not None and has_store(path) else None
 
 
 def run_dir(cfg: Any, command: str) -> Path:

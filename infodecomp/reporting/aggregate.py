@@ -16,7 +16,6 @@ from typing import Any
 
 import pandas as pd
 
-from infodecomp.data.spec import PUBLISHED_WL_REFERENCE
 from infodecomp.reporting import published as pub
 from infodecomp.reporting.calibration import calibration_table
 from infodecomp.reporting.meta import META, SUMMARY, read_json
@@ -25,6 +24,7 @@ from infodecomp.reporting.metrics import (
     decomposition_note,
     intervention_decomposition,
     intervention_table,
+    mean_interval,
     miou_bootstrap,
     miou_cells,
     ranking_scores,
@@ -47,6 +47,7 @@ from infodecomp.reporting.tables import (
 )
 from infodecomp.reporting.writer import natural_key, read_results
 from infodecomp.tasks import column_key, column_order, get_task, mean_key
+from infodecomp.tasks.references import PUBLISHED_WL_REFERENCE
 
 COMMANDS = ("aro", "localize", "intervene", "visualize", "calibrate")
 # Table 3 columns per step count: the paper-protocol mIoU, its bootstrap se, the "±" the published
@@ -73,9 +74,9 @@ INTERVENE_REQUIRED = (
     "pixel_r_attn",
 )
 TITLES = {
-    "table1": "Table 1: compositionality accuracy (%) ± standard error (ARO and the other ranking benchmarks)",
+    "table1": "Table 1: compositionality accuracy (%) [95% interval: Wilson score; macro means over groups: Agresti-Coull] (ARO and the other ranking benchmarks)",
     "accuracy_vs_samples": "ARO accuracy (%) vs logsnr samples per image",
-    "table2": "Table 2: accuracy (%) per group (relation, attribute pair, tag; Winoground: group score)",
+    "table2": "Table 2: accuracy (%) per group [95% Wilson score interval] (relation, attribute pair, tag; Winoground: group score)",
     "table3": "Table 3: localisation mIoU (%), paper protocol vs held-out threshold, per word type",
     "table4": "Table 4: intervention correlation (Pearson r ± bootstrap se)",
     "calibration": "Calibration: a learned ShapesWorld model against the exact oracle (same items, same draws)",
@@ -316,7 +317,8 @@ def _aro(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
                         **common,
                         "subset": column_key(subset, metric),
                         "accuracy": 100 * value,
-                        "accuracy_se": 100 * res["se"][metric],
+                        "accuracy_lo": 100 * res["interval"][metric][0],
+                        "accuracy_hi": 100 * res["interval"][metric][1],
                         "n_items": part["item_id"].nunique(),
                         "mean_samples": mean_used,
                         "paper": run.paper_setting,
@@ -345,6 +347,15 @@ def _aro(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     return rec, groups_df
 
 
+def _mean_interval(grp: pd.DataFrame) -> dict[str, float]:
+    """accuracy_lo / accuracy_hi (%) of the mean of a group of subsets (metrics.mean_interval)."""
+    lo, hi = mean_interval(
+        list(grp["accuracy"] / 100),
+        list(zip(grp["accuracy_lo"] / 100, grp["accuracy_hi"] / 100, strict=True)),
+    )
+    return {"accuracy_lo": 100 * lo, "accuracy_hi": 100 * hi}
+
+
 def _group_means(rec: pd.DataFrame) -> pd.DataFrame | None:
     """Rows for each benchmark's mean over the tasks of one `mean_group` (SugarCrepe's Add,
     Replace, Swap), per model x method x n_samples; only over the subsets that were run."""
@@ -367,7 +378,7 @@ def _group_means(rec: pd.DataFrame) -> pd.DataFrame | None:
                 "subset": mean_key(*g),
                 "source": source,
                 "accuracy": float(grp["accuracy"].mean()),
-                "accuracy_se": float((grp["accuracy_se"] ** 2).sum() ** 0.5 / len(grp)),
+                **_mean_interval(grp),
                 "n_items": int(grp["n_items"].sum()),
                 "mean_samples": first["mean_samples"],
                 "paper": bool(grp["paper"].any()),
@@ -729,7 +740,8 @@ def build_tables(
         if not groups.empty:
             t2 = table2(groups)
             fmt2 = {c: pct for c in t2.columns if c not in TABLE2_KEYS}
-            built["table2"] = (t2, display(t2, fmt2 | {"n_samples": fmt_int, "n": fmt_int}))
+            shown2 = display(t2, fmt2 | {"n_samples": fmt_int, "n": fmt_int})
+            built["table2"] = (t2, table1_shown(t2, shown2))
     t3 = (
         table3(by_cmd["localize"], n_boot=n_boot, seed=seed)
         if by_cmd["localize"]

@@ -45,9 +45,13 @@ def fsync_write(handle: Any, text: str) -> None:
 def atomic_write(path: Path, text: str) -> None:
     """Replace a file in one step (temporary file, fsync, rename)."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        fsync_write(f, text)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            fsync_write(f, text)
+        os.replace(tmp, path)
+    except BaseException:  # e.g. a full disk: no half-written temporary file is left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def format_value(value: Any) -> str:

@@ -27,7 +27,7 @@ from infodecomp.reporting.aggregate import (
 )
 from infodecomp.reporting.csvio import natural_key
 from infodecomp.reporting.meta import package_versions
-from infodecomp.reporting.tables import MISSING, TABLE1_KEYS, _numeric_like
+from infodecomp.reporting.tables import MISSING, TABLE1_KEYS, _numeric_like, interval_columns
 from infodecomp.reporting.writer import read_results
 
 REPORT = "index.html"
@@ -57,6 +57,17 @@ def _label(run: Run, runs: list[Run]) -> str:
     return run.path.name
 
 
+# A number with its uncertainty: "75.0 [45.2, 100.0]" (an interval) or "0.34 ± 0.010".
+_WITH_UNCERTAINTY = re.compile(r"^(\S+) (\[[^\]]*\]|± \S+)$")
+
+
+def _cell(text: str) -> dict[str, str]:
+    """A table cell for the page: the number, and its interval or error on a second line (so
+    wide tables stay readable at 1280 px; the CSV / LaTeX / Markdown keep one line)."""
+    m = _WITH_UNCERTAINTY.match(text)
+    return {"main": m.group(1), "sub": m.group(2)} if m else {"main": text, "sub": ""}
+
+
 def _table(name: str, shown: pd.DataFrame, files: dict[str, str]) -> dict[str, Any]:
     columns = [str(c) for c in shown.columns]
     rows = [[str(v) for v in row] for row in shown.itertuples(index=False)]
@@ -65,7 +76,7 @@ def _table(name: str, shown: pd.DataFrame, files: dict[str, str]) -> dict[str, A
         "id": name,
         "title": TITLES[name],
         "columns": columns,
-        "rows": rows,
+        "rows": [[_cell(c) for c in row] for row in rows],
         "numeric": numeric,
         "files": files,
     }
@@ -75,9 +86,9 @@ def accuracy_curve_data(table1: pd.DataFrame) -> dict[str, dict[str, tuple[list,
     """Benchmark column -> line label -> (mean logsnr samples per item, accuracy %), for every
     measured (model, method) of Table 1 with two or more sample counts; {} without a sweep."""
     measured = table1[(table1["source"] == "measured") & table1["n_samples"].notna()]
-    # accuracy columns; each has a standard-error column "<column> se" beside it
-    se = {f"{c} se" for c in table1.columns}
-    columns = [c for c in table1.columns if c not in TABLE1_KEYS and c not in se]
+    # accuracy columns; each has its interval's bounds "<column> lo" / "<column> hi" beside it
+    bounds = interval_columns(table1)
+    columns = [c for c in table1.columns if c not in TABLE1_KEYS and c not in bounds]
     many_models = measured["model"].nunique() > 1
     out: dict[str, dict[str, tuple[list, list]]] = {}
     for col in columns:
@@ -131,8 +142,8 @@ def _gallery(run: Run, label: str, assets: Path, root: Path) -> dict[str, Any]:
                 "item_id": str(row["item_id"]),
                 "word": row.get("word"),
                 "caption": row.get("caption") if isinstance(row.get("caption"), str) else None,
-                "cmi": _pm(row.get("cmi_total"), row.get("cmi_se")),
-                "mi": _pm(row.get("mi_total"), row.get("mi_se")),
+                "scores": f"CMI = {_pm(row.get('cmi_total'), row.get('cmi_se'))} · "
+                f"MI = {_pm(row.get('mi_total'), row.get('mi_se'))}",
                 "panel": figs["panel"],
                 "curves": figs["curves"],
             }
@@ -141,10 +152,51 @@ def _gallery(run: Run, label: str, assets: Path, root: Path) -> dict[str, Any]:
     cfg = run.config
     return {
         "label": label,
+        "kind": "visualize",
         "setting": run.setting,
         "attention": cfg.get("attention"),
         "n_samples": (cfg.get("estimator") or {}).get("n_samples"),
         "n_curve_samples": cfg.get("n_curve_samples"),
+        "entries": items,
+    }
+
+
+def _localize_gallery(run: Run, label: str, assets: Path, root: Path) -> dict[str, Any]:
+    """One localize run: the maps it saved (figures/<item>-maps.png, `gallery` items), copied,
+    with each item's word and its CMI total at the largest step count."""
+    results = read_results(run.path)
+    cmi = results[results["method"] == "cmi"] if "method" in results.columns else results
+    if "reference" in cmi.columns:
+        cmi = cmi[cmi["reference"] != "exact map"]
+    top = cmi[cmi["n_steps"] == cmi["n_steps"].max()] if len(cmi) else cmi
+    by_item = {str(r["item_id"]): r for r in top.to_dict("records")}
+    folder = assets / _slug(label)
+    items = []
+    for src in sorted((run.path / "figures").glob("*-maps.png"), key=lambda p: natural_key(p.name)):
+        item_id = src.name.removesuffix("-maps.png")
+        dest = folder / src.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+        row = by_item.get(item_id, {})
+        items.append(
+            {
+                "item_id": item_id,
+                "word": row.get("word"),
+                "caption": None,
+                "scores": f"CMI = {_pm(row.get('value'), None)}" if row else None,
+                "panel": dest.relative_to(root).as_posix(),
+                "curves": None,
+            }
+        )
+    cfg = run.config
+    steps = cfg.get("steps") or []
+    return {
+        "label": label,
+        "kind": "localize",
+        "setting": run.setting,
+        "attention": cfg.get("attention"),
+        "n_samples": max(steps) if steps else None,
+        "n_curve_samples": None,
         "entries": items,
     }
 
@@ -273,6 +325,10 @@ def write_report(
     labels = {id(r): _label(r, runs) for r in runs}
     galleries = [
         _gallery(r, labels[id(r)], out / "assets", out) for r in runs if r.command == "visualize"
+    ] + [
+        _localize_gallery(r, labels[id(r)], out / "assets", out)
+        for r in runs
+        if r.command == "localize"
     ]
     calibrations = [_calibration(r, labels[id(r)], out) for r in runs if r.command == "calibrate"]
     meta = [_meta(r, labels[id(r)]) for r in runs]

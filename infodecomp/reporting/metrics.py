@@ -33,9 +33,10 @@ def ranking_scores(results: pd.DataFrame) -> list[dict]:
 
     Returns one dict per pair: ``estimator``, ``subset`` (canonical), ``metrics`` ({name: value
     in [0, 1]}, headline first: ``accuracy`` for most tasks, ``text`` / ``image`` / ``group``
-    for Winoground), ``score`` (the headline value), ``per_group`` (see
-    `RankingTask.accuracy`) and ``part`` (the rows scored). The `aro` summary and the
-    aggregate tables both read this, so they cannot disagree.
+    for Winoground), ``score`` (the headline value), ``interval`` ({name: (lo, hi)}, the 95 %
+    interval of `accuracy_interval`), ``per_group`` (see `RankingTask.accuracy`) and ``part``
+    (the rows scored). The `aro` summary and the aggregate tables both read this, so they
+    cannot disagree.
     """
     df = results.copy()
     df["subset"] = df["subset"].map(canonical_subset)
@@ -45,16 +46,16 @@ def ranking_scores(results: pd.DataFrame) -> list[dict]:
         task = get_task(subset)
         metrics, per_group = task.evaluate(part[cols])
         if len(task.metrics) == 1:
-            ses = {name: accuracy_se(per_group) for name in metrics}
+            intervals = {name: accuracy_interval(per_group) for name in metrics}
         else:  # fractions of the task's examples (e.g. Winoground's 2 x 2 examples)
             n = float(per_group["n"].sum())
-            ses = {name: _binomial_se(v, n) for name, v in metrics.items()}
+            intervals = {name: wilson_interval(round(v * n), n) for name, v in metrics.items()}
         out.append(
             {
                 "estimator": est,
                 "subset": subset,
                 "metrics": metrics,
-                "se": ses,
+                "interval": intervals,
                 "score": next(iter(metrics.values())),
                 "per_group": per_group,
                 "part": part,
@@ -63,25 +64,57 @@ def ranking_scores(results: pd.DataFrame) -> list[dict]:
     return out
 
 
-def _binomial_se(p: float, n: float) -> float:
-    return float(np.sqrt(p * (1 - p) / n)) if n > 0 else float("nan")
+Z95 = 1.959963984540054  # the standard normal's 97.5 % quantile: two-sided 95 % intervals
+INTERVAL_LABEL = "95% interval: Wilson score (macro means over groups: Agresti-Coull)"
 
 
-def accuracy_se(per_group: pd.DataFrame) -> float:
-    """Standard error of the accuracy `RankingTask.accuracy` returned with this `per_group` table.
+def wilson_interval(k: float, n: float, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a proportion of k successes in n trials.
 
-    Plain accuracy over n items: the binomial sqrt(p (1 - p) / n). A macro mean over the G
-    included groups (VG-Relation, VG-Attribution): sqrt(sum_g p_g (1 - p_g) / n_g) / G, the
-    groups being independent binomials. Both are plug-in estimates: 0 when every answer in a
-    group is right or every one wrong.
+    Unlike the plug-in p +- z sqrt(p (1 - p) / n), it does not shrink to a point when every
+    answer is right (or wrong): 3 of 3 right gives (0.44, 1.0), not (1.0, 1.0). (NaN, NaN)
+    when n is 0.
+    """
+    if n <= 0:
+        return float("nan"), float("nan")
+    p, z2 = k / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def accuracy_interval(per_group: pd.DataFrame, z: float = Z95) -> tuple[float, float]:
+    """95 % interval of the accuracy `RankingTask.accuracy` returned with this per-group table.
+
+    Plain accuracy over n items: the Wilson score interval. A macro mean over the G included
+    groups (VG-Relation, VG-Attribution): the mean p of the groups' accuracies +- z sqrt(sum_g
+    v_g) / G, where v_g = p~ (1 - p~) / (n_g + z^2) with p~ = (k_g + z^2 / 2) / (n_g + z^2)
+    (the Agresti-Coull variance of each group, which stays above 0 for an all-right or all-wrong
+    group), clipped to [0, 1]; with one group it is that group's Wilson interval.
     """
     if bool(per_group["included"].all()) and per_group.attrs.get("macro_rule") is None:
-        return _binomial_se(float(per_group.attrs["micro"]), float(per_group["n"].sum()))
+        n = float(per_group["n"].sum())
+        return wilson_interval(round(float(per_group.attrs["micro"]) * n), n, z)
     inc = per_group[per_group["included"]]
     if inc.empty:
-        return float("nan")
+        return float("nan"), float("nan")
     p, n = inc["accuracy"].to_numpy(float), inc["n"].to_numpy(float)
-    return float(np.sqrt(np.sum(p * (1 - p) / n)) / len(inc))
+    if len(inc) == 1:
+        return wilson_interval(round(p[0] * n[0]), n[0], z)
+    z2 = z * z
+    adjusted = (np.round(p * n) + z2 / 2) / (n + z2)
+    half = z * float(np.sqrt(np.sum(adjusted * (1 - adjusted) / (n + z2)))) / len(inc)
+    mean = float(p.mean())
+    return max(0.0, mean - half), min(1.0, mean + half)
+
+
+def mean_interval(values: list[float], intervals: list[tuple[float, float]]) -> tuple[float, float]:
+    """Interval of the mean of independent estimates, each with its 95 % interval: the mean
+    +- sqrt(sum of squared half-widths) / count, clipped to [0, 1] (a normal approximation
+    on top of each estimate's own interval)."""
+    mean = float(np.mean(values))
+    half = float(np.sqrt(sum(((hi - lo) / 2) ** 2 for lo, hi in intervals))) / len(values)
+    return max(0.0, mean - half), min(1.0, mean + half)
 
 
 # ------------------------------------------------------------------------ localisation (Table 3)

@@ -32,6 +32,7 @@ process writes each store file (the per-rank files do that for torchrun on one n
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -74,6 +75,31 @@ class ResumeRefused(StoreError):
 
 class RunLocked(StoreError):
     """Another process is writing into the run directory."""
+
+
+class DiskFull(StoreError):
+    """The disk of the run directory is full; what was committed is intact."""
+
+
+_SQLITE_FULL = getattr(sqlite3, "SQLITE_FULL", 13)
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """An OSError ENOSPC, or SQLite's SQLITE_FULL ("database or disk is full")."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return True
+    return isinstance(err, sqlite3.Error) and (
+        getattr(err, "sqlite_errorcode", None) == _SQLITE_FULL
+        or "database or disk is full" in str(err)
+    )
+
+
+def disk_full(where: str | Path) -> DiskFull:
+    """The one-line error for a full disk under `where` (a run directory or a file in it)."""
+    return DiskFull(
+        f"disk full at {where}: free space there and rerun the same command to resume; nothing "
+        "was lost (every item finished before is kept in the store)"
+    )
 
 
 @dataclass(frozen=True)
@@ -200,6 +226,8 @@ def _sql_value(value: Any) -> Any:
 
 
 def _damaged(path: Path, err: Exception) -> StoreError:
+    if is_disk_full(err):  # the store is intact: SQLite rolled the transaction back
+        return disk_full(path.parent)
     return StoreError(
         f"{path}: the results store is damaged ({err}); nothing was changed. Recover it with "
         f"`sqlite3 {path.name} .recover`, or start over with a new run.out_dir or "
@@ -241,14 +269,7 @@ class RunStore:
         new = not path.exists()
         try:
             if new:  # built aside and renamed, so a reader never sees a half-made store
-                tmp = path.with_name(path.name + f".new-{os.getpid()}")
-                for suffix in ("", "-wal", "-shm", "-journal"):
-                    Path(str(tmp) + suffix).unlink(missing_ok=True)
-                conn = sqlite3.connect(tmp, isolation_level=None)
-                conn.execute("PRAGMA journal_mode=WAL")
-                _create(conn, command, columns, key, fingerprint)
-                conn.close()
-                os.replace(tmp, path)
+                _build_aside(path, lambda conn: _create(conn, command, columns, key, fingerprint))
             conn = sqlite3.connect(path, isolation_level=None, timeout=_SQL_BUSY_MS / 1000)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
@@ -257,6 +278,10 @@ class RunStore:
             meta = _read_meta(conn, path)
         except sqlite3.DatabaseError as err:
             raise _damaged(path, err) from err
+        except OSError as err:
+            if is_disk_full(err):
+                raise disk_full(path.parent) from err
+            raise
         store = cls(path, conn, meta)
         store.check(command=command, columns=columns, key=key, fingerprint=fingerprint)
         return store
@@ -423,7 +448,8 @@ class RunStore:
                     )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite ends a transaction itself on some errors
+                    conn.execute("ROLLBACK")
                 raise
         except sqlite3.IntegrityError as err:
             raise ValueError(
@@ -556,7 +582,8 @@ class RunStore:
                 fn()
                 self.conn.execute("COMMIT")
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                if self.conn.in_transaction:  # SQLite ends a transaction itself on some errors
+                    self.conn.execute("ROLLBACK")
                 raise
         except sqlite3.DatabaseError as err:
             raise _damaged(self.path, err) from err
@@ -569,6 +596,27 @@ class RunStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _build_aside(path: Path, build: Any) -> None:
+    """Creates the store `path` as `<name>.new-<pid>` with `build(conn)` and renames it into
+    place; on any failure (a full disk) the partial file and its journals are removed."""
+    tmp = path.with_name(path.name + f".new-{os.getpid()}")
+    parts = [Path(str(tmp) + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
+    for part in parts:
+        part.unlink(missing_ok=True)
+    try:
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            build(conn)
+        finally:
+            conn.close()
+        os.replace(tmp, path)
+    except BaseException:
+        for part in parts:
+            part.unlink(missing_ok=True)
+        raise
 
 
 def _check_schema(columns: list[str], key: list[str], path: Path) -> None:

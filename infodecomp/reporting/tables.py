@@ -15,6 +15,7 @@ import pandas as pd
 
 from infodecomp.reporting import published as pub
 from infodecomp.reporting.csvio import natural_key
+from infodecomp.reporting.metrics import wilson_interval
 from infodecomp.scores import SCORE_NAMES, SCORES
 from infodecomp.tasks import column_label, column_order, get_task
 
@@ -71,7 +72,7 @@ def display(df: pd.DataFrame, formats: Mapping[str, Formatter] | None = None) ->
 
 
 def _numeric_like(values: list[str]) -> bool:
-    pat = re.compile(r"^[-+−]?\d[\d.,]*( ± [\d.]+)?%?$")
+    pat = re.compile(r"^[-+−]?\d[\d.,]*( ± [\d.]+| \[[\d.]+, [\d.]+\])?%?$")
     present = [v for v in values if v != MISSING]
     return bool(present) and all(pat.match(v) for v in present)
 
@@ -237,10 +238,12 @@ def table1(rec: pd.DataFrame) -> pd.DataFrame:
             "source": source,
         }
         acc = dict(zip(grp["subset"], grp["accuracy"], strict=True))
-        se = dict(zip(grp["subset"], grp.get("accuracy_se", grp["accuracy"] * NAN), strict=True))
+        lo = dict(zip(grp["subset"], grp.get("accuracy_lo", grp["accuracy"] * NAN), strict=True))
+        hi = dict(zip(grp["subset"], grp.get("accuracy_hi", grp["accuracy"] * NAN), strict=True))
         for s in subsets:
             row[_subset_label(s)] = acc.get(s, NAN)
-            row[f"{_subset_label(s)} se"] = se.get(s, NAN)
+            row[f"{_subset_label(s)} lo"] = lo.get(s, NAN)
+            row[f"{_subset_label(s)} hi"] = hi.get(s, NAN)
         rows.append(row)
     if rec["paper"].any():
         for method, values in pub.TABLE1.items():
@@ -254,20 +257,35 @@ def table1(rec: pd.DataFrame) -> pd.DataFrame:
             }
             for s in subsets:
                 row[_subset_label(s)] = values.get(s, NAN)
-                row[f"{_subset_label(s)} se"] = NAN
+                row[f"{_subset_label(s)} lo"] = row[f"{_subset_label(s)} hi"] = NAN
             rows.append(row)
     return pd.DataFrame(rows)
 
 
+def fmt_interval(value: Any, lo: Any, hi: Any, digits: int = 1) -> str:
+    """``33.3 [9.7, 70.0]``; the interval is left out when it is missing."""
+    if is_missing(value):
+        return MISSING
+    if is_missing(lo) or is_missing(hi):
+        return f"{float(value):.{digits}f}"
+    return f"{float(value):.{digits}f} [{float(lo):.{digits}f}, {float(hi):.{digits}f}]"
+
+
+def interval_columns(table: pd.DataFrame) -> set[str]:
+    """The ``<column> lo`` / ``<column> hi`` bounds beside Table 1's accuracy columns."""
+    return {f"{c} {b}" for c in table.columns for b in ("lo", "hi")} & set(table.columns)
+
+
 def table1_shown(t1: pd.DataFrame, shown: pd.DataFrame) -> pd.DataFrame:
-    """Table 1 as strings: ``accuracy ± se`` cells (published numbers have no se)."""
+    """Table 1 (or 2) as strings: ``accuracy [lo, hi]`` cells, the 95 % interval of
+    metrics.accuracy_interval (published numbers have none)."""
     shown = shown.copy()
-    for col in [c for c in t1.columns if f"{c} se" in t1.columns]:
+    for col in [c for c in t1.columns if f"{c} lo" in t1.columns]:
         shown[col] = [
-            fmt_pm(v, e, digits=1, se_digits=1)
-            for v, e in zip(t1[col], t1[f"{col} se"], strict=True)
+            fmt_interval(v, lo, hi)
+            for v, lo, hi in zip(t1[col], t1[f"{col} lo"], t1[f"{col} hi"], strict=True)
         ]
-        shown = shown.drop(columns=f"{col} se")
+        shown = shown.drop(columns=[f"{col} lo", f"{col} hi"])
     return shown
 
 
@@ -310,13 +328,22 @@ def table2(groups: pd.DataFrame) -> pd.DataFrame:
         table,
         key=lambda k: (k[0], -1 if k[1] is None else k[1], order[k[2]], natural_key(str(k[3]))),
     )
-    return pd.DataFrame(
+    out = pd.DataFrame(
         [
             dict(zip(TABLE2_KEYS, (k[0], k[1], _group_table_label(k[2]), *k[3:]), strict=True))
             | {m: table[k].get(m, float("nan")) for m in methods}
             for k in keys
         ]
     )
+    # each group's 95% Wilson score interval (a group of 1 or 3 items all right is not 100 +- 0)
+    for m in methods:
+        bounds = [
+            (NAN, NAN) if is_missing(a) else wilson_interval(round(a * n / 100), n)
+            for a, n in zip(out[m], out["n"], strict=True)
+        ]
+        out[f"{m} lo"] = [100 * lo for lo, _ in bounds]
+        out[f"{m} hi"] = [100 * hi for _, hi in bounds]
+    return out
 
 
 def table4_shown(data: pd.DataFrame) -> pd.DataFrame:

@@ -16,6 +16,8 @@ from functools import lru_cache
 
 import torch
 
+from infodecomp.worlds import noise
+
 COLOURS: dict[str, tuple[float, float, float]] = {
     "red": (1.0, -1.0, -1.0),
     "green": (-1.0, 1.0, -1.0),
@@ -23,7 +25,7 @@ COLOURS: dict[str, tuple[float, float, float]] = {
     "yellow": (1.0, 1.0, -1.0),
 }
 SHAPES = ("circle", "square", "triangle")
-SIGMA0 = 0.25  # pixel noise of the data distribution around each rendered scene
+SIGMA0 = noise.SIGMA0  # pixel noise of the data distribution around each rendered scene
 RELATIONS = ("above", "below", "left of", "right of")
 ARTICLES = ("a", "the", "an")
 GRID = 2  # cells per side

@@ -21,7 +21,7 @@ from infodecomp.experiments.common import engine_config, sampler_from
 from infodecomp.experiments.config import AroConfig, EstimatorConfig
 from infodecomp.experiments.runner import RunContext, execute
 from infodecomp.experiments.shim import hydra_main
-from infodecomp.reporting.metrics import ranking_scores
+from infodecomp.reporting.metrics import mean_interval, ranking_scores
 from infodecomp.reporting.writer import ARO_COLUMNS
 from infodecomp.scores import SCORES, check_scores, get_score
 
@@ -150,22 +150,23 @@ def summarize(ctx: RunContext, results: pd.DataFrame) -> dict:
     metrics: dict = {}
     scored = ranking_scores(results)
     several = len({r["subset"] for r in scored}) > 1
-    per_key: dict[str, list[float]] = {}
+    per_key: dict[str, list[tuple[float, tuple[float, float]]]] = {}
     control = "_control" if ctx.cfg.data.control else ""
     for r in scored:
         for name, value in r["metrics"].items():
             key = f"{name}{control}/{r['estimator']}"
-            se_key = f"{name}{control}_se/{r['estimator']}"
-            per_key.setdefault(key, []).append(float(value))
-            per_key.setdefault(se_key, []).append(float(r["se"][name]))
+            lo, hi = r["interval"][name]
+            per_key.setdefault(key, []).append((float(value), (lo, hi)))
             if several:
                 metrics[f"{key}/{r['subset']}"] = float(value)
-                metrics[f"{se_key}/{r['subset']}"] = float(r["se"][name])
-    for key, values in per_key.items():
-        if "_se/" in key:  # the se of a mean of independent subsets
-            metrics[key] = float(sum(v * v for v in values) ** 0.5 / len(values))
-        else:
-            metrics[key] = sum(values) / len(values)
+                metrics[f"{name}{control}_lo/{r['estimator']}/{r['subset']}"] = lo
+                metrics[f"{name}{control}_hi/{r['estimator']}/{r['subset']}"] = hi
+    for key, pairs in per_key.items():  # a run over several subsets: their mean
+        name, est = key.split("/")
+        values = [v for v, _ in pairs]
+        metrics[key] = sum(values) / len(values)
+        lo, hi = pairs[0][1] if len(pairs) == 1 else mean_interval(values, [i for _, i in pairs])
+        metrics[f"{name}_lo/{est}"], metrics[f"{name}_hi/{est}"] = lo, hi
     per_item = results.groupby("item_id")
     metrics["samples/mean_per_item"] = float(per_item["n_samples"].first().mean())
     if "n_report" in results.columns and ctx.cfg.estimator.adaptive:
@@ -183,7 +184,8 @@ SHAPES_IO_NOTE = (
 
 
 def headline(estimators: list[str]):
-    """The end-of-run scores side by side: `i^o 0.00 ± 0.00 | i^s 1.00 ± 0.00 | MMSE 1.00 ± 0.00`."""
+    """The end-of-run scores side by side, each with its 95 % interval (reporting.metrics:
+    Wilson score): `i^o 0.33 [0.10, 0.70] | i^s 1.00 [0.61, 1.00] (95% Wilson intervals)`."""
 
     def show(metrics: dict) -> str:
         # the headline metrics of the run's tasks: accuracy, or text / image / group
@@ -192,20 +194,23 @@ def headline(estimators: list[str]):
             for k in metrics
             if k.count("/") == 1
             and k.split("/")[1] in estimators
-            and "_se/" not in k
+            and not k.split("/")[0].endswith(("_lo", "_hi"))
             and not k.startswith("samples/")
         )
         lines = []
         for kind in kinds:
             parts = []
             for name in estimators:
-                value, se = metrics.get(f"{kind}/{name}"), metrics.get(f"{kind}_se/{name}")
+                value = metrics.get(f"{kind}/{name}")
+                lo, hi = metrics.get(f"{kind}_lo/{name}"), metrics.get(f"{kind}_hi/{name}")
                 if value is None:
                     continue
-                pm = "" if se is None or se != se else f" ± {se:.2f}"
-                parts.append(f"{SHORT_LABELS.get(name, name)} {value:.2f}{pm}")
+                ci = "" if lo is None or lo != lo else f" [{lo:.2f}, {hi:.2f}]"
+                parts.append(f"{SHORT_LABELS.get(name, name)} {value:.2f}{ci}")
             lines.append(f"{kind} " + " | ".join(parts))
-        return "; ".join(lines) if lines else "no items scored"
+        if not lines:
+            return "no items scored"
+        return "; ".join(lines) + " (95% Wilson intervals)"
 
     return show
 

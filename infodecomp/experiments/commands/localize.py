@@ -45,6 +45,7 @@ from infodecomp.experiments.common import engine_config
 from infodecomp.experiments.config import EstimatorConfig, LocalizeConfig
 from infodecomp.experiments.maps import (
     daam_word_map,
+    display_image,
     exact_range,
     exact_word_info,
     has_daam,
@@ -57,6 +58,7 @@ from infodecomp.experiments.maps import (
 )
 from infodecomp.experiments.runner import RunContext, execute
 from infodecomp.experiments.shim import hydra_main
+from infodecomp.reporting import figures
 from infodecomp.reporting.metrics import IOU_COLUMNS, iou_curve, iou_curve_maps, miou_cells
 from infodecomp.reporting.writer import LOCALIZE_COLUMNS
 
@@ -65,6 +67,7 @@ COLUMNS = LOCALIZE_COLUMNS  # the documented results.csv schema
 METHODS = ("cmi", "mi", "attention", "attn_info", "whole", "exact")
 OBJECT_MASK, EXACT_MAP = "object mask", "exact map"
 ATTENTION_METHODS = ("attention", "attn_info")  # aggregated and expanded as cfg.attention says
+GALLERY = "figures"  # <item>-maps.png of the first `gallery` items (the report's gallery)
 PUBLISHED_MAP_BATCH = 10  # images per batch of the published localisation maps (shared logsnr)
 BUG_INPUT = "zero-one-published-bug"
 
@@ -156,6 +159,8 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
             )
         else:
             ests = info_maps(ctx.model, queries, ecfg)
+        if steps == top:
+            save_gallery(ctx, items, images, ests, masks, daam, steps)
         for i, (it, x, e, mask) in enumerate(zip(items, xb, ests, masks, strict=True)):
             heats = {"cmi": (e.io_map[0], e.info_o(0)[0]), "mi": (e.io_map[1], e.info_o(1)[0])}
             if exact is not None:
@@ -191,6 +196,39 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
                 whole = np.full(len(IOU_COLUMNS), gt.mean()) if gt is not None else nan
                 rows.append(_row(it, "whole", steps, float("nan"), whole, refs[i]))
     return rows
+
+
+def gallery_ids(ctx: RunContext) -> set[str]:
+    """The items whose maps are saved: the first `gallery` items of the data set (a fixed set,
+    whatever the batching, sharding or resumption)."""
+    return {str(it.item_id) for it in ctx.dataset.items[: max(0, ctx.cfg.gallery)]}
+
+
+def save_gallery(ctx: RunContext, items, images, ests, masks, daam: dict, steps: int) -> None:
+    """figures/<item>-maps.png for the gallery's items of this batch: the image, the CMI and MI
+    maps of the word on one colour scale (nats per pixel), the attention baseline where the
+    model has one, and the ground-truth mask (the report shows them)."""
+    shown = gallery_ids(ctx)
+    folder = ctx.out / GALLERY
+    for it, image, e, mask in zip(items, images, ests, masks, strict=True):
+        if str(it.item_id) not in shown:
+            continue
+        maps = {
+            f"CMI '{it.word}' | context": e.io_map[0].float().cpu().numpy(),
+            f"MI '{it.word}'": e.io_map[1].float().cpu().numpy(),
+        }
+        if it.item_id in daam:
+            maps[f"attention ({ctx.cfg.attention})"] = daam[it.item_id].float().cpu().numpy()
+        if mask is not None:
+            maps["ground truth"] = np.asarray(mask.cpu(), dtype=np.float64)
+        fig = figures.panel(
+            display_image(ctx.model, image),
+            maps,
+            shared_scale=list(maps)[:2],
+            title=f"{it.caption} ({steps} logsnr samples)",
+            units={k: "nats / pixel" for k in list(maps)[:2]},
+        )
+        figures.save(fig, folder / f"{it.item_id}-maps.png")
 
 
 def summarize(ctx: RunContext, results: pd.DataFrame) -> dict:

@@ -37,10 +37,12 @@ from infodecomp.models.families.pipeline import (
     check_offload,
     hub_error_hint,
     part_classes,
+    quiet_hub,
     refuse_options,
     required_files,
     resolve_model_path,
     scheduler_config,
+    short_error,
 )
 from infodecomp.models.families.preprocess import mask_transform, to_model_input, upsample_map
 from infodecomp.models.families.tokens import word_token_indices
@@ -281,14 +283,15 @@ class LatentDiffusionDenoiser:
         # model.dtype (the large presets: bfloat16) overrides the run's dtype
         tdtype, dev = resolve_dtype(opts.dtype or dtype), resolve_device(device)
         try:
-            index = model_index(src, rev)
-            classes = part_classes(index, cls.PARTS, cls.OPTIONAL_PARTS, src)
-            parts = {n: load_part(src, n, spec, tdtype, rev) for n, spec in classes.items()}
-            schedule = cls._make_schedule(scheduler_config(src, rev))
+            with quiet_hub():
+                index = model_index(src, rev)
+                classes = part_classes(index, cls.PARTS, cls.OPTIONAL_PARTS, src)
+                parts = {n: load_part(src, n, spec, tdtype, rev) for n, spec in classes.items()}
+                schedule = cls._make_schedule(scheduler_config(src, rev))
         except OSError as err:
             if isinstance(src, Path):
                 raise
-            raise OSError(f"{hub_error_hint(src, rev)} ({type(err).__name__}: {err})") from err
+            raise OSError(f"{hub_error_hint(src, rev)} ({short_error(err)})") from err
         return cls(
             **parts,
             schedule=schedule,

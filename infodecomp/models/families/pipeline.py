@@ -8,7 +8,10 @@ code here.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -89,12 +92,38 @@ def hub_error_hint(source: str | Path, revision: str | None) -> str:
             "`huggingface-cli login` or set HF_TOKEN=<access token> (read access), and retry; "
             "offline, pass a folder written by save_pretrained with model.path=<folder>"
         )
-    return (
-        f"could not load {source}{pinned} from the Hugging Face Hub (offline, gated, moved or "
-        "removed?). Pass another hub id with model=local model.path=<hub id>, a folder written by "
-        "save_pretrained with model.path=<folder>, or model.revision=main for the newest "
-        "revision; gated models need `huggingface-cli login` or HF_TOKEN"
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    where = (
+        "it is not in the local hub cache (HF_HUB_OFFLINE is set: download it once where the hub "
+        "is reachable, or unset HF_HUB_OFFLINE)"
+        if offline
+        else "the Hugging Face Hub could not be reached or refused it (offline, gated, moved or "
+        "removed?); without network set HF_HUB_OFFLINE=1 to load a cached download"
     )
+    return (
+        f"could not load {source}{pinned}: {where}. Pass another hub id with model=local "
+        "model.path=<hub id>, a folder written by save_pretrained with model.path=<folder>, or "
+        "model.revision=main for the newest revision; gated models need `huggingface-cli login` "
+        "or HF_TOKEN"
+    )
+
+
+@contextmanager
+def quiet_hub() -> Iterator[None]:
+    """Silences the hub client's warnings (one per retry of an unreachable download) while a
+    model loads: the failure, if any, is reported once as one line (hub_error_hint)."""
+    hub = logging.getLogger("huggingface_hub")
+    level = hub.level
+    hub.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub.setLevel(level)
+
+
+def short_error(err: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
 
 
 def scheduler_config(src: str | Path, revision: str | None) -> dict[str, Any]:
