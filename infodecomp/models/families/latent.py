@@ -52,6 +52,7 @@ __all__ = [
     "LatentDiffusionDenoiser",
     "ModelFolderError",
     "hub_error_hint",
+    "quiet_hub",
     "resolve_model_path",
 ]
 
