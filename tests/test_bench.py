@@ -183,7 +183,7 @@ def test_reference_batches_as_published(
     k, bsz = PUBLISHED[task][:2]
     n_items = 2 * bsz  # two batches: prompts are encoded again for the second
     calls = _count_unet(tiny, monkeypatch)
-    images = bench._images(n_items, tiny.image_size, 0)
+    images = bench.random_images(n_items, tiny.image_size, 0)
     options = _items(n_items, VG_OPTIONS if k == 2 else ORDER_OPTIONS)
     out = reference_scores(tiny, images, options, n_samples=100, seed=0, **change)
     assert out["calls"] == len(calls) and out["rows"] == calls and out["evals"] == sum(calls)
@@ -208,7 +208,7 @@ class _Reweighted(LogsnrSampler):
 
 def _engine_and_reference(tiny, options, n_samples, sampler=None):
     """Engine estimates and reference scores of the same items on the same draws."""
-    images = bench._images(len(options), tiny.image_size, 1)
+    images = bench.random_images(len(options), tiny.image_size, 1)
     xs = tiny.encode_images(images)  # [N, 4, h, w]
     cfg = EngineConfig(n_samples=n_samples, sampler=reference.PAPER_SAMPLER, seed=5, max_batch=16)
     queries = [
@@ -261,7 +261,7 @@ def test_reference_check_fails_on_an_injected_weight_error(tiny, factor: float) 
 
 
 def test_reference_draws_its_own_samples(tiny) -> None:
-    images = bench._images(2, tiny.image_size, 0)
+    images = bench.random_images(2, tiny.image_size, 0)
     options = _items(2, VG_OPTIONS)
     encodes = tiny.prompt_encodes
     ref = reference_scores(tiny, images, options, n_samples=8, seed=3)
@@ -365,7 +365,7 @@ def dtype_scores(tiny) -> tuple[torch.Tensor, torch.Tensor]:
     low = load_model(ModelConfig(name="tiny-sd"), torch.device("cpu"), torch.bfloat16)
     assert low.dtype == torch.bfloat16
     n = 16
-    images, options = bench._images(n, tiny.image_size, 2), bench.item_options(n)
+    images, options = bench.random_images(n, tiny.image_size, 2), bench.item_options(n)
     cfg = EngineConfig(n_samples=10, max_batch=96, seed=1)
     return (
         bench._engine_items(tiny, images, options, cfg),

@@ -138,25 +138,212 @@ def layer_violations(root: Path) -> list[str]:
     return bad
 
 
+def _copy_with(tmp_path: Path, additions: dict[str, str]) -> Path:
+    """A copy of the package under tmp_path with `additions` (path in the package -> text)
+    appended to its modules."""
+    shutil.copytree(
+        REPO / "infodecomp", tmp_path / "infodecomp", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    for rel, text in additions.items():
+        path = tmp_path / "infodecomp" / rel
+        path.write_text(path.read_text() + text)
+    return tmp_path
+
+
 def test_layers_import_only_downward() -> None:
     assert layer_violations(REPO) == []
 
 
 def test_the_layer_check_catches_an_upward_import(tmp_path: Path) -> None:
-    shutil.copytree(
-        REPO / "infodecomp", tmp_path / "infodecomp", ignore=shutil.ignore_patterns("__pycache__")
+    lazy = "\n\ndef _x():\n    from infodecomp.models.registry import load_model\n"
+    _copy_with(
+        tmp_path,
+        {
+            "estimators/engine.py": lazy,
+            "reporting/tables.py": "\nimport infodecomp.experiments.runner\n",
+        },
     )
-    engine = tmp_path / "infodecomp" / "estimators" / "engine.py"
-    engine.write_text(
-        engine.read_text()
-        + "\n\ndef _x():\n    from infodecomp.models.registry import load_model\n"
-    )
-    table = tmp_path / "infodecomp" / "reporting" / "tables.py"
-    table.write_text(table.read_text() + "\nimport infodecomp.experiments.runner\n")
     assert layer_violations(tmp_path) == [
         "estimators/engine.py: estimators imports models",
         "reporting/tables.py: reporting imports experiments",
     ]
+
+
+def _module_graph(root: Path) -> dict[str, set[str]]:
+    """infodecomp module -> the infodecomp modules it imports, anywhere in it (also inside
+    functions). `from a.b import c` names module a.b.c where that is a module, else a.b; an
+    import names the module itself, not the packages above it."""
+    import ast
+
+    files = {}
+    for path in (root / "infodecomp").rglob("*.py"):
+        parts = path.relative_to(root).with_suffix("").parts
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+
+    def module(name: str) -> str | None:
+        while name and name not in files:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph = {}
+    for name, path in files.items():
+        deps: set[str | None] = set()
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                deps |= {module(a.name) for a in node.names if a.name.startswith("infodecomp.")}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: from the package, one level up per extra dot
+                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*up, base] if base else up)
+                if base.startswith("infodecomp"):
+                    for a in node.names:
+                        deps.add(
+                            f"{base}.{a.name}" if f"{base}.{a.name}" in files else module(base)
+                        )
+        graph[name] = {d for d in deps if d and d != name}
+    return graph
+
+
+def import_cycles(root: Path) -> list[list[str]]:
+    """The module-level import cycles (strongly connected groups of modules), each sorted."""
+    graph = _module_graph(root)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(v: str) -> None:  # Tarjan's algorithm
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while not group or group[-1] != v:
+                group.append(stack.pop())
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(cycles)
+
+
+def command_imports(root: Path) -> list[str]:
+    """Commands that import another command (a helper two commands share belongs beside them)."""
+    prefix = "infodecomp.experiments.commands."
+    return [
+        f"{name} imports {dep}"
+        for name, deps in sorted(_module_graph(root).items())
+        if name.startswith(prefix)
+        for dep in sorted(deps)
+        if dep.startswith(prefix)
+    ]
+
+
+def test_no_import_cycles_and_no_command_imports_another() -> None:
+    assert import_cycles(REPO) == []
+    assert command_imports(REPO) == []
+
+
+def test_the_cycle_check_catches_an_injected_cycle(tmp_path: Path) -> None:
+    # a lazy import inside a function closes common -> runner -> common (the cycle that was)
+    lazy = "\n\ndef _x():\n    from infodecomp.experiments.runner import execute\n"
+    _copy_with(
+        tmp_path,
+        {
+            "experiments/common.py": lazy,
+            "experiments/commands/calibrate.py": (
+                "\nfrom infodecomp.experiments.commands.aro import run\n"
+            ),
+        },
+    )
+    assert import_cycles(tmp_path) == [
+        ["infodecomp.experiments.common", "infodecomp.experiments.runner"]
+    ]
+    assert command_imports(tmp_path) == [
+        "infodecomp.experiments.commands.calibrate imports infodecomp.experiments.commands.aro"
+    ]
+    # relative imports count too
+    (tmp_path / "infodecomp" / "experiments" / "commands" / "aro.py").write_text(
+        "from ..commands import calibrate\n"
+    )
+    assert "infodecomp.experiments.commands.aro imports " in " ".join(command_imports(tmp_path))
+
+
+MAX_FILE_LINES, MAX_FUNCTION_LINES = 500, 80
+# Files and functions over the limits when issue 26 closed. Their owners were changing them at
+# the time (validate, calibrate, training: issues 22 and 24; store, aggregate, runner, figures:
+# coco: 27; bench, efficiency, score_study: 28; localize, api.maps: 23 and 24), so they are split with that work, not under
+# it; the strict xfail below passes once they are, and must then be removed from this list.
+OVER_LIMIT = {
+    "infodecomp/api/maps.py:maps",
+    "infodecomp/api/scoring.py:score",
+    "infodecomp/data/coco.py",
+    "infodecomp/experiments/commands/bench.py:run",
+    "infodecomp/experiments/commands/bench.py:speed",
+    "infodecomp/experiments/commands/calibrate.py",
+    "infodecomp/experiments/commands/calibrate.py:localize_section",
+    "infodecomp/experiments/commands/calibrate.py:pointwise_sections",
+    "infodecomp/experiments/commands/localize.py:process",
+    "infodecomp/experiments/commands/train_shapes.py:run",
+    "infodecomp/experiments/commands/validate.py",
+    "infodecomp/experiments/commands/validate.py:gaussian_checks",
+    "infodecomp/experiments/commands/validate.py:word_map_checks",
+    "infodecomp/experiments/efficiency.py:sample_efficiency",
+    "infodecomp/experiments/runner.py:execute",
+    "infodecomp/experiments/score_study.py",
+    "infodecomp/experiments/score_study.py:study",
+    "infodecomp/models/oracles/exact.py:exact_info",
+    "infodecomp/models/training/shapes.py",
+    "infodecomp/models/training/shapes.py:model_card",
+    "infodecomp/reporting/aggregate.py",
+    "infodecomp/reporting/aggregate.py:table3",
+    "infodecomp/reporting/figures.py:panel",
+    "infodecomp/reporting/store.py",
+    "infodecomp/reporting/store.py:commit",
+}
+
+
+def size_violations(root: Path) -> dict[str, int]:
+    """Package files over MAX_FILE_LINES lines and functions over MAX_FUNCTION_LINES lines
+    ("<file>" or "<file>:<function>" -> lines)."""
+    import ast
+
+    out = {}
+    for path in sorted((root / "infodecomp").rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        rel = path.relative_to(root).as_posix()
+        if len(text.splitlines()) > MAX_FILE_LINES:
+            out[rel] = len(text.splitlines())
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1  # type: ignore[operator]
+                if lines > MAX_FUNCTION_LINES:
+                    out[f"{rel}:{node.name}"] = lines
+    return out
+
+
+def test_no_new_file_or_function_over_the_size_limits() -> None:
+    assert {k: v for k, v in size_violations(REPO).items() if k not in OVER_LIMIT} == {}
+
+
+@pytest.mark.xfail(strict=True, reason=f"not split yet: {', '.join(sorted(OVER_LIMIT))}")
+def test_no_package_file_over_500_lines_and_no_function_over_80() -> None:
+    assert size_violations(REPO) == {}
+
+
+def test_the_size_check_catches_a_long_function(tmp_path: Path) -> None:
+    body = "".join(f"    x{i} = {i}\n" for i in range(MAX_FUNCTION_LINES))
+    _copy_with(tmp_path, {"scores.py": f"\n\ndef _long():\n{body}"})
+    assert size_violations(tmp_path).get("infodecomp/scores.py:_long") == MAX_FUNCTION_LINES + 1
 
 
 def test_estimators_import_no_heavy_libraries(loaded: list[set[str]]) -> None:

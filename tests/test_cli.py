@@ -115,6 +115,32 @@ def test_cfg_job_applies_overrides(capsys: pytest.CaptureFixture) -> None:
     assert "  n_samples: 7" in out and "  name: shapes-order" in out and "  seed: 3" in out
 
 
+def test_cfg_job_shows_the_preset_options_and_each_can_be_reset(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """`model=<preset>` carries the preset's options as values: `--cfg job` shows what the run
+    uses (tiny-flux runs at 32 px with 32 T5 tokens), an override replaces one and null resets it."""
+    from omegaconf import OmegaConf
+
+    from infodecomp.experiments.config import ModelConfig
+    from infodecomp.models.presets import PRESETS
+    from infodecomp.models.registry import _options
+
+    assert cli.main(["aro", "--cfg", "job", "model=tiny-flux"]) == 0
+    job = OmegaConf.create(capsys.readouterr().out)
+    assert job.model.image_size == 32 and job.model.text_tokens == 32
+    assert cli.main(["aro", "--cfg", "job", "model=tiny-flux", "model.image_size=null"]) == 0
+    job = OmegaConf.create(capsys.readouterr().out)
+    assert job.model.image_size is None and job.model.text_tokens == 32
+    # the run reads exactly these values: a reset option stays reset, a preset option is used
+    reset = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), job.model))
+    assert _options(reset, PRESETS["tiny-flux"]).image_size is None
+    assert _options(ModelConfig.of("tiny-flux"), PRESETS["tiny-flux"]).image_size == 32
+    for name, preset in PRESETS.items():  # every preset's options are in its config
+        cfg = ModelConfig.of(name)
+        assert {k: getattr(cfg, k) for k in preset.options} == preset.options, name
+
+
 def test_bad_override_fails_cleanly(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exc:
         cli.main(["aro", "--cfg", "job", "estimator.n_sampels=7"])
@@ -321,6 +347,8 @@ def no_full_error(monkeypatch: pytest.MonkeyPatch) -> None:
         (["model.name=tiny_sd"], ["model=tiny_sd is not a known model", "Did you mean 'tiny-sd'?"]),
         (["estimators=[io,iss]"], ["estimators=['iss'] unknown"]),
         (["data.crop=trim"], ["data.crop=trim is not one of pad, clamp"]),
+        (["model=tiny-sd3", "model.time_rule=continuous"], ["model.time_rule=continuous does not apply to SD3Denoiser"]),
+        (["model=tiny-flux", "model.attn_processor=eager"], ["model.attn_processor=eager does not apply to FluxDenoiser"]),
     ],
 )  # fmt: skip
 def test_user_errors_are_one_line(

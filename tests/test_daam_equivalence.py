@@ -170,11 +170,11 @@ def mini_sd21(tiny_sd: StableDiffusionDenoiser) -> StableDiffusionDenoiser:
     located = located_cross_attention(unet)
     assert len(located) == 15 and sorted({m.heads for m in located}) == [1, 2, 4]
     return StableDiffusionDenoiser(
-        unet,
-        tiny_sd.vae,
-        tiny_sd.text_encoder,
-        tiny_sd.tokenizer,
-        DiscreteSchedule.from_config(SCHEDULER_CONFIG),
+        unet=unet,
+        vae=tiny_sd.vae,
+        text_encoder=tiny_sd.text_encoder,
+        tokenizer=tiny_sd.tokenizer,
+        schedule=DiscreteSchedule.from_config(SCHEDULER_CONFIG),
         device=torch.device("cpu"),
         dtype=torch.float32,
     )

@@ -466,12 +466,49 @@ def test_word_indices_in_sentencepiece_tokens() -> None:
         word_token_indices(tok, caption, "red", max_length=32)  # only inside "reddish"
 
 
-def test_family_options_are_refused_where_they_do_not_apply() -> None:
-    with pytest.raises(ValueError, match="model.guidance=2.0 is the guidance input"):
-        load("sdxl", guidance=2.0)
-    with pytest.raises(ValueError, match="model.text_tokens=16 sets a T5 encoder's length"):
-        load("sdxl", text_tokens=16)
-    assert load("pixart", text_tokens=16).token_count == 16
+# a non-default value of each option that only some families act on
+FAMILY_SETTINGS = {"time_rule": "continuous", "attn_processor": "eager", "text_tokens": 16}
+FAMILY_SETTINGS["guidance"] = 3.5
+
+
+def _acts(family: str, option: str, ref) -> bool:
+    """Whether setting `option` changes what the family computes (processors, text length or
+    eps_hat at logsnr values off the DDPM grid)."""
+    m = load(family, **{option: FAMILY_SETTINGS[option]})
+    if option == "attn_processor":
+        kinds = {type(p).__name__ for p in m.network.attn_processors.values()}
+        return kinds == {"AttnProcessor"}
+    if m.token_count != ref.token_count:
+        return True
+    z, lv = _inputs(ref, 2)
+    lv = lv + 0.37  # off the timestep grid, where the time rules differ
+    got = m.eps_hat(z, lv, m.encode_conditions([CAPTION, ""]))
+    return not torch.allclose(got, ref.eps_hat(z, lv, ref.encode_conditions([CAPTION, ""])))
+
+
+@pytest.mark.parametrize("family", list(CLASSES))
+def test_family_options_act_or_are_refused_in_one_line(family: str, models) -> None:
+    cls = CLASSES[family]
+    for option in FAMILY_SETTINGS:
+        if option in cls.HONOURS:
+            assert _acts(family, option, models[family]), f"{family} ignores model.{option}"
+            continue
+        with pytest.raises(ValueError) as err:
+            load(family, **{option: FAMILY_SETTINGS[option]})
+        msg = str(err.value)
+        assert "\n" not in msg and f"does not apply to {cls.__name__}" in msg, msg
+        assert msg.startswith(f"model.{option}={FAMILY_SETTINGS[option]} ")
+    assert {"time_rule", "attn_processor"} & SD3Denoiser.HONOURS == set()
+    assert FluxDenoiser.HONOURS == {"text_tokens", "guidance"}
+
+
+def test_the_option_check_catches_a_family_claiming_an_option_it_ignores(
+    models, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SD 3 runs on rectified flow: the DDPM time rule cannot act on it
+    monkeypatch.setattr(SD3Denoiser, "HONOURS", SD3Denoiser.HONOURS | {"time_rule"})
+    assert not _acts("sd3", "time_rule", models["sd3"])
+    assert _acts("sdxl", "time_rule", models["sdxl"])  # where it does act, the probe sees it
 
 
 # ------------------------------------------------------------------ PixArt's learned null caption
@@ -510,7 +547,7 @@ def test_pixart_null_embedding_file_is_the_unconditional_row(
     assert "\n" not in str(err.value) and "short.pt" in str(err.value)
     with pytest.raises(ValueError, match="no such file"):
         load("pixart", null_embedding=str(tmp_path / "missing.pt"))
-    with pytest.raises(ValueError, match="SDXLDenoiser has none"):
+    with pytest.raises(ValueError, match="does not apply to SDXLDenoiser"):
         load("sdxl", null_embedding=str(tmp_path / "null.pt"))
     caplog.clear()
     with caplog.at_level("INFO", logger="infodecomp"):

@@ -47,7 +47,7 @@ COMMANDS = {
 
 def _cfg(schema, model: str, out: Path, data: str | None = None, **fields):
     cfg = schema()
-    cfg.model = ModelConfig(name=model)
+    cfg.model = ModelConfig.of(model)
     if data:
         cfg.data.name, cfg.data.size = data, 4
     cfg.run.limit, cfg.run.device, cfg.run.progress = 2, "cpu", False
@@ -124,7 +124,7 @@ def test_bench_reference_runs_through_a_flow_family() -> None:
     from infodecomp.experiments.reference import reference_scores
     from infodecomp.models.registry import load_model
 
-    model = load_model(ModelConfig(name="tiny-flux"), torch.device("cpu"), torch.float32)
+    model = load_model(ModelConfig.of("tiny-flux"), torch.device("cpu"), torch.float32)
     image = bench._images(1, model.image_size, 0)[0]
     ref = reference_scores(model, [image], [bench.OPTIONS], n_samples=6, seed=1)
     assert ref["evals"] == 6 * (len(bench.OPTIONS) + 1) and ref["rows"] == [15, 3]

@@ -41,6 +41,7 @@ from infodecomp.experiments.commands import intervene
 from infodecomp.experiments.common import engine_config
 from infodecomp.experiments.config import EstimatorConfig, InterveneConfig, RunConfig
 from infodecomp.experiments.maps import daam_word_map, info_maps
+from infodecomp.experiments.regeneration import change_map, regenerate
 from infodecomp.models.dynamics.ode import evaluations, generate, invert, karras_sigmas
 from infodecomp.models.families.sd import StableDiffusionDenoiser
 
@@ -338,10 +339,10 @@ def test_change_maps_use_each_edits_cmi_end_to_end(tiny_sd_dir: Path, tmp_path: 
         intervene_queries(items, xs, cfg.edits),
         engine_config(cfg.estimator, cfg.run),
     )
-    regen, _ = intervene.regenerate(den, items, xs, 4, cfg.edits, trace=None)
+    regen, _ = regenerate(den, items, xs, 4, cfg.edits, trace=None)
     for i, it in enumerate(items):
         swap_row = next(r for r in rows if r["item_id"] == it.item_id and r["edit"] == "swap")
-        flat = intervene.change_map(regen, "swap", i).flatten().numpy()
+        flat = change_map(regen, "swap", i).flatten().numpy()
         mine = pearson_r(flat, ests[i].io_map[1].flatten().numpy())
         wrong = pearson_r(flat, ests[i].io_map[0].flatten().numpy())  # fault: the omit map
         assert swap_row["pixel_r_cmi"] == pytest.approx(mine, abs=1e-4)
@@ -361,7 +362,7 @@ def test_attention_is_daam_over_the_regeneration(tiny_sd: StableDiffusionDenoise
     with tiny_sd.trace(aggregation="daam") as rec:
         _published_generate(tiny_sd, x_t, cond, sched)
     ref = tiny_sd.word_map(rec.maps()[0], it.caption, it.word)
-    _, maps = intervene.regenerate(
+    _, maps = regenerate(
         tiny_sd, items, xs, n, ["omit"], solver="heun", ends="sigma-min", trace="daam"
     )
     ours = tiny_sd.word_map(maps[0], it.caption, it.word)
@@ -370,7 +371,7 @@ def test_attention_is_daam_over_the_regeneration(tiny_sd: StableDiffusionDenoise
     ddim = daam_word_map(tiny_sd, it, xs[0], 5)
     assert not torch.allclose(ddim, ref, rtol=1e-2)
     # float16 autocast (published, on the GPU) runs on the CPU too, close to float32
-    _, half = intervene.regenerate(
+    _, half = regenerate(
         tiny_sd, items, xs, n, ["omit"], solver="heun", ends="sigma-min", trace="daam",
         autocast="float16",
     )  # fmt: skip

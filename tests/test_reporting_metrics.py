@@ -173,8 +173,10 @@ def test_aro_accuracy_input_errors():
         ranking_accuracy(pd.concat([a, b]))
     with pytest.raises(ValueError, match="more than once"):
         ranking_accuracy(pd.concat([a, a]))
-    assert canonical_subset("ARO_VG_Relation") == "vg-relation"
+    assert canonical_subset("VG_Relation") == "vg-relation"  # a declared alias
     assert canonical_subset("flickr30k-order") == "flickr-order"
+    assert canonical_subset("ARO_VG_Relation") == "ARO_VG_Relation"  # no guessing
+    assert canonical_subset("VG-Relation") == "VG-Relation"
 
 
 # ------------------------------------------------------------------------------- localisation

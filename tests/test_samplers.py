@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from infodecomp.estimators.channel import alpha_sigma, noisy_channel
-from infodecomp.estimators.samplers import MODES, LogsnrSampler, make_sampler
+from infodecomp.estimators.samplers import MODES, LogsnrSampler
 
 KINDS = {
     "logistic": dict(kind="logistic", loc=1.0, scale=2.0, clip=3.0),
@@ -202,9 +202,9 @@ def test_bad_parameters_raise(kwargs: dict, match: str) -> None:
 def test_bad_sample_count_and_unknown_keys_raise() -> None:
     with pytest.raises(ValueError, match="must be >= 1, got 0"):
         LogsnrSampler().sample(0)
-    with pytest.raises(ValueError, match=r"unknown sampler parameters \['gamma'\]"):
-        make_sampler("logistic", "iid", gamma=1.0)
-    s = make_sampler("uniform", "stratified", low=-1, high=3)
+    with pytest.raises(TypeError, match="gamma"):
+        LogsnrSampler("logistic", gamma=1.0)  # type: ignore[call-arg]
+    s = LogsnrSampler("uniform", low=-1, high=3, mode="stratified")
     assert (s.kind, s.mode, s.support) == ("uniform", "stratified", (-1.0, 3.0))
 
 

@@ -166,7 +166,23 @@ def test_aro_rules_are_the_published_ones() -> None:
     assert get_task("aro-vg-relation").name == "vg-relation"
     assert get_task("VG_Attribution").label == "VG-A"
     assert get_task("flickr30k-order").name == "flickr-order"
-    assert list(TASKS)[:4] == ["vg-attribution", "vg-relation", "coco-order", "flickr-order"]
+    assert get_task("vg_relation").rule == "plain accuracy"  # not silently normalised
+
+
+def test_table_columns_follow_the_declared_order_not_the_import_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from infodecomp.tasks import COLUMN_ORDER, column_order
+
+    keys = ["shapes-relation", "vg-relation", "winoground", "vg-attribution", "zzz"]
+    want = ["vg-attribution", "vg-relation", "shapes-relation", "winoground", "zzz"]
+    assert column_order(keys) == want
+    assert set(COLUMN_ORDER) <= set(TASKS)
+    shuffled = dict(reversed(list(TASKS.items())))  # as if the modules were imported reversed
+    monkeypatch.setattr("infodecomp.tasks.base.TASKS", shuffled)
+    assert column_order(keys) == want
+    monkeypatch.setattr("infodecomp.tasks.base.COLUMN_ORDER", [])  # control: no declared order
+    assert column_order(keys) != want
 
 
 # -------------------------------------------------------------------------------- presets
@@ -253,3 +269,16 @@ def test_validate_records_the_model_device(tmp_path: Path, monkeypatch) -> None:
     validate.run(cfg)
     meta = json.loads((tmp_path / "meta.json").read_text())
     assert meta["device"] == "meta" and meta["model_source"]["preset"] == "shapes-oracle"
+
+
+def test_the_exact_oracles_refuse_adapter_options_in_one_line() -> None:
+    from infodecomp.experiments.config import ModelConfig
+    from infodecomp.models.registry import load_model
+
+    cpu = torch.device("cpu")
+    for name in ("shapes-oracle", "gaussian-oracle", "shapes-oracle-flow"):
+        with pytest.raises(ValueError, match="does not apply to the .* oracle") as err:
+            load_model(ModelConfig(name=name, time_rule="continuous"), cpu, torch.float32)
+        assert "\n" not in str(err.value) and "acts on: none of them" in str(err.value)
+    # control: the defaults load (and model.dtype, which bench sets on every model it times)
+    assert load_model(ModelConfig(dtype="float32"), cpu, torch.float32) is not None

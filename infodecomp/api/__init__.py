@@ -19,7 +19,7 @@ Conventions (as in the paper, arXiv 2310.07972, and the command line):
 - all captions of an image share one (logsnr, eps) draw, seeded by (`run.seed`, image key).
 
 Settings are the command line's own dataclasses (`ModelConfig`, `EstimatorConfig`, `RunConfig`,
-`AdapterOptions`); the computations are the commands' own (experiments.aro / experiments.maps),
+`AdapterOptions`); the computations are the commands' own (experiments.commands.aro / experiments.maps),
 so the API and `infodecomp aro | localize | visualize` agree to the last digit.
 """
 

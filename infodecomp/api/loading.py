@@ -135,7 +135,7 @@ def load(
     if isinstance(model, ModelConfig):
         cfg = replace(model, **options)
     elif str(model) in PRESETS:
-        cfg = ModelConfig(name=str(model), **options)
+        cfg = ModelConfig.of(str(model), **options)
     else:
         cfg = ModelConfig(name="local", path=os.fspath(model), **options)
     name = _dtype_name(dtype)
@@ -184,11 +184,11 @@ def from_pipeline(pipe: Any, **options: Any) -> Model:
     device, tdtype = pipe.unet.device, pipe.unet.dtype
     opts = AdapterOptions(**options).check()
     denoiser = StableDiffusionDenoiser(
-        pipe.unet,
-        pipe.vae,
-        pipe.text_encoder,
-        pipe.tokenizer,
-        DiscreteSchedule.from_config(dict(pipe.scheduler.config)),
+        unet=pipe.unet,
+        vae=pipe.vae,
+        text_encoder=pipe.text_encoder,
+        tokenizer=pipe.tokenizer,
+        schedule=DiscreteSchedule.from_config(dict(pipe.scheduler.config)),
         device=device,
         dtype=tdtype,
         options=opts,

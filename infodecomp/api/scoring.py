@@ -25,7 +25,7 @@ from infodecomp.experiments.config import EstimatorConfig, RunConfig
 from infodecomp.scores import SCORES, check_scores
 
 # What `infodecomp aro` prints when i^o trails i^s on ShapesWorld with the exact oracle
-# (experiments.aro.SHAPES_IO_NOTE); the API cannot see labels, so it says it for every score
+# (experiments.commands.aro.SHAPES_IO_NOTE); the API cannot see labels, so it says it for every score
 # on that oracle.
 IO_CAVEAT = (
     "on the exact ShapesWorld oracle a higher i^o is not a better match: i^o prefers a caption "
@@ -90,7 +90,7 @@ def score(
     Every caption of an image and the unconditional "" run at the same (logsnr, eps) draws
     (common random numbers), so differences between captions carry little sampling noise. Images
     go through the engine `run.items_per_step` at a time, in denoiser calls of at most
-    `run.batch_size` rows: the same code path as `infodecomp aro` (experiments.aro), so
+    `run.batch_size` rows: the same code path as `infodecomp aro` (experiments.commands.aro), so
     `keys=<item ids>` reproduces an `aro` run's values exactly.
 
     Args:

@@ -11,6 +11,7 @@ from infodecomp.data.errors import DataError
 from infodecomp.data.records import Dataset, Skipped
 from infodecomp.data.shapes import SHAPES_SETS
 from infodecomp.data.spec import DataSpec
+from infodecomp.tasks import TASKS
 from infodecomp.tasks.sugarcrepe import SUBSETS as SUGARCREPE_SUBSETS
 
 
@@ -77,6 +78,9 @@ DATASETS: dict[str, DataEntry] = {
 
 
 def _entry(name: str) -> DataEntry:
+    if name not in DATASETS and name in TASKS:
+        # a ranking task without a loader of its own reads data.root/<task>.json (data.json_ranking)
+        return DataEntry(_lazy("json_ranking", "json_ranking", name), RANKING)
     if name not in DATASETS:
         close = difflib.get_close_matches(name, DATASETS, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""

@@ -3,7 +3,7 @@
 from infodecomp.estimators.channel import alpha_sigma, noisy_channel
 from infodecomp.estimators.engine import EngineConfig, ItemEstimate, Query, estimate
 from infodecomp.estimators.protocol import Denoiser
-from infodecomp.estimators.samplers import LogsnrSampler, make_sampler
+from infodecomp.estimators.samplers import LogsnrSampler
 
 __all__ = [
     "Denoiser",
@@ -13,6 +13,5 @@ __all__ = [
     "Query",
     "alpha_sigma",
     "estimate",
-    "make_sampler",
     "noisy_channel",
 ]

@@ -132,17 +132,6 @@ def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
 
-def make_sampler(kind: str = "logistic", mode: str = "iid", **params: float) -> LogsnrSampler:
-    """Builds a sampler from plain config values; unknown keys are an error, not ignored."""
-    allowed = {"loc", "scale", "clip", "low", "high"}
-    unknown = set(params) - allowed
-    if unknown:
-        raise ValueError(
-            f"unknown sampler parameters {sorted(unknown)}; allowed: {sorted(allowed)}"
-        )
-    return LogsnrSampler(kind=kind, mode=mode, **{k: float(v) for k, v in params.items()})
-
-
 def fit_logistic(
     logsnr: torch.Tensor,
     weight: torch.Tensor,

@@ -1,8 +1,7 @@
-"""What every command shares: the Hydra shim, device and dtype, model and data loading, run dirs."""
+"""What every command shares: device and dtype, the engine settings from the config."""
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import asdict, is_dataclass
 from typing import Any
@@ -16,8 +15,6 @@ from infodecomp.experiments.shim import hydra_main, run_dir  # noqa: F401  (re-e
 from infodecomp.models.device import DTYPES, use_device
 from infodecomp.models.device import resolve_device as _resolve_device
 from infodecomp.models.device import resolve_dtype as _resolve_dtype
-
-log = logging.getLogger("infodecomp")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from hydra.core.config_store import ConfigStore
 
 from infodecomp.data.spec import DataSpec
+from infodecomp.experiments.errors import ConfigError
 from infodecomp.models.presets import PRESETS, AdapterOptions
 from infodecomp.models.training.settings import TrainSettings
 from infodecomp.worlds.noise import SIGMA0
@@ -24,6 +25,13 @@ class ModelConfig(AdapterOptions):
     path: str | None = None  # diffusers folder or hub id (model=local, or to override a preset)
     revision: str | None = None  # hub revision; default: the preset's pinned one (in meta.json)
     sigma0: float = SIGMA0  # ShapesWorld oracle: pixel noise of the Gaussian mixture
+
+    @classmethod
+    def of(cls, name: str, **overrides: object) -> ModelConfig:
+        """`model=<name>` as the command line composes it: the preset's own options (e.g.
+        tiny-flux: image_size 32), then `overrides` (None resets an option to its default)."""
+        preset = PRESETS.get(name)
+        return cls(name=name, **{**(preset.options if preset else {}), **overrides})  # type: ignore[arg-type]
 
 
 # The `data` schema is the loaders' own settings dataclass (no mirror to keep in sync).
@@ -338,23 +346,16 @@ def register() -> None:
 
     if not OmegaConf.has_resolver("infodecomp.or"):
         OmegaConf.register_new_resolver("infodecomp.or", _or_default)
-    if not OmegaConf.has_resolver("infodecomp.help"):
-        from infodecomp.experiments.help import resolver
-
-        OmegaConf.register_new_resolver("infodecomp.help", resolver)
     cs = ConfigStore.instance()
     for name, node in SCHEMAS.items():
         cs.store(name=f"{name}_schema", node=node)
-    # `model=<preset>` options come from the one presets table, not from one YAML file each
+    # `model=<preset>` comes from the one presets table, not from one YAML file each, with the
+    # preset's options as values: `--cfg job` shows what the run uses, and any can be reset
     for name in PRESETS:
-        cs.store(group="model", name=name, node=ModelConfig(name=name))
+        cs.store(group="model", name=name, node=ModelConfig.of(name))
 
 
 # ----------------------------------------------------------------------------- checks
-
-
-class ConfigError(ValueError):
-    """A config key or value the schema does not accept (one line naming the key and the fix)."""
 
 
 # Settings that count things: each must be an integer >= 1 (None allowed where the schema

@@ -18,8 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 
 from infodecomp.data.shapes import attribute_set, order_set, relation_set
 from infodecomp.data.spec import DataSpec
@@ -27,6 +29,24 @@ from infodecomp.estimators.adaptive import MIN_SAMPLES, estimate_ranking, rankin
 from infodecomp.estimators.engine import EngineConfig, Query, estimate
 from infodecomp.estimators.samplers import LogsnrSampler, fit_logistic
 from infodecomp.models.oracles.exact import ShapesOracle
+
+# the captions of the timed items (bench, the score study): one VG-like relation pair
+OPTIONS = ("the man is beside the dog", "the dog is beside the man")
+
+
+def random_images(n: int, size: int, seed: int) -> list[Image.Image]:
+    """n random RGB images of size x size (the timed items: the speed of a call does not
+    depend on what the image shows)."""
+    rng = np.random.default_rng(seed)
+    return [
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(n)
+    ]
+
+
+def item_options(n: int) -> list[tuple[str, ...]]:
+    """n VG-like items, each with its own two captions (as in a real batch, no prompt repeats)."""
+    return [tuple(f"{o} {i}" for o in OPTIONS) for i in range(n)]
+
 
 PAPER = LogsnrSampler()  # logistic loc 1, scale 2, clip 3, iid
 

@@ -523,11 +523,11 @@ def study_items(name: str, n_items: int, n_pilot: int, seed: int = 0, device: st
                     [tuple(it.options) for it in its],
                 )
         else:
-            from infodecomp.experiments.commands.bench import _images, item_options
+            from infodecomp.experiments.efficiency import item_options, random_images
 
             def items(n, s):
                 opts = [tuple(f"{o} {s}" for o in pair) for pair in item_options(n)]
-                return model.encode_images(_images(n, model.image_size, s)), opts
+                return model.encode_images(random_images(n, model.image_size, s)), opts
 
     xs, options = items(n_items, seed)
     pxs, popts = items(n_pilot, seed + 7919)

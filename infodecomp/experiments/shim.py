@@ -1,5 +1,6 @@
-"""The Hydra shim of every command and its run directory, importable without torch (so that
-`aggregate` and `report`, which load no model, never import it; tests/test_report.py checks)."""
+"""The Hydra shim of every command (config checks, the help resolver, user errors as one line)
+and its run directory, importable without torch (so that `aggregate` and `report`, which load no
+model, never import it)."""
 
 from __future__ import annotations
 
@@ -11,21 +12,15 @@ from typing import Any
 
 from infodecomp import console
 from infodecomp.experiments.config import register
+from infodecomp.experiments.errors import ConfigError, RunError
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    """The errors whose message says what is wrong and what to do (one line, no traceback).
-
-    RunError lives with the runner, which imports torch; a command that never imported it
-    cannot raise it, so it is looked up only where it is loaded.
-    """
+    """The errors whose message says what is wrong and what to do (one line, no traceback)."""
     from infodecomp.data.errors import DataError, MissingDataError
-    from infodecomp.experiments.config import ConfigError
     from infodecomp.reporting.store import StoreError
 
-    known: tuple[type[BaseException], ...] = (ConfigError, StoreError, DataError, MissingDataError)
-    runner = sys.modules.get("infodecomp.experiments.runner")
-    return known + ((runner.RunError,) if runner is not None else ())
+    return (ConfigError, RunError, StoreError, DataError, MissingDataError)
 
 
 def hydra_main(command: str, run: Callable[[Any], Any]) -> Callable[[], Any]:
@@ -37,6 +32,10 @@ def hydra_main(command: str, run: Callable[[Any], Any]) -> Callable[[], Any]:
     from infodecomp.paths import config_dir
 
     register()
+    if not OmegaConf.has_resolver("infodecomp.help"):  # --help renders the command's options
+        from infodecomp.experiments.help import resolver
+
+        OmegaConf.register_new_resolver("infodecomp.help", resolver)
 
     @hydra.main(config_path=str(config_dir()), config_name=command, version_base="1.3")
     def _main(cfg: Any) -> Any:
@@ -105,19 +104,16 @@ def _interrupted_run(cfg: Any) -> Path | None:
 
 def run_dir(cfg: Any, command: str) -> Path:
     """The run directory: Hydra's job output dir, else run.out_dir, else a fresh outputs/ folder."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from omegaconf import OmegaConf
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
 
-        # Outside a Hydra job (e.g. run(cfg) after an in-process Hydra call) output_dir is unset.
-        if HydraConfig.initialized() and not OmegaConf.is_missing(
-            HydraConfig.get().runtime, "output_dir"
-        ):
-            path = Path(HydraConfig.get().runtime.output_dir)
-            path.mkdir(parents=True, exist_ok=True)
-            return path
-    except ImportError:  # pragma: no cover - hydra is a hard dependency
-        pass
+    # Outside a Hydra job (e.g. run(cfg) after an in-process Hydra call) output_dir is unset.
+    if HydraConfig.initialized() and not OmegaConf.is_missing(
+        HydraConfig.get().runtime, "output_dir"
+    ):
+        path = Path(HydraConfig.get().runtime.output_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
     out = getattr(getattr(cfg, "run", None), "out_dir", None)
     path = Path(out) if out else Path("outputs") / command / time.strftime("%Y-%m-%d_%H-%M-%S")
     path.mkdir(parents=True, exist_ok=True)

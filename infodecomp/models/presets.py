@@ -111,7 +111,8 @@ class Preset:
 
     Args:
         name: the command-line name.
-        family: key of models.registry.FAMILIES (how to build it).
+        family: how to build it: a key of models.registry.FAMILIES, or "<module>:<Class>" of a
+            family class (models.families.latent.LatentDiffusionDenoiser subclass).
         source: hub id of the weights; None when built offline or given by model.path.
         revision: pinned hub revision (commit) of `source`; None: the repository's main branch.
         options: adapter options this checkpoint is meant to run with (defaults otherwise).

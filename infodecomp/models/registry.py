@@ -1,4 +1,5 @@
-"""`model=<name>` -> a Denoiser: presets (models.presets) resolved through one family table.
+"""`model=<name>` -> a Denoiser: presets (models.presets) resolved through one family table (or a
+preset's "<module>:<Class>" family, loaded with that class's from_pretrained).
 
 A family is a function (model config, device, dtype, preset) -> Denoiser; diffusers families
 load lazily, so the oracles and the tables never import diffusers.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -18,15 +20,26 @@ from infodecomp.models.presets import PRESETS, AdapterOptions, Preset
 Family = Callable[[Any, torch.device, torch.dtype, Preset], Denoiser]
 
 
+def _exact_options(cfg: Any, owner: str) -> None:
+    """The exact oracles act on none of the adapter options: any set away from its default is
+    refused in one line (model.dtype aside, which bench sets on every model it times)."""
+    from infodecomp.models.families.pipeline import refuse_options
+
+    opts = replace(AdapterOptions.from_config(cfg), dtype=None)
+    refuse_options(opts, frozenset(), owner, universal=frozenset())
+
+
 def _shapes(cfg: Any, device: torch.device, dtype: torch.dtype, preset: Preset) -> Denoiser:
     from infodecomp.models.oracles.exact import ShapesOracle
 
+    _exact_options(cfg, "the ShapesWorld oracle")
     return ShapesOracle(sigma0=cfg.sigma0, device="cpu")
 
 
 def _gaussian(cfg: Any, device: torch.device, dtype: torch.dtype, preset: Preset) -> Denoiser:
     from infodecomp.models.oracles.exact import GaussianOracle
 
+    _exact_options(cfg, "the Gaussian oracle")
     return GaussianOracle()
 
 
@@ -125,11 +138,9 @@ def _sd21_random(cfg: Any, device: torch.device, dtype: torch.dtype, preset: Pre
     parts = build_sd21_base_random(device, dtype)
     tokenizer = build_clip_tokenizer(Path(tempfile.mkdtemp(prefix="infodecomp-clip-")))
     return StableDiffusionDenoiser(
-        parts["unet"],
-        parts["vae"],
-        parts["text_encoder"],
-        tokenizer,
-        DiscreteSchedule.from_config(SCHEDULER_CONFIG),
+        **parts,
+        tokenizer=tokenizer,
+        schedule=DiscreteSchedule.from_config(SCHEDULER_CONFIG),
         device=device,
         dtype=dtype,
         options=_options(cfg, preset),
@@ -160,13 +171,9 @@ FAMILIES: dict[str, Family] = {
 
 
 def _options(cfg: Any, preset: Preset) -> AdapterOptions:
-    """The config's adapter options; a preset's own options apply where the config keeps the default."""
-    opts = AdapterOptions.from_config(cfg)
-    default = AdapterOptions()
-    for key, value in preset.options.items():
-        if getattr(opts, key) == getattr(default, key):
-            setattr(opts, key, value)
-    return opts.check()
+    """The config's adapter options, as they are: a preset's own options are the values of its
+    `model=<name>` config (experiments.config: ModelConfig.of), so they can be reset there."""
+    return AdapterOptions.from_config(cfg)
 
 
 def model_source(cfg: Any) -> dict[str, Any]:
@@ -178,7 +185,7 @@ def model_source(cfg: Any) -> dict[str, Any]:
     source = cfg.path or preset.source
     revision = cfg.revision if cfg.revision is not None else (None if cfg.path else preset.revision)
     out = {"preset": preset.name, "family": preset.family, "source": source, "revision": revision}
-    dtype = getattr(cfg, "dtype", None) or preset.options.get("dtype")
+    dtype = getattr(cfg, "dtype", None)
     if dtype:  # the model's own dtype overrides run.dtype (the large presets: bfloat16)
         out["dtype"] = dtype
     return out
@@ -194,4 +201,17 @@ def load_model(cfg: Any, device: torch.device, dtype: torch.dtype) -> Denoiser:
             "For another diffusers checkpoint use model=local model.path=<folder or hub id>."
         )
     preset = PRESETS[cfg.name]
-    return FAMILIES[preset.family](cfg, device, dtype, preset)
+    return family_of(preset)(cfg, device, dtype, preset)
+
+
+def family_of(preset: Preset) -> Family:
+    """The preset's family: a FAMILIES key, or "<module>:<Class>" of a LatentDiffusionDenoiser
+    subclass (loaded with its from_pretrained: a new family needs no line here)."""
+    if preset.family in FAMILIES:
+        return FAMILIES[preset.family]
+    if ":" in preset.family:
+        return _diffusers(preset.family)
+    raise ValueError(
+        f"preset {preset.name}: family {preset.family!r} is neither one of {', '.join(FAMILIES)} "
+        "nor '<module>:<Class>'"
+    )

@@ -22,7 +22,7 @@ VG_RELATION = RankingTask(
     "ARO",
     macro_groups=lambda g: ~g["group"].isin(EXCLUDED_RELATIONS),
     rule="macro over relations, excluded relations left out",
-    aliases=("visual-genome-relation", "vg-r"),
+    aliases=("visual-genome-relation", "vg-r", "aro-vg-relation", "VG_Relation"),
 )
 VG_ATTRIBUTION = RankingTask(
     "vg-attribution",
@@ -30,9 +30,16 @@ VG_ATTRIBUTION = RankingTask(
     "ARO",
     macro_groups=lambda g: g["n"] >= MIN_ATTRIBUTE_GROUP,
     rule=f"macro over attribute pairs with >= {MIN_ATTRIBUTE_GROUP} items",
-    aliases=("visual-genome-attribution", "vg-a"),
+    aliases=("visual-genome-attribution", "vg-a", "aro-vg-attribution", "VG_Attribution"),
 )
-COCO_ORDER = RankingTask("coco-order", "COCO-Order", "ARO")
-FLICKR_ORDER = RankingTask("flickr-order", "Flickr-Order", "ARO", aliases=("flickr30k-order",))
+COCO_ORDER = RankingTask(
+    "coco-order", "COCO-Order", "ARO", aliases=("aro-coco-order", "COCO_Order")
+)
+FLICKR_ORDER = RankingTask(
+    "flickr-order",
+    "Flickr-Order",
+    "ARO",
+    aliases=("flickr30k-order", "aro-flickr-order", "Flickr30k_Order"),
+)
 
 register(VG_ATTRIBUTION, VG_RELATION, COCO_ORDER, FLICKR_ORDER)

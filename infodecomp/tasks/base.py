@@ -151,6 +151,9 @@ class RankingTask:
 
 TASKS: dict[str, RankingTask] = {}
 _ALIASES: dict[str, str] = {}
+# Table 1's columns, left to right (task names; infodecomp/tasks/__init__.py sets them). Tasks not
+# listed follow, by benchmark name, each benchmark's in the order its module registers them.
+COLUMN_ORDER: list[str] = []
 
 
 def register(*tasks: RankingTask) -> None:
@@ -162,12 +165,10 @@ def register(*tasks: RankingTask) -> None:
 
 
 def canonical_subset(name: str) -> str:
-    """Normalise a subset name: ``aro-vg-relation``, ``VG_Relation`` -> ``vg-relation``."""
-    key = str(name).strip().lower().replace("_", "-")
-    if key in TASKS or key in _ALIASES:
-        return _ALIASES.get(key, key)
-    key = key.removeprefix("aro-")
-    return _ALIASES.get(key, key)
+    """A task's name from the name or one of its declared aliases (``aro-vg-relation``,
+    ``VG_Relation`` -> ``vg-relation``); any other name is returned as it is (no case folding
+    or other guessing: an unregistered subset is scored by plain accuracy under its own name)."""
+    return _ALIASES.get(str(name), str(name))
 
 
 def column_key(subset: str, metric: str = "accuracy") -> str:
@@ -192,12 +193,18 @@ def column_label(key: str) -> str:
     return f"{task.label} {metric}" if metric else task.label
 
 
+def _table_position(task: RankingTask) -> tuple:
+    if task.name in COLUMN_ORDER:
+        return (0, COLUMN_ORDER.index(task.name))
+    return (1, task.benchmark, list(TASKS).index(task.name))
+
+
 def column_order(keys: Iterable[str]) -> list[str]:
-    """Columns in table order: registered tasks in registration order (each task's metrics in
-    order, a benchmark's group means after its last task), then unregistered subsets sorted."""
+    """Columns in table order: registered tasks in `COLUMN_ORDER` (each task's metrics in order,
+    a benchmark's group means after its last task), then unregistered subsets sorted."""
     keys = set(keys)
     out: list[str] = []
-    tasks = list(TASKS.values())
+    tasks = sorted(TASKS.values(), key=_table_position)
     for i, task in enumerate(tasks):
         out += [k for k in (column_key(task.name, m) for m in task.metrics) if k in keys]
         last_of_benchmark = i + 1 == len(tasks) or tasks[i + 1].benchmark != task.benchmark

@@ -17,9 +17,10 @@ from infodecomp.data.registry import RANKING
 from infodecomp.estimators.adaptive import StoppingRule, check_mode, estimate_ranking
 from infodecomp.estimators.engine import EngineConfig, ItemEstimate, Query, estimate
 from infodecomp.estimators.queries import option_queries
-from infodecomp.experiments.common import engine_config, hydra_main, sampler_from
+from infodecomp.experiments.common import engine_config, sampler_from
 from infodecomp.experiments.config import AroConfig, EstimatorConfig
 from infodecomp.experiments.runner import RunContext, encode_batch, execute
+from infodecomp.experiments.shim import hydra_main
 from infodecomp.reporting.metrics import mean_interval, ranking_scores
 from infodecomp.reporting.writer import ARO_COLUMNS
 from infodecomp.scores import SCORES, check_scores, get_score

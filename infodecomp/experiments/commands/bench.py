@@ -36,12 +36,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from infodecomp.estimators.engine import EngineConfig, Query, estimate
-from infodecomp.experiments.common import hydra_main, resolve_device, run_dir, to_dict
+from infodecomp.experiments.common import resolve_device, to_dict
 from infodecomp.experiments.config import BenchConfig
+from infodecomp.experiments.efficiency import OPTIONS, item_options, random_images
 from infodecomp.experiments.precision import compare_scores
 from infodecomp.experiments.reference import (
     DRAWS_PER_CALL,
@@ -51,10 +51,10 @@ from infodecomp.experiments.reference import (
     reference_scores,
 )
 from infodecomp.experiments.score_study import SCORES, best_scheme, study, study_items
+from infodecomp.experiments.shim import hydra_main, run_dir
 from infodecomp.models.registry import load_model
 from infodecomp.reporting.meta import write_meta
 
-OPTIONS = ("the man is beside the dog", "the dog is beside the man")
 GPU_ONLY = (
     "implemented, not measured here (no GPU): bfloat16/float16 UNet on CUDA, "
     "model.attn_processor=sdpa (flash attention), model.channels_last, model.compile; "
@@ -94,18 +94,6 @@ def _peak_mb(device: torch.device) -> float:
         return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
     except (OSError, AttributeError):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _images(n: int, size: int, seed: int) -> list[Image.Image]:
-    rng = np.random.default_rng(seed)
-    return [
-        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(n)
-    ]
-
-
-def item_options(n: int) -> list[tuple[str, ...]]:
-    """n VG-like items, each with its own two captions (as in a real batch, no prompt repeats)."""
-    return [tuple(f"{o} {i}" for o in OPTIONS) for i in range(n)]
 
 
 TIMING_REFERENCE = {"io": "reference", "is": "reference", "dl": "diffusionitm"}
@@ -166,7 +154,7 @@ def speed(cfg: BenchConfig) -> dict:
             else load_model(replace(cfg.model, dtype=name), device, dtype)
         )
     m = cfg.precision_items
-    images = _images(n + m, ref_model.image_size, cfg.run.seed)
+    images = random_images(n + m, ref_model.image_size, cfg.run.seed)
     options = item_options(n + m)
     ecfg = EngineConfig(n_samples=s, max_batch=cfg.run.batch_size, seed=cfg.run.seed)
     ditm_latents = ref_model.encode_images(images[:n])

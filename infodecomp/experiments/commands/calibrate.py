@@ -61,17 +61,9 @@ from infodecomp.estimators.queries import (
     word_queries,
 )
 from infodecomp.estimators.samplers import LogsnrSampler
-from infodecomp.experiments.commands.intervene import change_map, exact_swap_info, regenerate
-from infodecomp.experiments.commands.validate import one_thread, support_iou
-from infodecomp.experiments.common import (
-    engine_config,
-    hydra_main,
-    resolve_device,
-    resolve_dtype,
-    run_dir,
-    to_dict,
-)
+from infodecomp.experiments.common import engine_config, resolve_device, resolve_dtype, to_dict
 from infodecomp.experiments.config import CalibrateConfig, ConfigError
+from infodecomp.experiments.exact import one_thread, support_iou
 from infodecomp.experiments.maps import (
     daam_word_map,
     display_image,
@@ -80,6 +72,8 @@ from infodecomp.experiments.maps import (
     has_daam,
     to_image_grid,
 )
+from infodecomp.experiments.regeneration import change_map, exact_swap_info, regenerate
+from infodecomp.experiments.shim import hydra_main, run_dir
 from infodecomp.models.capabilities import ExactLikelihood, needs_rgb
 from infodecomp.models.oracles.exact import ShapesOracle
 from infodecomp.models.registry import load_model, model_source

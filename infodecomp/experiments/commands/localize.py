@@ -43,7 +43,7 @@ from infodecomp.data.coco import MANIFEST_KINDS
 from infodecomp.data.registry import WORDS
 from infodecomp.estimators.protocol import encode_keyed
 from infodecomp.estimators.queries import CMI, MI, word_queries
-from infodecomp.experiments.common import engine_config, hydra_main
+from infodecomp.experiments.common import engine_config
 from infodecomp.experiments.config import EstimatorConfig, LocalizeConfig
 from infodecomp.experiments.maps import (
     daam_word_map,
@@ -58,6 +58,7 @@ from infodecomp.experiments.maps import (
     traced_word_map,
 )
 from infodecomp.experiments.runner import RunContext, encode_batch, execute
+from infodecomp.experiments.shim import hydra_main
 from infodecomp.reporting import figures
 from infodecomp.reporting.metrics import IOU_COLUMNS, iou_curve, iou_curve_maps, miou_cells
 from infodecomp.reporting.writer import LOCALIZE_COLUMNS

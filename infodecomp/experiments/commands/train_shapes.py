@@ -17,9 +17,10 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from infodecomp.experiments.common import hydra_main, resolve_device, run_dir, to_dict
+from infodecomp.experiments.common import resolve_device, to_dict
 from infodecomp.experiments.config import TrainShapesConfig
-from infodecomp.experiments.runner import RunError
+from infodecomp.experiments.errors import RunError
+from infodecomp.experiments.shim import hydra_main, run_dir
 from infodecomp.reporting.meta import write_meta
 
 log = logging.getLogger("infodecomp")

@@ -11,10 +11,11 @@ import pandas as pd
 from infodecomp.data.registry import WORDS
 from infodecomp.estimators.engine import estimate
 from infodecomp.estimators.queries import CMI, MI, word_queries
-from infodecomp.experiments.common import engine_config, hydra_main
+from infodecomp.experiments.common import engine_config
 from infodecomp.experiments.config import VisualizeConfig
 from infodecomp.experiments.maps import display_image, mmse_curve_data, word_maps
 from infodecomp.experiments.runner import RunContext, encode_batch, execute
+from infodecomp.experiments.shim import hydra_main
 from infodecomp.reporting import figures
 
 # cmi_total / mi_total: i^o in nats (cmi_se / mi_se their standard errors); panel / curves:

@@ -26,7 +26,7 @@ layout "flux"); a word's map averages its T5 token positions.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
@@ -34,13 +34,8 @@ from infodecomp.estimators.protocol import Conditions
 from infodecomp.models.attention.joint import capture_joint_attention
 from infodecomp.models.dynamics.flow import FlowMatchingMixin
 from infodecomp.models.families.latent import LatentDiffusionDenoiser
-from infodecomp.models.families.text_encoders import (
-    clip_hidden,
-    t5_hidden,
-    tokenize,
-)
+from infodecomp.models.families.text_encoders import clip_hidden, t5_hidden, tokenize
 from infodecomp.models.families.tokens import word_token_indices
-from infodecomp.models.presets import AdapterOptions
 
 T5_TOKENS = 512  # the Flux pipeline's max_sequence_length (schnell's preset sets 256)
 SCORING_GUIDANCE = 1.0
@@ -71,68 +66,16 @@ def image_ids(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch
 class FluxDenoiser(FlowMatchingMixin, LatentDiffusionDenoiser):
     """Flux.1: joint/single-stream transformer on packed latents, CLIP-L pooled + T5."""
 
-    REQUIRED_PARTS: ClassVar[dict[str, tuple[str, ...]]] = {
-        "model_index.json": ("model_index.json",),
-        "transformer": ("transformer/config.json",),
-        "vae": ("vae/config.json",),
-        "text_encoder": ("text_encoder/config.json",),
-        "text_encoder_2": ("text_encoder_2/config.json",),
-        "tokenizer": ("tokenizer/vocab.json", "tokenizer/tokenizer.json"),
-        "tokenizer_2": (
-            "tokenizer_2/tokenizer.json",
-            "tokenizer_2/spiece.model",
-            "tokenizer_2/vocab.json",
-        ),
-        "scheduler": ("scheduler/scheduler_config.json",),
-    }
-    COMPONENTS: ClassVar[dict[str, str]] = {
-        "transformer": "diffusers:FluxTransformer2DModel",
-        "vae": "diffusers:AutoencoderKL",
-        "text_encoder": "transformers:CLIPTextModel",
-        "text_encoder_2": "transformers:T5EncoderModel",
-        "tokenizer": "transformers:CLIPTokenizer",
-        "tokenizer_2": "tokenizer",
-    }
-    TAKES_TEXT_TOKENS: ClassVar[bool] = True
-    TAKES_GUIDANCE: ClassVar[bool] = True
-    DEFAULT_LATENT_SIZE: ClassVar[int] = 128  # 1024 px: the pipeline's default_sample_size
+    PARTS = ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
+    HONOURS = frozenset({"text_tokens", "guidance"})
+    TEXT_TOKENS = T5_TOKENS
+    DEFAULT_LATENT_SIZE = 128  # 1024 px: the pipeline's default_sample_size
 
-    def __init__(
-        self,
-        transformer: Any,
-        vae: Any,
-        text_encoder: Any,
-        text_encoder_2: Any,
-        tokenizer: Any,
-        tokenizer_2: Any,
-        schedule: Any,
-        *,
-        device: torch.device,
-        dtype: torch.dtype,
-        options: AdapterOptions | None = None,
-        seed: int = 0,
-        vae_batch: int = 8,
-        **option_overrides: Any,
-    ) -> None:
-        self.text_encoder, self.text_encoder_2 = text_encoder, text_encoder_2
-        self.clip_tokenizer, self.tokenizer = tokenizer, tokenizer_2  # word maps: T5 tokens
-        opts = options or AdapterOptions()
-        self.clip_tokens = int(tokenizer.model_max_length)
-        t5_tokens = int(option_overrides.get("text_tokens") or opts.text_tokens or T5_TOKENS)
-        super().__init__(
-            transformer,
-            vae,
-            schedule,
-            device=device,
-            dtype=dtype,
-            options=options,
-            token_count=t5_tokens,
-            encoders=(text_encoder, text_encoder_2),
-            seed=seed,
-            vae_batch=vae_batch,
-            **option_overrides,
-        )
-        self.guided = bool(transformer.config.guidance_embeds)
+    def _token_count(self) -> int:  # the attention's text keys: T5 tokens
+        return int(self.text_tokens)  # type: ignore[arg-type]
+
+    def _check(self) -> None:
+        self.guided = bool(self.network.config.guidance_embeds)
         self.guidance = float(self.options.guidance or SCORING_GUIDANCE) if self.guided else None
         if self.options.guidance is not None and not self.guided:
             raise ValueError(
@@ -147,9 +90,10 @@ class FluxDenoiser(FlowMatchingMixin, LatentDiffusionDenoiser):
 
     def _encode_prompts(self, prompts: list[str]) -> Conditions:
         """{prompt_embeds [k, T5, D_T5], pooled [k, D_CLIP]}."""
-        ids1, _ = tokenize(self.clip_tokenizer, prompts, self.clip_tokens, self.device)
+        clip_tokens = int(self.tokenizer.model_max_length)
+        ids1, _ = tokenize(self.tokenizer, prompts, clip_tokens, self.device)
         _, pooled = clip_hidden(self.text_encoder, ids1)  # CLIPTextModel: pooler_output
-        ids2, _ = tokenize(self.tokenizer, prompts, self.token_count, self.device)
+        ids2, _ = tokenize(self.tokenizer_2, prompts, self.token_count, self.device)
         return {"prompt_embeds": t5_hidden(self.text_encoder_2, ids2), "pooled": pooled}
 
     def _denoise(
@@ -183,4 +127,4 @@ class FluxDenoiser(FlowMatchingMixin, LatentDiffusionDenoiser):
         )
 
     def _word_indices(self, caption: str, word: str, occurrence: int | None) -> list[int]:
-        return word_token_indices(self.tokenizer, caption, word, occurrence, self.token_count)
+        return word_token_indices(self.tokenizer_2, caption, word, occurrence, self.token_count)

@@ -1,21 +1,12 @@
 """Latent diffusion models (a VAE around a text-conditioned denoising network) as Denoisers.
 
-`LatentDiffusionDenoiser` holds everything a latent text-to-image family shares: VAE encode
-(posterior mean or seeded sample, cached per image key) and decode, the logsnr -> timestep
-lookup, the prediction-type conversion to eps, the image/mask geometry of the maps, prompt
-caching, and cross-attention capture (DAAM, Attention+Information). A family subclass (e.g.
-models.sd.StableDiffusionDenoiser) adds only:
-
-- `REQUIRED_PARTS`: the files a saved pipeline folder must hold;
-- `COMPONENTS`: part -> the diffusers / transformers class that loads it (or "tokenizer"); a
-  family with parts to add or compute overrides `_load_components(src, dtype, revision)`;
-- `_encode_prompts(prompts)`: text encoders -> one encoding row per prompt (a tensor or a
-  mapping of tensors, see estimators.protocol.Conditions);
-- `_denoise(z, t, cond)`: the network's call signature.
-
-A family on another time variable or target overrides `_make_schedule`, `_timestep`,
-`_scale_input` and `_to_eps` (rectified flow: models.flow.FlowMatchingMixin); the formulas live
-in models/dynamics/conversions.py, shared with the exact-oracle wrappers that prove them.
+`LatentDiffusionDenoiser` holds what every latent text-to-image family shares: loading its parts
+(classes read from model_index.json; models.families.pipeline), the dtype and the attention
+processor applied once, VAE encode / decode, the logsnr -> timestep lookup, the conversion to
+eps, the geometry of images, masks and maps, prompt caching and attention capture. A family is a
+declaration (`PARTS`, `HONOURS`, `_encode_prompts`, `_denoise`; docs/extending.md); one on
+another time variable overrides `_make_schedule`, `_timestep`, `_scale_input`, `_to_eps`
+(rectified flow: models.dynamics.flow.FlowMatchingMixin, formulas in models/dynamics/conversions.py).
 
 A DDPM network trained on x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps sees exactly the engine's
 z = sqrt(sigmoid(logsnr)) x + sqrt(sigmoid(-logsnr)) eps when abar_t = sigmoid(logsnr); z is fed
@@ -24,12 +15,9 @@ as is and only the timestep is looked up from logsnr (models/dynamics/schedule.p
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -44,125 +32,29 @@ from infodecomp.models.attention.capture import (
 )
 from infodecomp.models.device import resolve_device, resolve_dtype
 from infodecomp.models.dynamics.schedule import DiscreteSchedule, v_to_eps
+from infodecomp.models.families.pipeline import (
+    ModelFolderError,
+    check_offload,
+    hub_error_hint,
+    part_classes,
+    quiet_hub,
+    refuse_options,
+    required_files,
+    resolve_model_path,
+    scheduler_config,
+    short_error,
+)
 from infodecomp.models.families.preprocess import mask_transform, to_model_input, upsample_map
 from infodecomp.models.families.tokens import word_token_indices
-from infodecomp.models.presets import PRESETS, AdapterOptions, resolve_hub_id
+from infodecomp.models.presets import AdapterOptions
 
-
-class ModelFolderError(FileNotFoundError):
-    """A local model folder is missing or lacks parts of a diffusers pipeline."""
-
-
-def _looks_local(path: str) -> bool:
-    return path.startswith(("/", ".", "~")) or "\\" in path or path.count("/") > 1
-
-
-def resolve_model_path(
-    path: str | Path,
-    required: dict[str, tuple[str, ...]] | None = None,
-    weights: tuple[str, ...] = (),
-) -> str | Path:
-    """A preset name or hub id (returned as the hub id to load) or a checked local folder (a Path).
-
-    Args:
-        path: preset name, hub id (removed ids map to their mirrors) or folder.
-        required: part name -> files of which one must exist in a local folder.
-        weights: subfolders that must hold *.safetensors or *.bin weights.
-
-    Raises:
-        ModelFolderError: a local folder is missing or lacks pipeline parts.
-    """
-    text = str(path)
-    if text in PRESETS and PRESETS[text].source:
-        return PRESETS[text].source
-    local = Path(text).expanduser()
-    if not (isinstance(path, Path) or local.exists() or _looks_local(text)):
-        hub_id, note = resolve_hub_id(text)
-        if note:
-            import logging
-
-            logging.getLogger("infodecomp").warning(note)
-        return hub_id
-    hubs = ", ".join(f"{p.name} ({p.source})" for p in PRESETS.values() if p.source)
-    fix = (
-        "save a complete pipeline there with <Pipeline>.save_pretrained(folder), or give a hub id "
-        f"or a preset: {hubs}"
-    )
-    if not local.is_dir():
-        raise ModelFolderError(f"model folder {local} does not exist; {fix}")
-    lacking = [
-        k for k, files in (required or {}).items() if not any((local / f).is_file() for f in files)
-    ]
-    for part in weights:
-        found = [*(local / part).glob("*.safetensors"), *(local / part).glob("*.bin")]
-        if part not in lacking and not found:
-            lacking.append(f"{part} weights")
-    if lacking:
-        raise ModelFolderError(f"model folder {local} lacks {', '.join(lacking)}; {fix}")
-    return local
-
-
-def hub_error_hint(source: str | Path, revision: str | None) -> str:
-    """One line on what to do when a hub id or revision cannot be reached."""
-    pinned = f" at revision {revision}" if revision else ""
-    gated = [p for p in PRESETS.values() if p.gated and p.source == str(source)]
-    if gated:
-        return (
-            f"could not load {source}{pinned}: it is a gated checkpoint (model={gated[0].name}). "
-            f"Accept its license at https://huggingface.co/{source} with your account, then run "
-            "`huggingface-cli login` or set HF_TOKEN=<access token> (read access), and retry; "
-            "offline, pass a folder written by save_pretrained with model.path=<folder>"
-        )
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    where = (
-        "it is not in the local hub cache (HF_HUB_OFFLINE is set: download it once where the hub "
-        "is reachable, or unset HF_HUB_OFFLINE)"
-        if offline
-        else "the Hugging Face Hub could not be reached or refused it (offline, gated, moved or "
-        "removed?); without network set HF_HUB_OFFLINE=1 to load a cached download"
-    )
-    return (
-        f"could not load {source}{pinned}: {where}. Pass another hub id with model=local "
-        "model.path=<hub id>, a folder written by save_pretrained with model.path=<folder>, or "
-        "model.revision=main for the newest revision; gated models need `huggingface-cli login` "
-        "or HF_TOKEN"
-    )
-
-
-@contextmanager
-def quiet_hub() -> Iterator[None]:
-    """Silences the hub client's warnings (one per retry of an unreachable download) while a
-    model loads: the failure, if any, is reported once as one line (hub_error_hint)."""
-    hub = logging.getLogger("huggingface_hub")
-    level = hub.level
-    hub.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        hub.setLevel(level)
-
-
-def _short(err: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
-
-
-def _scheduler_config(src: str | Path, revision: str | None) -> dict[str, Any]:
-    if isinstance(src, Path):
-        return json.loads((src / "scheduler" / "scheduler_config.json").read_text())
-    from diffusers import DDPMScheduler
-
-    return dict(DDPMScheduler.load_config(src, subfolder="scheduler", revision=revision))
-
-
-def check_offload(offload: str, device: torch.device) -> None:
-    """Offloading keeps weights in CPU memory for a GPU; on the CPU it is a mistake."""
-    if offload != "none" and device.type == "cpu":
-        raise ValueError(
-            f"model.offload={offload} keeps weights in CPU memory for a GPU; on run.device=cpu "
-            "everything is in CPU memory already: use model.offload=none"
-        )
-
+__all__ = [
+    "LatentDiffusionDenoiser",
+    "ModelFolderError",
+    "hub_error_hint",
+    "quiet_hub",
+    "resolve_model_path",
+]
 
 _offload_guard = check_offload  # tests exercise the offload paths on the CPU through this seam
 
@@ -189,56 +81,55 @@ class LatentDiffusionDenoiser:
     tensors in [-1, 1]. eps_hat always returns float32.
     """
 
-    REQUIRED_PARTS: ClassVar[dict[str, tuple[str, ...]]] = {}
-    # part -> "diffusers:<Class>" / "transformers:<Class>" / "tokenizer" (text_encoders.load_part)
-    COMPONENTS: ClassVar[dict[str, str]] = {}
+    # Pipeline parts the family reads (their classes come from model_index.json): the first is
+    # the denoising network; "vae" (absent for pixel-space families, see models.pixel).
+    PARTS: ClassVar[tuple[str, ...]] = ()
+    # Parts loaded only when model_index.json names a class for them (SD 3's T5 encoder).
+    OPTIONAL_PARTS: ClassVar[tuple[str, ...]] = ()
+    # Adapter options the family acts on besides UNIVERSAL_OPTIONS; the others are refused when
+    # set away from their default. The base implements "time_rule" (DDPM timesteps) and
+    # "attn_processor" (diffusers' AttnProcessor / AttnProcessor2_0 on every attention module).
+    HONOURS: ClassVar[frozenset[str]] = frozenset({"time_rule", "attn_processor"})
+    # T5 tokens per prompt when the family honours model.text_tokens and it is unset.
+    TEXT_TOKENS: ClassVar[int | None] = None
     # The VAE overflows in float16 (SDXL's): it then runs in float32, the rest in float16.
     VAE_FLOAT16_OVERFLOWS: ClassVar[bool] = False
     # Latent grid when the network config has no sample_size (Flux.1: 128, i.e. 1024 px).
     DEFAULT_LATENT_SIZE: ClassVar[int | None] = None
-    # Which family-specific options apply (others refuse them instead of ignoring them).
-    TAKES_TEXT_TOKENS: ClassVar[bool] = False  # a T5 encoder whose length can be set
-    TAKES_GUIDANCE: ClassVar[bool] = False  # a guidance-embedding input
-    TAKES_NULL_EMBEDDING: ClassVar[bool] = False  # a learned unconditional embedding (PixArt)
 
     def __init__(
         self,
-        network: Any,
-        vae: Any,
-        schedule: DiscreteSchedule,
         *,
+        schedule: Any,
         device: torch.device,
         dtype: torch.dtype,
         options: AdapterOptions | None = None,
-        token_count: int = 77,
-        encoders: Sequence[Any] = (),
         seed: int = 0,
         vae_batch: int = 8,
-        **option_overrides: Any,
+        pipeline_config: dict[str, Any] | None = None,
+        **parts_and_options: Any,
     ) -> None:
-        opts = replace(options or AdapterOptions(), **option_overrides).check()
-        name = type(self).__name__
-        if opts.text_tokens is not None and not self.TAKES_TEXT_TOKENS:
-            raise ValueError(
-                f"model.text_tokens={opts.text_tokens} sets a T5 encoder's length; {name} has "
-                "none: leave model.text_tokens unset"
-            )
-        if opts.guidance is not None and not self.TAKES_GUIDANCE:
-            raise ValueError(
-                f"model.guidance={opts.guidance} is the guidance input of guidance-distilled "
-                f"models (FLUX.1-dev); {name} has none: leave model.guidance unset"
-            )
-        if opts.null_embedding is not None and not self.TAKES_NULL_EMBEDDING:
-            raise ValueError(
-                f"model.null_embedding={opts.null_embedding} is PixArt's learned unconditional "
-                f"embedding; {name} has none: leave model.null_embedding unset"
-            )
-        self.options = opts
-        self.network, self.vae, self.schedule = network, vae, schedule
+        """Builds the adapter from loaded parts (keywords named as in `PARTS`; `vae` may be
+        left out by pixel-space families) and options (AdapterOptions fields override
+        `options`). `pipeline_config`: the pipeline's model_index.json, for family settings."""
+        opts, parts = self._split(options, parts_and_options)
+        self.options, self.pipeline_config = opts, dict(pipeline_config or {})
+        for name in (*self.PARTS, *self.OPTIONAL_PARTS):
+            setattr(self, name, parts.get(name))
+        network, vae = parts[self.PARTS[0]], parts.get("vae") or self._autoencoder(dtype)
+        self.vae = vae
+        encoders = tuple(
+            m
+            for k, m in parts.items()
+            if isinstance(m, torch.nn.Module) and k not in (self.PARTS[0], "vae")
+        )
+        self.network, self.schedule = network, schedule
         self.device, self.dtype = device, dtype
         self.time_rule, self.latent, self.resize = opts.time_rule, opts.latent, opts.resize
         self.resample, self.mask_resample = opts.resample, opts.mask_resample
-        self.seed, self.vae_batch, self.token_count = seed, vae_batch, int(token_count)
+        self.seed, self.vae_batch = seed, vae_batch
+        self.text_tokens = int(opts.text_tokens or self.TEXT_TOKENS or 0) or None
+        self.token_count = int(self._token_count())
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         sample = getattr(network.config, "sample_size", None) or self.DEFAULT_LATENT_SIZE
         self.image_size = int(opts.image_size or sample * self.vae_scale_factor)
@@ -254,8 +145,42 @@ class LatentDiffusionDenoiser:
         self.vae_dtype = (
             torch.float32 if (dtype == torch.float16 and self.VAE_FLOAT16_OVERFLOWS) else dtype
         )
+        self._place(network, vae, encoders)
+        self._network_call = torch.compile(network) if opts.compile else network
+        self._tracing = False
+        self._prompt_cache: dict[str, Conditions] = {}
+        self._latent_cache: dict[Hashable, torch.Tensor] = {}
+        self.prompt_encodes = 0
+        self.image_encodes = 0
+        self._check()
+
+    def _split(
+        self, options: AdapterOptions | None, parts_and_options: dict[str, Any]
+    ) -> tuple[AdapterOptions, dict[str, Any]]:
+        """(checked options, parts) from the constructor's keywords; a wrong part is a
+        TypeError, an option the family does not act on a one-line ValueError."""
+        names = {f.name for f in fields(AdapterOptions)}
+        overrides = {k: v for k, v in parts_and_options.items() if k in names}
+        parts = {k: v for k, v in parts_and_options.items() if k not in names}
+        unknown = sorted(set(parts) - {*self.PARTS, *self.OPTIONAL_PARTS, "vae"})
+        missing_parts = [p for p in self.PARTS if parts.get(p) is None and p != "vae"]
+        if unknown or missing_parts:
+            raise TypeError(
+                f"{type(self).__name__} takes the parts {', '.join(self.PARTS)} (optional: "
+                f"{', '.join(self.OPTIONAL_PARTS) or 'none'}); got unknown {unknown}, missing "
+                f"{missing_parts}"
+            )
+        opts = replace(options or AdapterOptions(), **overrides).check()
+        refuse_options(opts, self.HONOURS, type(self).__name__)
+        return opts, parts
+
+    def _place(self, network: Any, vae: Any, encoders: tuple[Any, ...]) -> None:
+        """Every part in eval mode without gradients, in its dtype, on its device (under
+        model.offload the encoders and the VAE live in CPU memory between uses); the attention
+        processor set once when the family honours model.attn_processor."""
+        device, dtype = self.device, self.dtype
         # "model" / "sequential" offload: encoders and VAE live in CPU memory between uses.
-        self._encoders = tuple(encoders)
+        self._encoders = encoders
         self._offloaded = (vae, *encoders) if self.offload != "none" else ()
         home = torch.device("cpu") if self.offload != "none" else device
         for m, want in ((vae, self.vae_dtype), *((e, dtype) for e in encoders)):
@@ -265,6 +190,11 @@ class LatentDiffusionDenoiser:
         network.eval().requires_grad_(False)
         if network.dtype != dtype:
             network.to(dtype=dtype)
+        if "attn_processor" in self.HONOURS:
+            from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+            eager = self.options.attn_processor == "eager"
+            network.set_attn_processor(AttnProcessor() if eager else AttnProcessor2_0())
         if self.offload == "sequential":
             from accelerate import cpu_offload  # streams each submodule's weights to the device
 
@@ -273,12 +203,6 @@ class LatentDiffusionDenoiser:
             network.to(device=device)
         if self.channels_last:
             network.to(memory_format=torch.channels_last)
-        self._network_call = torch.compile(network) if opts.compile else network
-        self._tracing = False
-        self._prompt_cache: dict[str, Conditions] = {}
-        self._latent_cache: dict[Hashable, torch.Tensor] = {}
-        self.prompt_encodes = 0
-        self.image_encodes = 0
 
     @contextmanager
     def _visiting(self, *modules: Any) -> Iterator[None]:
@@ -304,25 +228,17 @@ class LatentDiffusionDenoiser:
 
     # --- family hooks ------------------------------------------------------------------------
 
+    def _token_count(self) -> int:
+        """Length of the text encoding the attention sees (one CLIP encoder: its 77 tokens)."""
+        return int(self.tokenizer.model_max_length)  # type: ignore[attr-defined]
+
+    def _check(self) -> None:
+        """Family checks once every part is in place (e.g. the patch grid); default: none."""
+
     @classmethod
-    def _weight_parts(cls) -> tuple[str, ...]:
-        """Subfolders that must hold weights: every component but the tokenizers."""
-        from infodecomp.models.families.text_encoders import is_tokenizer
-
-        return tuple(n for n, spec in cls.COMPONENTS.items() if not is_tokenizer(spec))
-
-    @classmethod
-    def _load_components(
-        cls, src: str | Path, dtype: torch.dtype, revision: str | None
-    ) -> dict[str, Any]:
-        """Loads the family's parts (`COMPONENTS`, each from its subfolder): keyword arguments
-        for the constructor. Override to add parts that are computed or optional."""
-        from infodecomp.models.families.text_encoders import load_part
-
-        return {
-            name: load_part(src, name, spec, dtype, revision)
-            for name, spec in cls.COMPONENTS.items()
-        }
+    def _autoencoder(cls, dtype: torch.dtype) -> Any:
+        """The VAE when `vae` is not among the parts (pixel-space mixins return the identity)."""
+        raise TypeError(f"{cls.__name__} needs a vae part (or put PixelSpaceMixin first)")
 
     def _encode_prompts(self, prompts: list[str]) -> Conditions:
         """Text encoders on a batch of prompts -> encoding rows [k, ...] (every field)."""
@@ -353,7 +269,10 @@ class LatentDiffusionDenoiser:
         seed: int = 0,
         **option_overrides: Any,
     ) -> LatentDiffusionDenoiser:
-        """Loads a pipeline's components from a preset name, hub id or local folder.
+        """Loads a pipeline's parts from a preset name, hub id or local folder.
+
+        Each part in `PARTS` (and each of `OPTIONAL_PARTS` the index names) is loaded with the
+        class model_index.json gives it, from its subfolder, in the run's dtype.
 
         Args:
             path: a preset name, a hub id, or a folder written by `save_pretrained`.
@@ -365,20 +284,33 @@ class LatentDiffusionDenoiser:
             seed: the default seed of the VAE posterior samples (latent="sample");
                 `encode_images(seed=...)` overrides it per call (the commands pass run.seed).
         """
+        from infodecomp.models.families.text_encoders import load_part, model_index
+
         opts = replace(options or AdapterOptions(), **option_overrides).check()
-        src = resolve_model_path(path, cls.REQUIRED_PARTS, cls._weight_parts())
+        refuse_options(opts, cls.HONOURS, cls.__name__)
+        src = resolve_model_path(path, *required_files(cls.PARTS))
         rev = None if isinstance(src, Path) else revision
         # model.dtype (the large presets: bfloat16) overrides the run's dtype
         tdtype, dev = resolve_dtype(opts.dtype or dtype), resolve_device(device)
         try:
             with quiet_hub():
-                parts = cls._load_components(src, tdtype, rev)
-                schedule = cls._make_schedule(_scheduler_config(src, rev))
+                index = model_index(src, rev)
+                classes = part_classes(index, cls.PARTS, cls.OPTIONAL_PARTS, src)
+                parts = {n: load_part(src, n, spec, tdtype, rev) for n, spec in classes.items()}
+                schedule = cls._make_schedule(scheduler_config(src, rev))
         except OSError as err:
             if isinstance(src, Path):
                 raise
-            raise OSError(f"{hub_error_hint(src, rev)} ({_short(err)})") from err
-        return cls(**parts, schedule=schedule, device=dev, dtype=tdtype, options=opts, seed=seed)
+            raise OSError(f"{hub_error_hint(src, rev)} ({short_error(err)})") from err
+        return cls(
+            **parts,
+            schedule=schedule,
+            device=dev,
+            dtype=tdtype,
+            options=opts,
+            seed=seed,
+            pipeline_config=index,
+        )
 
     # --- Denoiser protocol -------------------------------------------------------------------
 

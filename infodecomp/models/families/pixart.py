@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
 from infodecomp.estimators.protocol import Conditions
 from infodecomp.models.families.latent import LatentDiffusionDenoiser
 from infodecomp.models.families.text_encoders import t5_hidden, tokenize
-from infodecomp.models.presets import AdapterOptions
 
 T5_TOKENS = 300
 NULL_EMBEDDING_KEY = "y_embedding"  # the learned null caption's name in PixArt checkpoints
@@ -93,60 +92,16 @@ def load_null_embedding(path: str | Path, shape: tuple[int, int]) -> torch.Tenso
 class PixArtDenoiser(LatentDiffusionDenoiser):
     """PixArt: DiT with T5 cross-attention, KL VAE, epsilon with learned variance."""
 
-    REQUIRED_PARTS: ClassVar[dict[str, tuple[str, ...]]] = {
-        "model_index.json": ("model_index.json",),
-        "transformer": ("transformer/config.json",),
-        "vae": ("vae/config.json",),
-        "text_encoder": ("text_encoder/config.json",),
-        "tokenizer": ("tokenizer/tokenizer.json", "tokenizer/spiece.model", "tokenizer/vocab.json"),
-        "scheduler": ("scheduler/scheduler_config.json",),
-    }
-    COMPONENTS: ClassVar[dict[str, str]] = {
-        "transformer": "diffusers:PixArtTransformer2DModel",
-        "vae": "diffusers:AutoencoderKL",
-        "text_encoder": "transformers:T5EncoderModel",
-        "tokenizer": "tokenizer",
-    }
-    TAKES_TEXT_TOKENS: ClassVar[bool] = True
-    TAKES_NULL_EMBEDDING: ClassVar[bool] = True
-    VAE_FLOAT16_OVERFLOWS: ClassVar[bool] = True
+    PARTS = ("transformer", "vae", "text_encoder", "tokenizer")
+    HONOURS = frozenset({"time_rule", "attn_processor", "text_tokens", "null_embedding"})
+    TEXT_TOKENS = T5_TOKENS
+    VAE_FLOAT16_OVERFLOWS = True
 
-    def __init__(
-        self,
-        transformer: Any,
-        vae: Any,
-        text_encoder: Any,
-        tokenizer: Any,
-        schedule: Any,
-        *,
-        device: torch.device,
-        dtype: torch.dtype,
-        options: AdapterOptions | None = None,
-        seed: int = 0,
-        vae_batch: int = 8,
-        **option_overrides: Any,
-    ) -> None:
-        self.text_encoder, self.tokenizer = text_encoder, tokenizer
-        opts = options or AdapterOptions()
-        t5_tokens = int(option_overrides.get("text_tokens") or opts.text_tokens or T5_TOKENS)
-        super().__init__(
-            transformer,
-            vae,
-            schedule,
-            device=device,
-            dtype=dtype,
-            options=options,
-            token_count=t5_tokens,
-            encoders=(text_encoder,),
-            seed=seed,
-            vae_batch=vae_batch,
-            **option_overrides,
-        )
-        from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+    def _token_count(self) -> int:
+        return int(self.text_tokens)  # type: ignore[arg-type]
 
-        eager = self.options.attn_processor == "eager"
-        self.network.set_attn_processor(AttnProcessor() if eager else AttnProcessor2_0())
-        self._require_patch_grid(int(transformer.config.patch_size))
+    def _check(self) -> None:
+        self._require_patch_grid(int(self.network.config.patch_size))
         self.null_embedding: torch.Tensor | None = None  # [T, D]: the "" condition, if given
         if self.options.null_embedding is None:
             log.info(
@@ -155,7 +110,7 @@ class PixArtDenoiser(LatentDiffusionDenoiser):
                 "model.null_embedding=<file> to use it"
             )
         else:
-            width = int(text_encoder.config.d_model)
+            width = int(self.text_encoder.config.d_model)
             self.null_embedding = load_null_embedding(
                 self.options.null_embedding, (self.token_count, width)
             )

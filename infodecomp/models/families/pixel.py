@@ -68,6 +68,11 @@ class PixelSpaceMixin:
     resample: str
     image_encodes: int
 
+    @classmethod
+    def _autoencoder(cls, dtype: torch.dtype) -> IdentityAutoencoder:
+        """No `vae` part: the identity stands in for it."""
+        return IdentityAutoencoder(dtype=dtype)
+
     def _own(self, image: Any) -> bool:
         """Whether `image` is a tensor of the model's own data space."""
         size = (3, self.image_size, self.image_size)

@@ -18,8 +18,7 @@ CLIP-L token positions and its T5 positions (offset 77) among the text keys.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
@@ -27,98 +26,26 @@ from infodecomp.estimators.protocol import Conditions
 from infodecomp.models.attention.joint import capture_joint_attention
 from infodecomp.models.dynamics.flow import FlowMatchingMixin
 from infodecomp.models.families.latent import LatentDiffusionDenoiser
-from infodecomp.models.families.text_encoders import (
-    clip_hidden,
-    load_part,
-    t5_hidden,
-    tokenize,
-)
+from infodecomp.models.families.text_encoders import clip_hidden, t5_hidden, tokenize
 from infodecomp.models.families.tokens import word_token_indices
-from infodecomp.models.presets import AdapterOptions
 
 T5_TOKENS = 256  # the SD 3 pipeline's max_sequence_length
-
-
-# SD 3.x's T5 encoder: loaded when the folder has it (pipelines may be saved without it)
-OPTIONAL_T5 = {"text_encoder_3": "transformers:T5EncoderModel", "tokenizer_3": "tokenizer"}
 
 
 class SD3Denoiser(FlowMatchingMixin, LatentDiffusionDenoiser):
     """SD 3.x: MMDiT transformer, 16-channel VAE, CLIP-L + CLIP-G + T5 (rectified flow)."""
 
-    REQUIRED_PARTS: ClassVar[dict[str, tuple[str, ...]]] = {
-        "model_index.json": ("model_index.json",),
-        "transformer": ("transformer/config.json",),
-        "vae": ("vae/config.json",),
-        "text_encoder": ("text_encoder/config.json",),
-        "text_encoder_2": ("text_encoder_2/config.json",),
-        "tokenizer": ("tokenizer/vocab.json", "tokenizer/tokenizer.json"),
-        "tokenizer_2": ("tokenizer_2/vocab.json", "tokenizer_2/tokenizer.json"),
-        "scheduler": ("scheduler/scheduler_config.json",),
-    }
-    COMPONENTS: ClassVar[dict[str, str]] = {
-        "transformer": "diffusers:SD3Transformer2DModel",
-        "vae": "diffusers:AutoencoderKL",
-        "text_encoder": "transformers:CLIPTextModelWithProjection",
-        "text_encoder_2": "transformers:CLIPTextModelWithProjection",
-        "tokenizer": "transformers:CLIPTokenizer",
-        "tokenizer_2": "transformers:CLIPTokenizer",
-    }
-    TAKES_TEXT_TOKENS: ClassVar[bool] = True
-    DEFAULT_T5_TOKENS: ClassVar[int] = T5_TOKENS
+    PARTS = ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
+    OPTIONAL_PARTS = ("text_encoder_3", "tokenizer_3")  # pipelines may be saved without T5
+    HONOURS = frozenset({"text_tokens"})
+    TEXT_TOKENS = T5_TOKENS
 
-    def __init__(
-        self,
-        transformer: Any,
-        vae: Any,
-        text_encoder: Any,
-        text_encoder_2: Any,
-        tokenizer: Any,
-        tokenizer_2: Any,
-        schedule: Any,
-        text_encoder_3: Any = None,
-        tokenizer_3: Any = None,
-        *,
-        device: torch.device,
-        dtype: torch.dtype,
-        options: AdapterOptions | None = None,
-        seed: int = 0,
-        vae_batch: int = 8,
-        **option_overrides: Any,
-    ) -> None:
-        self.text_encoder, self.text_encoder_2 = text_encoder, text_encoder_2
-        self.text_encoder_3, self.tokenizer_3 = text_encoder_3, tokenizer_3
-        self.tokenizer, self.tokenizer_2 = tokenizer, tokenizer_2
-        self.clip_tokens = int(tokenizer.model_max_length)
-        opts = options or AdapterOptions()
-        self.t5_tokens = int(
-            option_overrides.get("text_tokens") or opts.text_tokens or self.DEFAULT_T5_TOKENS
-        )
-        encoders = tuple(e for e in (text_encoder, text_encoder_2, text_encoder_3) if e is not None)
-        super().__init__(
-            transformer,
-            vae,
-            schedule,
-            device=device,
-            dtype=dtype,
-            options=options,
-            token_count=self.clip_tokens + self.t5_tokens,
-            encoders=encoders,
-            seed=seed,
-            vae_batch=vae_batch,
-            **option_overrides,
-        )
-        self._require_patch_grid(int(transformer.config.patch_size))
+    def _token_count(self) -> int:
+        self.clip_tokens, self.t5_tokens = int(self.tokenizer.model_max_length), self.text_tokens
+        return self.clip_tokens + int(self.t5_tokens)  # type: ignore[arg-type]
 
-    @classmethod
-    def _load_components(
-        cls, src: str | Path, dtype: torch.dtype, revision: str | None
-    ) -> dict[str, Any]:
-        parts = super()._load_components(src, dtype, revision)
-        if not isinstance(src, Path) or (src / "text_encoder_3" / "config.json").is_file():
-            for name, spec in OPTIONAL_T5.items():
-                parts[name] = load_part(src, name, spec, dtype, revision)
-        return parts
+    def _check(self) -> None:
+        self._require_patch_grid(int(self.network.config.patch_size))
 
     def _encode_prompts(self, prompts: list[str]) -> Conditions:
         """{prompt_embeds [k, 77 + T5, D_T5], pooled [k, P_L + P_G]}."""

@@ -13,96 +13,32 @@ runs in float32 (VAE_FLOAT16_OVERFLOWS).
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
 from infodecomp.estimators.protocol import Conditions
 from infodecomp.models.families.latent import LatentDiffusionDenoiser
-from infodecomp.models.families.text_encoders import clip_hidden, model_index, tokenize
-from infodecomp.models.presets import AdapterOptions
+from infodecomp.models.families.text_encoders import clip_hidden, tokenize
 
 
 class SDXLDenoiser(LatentDiffusionDenoiser):
     """SDXL: UNet with text-time conditioning, KL VAE, CLIP-L and CLIP-G (with projection)."""
 
-    REQUIRED_PARTS: ClassVar[dict[str, tuple[str, ...]]] = {
-        "model_index.json": ("model_index.json",),
-        "unet": ("unet/config.json",),
-        "vae": ("vae/config.json",),
-        "text_encoder": ("text_encoder/config.json",),
-        "text_encoder_2": ("text_encoder_2/config.json",),
-        "tokenizer": ("tokenizer/vocab.json", "tokenizer/tokenizer.json"),
-        "tokenizer_2": ("tokenizer_2/vocab.json", "tokenizer_2/tokenizer.json"),
-        "scheduler": ("scheduler/scheduler_config.json",),
-    }
-    COMPONENTS: ClassVar[dict[str, str]] = {
-        "unet": "diffusers:UNet2DConditionModel",
-        "vae": "diffusers:AutoencoderKL",
-        "text_encoder": "transformers:CLIPTextModel",
-        "text_encoder_2": "transformers:CLIPTextModelWithProjection",
-        "tokenizer": "transformers:CLIPTokenizer",
-        "tokenizer_2": "transformers:CLIPTokenizer",
-    }
-    VAE_FLOAT16_OVERFLOWS: ClassVar[bool] = True
+    PARTS = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
+    VAE_FLOAT16_OVERFLOWS = True
 
-    def __init__(
-        self,
-        unet: Any,
-        vae: Any,
-        text_encoder: Any,
-        text_encoder_2: Any,
-        tokenizer: Any,
-        tokenizer_2: Any,
-        schedule: Any,
-        *,
-        force_zeros_for_empty_prompt: bool = True,
-        device: torch.device,
-        dtype: torch.dtype,
-        options: AdapterOptions | None = None,
-        seed: int = 0,
-        vae_batch: int = 8,
-        **option_overrides: Any,
-    ) -> None:
-        self.text_encoder, self.text_encoder_2 = text_encoder, text_encoder_2
-        self.tokenizer, self.tokenizer_2 = tokenizer, tokenizer_2
-        self.force_zeros = bool(force_zeros_for_empty_prompt)
-        super().__init__(
-            unet,
-            vae,
-            schedule,
-            device=device,
-            dtype=dtype,
-            options=options,
-            token_count=int(tokenizer.model_max_length),
-            encoders=(text_encoder, text_encoder_2),
-            seed=seed,
-            vae_batch=vae_batch,
-            **option_overrides,
-        )
-        from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
-
-        eager = self.options.attn_processor == "eager"
-        self.network.set_attn_processor(AttnProcessor() if eager else AttnProcessor2_0())
-        expected = unet.add_embedding.linear_1.in_features
-        got = unet.config.addition_time_embed_dim * 6 + text_encoder_2.config.projection_dim
+    def _check(self) -> None:
+        self.force_zeros = bool(self.pipeline_config.get("force_zeros_for_empty_prompt", True))
+        expected = self.network.add_embedding.linear_1.in_features
+        pooled = self.text_encoder_2.config.projection_dim
+        got = self.network.config.addition_time_embed_dim * 6 + pooled
         if expected != got:
             raise ValueError(
                 f"SDXL UNet expects {expected} added-condition features but 6 time ids and a "
-                f"{text_encoder_2.config.projection_dim}-d pooled vector give {got}; the "
-                "text_encoder_2 does not belong to this UNet"
+                f"{pooled}-d pooled vector give {got}; the text_encoder_2 does not belong to "
+                "this UNet"
             )
-
-    @classmethod
-    def _load_components(
-        cls, src: str | Path, dtype: torch.dtype, revision: str | None
-    ) -> dict[str, Any]:
-        index = model_index(src, revision)
-        return {
-            **super()._load_components(src, dtype, revision),
-            "force_zeros_for_empty_prompt": bool(index.get("force_zeros_for_empty_prompt", True)),
-        }
 
     @property
     def time_ids(self) -> torch.Tensor:

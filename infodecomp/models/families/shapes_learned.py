@@ -20,12 +20,12 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
 from infodecomp.models.dynamics.schedule import ContinuousSchedule
-from infodecomp.models.families.pixel import IdentityAutoencoder, PixelSpaceMixin
+from infodecomp.models.families.pixel import PixelSpaceMixin
 from infodecomp.models.families.sd import StableDiffusionDenoiser
 from infodecomp.models.tiny.sd import RESOURCES, build_clip_tokenizer, cached_folder
 from infodecomp.worlds import shapes as world
@@ -216,39 +216,22 @@ class ShapesLearnedDenoiser(PixelSpaceMixin, StableDiffusionDenoiser):
     `trained_world` tells the runner to hand them over unclipped.
     """
 
-    REQUIRED_PARTS: ClassVar[dict[str, tuple[str, ...]]] = {
-        "unet": ("unet/config.json",),
-        "text_encoder": ("text_encoder/config.json",),
-        "tokenizer": ("tokenizer/vocab.json", "tokenizer/tokenizer.json"),
-        "scheduler": ("scheduler/scheduler_config.json",),
-    }
-    COMPONENTS: ClassVar[dict[str, str]] = {
-        k: v for k, v in StableDiffusionDenoiser.COMPONENTS.items() if k != "vae"
-    }
+    PARTS = ("unet", "text_encoder", "tokenizer")  # no VAE: pixel space
+    HONOURS = frozenset({"attn_processor"})  # continuous logsnr: no timestep rule to choose
     trained_world = "shapes"
+
+    def _check(self) -> None:
+        """The text encoder model_index.json named is one a shapes-learned model has (v1:
+        CLIPTextModel, v2: T5EncoderModel; both are called as text_encoder(ids)[0])."""
+        name = type(self.text_encoder).__name__
+        if ("transformers", name) not in TEXT_ENCODERS:
+            raise ValueError(
+                f"the text encoder is a {name}; a shapes-learned model has one of "
+                f"{', '.join(sorted(f'{a}.{b}' for a, b in TEXT_ENCODERS))}"
+            )
 
     def _denoise(self, network: Any, z: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
         return super()._denoise(network, with_coordinates(network, z), t, cond)
-
-    @classmethod
-    def _load_components(
-        cls, src: str | Path, dtype: torch.dtype, revision: str | None
-    ) -> dict[str, Any]:
-        """The parts, with the text encoder's class read from model_index.json (CLIPTextModel
-        for v1, T5EncoderModel for v2: both are called as text_encoder(ids)[0])."""
-        from infodecomp.models.families.text_encoders import load_part, model_index
-
-        has_index = not isinstance(src, Path) or (src / "model_index.json").is_file()
-        index = model_index(src, revision) if has_index else {}
-        library, name = index.get("text_encoder", ["transformers", "CLIPTextModel"])
-        if (library, name) not in TEXT_ENCODERS:
-            raise ValueError(
-                f"{src}: model_index.json names text_encoder {library}.{name}; a shapes-learned "
-                f"model has one of {', '.join(sorted(f'{a}.{b}' for a, b in TEXT_ENCODERS))}"
-            )
-        specs = {**cls.COMPONENTS, "text_encoder": f"{library}:{name}"}
-        parts = {n: load_part(src, n, spec, dtype, revision) for n, spec in specs.items()}
-        return {**parts, "vae": IdentityAutoencoder(dtype=dtype)}
 
     @classmethod
     def _make_schedule(cls, config: dict[str, Any]) -> ContinuousSchedule:

@@ -1,5 +1,6 @@
 """Text-encoder calls the family adapters share: tokenise with a truncation warning, CLIP's
-penultimate hidden state and pooled output, T5's last hidden state, and the model index."""
+last hidden state (SD 1.x / 2.x) or penultimate one and pooled output (SDXL, SD 3), T5's last
+hidden state, the model index and the loading of one part."""
 
 from __future__ import annotations
 
@@ -36,8 +37,15 @@ def tokenize(
     return enc.input_ids.to(device), enc.attention_mask.to(device)
 
 
+def clip_last(encoder: Any, ids: torch.Tensor) -> torch.Tensor:
+    """Last hidden state [k, T, D] of a CLIP text encoder (after its final layer norm): what
+    SD 1.x / 2.x are conditioned on (SD 2.x checkpoints ship the encoder one layer short)."""
+    return encoder(ids)[0]
+
+
 def clip_hidden(encoder: Any, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(penultimate hidden states [k, T, D], first output [k, P]) of a CLIP text encoder.
+    """(penultimate hidden states [k, T, D], first output [k, P]) of a CLIP text encoder:
+    SDXL's and SD 3's conditioning (not SD 1.x / 2.x's: `clip_last`).
 
     The first output is the projected pooled vector of a CLIPTextModelWithProjection
     (`text_embeds`) and the pooled vector of a plain CLIPTextModel (`pooler_output`).
@@ -70,7 +78,7 @@ def hub_kwargs(revision: str | None) -> dict[str, Any]:
 
 
 def is_tokenizer(spec: str) -> bool:
-    """Whether a COMPONENTS spec names a tokenizer (no weights, no dtype)."""
+    """Whether a part's class spec names a tokenizer (no weights, no dtype)."""
     return spec == "tokenizer" or spec.endswith(("Tokenizer", "TokenizerFast"))
 
 
@@ -79,13 +87,14 @@ def load_part(
 ) -> Any:
     """One part of a saved pipeline, from its subfolder.
 
-    spec: "tokenizer" (any CLIP or T5 tokenizer, see `load_tokenizer`), or "<library>:<Class>"
-    with library diffusers or transformers: a network or text encoder loaded in `dtype`, or a
-    tokenizer class (a name ending in "Tokenizer" / "TokenizerFast", no dtype).
+    spec: "<library>:<Class>" as model_index.json names it, library diffusers or transformers:
+    a network or text encoder loaded in `dtype`, or a tokenizer (a class name ending in
+    "Tokenizer" / "TokenizerFast", no dtype; every tokenizer but CLIP's BPE one is read with
+    AutoTokenizer, see `load_tokenizer`), or "tokenizer" (AutoTokenizer).
     """
     import importlib
 
-    if spec == "tokenizer":
+    if spec == "tokenizer" or (is_tokenizer(spec) and not spec.startswith("transformers:CLIP")):
         return load_tokenizer(src, subfolder, revision)
     library, name = spec.split(":")
     cls = getattr(importlib.import_module(library), name)

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -80,6 +79,7 @@ from infodecomp.experiments.common import (
     to_dict,
 )
 from infodecomp.experiments.config import ValidateConfig
+from infodecomp.experiments.exact import one_thread
 from infodecomp.models.capabilities import ExactLikelihood, ImageModel
 from infodecomp.models.oracles.exact import ShapesOracle
 from infodecomp.models.registry import load_model, model_source
@@ -104,18 +104,6 @@ def _progress(cfg: ValidateConfig, total: int) -> tqdm:
         disable=not cfg.run.progress,
         dynamic_ncols=True,
     )
-
-
-@contextmanager
-def one_thread():
-    """The oracles' tensors are small: one intra-op thread is as fast on an idle machine and
-    avoids OpenMP threads spin-waiting for each other on a shared one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def oracle_checks(cfg: ValidateConfig, oracle: ShapesOracle) -> list[dict]:

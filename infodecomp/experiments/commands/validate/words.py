@@ -18,10 +18,11 @@ from infodecomp.experiments.commands.validate.table import (
     label,
     row,
 )
+from infodecomp.experiments.exact import SUPPORT_FRACTION, support_iou
 from infodecomp.models.oracles.exact import InfoIntegral, ShapesOracle
 from infodecomp.worlds import shapes as world
 
-MAP_L1_NOISE, MAP_IOU_MIN, SUPPORT_FRACTION = 2.0, 0.9, 0.05
+MAP_L1_NOISE, MAP_IOU_MIN = 2.0, 0.9
 WORD_KINDS = ("colour", "shape", "relation")
 
 
@@ -113,18 +114,6 @@ def _never_covered() -> torch.Tensor:
     for s in world.scenes():
         never &= ~(world.object_mask(s[0]) | world.object_mask(s[1]))
     return never
-
-
-def _support(m: torch.Tensor) -> torch.Tensor:
-    return m > SUPPORT_FRACTION * m.max()
-
-
-def support_iou(a: torch.Tensor, b: torch.Tensor) -> float:
-    """IoU of two maps' supports (pixels above SUPPORT_FRACTION of each map's maximum); NaN
-    when both supports are empty."""
-    sa, sb = _support(a), _support(b)
-    union = int((sa | sb).sum())
-    return float((sa & sb).sum()) / union if union else float("nan")
 
 
 def _halves(
