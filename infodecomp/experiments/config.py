@@ -290,14 +290,14 @@ class BenchConfig(BaseCommandConfig):
     repeats: int = 5  # alternating timing rounds per procedure; medians are reported
     # items (beyond the timed ones) on which reduced-precision engines are checked against float32
     precision_items: int = 30
-    # evaluations per answer, score by score (experiments.score_study): models studied
-    # (tiny-sd, shapes-learned, oracle), items per model, pilot items for the fitted proposals,
-    # repeats of every procedure, and draws behind each converged answer (>= 2000)
-    study_models: list[str] = field(default_factory=lambda: ["oracle"])
-    study_items: int = 30
-    study_pilot_items: int = 6
-    study_repeats: int = 3
-    converged_samples: int = 2000
+    # evaluations per answer, score by score (experiments.score_study)
+    study_models: list[str] = field(
+        default_factory=lambda: ["oracle"]
+    )  # tiny-sd, shapes-learned, oracle
+    study_items: int = 30  # items per studied model
+    study_pilot_items: int = 6  # separate items the fitted proposals are fitted on
+    study_repeats: int = 3  # independent repeats of every procedure
+    converged_samples: int = 2000  # draws behind each converged answer (>= 2000)
 
     def __post_init__(self) -> None:
         if self.converged_samples < 2000:
