@@ -13,8 +13,8 @@ from infodecomp.estimators import engine
 from infodecomp.estimators.engine import EngineConfig, Query
 from infodecomp.experiments import reference
 from infodecomp.experiments import score_study as ss
-from infodecomp.experiments.commands import bench
 from infodecomp.experiments.config import BenchConfig, ModelConfig
+from infodecomp.experiments.efficiency import item_options, random_images
 from infodecomp.models.registry import load_model
 
 
@@ -104,7 +104,7 @@ def test_reference_run_with_wrong_clip_or_batching_is_detected(tiny, variant, mo
     kw, sampler = RUNS[variant]
     _count_unet(tiny, monkeypatch)
     n = 20
-    images, options = bench._images(n, tiny.image_size, 0), bench.item_options(n)
+    images, options = random_images(n, tiny.image_size, 0), item_options(n)
     smp = sampler or reference.PAPER_SAMPLER
     out = reference.reference_scores(tiny, images, options, 10, sampler=smp, **kw)
     problems = reference.published_problems(out, n, 2, 10, smp)
@@ -117,8 +117,8 @@ def test_diffusionitm_losses_equal_the_study_dl_reference(tiny) -> None:
     gives the study's `dl` reference answer values on the same noise bank; a bank of 9 steps or
     a shifted one does not."""
     n = 5
-    xs = tiny.encode_images(bench._images(n, tiny.image_size, 3))
-    options = bench.item_options(n)
+    xs = tiny.encode_images(random_images(n, tiny.image_size, 3))
+    options = item_options(n)
     proc = ss.published_reference("dl")
     ests = ss.run_procedure(tiny, xs, options, proc, seed=2, tag="t")
     q = Query(xs[0], tuple(options[0]), key=("t", "bank"))
@@ -225,7 +225,7 @@ def test_gpu_bench_script_composes_a_valid_bench_config() -> None:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from infodecomp.experiments.common import register
+    from infodecomp.experiments.config import register
     from infodecomp.paths import config_dir
 
     text = Path(__file__).parents[1].joinpath("scripts", "gpu_bench.sh").read_text()

@@ -255,14 +255,13 @@ def test_aggregate_out_dir_is_a_deprecated_alias(tmp_path: Path, monkeypatch, ca
 def test_validate_records_the_model_device(tmp_path: Path, monkeypatch) -> None:
     """Was: meta.json said device 'cpu' whatever the model ran on."""
     from infodecomp.experiments.commands import validate
+    from infodecomp.experiments.commands.validate.table import row
     from infodecomp.experiments.config import ValidateConfig
 
     oracle = ShapesOracle()
     oracle.device = torch.device("meta")  # a device the run was not asked for
     monkeypatch.setattr(validate, "load_model", lambda *a: oracle)
-    monkeypatch.setattr(
-        validate, "oracle_checks", lambda c, o: [validate._row("x", "q", 0.0, 0.0, 1.0)]
-    )
+    monkeypatch.setattr(validate, "oracle_checks", lambda c, o: [row("x", "q", 0.0, 0.0, 1.0)])
     cfg = ValidateConfig()
     cfg.run.out_dir = str(tmp_path)
     cfg.run.device = "cpu"
