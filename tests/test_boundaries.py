@@ -296,7 +296,6 @@ OVER_LIMIT = {
     "infodecomp/experiments/commands/calibrate.py",
     "infodecomp/experiments/commands/calibrate.py:localize_section",
     "infodecomp/experiments/commands/calibrate.py:pointwise_sections",
-    "infodecomp/experiments/commands/localize.py:process",
     "infodecomp/experiments/commands/train_shapes.py:run",
     "infodecomp/experiments/config.py",
     "infodecomp/experiments/efficiency.py:sample_efficiency",
