@@ -1,0 +1,106 @@
+"""`localize` end to end on the segmentation benchmarks' fixtures (ImageNet-Segmentation's .mat,
+a PascalVOC tree) with tiny-sd, tiny-flux and tiny-sd3, up to `aggregate`'s segmentation table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from segmentation_fixtures import write_class_map, write_gtsegs, write_voc
+
+from infodecomp.data.records import WordItem
+from infodecomp.experiments.commands import localize
+from infodecomp.experiments.config import LocalizeConfig, ModelConfig
+from infodecomp.reporting.aggregate import aggregate
+from infodecomp.reporting.segmentation import SEG_COLUMNS, benchmark_metrics
+from infodecomp.tasks.segmentation import EVAL_SIZE
+
+pytest.importorskip("h5py", reason="data=imagenet-seg needs h5py (a dependency)")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("segdata")
+    write_voc(root / "voc")
+    mat = write_gtsegs(root / "imnet")["path"]
+    words = write_class_map(root / "map.json", {"n02084071": "dog", "n02121808": "cat"})
+    return {"voc": root / "voc", "mat": mat, "map": words, "out": root / "runs"}
+
+
+def _run(data: dict, model: str, name: str, limit: int, methods: list[str]) -> Path:
+    cfg = LocalizeConfig()
+    cfg.model = ModelConfig.of(model)
+    cfg.data.name = name
+    if name == "voc-seg":
+        cfg.data.root = str(data["voc"])
+    else:
+        cfg.data.root, cfg.data.annotations = str(data["mat"]), str(data["map"])
+    cfg.run.limit, cfg.run.device, cfg.run.progress = limit, "cpu", False
+    cfg.run.out_dir = str(data["out"] / f"{model}-{name}")
+    cfg.steps, cfg.daam_steps, cfg.methods, cfg.gallery = [2], 2, methods, 1
+    return localize.run(cfg)
+
+
+def _check_run(out: Path, methods: set[str], protocol: str) -> pd.DataFrame:
+    results = pd.read_csv(out / "results.csv")
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(results["method"]) == methods  # no CMI row: the data have no captions
+    assert (results["seg_protocol"] == protocol).all()
+    counts = results[["seg_tp", "seg_fp", "seg_fn", "seg_tn", "seg_void"]].sum(axis=1)
+    assert (counts == EVAL_SIZE**2).all()  # every pixel of the 224 x 224 grid, once
+    assert results["value"][results["method"] == "mi"].notna().all()
+    for method in methods:
+        m = benchmark_metrics(results[results["method"] == method])
+        assert summary[f"pixel_acc/{method}"] == pytest.approx(m["pixel_acc"])
+        assert summary[f"miou_seg/{method}"] == pytest.approx(m["miou"])
+        assert 0 <= summary[f"map/{method}"] <= 1
+    assert results[[c for c in results.columns if c.startswith("iou_")]].isna().all().all()
+    return results
+
+
+def test_localize_tiny_sd_on_voc_single_class(data) -> None:
+    out = _run(data, "tiny-sd", "voc-seg", 2, ["cmi", "mi", "attention", "attn_info", "whole"])
+    res = _check_run(out, {"mi", "attention", "attn_info"}, "voc-single")
+    assert list(res["item_id"].unique()) == ["2007_000001", "2007_000003"]
+    assert res.loc[res["item_id"] == "2007_000001", "seg_void"].gt(0).all()  # void boundary
+
+
+@pytest.mark.parametrize("model", ["tiny-flux", "tiny-sd3"])
+def test_localize_joint_attention_families_on_imagenet_seg(data, model: str) -> None:
+    out = _run(data, model, "imagenet-seg", 2, ["mi", "attention"])
+    res = _check_run(out, {"mi", "attention"}, "imagenet-seg")
+    assert (res["seg_void"] == 0).all()
+
+
+def test_segmentation_table_shows_every_method_side_by_side(data, tmp_path) -> None:
+    runs = sorted(data["out"].glob("*"))
+    if len(runs) < 3:
+        pytest.skip("needs the localize runs of this module (run the whole file)")
+    tables = aggregate(runs, tmp_path)
+    assert "table3" not in tables  # segmentation runs have their own table
+    t = tables["segmentation"]
+    got = set(zip(t["benchmark"], t["model"], t["method"], strict=True))
+    voc, imnet = "PascalVOC (single class)", "ImageNet-Segmentation"
+    assert {(voc, "tiny-sd", "MI"), (voc, "tiny-sd", "Attention (DAAM)"),
+            (voc, "tiny-sd", "Attention+Information (DAAM)"), (imnet, "tiny-flux", "MI"),
+            (imnet, "tiny-flux", "Attention (DAAM)"), (imnet, "tiny-sd3", "MI"),
+            (imnet, "tiny-sd3", "Attention (DAAM)")} == got  # fmt: skip
+    im = t[t["benchmark"] == imnet]
+    acc = im["pixel acc"] / 100
+    assert np.allclose(im["mIoU"] / 100, acc / (2 - acc))  # the published stacked arithmetic
+    assert "Zero-shot segmentation" in (tmp_path / "segmentation.md").read_text()
+
+
+def test_attention_methods_see_the_published_prompt_on_caption_less_items() -> None:
+    bare = WordItem("1", None, "dog", "dog", "", "_", extra={"prompt": "a dog", "captioned": False})
+    assert localize.baseline_item(bare).caption == "a dog"
+    assert not localize.captioned(bare)
+    coco = WordItem("2", None, "a dog runs", "dog", "a runs", "a _ runs")
+    assert localize.baseline_item(coco) is coco and localize.captioned(coco)
+
+
+def test_segmentation_columns_are_part_of_the_localize_schema() -> None:
+    assert localize.COLUMNS[-len(SEG_COLUMNS) :] == SEG_COLUMNS
