@@ -17,7 +17,13 @@ all-objects-published` (COCO-WL), and, only by name, `baseline_input=zero-one-pu
 (the published DAAM and Attention+Information baselines encode [0, 1] pixels).
 IoU against the ground-truth mask is stored at the 50 thresholds of the published protocol;
 `aggregate` reports the paper's best-threshold mIoU and a held-out-threshold variant, overall and
-per word type.
+per word type. On a zero-shot segmentation benchmark (data=imagenet-seg, voc-seg) each map is
+scored instead as ConceptAttention's published evaluation scores it (reporting.segmentation:
+counts and AP per map in the `seg_*` columns; pixel accuracy, mIoU and mAP in the summary and
+aggregate's segmentation table); those sets have no captions, so the MI map is scored (their
+CMI contrast is the same) and the attention methods see the prompt "a <word>".
+
+Each method's heat map comes from its producer in HEATS (a new method is one entry there).
 
 With a model that has exact information (the ShapesWorld oracle) two references are added: the
 exact CMI map scored against the object masks (method `exact`: what a perfect estimator scores
