@@ -123,3 +123,11 @@ def test_classes_option_is_refused_elsewhere_and_checked() -> None:
         load_dataset(DataSpec("shapes-localize", classes="multi", size=2))
     with pytest.raises(ValueError, match="data.classes=both is not one of"):
         DataSpec("voc-seg", classes="both")
+
+
+def test_path_settings_the_sets_do_not_read_are_refused(tmp_path) -> None:
+    write_voc(tmp_path)
+    with pytest.raises(DataError, match="data.annotations is not read by data=voc-seg"):
+        load_dataset(DataSpec("voc-seg", root=str(tmp_path), annotations="x.json"))
+    with pytest.raises(DataError, match="data.images is not read by data=imagenet-seg"):
+        load_dataset(DataSpec("imagenet-seg", root=str(tmp_path), images=str(tmp_path)))

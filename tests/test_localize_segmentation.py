@@ -102,6 +102,13 @@ def test_attention_methods_see_the_published_prompt_on_caption_less_items() -> N
     assert localize.baseline_item(coco) is coco and localize.captioned(coco)
 
 
+def test_blank_context_is_refused_on_caption_less_data(data) -> None:
+    cfg = LocalizeConfig()
+    cfg.data.name, cfg.data.root, cfg.blank_context = "voc-seg", str(data["voc"]), True
+    with pytest.raises(ValueError, match="blank_context=true .* no captions"):
+        localize.run(cfg)
+
+
 def test_segmentation_columns_are_part_of_the_localize_schema() -> None:
     assert localize.COLUMNS[-len(SEG_COLUMNS) :] == SEG_COLUMNS
 

@@ -138,8 +138,19 @@ def _imagenet_path(spec: DataSpec) -> Path:
     )  # fmt: skip
 
 
+def _refuse_unused(spec: DataSpec, *used: str) -> None:
+    """A one-line error for a path setting the data set does not read."""
+    for name in ("manifest", "annotations", "images"):
+        if name not in used and getattr(spec, name):
+            raise DataError(
+                f"data.{name} is not read by data={spec.name} (it reads data.root"
+                f"{', data.annotations' if used else ''}): leave data.{name} unset"
+            )
+
+
 def load_imagenet_seg(spec: DataSpec) -> Dataset:
     """ImageNet-Segmentation as WordItems, one per image (item id = its index, 4 digits)."""
+    _refuse_unused(spec, "annotations")
     path = str(_imagenet_path(spec))
     words, by_lemma = _class_words(spec.annotations)
     f = _mat(path)
@@ -227,6 +238,7 @@ def _voc_labels(path: Path) -> np.ndarray:
 def load_voc_seg(spec: DataSpec) -> Dataset:
     """PascalVOC 2012 val as WordItems: `data.classes=single` one per single-class image,
     `multi` one per (image, object class)."""
+    _refuse_unused(spec)
     root = voc_root(spec)
     ids = [s.strip() for s in (root / "ImageSets/Segmentation/val.txt").read_text().split()]
     protocol = "voc-single" if spec.classes == "single" else "voc-per-class"

@@ -431,6 +431,11 @@ def run(cfg: LocalizeConfig) -> Path:
             "[-1, 1]); for a faithful baseline use baseline_input=model",
             BUG_INPUT,
         )
+    if cfg.data.name in SEGMENTATION_DATA and cfg.blank_context:
+        raise ValueError(
+            f"localize blank_context=true chooses the CMI's context; data={cfg.data.name} has no "
+            "captions (the MI map is scored): leave blank_context unset"
+        )
     if cfg.data.name in SEGMENTATION_DATA and {"whole", "exact"} & set(cfg.methods):
         log.info(
             "localize data=%s: the whole-image and exact methods are not scored on a "
