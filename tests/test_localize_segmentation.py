@@ -123,3 +123,36 @@ def test_voc_multi_class_published_argmax_metrics() -> None:
     from infodecomp.reporting import segmentation as seg
 
     assert callable(getattr(seg, "multiclass_metrics", None))
+
+
+def test_the_scored_map_is_the_items_mi_map(data) -> None:
+    """A restatement outside localize: the item's MI map from experiments.maps.word_maps at the
+    same draws (keyed by the item), scored by reporting.segmentation, gives localize's row."""
+    from infodecomp.api import load
+    from infodecomp.data.registry import load_dataset
+    from infodecomp.data.segmentation import load_target
+    from infodecomp.estimators.protocol import encode_keyed
+    from infodecomp.estimators.queries import CMI, MI
+    from infodecomp.experiments.common import engine_config
+    from infodecomp.experiments.maps import word_maps
+    from infodecomp.reporting.segmentation import eval_target, score_map
+
+    out = data["out"] / "tiny-sd-voc-seg"
+    if not (out / "results.csv").exists():
+        pytest.skip("needs the tiny-sd voc-seg run of this module (run the whole file)")
+    cfg = LocalizeConfig()
+    cfg.data.name, cfg.data.root = "voc-seg", str(data["voc"])
+    ds = load_dataset(cfg.data)
+    item = ds.items[0]
+    model = load("tiny-sd", device="cpu").denoiser
+    x = encode_keyed(model, [ds.load_image(item)], [str(item.item_id)], cfg.run.seed)
+    est = word_maps(model, [item], x, engine_config(cfg.estimator, cfg.run, n_samples=2),
+                    daam=False)[0].estimate  # fmt: skip
+    target = eval_target(*load_target(item))
+    row = pd.read_csv(out / "results.csv").query("item_id == @item.item_id and method == 'mi'")
+    want = score_map(est.io_map[MI].float().numpy(), target, "voc-single")
+    assert row[list(want)[1:]].iloc[0].to_dict() == pytest.approx(dict(list(want.items())[1:]))
+    # fault: the map transposed (a grid mix-up) scores differently
+    flipped = score_map(est.io_map[MI].float().numpy().T, target, "voc-single")
+    assert flipped["seg_tp"] != want["seg_tp"]
+    assert bool((est.io_map[CMI] == est.io_map[MI]).all())  # no caption: the CMI is the MI
