@@ -65,6 +65,7 @@ def test_localize_tiny_sd_on_voc_single_class(data) -> None:
     out = _run(data, "tiny-sd", "voc-seg", 2, ["cmi", "mi", "attention", "attn_info", "whole"])
     res = _check_run(out, {"mi", "attention", "attn_info"}, "voc-single")
     assert list(res["item_id"].unique()) == ["2007_000001", "2007_000003"]
+    assert [p.name for p in (out / "figures").glob("*.png")] == ["2007_000001-maps.png"]
     assert res.loc[res["item_id"] == "2007_000001", "seg_void"].gt(0).all()  # void boundary
 
 

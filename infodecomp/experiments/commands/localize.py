@@ -336,10 +336,11 @@ def save_gallery(ctx: RunContext, items, images, ests, masks, daam: dict, steps:
     for it, image, e, mask in zip(items, images, ests, masks, strict=True):
         if str(it.item_id) not in shown:
             continue
-        maps = {
-            f"CMI '{it.word}' | context": e.io_map[0].float().cpu().numpy(),
-            f"MI '{it.word}'": e.io_map[1].float().cpu().numpy(),
-        }
+        maps = {f"CMI '{it.word}' | context": e.io_map[CMI].float().cpu().numpy()}
+        if not captioned(it):  # no caption: the CMI is the MI, drawn once
+            maps = {}
+        maps[f"MI '{it.word}'"] = e.io_map[MI].float().cpu().numpy()
+        info = list(maps)  # on one colour scale, in nats per pixel
         if it.item_id in daam:
             maps[f"attention ({ctx.cfg.attention})"] = daam[it.item_id].float().cpu().numpy()
         if mask is not None:
@@ -347,9 +348,9 @@ def save_gallery(ctx: RunContext, items, images, ests, masks, daam: dict, steps:
         fig = figures.panel(
             display_image(ctx.model, image),
             maps,
-            shared_scale=list(maps)[:2],
+            shared_scale=info,
             title=f"{it.caption} ({steps} logsnr samples)",
-            units={k: "nats / pixel" for k in list(maps)[:2]},
+            units=dict.fromkeys(info, "nats / pixel"),
         )
         figures.save(fig, folder / f"{it.item_id}-maps.png")
 
