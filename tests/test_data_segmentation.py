@@ -12,11 +12,10 @@ from infodecomp.data.registry import load_dataset
 from infodecomp.data.segmentation import load_target, present_classes
 from infodecomp.data.spec import DataSpec
 
-h5py = pytest.importorskip("h5py", reason="data=imagenet-seg needs h5py (a dependency)")
-
 
 @pytest.fixture
 def gtsegs(tmp_path):
+    pytest.importorskip("h5py", reason="data=imagenet-seg needs h5py (a dependency)")
     return write_gtsegs(tmp_path / "imnet")
 
 
@@ -129,5 +128,6 @@ def test_path_settings_the_sets_do_not_read_are_refused(tmp_path) -> None:
     write_voc(tmp_path)
     with pytest.raises(DataError, match="data.annotations is not read by data=voc-seg"):
         load_dataset(DataSpec("voc-seg", root=str(tmp_path), annotations="x.json"))
+    pytest.importorskip("h5py", reason="data=imagenet-seg needs h5py (a dependency)")
     with pytest.raises(DataError, match="data.images is not read by data=imagenet-seg"):
         load_dataset(DataSpec("imagenet-seg", root=str(tmp_path), images=str(tmp_path)))
