@@ -50,9 +50,9 @@ from infodecomp.tasks.segmentation import EVAL_SIZE, VOC_WORDS, VOID
 
 IMAGENET_SEG_FILE = "gtsegs_ijcv.mat"
 IMAGENET_SEG_SOURCE = (
-    "the ImageNet-Segmentation release of Guillaumin et al. (gtsegs_ijcv.mat, the file the "
-    "Transformer-Explainability and ConceptAttention evaluations read; linked from "
-    "github.com/hila-chefer/Transformer-Explainability)"
+    "the ImageNet-Segmentation release of Guillaumin et al. "
+    "(http://calvin-vision.net/bigstuff/proj-imagenet/data/gtsegs_ijcv.mat, the file the "
+    "Transformer-Explainability and ConceptAttention evaluations read)"
 )
 CLASS_MAP_SOURCE = (
     "the ConceptAttention repository (experiments/imagenet_segmentation/data/"
