@@ -162,3 +162,29 @@ def test_the_scored_map_is_the_items_mi_map(data) -> None:
     flipped = score_map(est.io_map[MI].float().numpy().T, target, "voc-single")
     assert flipped["seg_tp"] != want["seg_tp"]
     assert bool((est.io_map[CMI] == est.io_map[MI]).all())  # no caption: the CMI is the MI
+
+
+def test_network_rows_per_image_are_the_readmes_count(data, tmp_path, monkeypatch) -> None:
+    """README's cost per image: max(steps) x 2 conditions (the word, "") for the MI map, 2 x
+    daam_steps for DAAM, sum(steps) for Attention+Information; counted at the network."""
+    from infodecomp.models.families.sd import StableDiffusionDenoiser
+
+    rows = [0]
+    denoise = StableDiffusionDenoiser._denoise
+
+    def counted(self, network, z, t, cond):
+        rows[0] += z.shape[0]
+        return denoise(self, network, z, t, cond)
+
+    monkeypatch.setattr(StableDiffusionDenoiser, "_denoise", counted)
+    for methods, want in ((["cmi", "mi"], 4 * 2), (["mi", "attention"], 4 * 2 + 2 * 3),
+                          (["mi", "attn_info"], 4 * 2 + 2 + 4)):  # fmt: skip
+        cfg = LocalizeConfig()
+        cfg.model = ModelConfig.of("tiny-sd")
+        cfg.data.name, cfg.data.root = "voc-seg", str(data["voc"])
+        cfg.run.limit, cfg.run.device, cfg.run.progress = 1, "cpu", False
+        cfg.run.out_dir = str(tmp_path / "-".join(methods))
+        cfg.steps, cfg.daam_steps, cfg.methods, cfg.gallery = [2, 4], 3, methods, 0
+        rows[0] = 0
+        localize.run(cfg)
+        assert rows[0] == want, methods
