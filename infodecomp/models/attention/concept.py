@@ -100,6 +100,22 @@ def layer_map(o_x: torch.Tensor, o_c: torch.Tensor, unit_concepts: bool) -> torc
     return scores.softmax(CONCEPT_AXIS)
 
 
+def image_context(
+    text: tuple[torch.Tensor, torch.Tensor], concepts: tuple[torch.Tensor, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(keys, values) an image query sees besides the image's own: the text's only. Concepts
+    never enter the image stream (one-way attention)."""
+    return text
+
+
+def saliency_vectors(
+    o_x: torch.Tensor, o_c: torch.Tensor, v_x: torch.Tensor, v_c: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The space the maps are read in: the attention outputs (o_x [B, N, H d], o_c [B, C, H d]),
+    not the value vectors v_x, v_c [B, S, H, d] (the paper's value-space ablation)."""
+    return o_x, o_c
+
+
 def _qkv(attn: Any, x: torch.Tensor, added: bool) -> tuple[torch.Tensor, ...]:
     """(q, k, v) [B, S, H, d] of one stream, q / k normalised as the network does."""
     names = ("add_q_proj", "add_k_proj", "add_v_proj") if added else ("to_q", "to_k", "to_v")
@@ -242,8 +258,9 @@ class ConceptStream:
             qc, kc = _rope(qc, con_f), _rope(kc, con_f)
         o_c = attend(qc, torch.cat([kc, kx], 1), torch.cat([vc, vx], 1))  # [B, C, H d]
         if index in self.recorder.layers:
-            o_x = attend(qx, torch.cat([kt, kx], 1), torch.cat([vt, vx], 1))  # [B, N, H d]
-            self.recorder.vectors[index] = (o_x, o_c)
+            ko, vo = image_context((kt, vt), (kc, vc))
+            o_x = attend(qx, torch.cat([ko, kx], 1), torch.cat([vo, vx], 1))  # [B, N, H d]
+            self.recorder.vectors[index] = saliency_vectors(o_x, o_c, vx, vc)
         if mod is None or getattr(attn, "to_add_out", None) is None:
             self.state = None  # SD 3's last block: the text (and concept) stream ends here
             return
