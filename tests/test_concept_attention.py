@@ -328,3 +328,68 @@ def test_injected_faults_are_caught(name, fault, request, monkeypatch):
         FAULTS[fault](monkeypatch)
     got = _library(model, x, **kw)
     assert (got - want).abs().max() > FAULT_GAP, fault
+
+
+# --- end to end ---------------------------------------------------------------------------------
+
+
+def _localize_cfg(model: str, out, **fields):
+    from infodecomp.experiments.config import LocalizeConfig
+
+    cfg = LocalizeConfig(attention="concept", steps=[4], daam_steps=2)
+    cfg.methods = ["cmi", "attention", "concept"]
+    cfg.model = ModelConfig.of(model)
+    cfg.data.name, cfg.data.size = "shapes-localize", 4
+    cfg.run.limit, cfg.run.device, cfg.run.progress = 2, "cpu", False
+    cfg.run.out_dir = str(out)
+    for key, value in fields.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+def test_localize_attention_concept_reaches_table3(tmp_path):
+    """`localize model=tiny-flux attention=concept` and tiny-sd3: ConceptAttention rows beside
+    the raw cross-attention (DAAM's aggregation) and CMI, in results, summary and Table 3."""
+    import json
+
+    import pandas as pd
+
+    from infodecomp.experiments.commands import aggregate, localize
+    from infodecomp.experiments.config import AggregateConfig
+
+    runs = []
+    for model in ("tiny-flux", "tiny-sd3"):
+        out = localize.run(_localize_cfg(model, tmp_path / model))
+        results = pd.read_csv(out / "results.csv")
+        assert set(results["method"]) == {"cmi", "attention", "concept"}
+        assert results[results["method"] == "concept"]["item_id"].nunique() == 2
+        summary = json.loads((out / "summary.json").read_text())
+        assert 0.0 <= summary["miou/concept"] <= 1.0
+        assert len(list((out / "figures").glob("*-maps.png"))) == 2
+        runs.append(str(out))
+    agg = AggregateConfig(runs=runs)
+    agg.run.out_dir = str(tmp_path / "agg")
+    table = pd.read_csv(aggregate.run(agg) / "table3.csv")
+    for model in ("tiny-flux", "tiny-sd3"):
+        rows = table[table["setting"].str.startswith(model) & (table["words"] == "all")]
+        assert {"ConceptAttention", "Attention (DAAM)", "CMI"} <= set(rows["method"])
+
+
+def test_attention_concept_refused_without_joint_attention(tmp_path):
+    """A UNet family has no joint attention: attention=concept stops the run in one line."""
+    from infodecomp.experiments.commands import localize
+    from infodecomp.experiments.errors import RunError
+
+    with pytest.raises(RunError, match="attention=concept needs a joint-attention model"):
+        localize.run(_localize_cfg("tiny-sd", tmp_path / "sd", steps=[2]))
+
+
+def test_api_maps_concept(flux):
+    from infodecomp import api
+
+    torch.manual_seed(0)
+    image = torch.rand(3, 32, 32) * 2 - 1
+    r = api.maps(flux, image, CAPTION, "square", attention="concept", n_samples=4, daam_steps=2)
+    assert {"cmi", "attention", "concept"} <= set(r.maps) and r["concept"].shape == (32, 32)
+    with pytest.raises(ValueError, match="needs attention='concept'"):
+        api.maps(flux, image, CAPTION, "square", methods=["concept"])
