@@ -8,6 +8,9 @@ modes run each step count on its own draw.
 With a cross-attention model, the DAAM baseline and Attention+Information maps are added,
 aggregated as `attention` says (`daam`: DAAM's aggregation, the default and the paper's;
 `layer-mean`: heads averaged per layer; see models.attention); meta.json records the choice.
+With a joint-attention model (SD 3.x, Flux.1), `attention=concept` adds ConceptAttention maps
+(method `concept`, models.attention.concept; the concepts: experiments.maps.concept_list) beside
+the raw cross-attention, aggregated as DAAM's; other models refuse it in one line.
 The published localisation scripts, where they differ from these defaults, are options (set
 together by configs/experiment/paper-table3.yaml; README "Table 3 as the published scripts ran
 it"): `mi_prompt=label` (the MI map prompts with the manifest's Label, not the word),
