@@ -53,6 +53,7 @@ import torch.nn.functional as F
 LAYOUTS = ("sd3", "flux")
 FLUX_LAST_BLOCKS = 4  # the public Flux default: double-stream blocks 15..18 of 19
 SCHEDULE_STEPS, SCHEDULE_INDEX = 4, 2  # one call at index 2 of a 4-step schedule (both codes)
+BLOCK_ARGS = ("hidden_states", "encoder_hidden_states", "temb", "image_rotary_emb")
 CONCEPT_AXIS = -2  # softmax axis of a [B, C, N] layer map: over the concepts
 # the background concepts the public segmentation experiments add to every image's classes
 BACKGROUND_CONCEPTS = ("background", "floor", "grass", "tree", "sky")
@@ -235,8 +236,9 @@ class ConceptStream:
         the concept stream moves on (the block itself runs untouched afterwards)."""
         if self.state is None:
             return
+        kw = {**dict(zip(BLOCK_ARGS, args, strict=False)), **kwargs}  # positional: checkpointing
         with torch.no_grad():
-            self._step(module, self.index[id(module)], kwargs)
+            self._step(module, self.index[id(module)], kw)
 
     def _step(self, blk: Any, index: int, kw: dict) -> None:
         hidden, text, temb = kw["hidden_states"], kw["encoder_hidden_states"], kw["temb"]
