@@ -32,8 +32,9 @@ numbers and the SD 3 code; read, restated here, not copied):
    over the samples when several noise draws are asked for).
 
 Deviations (documented, deliberate): the image stream keeps the network's own conditioning (the
-caption's pooled vector and the adapter's guidance), where the public Flux segmentation code
-also gave the image stream the zero pooled vector; the public SD 3 code takes its image vectors
+caption's pooled vector and the adapter's guidance, model.guidance = 1 for FLUX.1-dev), where the
+public Flux segmentation code also gave the image stream the zero pooled vector and both streams
+guidance 0 (schnell, the model of its experiments, has no guidance input); the public SD 3 code takes its image vectors
 from the concept call (image queries over image + concept keys), here they are the network's own
 (image + text keys, as the paper and the Flux code); the public diffusers Flux wrapper takes the
 vectors after the output projections and normalises over patches, here the paper's definition
