@@ -99,7 +99,8 @@ class InfoMaps:
         maps: method -> map [H, W].
         labels: method -> display label (names the word).
         totals: information method -> (value, standard error) in nats.
-        attention: aggregation of the attention maps ("daam" or "layer-mean").
+        attention: the `attention` setting ("daam", "layer-mean", or "concept": ConceptAttention
+            beside attention maps aggregated as DAAM's).
         skipped: method -> why the model gave no such map.
     """
 
