@@ -33,7 +33,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"voc": root / "voc", "mat": mat, "map": words, "out": root / "runs"}
 
 
-def _run(data: dict, model: str, name: str, limit: int, methods: list[str]) -> Path:
+def _run(data: dict, model: str, name: str, limit: int, methods: list[str], **extra) -> Path:
     cfg = LocalizeConfig()
     cfg.model = ModelConfig.of(model)
     cfg.data.name = name
@@ -44,6 +44,8 @@ def _run(data: dict, model: str, name: str, limit: int, methods: list[str]) -> P
     cfg.run.limit, cfg.run.device, cfg.run.progress = limit, "cpu", False
     cfg.run.out_dir = str(data["out"] / f"{model}-{name}")
     cfg.steps, cfg.daam_steps, cfg.methods, cfg.gallery = [2], 2, methods, 1
+    for key, value in extra.items():
+        setattr(cfg.data if key == "classes" else cfg, key, value)
     return localize.run(cfg)
 
 
@@ -81,19 +83,39 @@ def test_localize_joint_attention_families_on_imagenet_seg(data, model: str) -> 
     assert (res["seg_void"] == 0).all()
 
 
+def test_concept_attention_on_voc_per_class_items(data) -> None:
+    """tiny-flux under attention=concept on the multi-class split: ConceptAttention rows beside
+    the MI and raw cross-attention rows; the image's other classes are among its concepts."""
+    out = _run(data, "tiny-flux", "voc-seg", 3, ["mi", "attention", "concept"],
+               attention="concept", classes="multi")  # fmt: skip
+    res = _check_run(out, {"mi", "attention", "concept"}, "voc-per-class")
+    assert list(res["item_id"].unique()) == ["2007_000001/cat", "2007_000002/dog",
+                                             "2007_000002/person"]  # fmt: skip
+    from infodecomp.data.registry import load_dataset
+    from infodecomp.data.spec import DataSpec
+    from infodecomp.experiments.maps import concept_list
+
+    ds = load_dataset(DataSpec("voc-seg", root=str(data["voc"]), classes="multi"))
+    dog = localize.baseline_item(ds.items[1])
+    assert concept_list(dog, ds.items)[:3] == ["dog", "person", "background"]
+
+
 def test_segmentation_table_shows_every_method_side_by_side(data, tmp_path) -> None:
     runs = sorted(data["out"].glob("*"))
-    if len(runs) < 3:
+    if len(runs) < 4:
         pytest.skip("needs the localize runs of this module (run the whole file)")
     tables = aggregate(runs, tmp_path)
     assert "table3" not in tables  # segmentation runs have their own table
     t = tables["segmentation"]
     got = set(zip(t["benchmark"], t["model"], t["method"], strict=True))
     voc, imnet = "PascalVOC (single class)", "ImageNet-Segmentation"
+    multi = "PascalVOC (per class, all images)"
     assert {(voc, "tiny-sd", "MI"), (voc, "tiny-sd", "Attention (DAAM)"),
             (voc, "tiny-sd", "Attention+Information (DAAM)"), (imnet, "tiny-flux", "MI"),
             (imnet, "tiny-flux", "Attention (DAAM)"), (imnet, "tiny-sd3", "MI"),
-            (imnet, "tiny-sd3", "Attention (DAAM)")} == got  # fmt: skip
+            (imnet, "tiny-sd3", "Attention (DAAM)"), (multi, "tiny-flux", "MI"),
+            (multi, "tiny-flux", "Attention (DAAM)"),
+            (multi, "tiny-flux", "ConceptAttention")} == got  # fmt: skip
     im = t[t["benchmark"] == imnet]
     acc = im["pixel acc"] / 100
     assert np.allclose(im["mIoU"] / 100, acc / (2 - acc))  # the published stacked arithmetic

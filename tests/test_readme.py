@@ -50,12 +50,14 @@ SKIP = {
         "needs the ARO data set (Visual Genome images)"
     ),
     "infodecomp bench model=sd21-random run.device=cuda": "needs a CUDA device",
-    "infodecomp localize model=flux-schnell data=imagenet-seg data.root=/data/imagenet-seg "
+    "infodecomp localize model=flux-schnell attention=concept data=imagenet-seg "
+    "data.root=/data/imagenet-seg "
     "data.annotations=/data/imagenet_class_map.json": (
         "needs ImageNet-Segmentation and a Flux checkpoint (fixtures: "
         "tests/test_localize_segmentation.py)"
     ),
-    "infodecomp localize model=sd3.5-medium data=voc-seg data.root=/data/VOCdevkit "
+    "infodecomp localize model=sd3.5-medium attention=concept data=voc-seg "
+    "data.root=/data/VOCdevkit "
     "data.classes=multi": (
         "needs PascalVOC 2012 and a gated SD 3.5 checkpoint (fixtures: "
         "tests/test_localize_segmentation.py)"

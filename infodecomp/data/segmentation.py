@@ -5,7 +5,9 @@ Neither has captions: an item's caption is its class word alone (context ""), so
 contrast is its MI (the engine evaluates the repeated condition once) and `localize` scores the
 MI map; `extra["prompt"]` is the prompt the published evaluation gives the attention methods,
 "a <word>". `extra["segmentation"]` names the protocol (tasks.segmentation) the maps are scored
-with; `load_target(ds, item)` gives the object and void pixels at the image's resolution.
+with; `load_target(item)` gives the object and void pixels at the image's resolution;
+`extra["concepts"]` (PascalVOC) lists the image's other class words, the concepts a
+ConceptAttention map of the item competes with (experiments.maps.concept_list).
 
 **ImageNet-Segmentation** (`data=imagenet-seg`): `gtsegs_ijcv.mat` (Guillaumin et al., 4,276
 images), a MATLAB v7.3 file, i.e. HDF5 (read with h5py). Under the group `value`, `img`, `gt`
@@ -261,8 +263,9 @@ def load_voc_seg(spec: DataSpec) -> Dataset:
         for c in classes:
             item_id = sid if spec.classes == "single" else f"{sid}/{VOC_WORDS[c]}"
             one = None if spec.classes == "single" else c  # single: every object pixel
+            others = [VOC_WORDS[o] for o in classes if o != c]  # ConceptAttention's concepts
             items.append(_item(item_id, VOC_WORDS[c], protocol, image, mask_path=str(mask_path),
-                               class_index=one))  # fmt: skip
+                               class_index=one, concepts=others))  # fmt: skip
     info = {"source": str(root), "segmentation": protocol, "images": len(ids)}
     info["not_in_subset"] = excluded
     return Dataset("voc-seg", items, skipped, load_item_image, _voc_mask, info)

@@ -47,7 +47,8 @@ def segmentation_table(runs: list[Any]) -> pd.DataFrame:
         df = df[df["seg_protocol"].notna()]
         for (protocol, method, n), part in df.groupby(["seg_protocol", "method", "n_steps"]):
             aggregation = run.attention if method in pub.ATTENTION_METHODS else None
-            key = (LABELS.get(protocol, protocol), run.model, method, aggregation, int(n))
+            label = pub.method_label(method, aggregation)  # "Attention (DAAM)", "ConceptAttention"
+            key = (LABELS.get(protocol, protocol), run.model, label, int(n))
             if key in seen:
                 continue
             seen.add(key)
@@ -56,7 +57,7 @@ def segmentation_table(runs: list[Any]) -> pd.DataFrame:
                 {
                     "benchmark": key[0],
                     "model": run.model,
-                    "method": pub.method_label(method, aggregation),
+                    "method": label,
                     "n_steps": int(n),
                     "images": m["images"],
                     **{label: 100 * m[name] for label, name in METRICS.items()},

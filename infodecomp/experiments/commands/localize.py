@@ -8,6 +8,9 @@ modes run each step count on its own draw.
 With a cross-attention model, the DAAM baseline and Attention+Information maps are added,
 aggregated as `attention` says (`daam`: DAAM's aggregation, the default and the paper's;
 `layer-mean`: heads averaged per layer; see models.attention); meta.json records the choice.
+With a joint-attention model (SD 3.x, Flux.1), `attention=concept` adds ConceptAttention maps
+(method `concept`, models.attention.concept; the concepts: experiments.maps.concept_list) beside
+the raw cross-attention, aggregated as DAAM's; other models refuse it in one line.
 The published localisation scripts, where they differ from these defaults, are options (set
 together by configs/experiment/paper-table3.yaml; README "Table 3 as the published scripts ran
 it"): `mi_prompt=label` (the MI map prompts with the manifest's Label, not the word),
@@ -54,6 +57,7 @@ from infodecomp.estimators.queries import CMI, MI, word_queries
 from infodecomp.experiments.common import engine_config
 from infodecomp.experiments.config import EstimatorConfig, LocalizeConfig
 from infodecomp.experiments.maps import (
+    concept_word_maps,
     daam_word_map,
     display_image,
     exact_range,
@@ -61,6 +65,7 @@ from infodecomp.experiments.maps import (
     has_daam,
     has_traced_attention,
     info_maps,
+    raw_aggregation,
     split_of,
     to_image_grid,
     traced_word_map,
@@ -79,7 +84,7 @@ from infodecomp.reporting.writer import LOCALIZE_COLUMNS
 
 log = logging.getLogger("infodecomp")
 COLUMNS = LOCALIZE_COLUMNS  # the documented results.csv schema
-METHODS = ("cmi", "mi", "attention", "attn_info", "whole", "exact")
+METHODS = ("cmi", "mi", "attention", "attn_info", "whole", "exact", "concept")
 OBJECT_MASK, EXACT_MAP = "object mask", "exact map"
 ATTENTION_METHODS = ("attention", "attn_info")  # aggregated and expanded as cfg.attention says
 GALLERY = "figures"  # <item>-maps.png of the first `gallery` items (the report's gallery)
@@ -145,6 +150,8 @@ class Batch:
     traced: bool = False  # Attention+Information asked for and possible
     targets: list | None = None  # segmentation benchmark: eval_target per item
     protocol: str | None = None  # segmentation benchmark's protocol (tasks.segmentation)
+    attention: str = "daam"  # aggregation of the raw cross-attention maps (raw_aggregation)
+    concept: dict = field(default_factory=dict)  # item id -> ConceptAttention map
 
 
 def captioned(item) -> bool:
@@ -182,6 +189,11 @@ def _heat_attention(b: Batch, i: int, e, ecfg, top) -> HeatMap | None:
     return None if heat is None else (heat, float("nan"))
 
 
+def _heat_concept(b: Batch, i: int, e, ecfg, top) -> HeatMap | None:
+    heat = b.concept.get(b.items[i].item_id)
+    return None if heat is None else (heat, float("nan"))
+
+
 def _heat_attn_info(b: Batch, i: int, e, ecfg, top) -> HeatMap | None:
     if not b.traced:
         return None
@@ -189,7 +201,7 @@ def _heat_attn_info(b: Batch, i: int, e, ecfg, top) -> HeatMap | None:
     if cfg.attn_info_clip is not None:
         ecfg = replace(ecfg, sampler=replace(ecfg.sampler, clip=cfg.attn_info_clip))
     item = baseline_item(b.items[i])
-    heat = traced_word_map(b.ctx.model, item, b.xb[i].cpu(), ecfg, cfg.attention, top)
+    heat = traced_word_map(b.ctx.model, item, b.xb[i].cpu(), ecfg, b.attention, top)
     return heat, float("nan")
 
 
@@ -201,6 +213,7 @@ HEATS = {
     "attention": _heat_attention,
     "attn_info": _heat_attn_info,
     "exact": _heat_exact,
+    "concept": _heat_concept,
 }
 
 
@@ -215,6 +228,10 @@ def _prepare(ctx: RunContext, items: list, images: list) -> Batch:
     b.protocol = ctx.dataset.info.get("segmentation")
     if b.protocol is not None:
         b.targets = [eval_target(*load_target(it)) for it in items]
+    b.attention = raw_aggregation(cfg.attention)  # of the raw cross-attention maps
+    b.concept = concept_word_maps(  # attention=concept
+        ctx.model, [baseline_item(it) for it in items], xs, cfg, ctx.dataset.items
+    )
     b.traced = has_traced_attention(ctx.model) and "attn_info" in cfg.methods
     daam = has_daam(ctx.model) and "attention" in cfg.methods
     if (b.traced or daam) and cfg.baseline_input == BUG_INPUT:
@@ -223,7 +240,7 @@ def _prepare(ctx: RunContext, items: list, images: list) -> Batch:
     if daam:  # DAAM does not depend on the logsnr budget: one inversion per item
         b.daam = {
             it.item_id: daam_word_map(
-                ctx.model, baseline_item(it), x.cpu(), cfg.daam_steps, cfg.attention
+                ctx.model, baseline_item(it), x.cpu(), cfg.daam_steps, b.attention
             )
             for it, x in zip(items, b.xb, strict=True)
         }
@@ -274,7 +291,7 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     rows = []
     for steps, ests, ecfg, nested_top in _estimates(b):
         if steps == max(cfg.steps):
-            save_gallery(ctx, items, images, ests, b.masks, b.daam, steps)
+            save_gallery(ctx, items, images, ests, b.masks, b.daam, steps, b.concept)
         for i, e in enumerate(ests):
             heats = {}
             for method in cfg.methods:
@@ -301,7 +318,7 @@ def _item_rows(b: Batch, i: int, e, ecfg, heats: dict[str, HeatMap], steps: int)
         ious = iou_curve_maps(grid, ref_grid)
         rows.append(_row(it, "cmi", steps, e.info_o(CMI)[0], ious, EXACT_MAP))
     for method, (heat, value) in heats.items():
-        agg = cfg.attention if method in ATTENTION_METHODS else None
+        agg = b.attention if method in ATTENTION_METHODS else None
         grid, gt = to_image_grid(model, heat, mask, attention=agg)
         ious = iou_curve(grid, gt) if gt is not None else nan
         rows.append(_row(it, method, steps, value, ious, b.refs[i]))
@@ -327,10 +344,13 @@ def gallery_ids(ctx: RunContext) -> set[str]:
     return {str(it.item_id) for it in ctx.dataset.items[: max(0, ctx.cfg.gallery)]}
 
 
-def save_gallery(ctx: RunContext, items, images, ests, masks, daam: dict, steps: int) -> None:
+def save_gallery(
+    ctx: RunContext, items, images, ests, masks, daam: dict, steps: int, concept: dict
+) -> None:
     """figures/<item>-maps.png for the gallery's items of this batch: the image, the CMI and MI
     maps of the word on one colour scale (nats per pixel), the attention baseline where the
-    model has one, and the ground-truth mask (the report shows them)."""
+    model has one, the ConceptAttention map under attention=concept, and the ground-truth mask
+    (the report shows them)."""
     shown = gallery_ids(ctx)
     folder = ctx.out / GALLERY
     for it, image, e, mask in zip(items, images, ests, masks, strict=True):
@@ -342,7 +362,10 @@ def save_gallery(ctx: RunContext, items, images, ests, masks, daam: dict, steps:
         maps[f"MI '{it.word}'"] = e.io_map[MI].float().cpu().numpy()
         info = list(maps)  # on one colour scale, in nats per pixel
         if it.item_id in daam:
-            maps[f"attention ({ctx.cfg.attention})"] = daam[it.item_id].float().cpu().numpy()
+            agg = raw_aggregation(ctx.cfg.attention)
+            maps[f"attention ({agg})"] = daam[it.item_id].float().cpu().numpy()
+        if it.item_id in concept:
+            maps["ConceptAttention"] = concept[it.item_id].float().cpu().numpy()
         if mask is not None:
             maps["ground truth"] = np.asarray(mask.cpu(), dtype=np.float64)
         fig = figures.panel(
