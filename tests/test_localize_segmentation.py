@@ -78,8 +78,9 @@ def test_localize_tiny_sd_on_voc_single_class(data) -> None:
 def test_localize_joint_attention_families_on_imagenet_seg(data, model: str) -> None:
     if data["mat"] is None:
         pytest.skip("data=imagenet-seg needs h5py (a dependency): pip install 'h5py>=3.8,<4'")
-    out = _run(data, model, "imagenet-seg", 2, ["mi", "attention"])
-    res = _check_run(out, {"mi", "attention"}, "imagenet-seg")
+    out = _run(data, model, "imagenet-seg", 2, ["mi", "attention", "concept"],
+               attention="concept")  # fmt: skip
+    res = _check_run(out, {"mi", "attention", "concept"}, "imagenet-seg")
     assert (res["seg_void"] == 0).all()
 
 
@@ -113,7 +114,8 @@ def test_segmentation_table_shows_every_method_side_by_side(data, tmp_path) -> N
     assert {(voc, "tiny-sd", "MI"), (voc, "tiny-sd", "Attention (DAAM)"),
             (voc, "tiny-sd", "Attention+Information (DAAM)"), (imnet, "tiny-flux", "MI"),
             (imnet, "tiny-flux", "Attention (DAAM)"), (imnet, "tiny-sd3", "MI"),
-            (imnet, "tiny-sd3", "Attention (DAAM)"), (multi, "tiny-flux", "MI"),
+            (imnet, "tiny-sd3", "Attention (DAAM)"), (imnet, "tiny-flux", "ConceptAttention"),
+            (imnet, "tiny-sd3", "ConceptAttention"), (multi, "tiny-flux", "MI"),
             (multi, "tiny-flux", "Attention (DAAM)"),
             (multi, "tiny-flux", "ConceptAttention")} == got  # fmt: skip
     im = t[t["benchmark"] == imnet]
