@@ -36,7 +36,7 @@ from infodecomp.experiments.common import (
     to_dict,
 )
 from infodecomp.experiments.config import check_values
-from infodecomp.experiments.errors import RunError
+from infodecomp.experiments.errors import ConfigError, RunError
 from infodecomp.experiments.session import KEYS, Session, first_start, leg_info, legs_for_meta
 from infodecomp.models.capabilities import ExactLikelihood, needs_rgb
 from infodecomp.models.registry import load_model, model_source
@@ -54,8 +54,10 @@ from infodecomp.reporting.store import (
 log = logging.getLogger("infodecomp")
 
 # Errors that are never one item's fault: they stop the run. A DataError is a data file that
-# cannot be read as a whole (e.g. the COCO annotation file the masks come from).
-_FATAL = (MemoryError, StoreError, torch.cuda.OutOfMemoryError, DataError)
+# cannot be read as a whole (e.g. the COCO annotation file the masks come from); a ConfigError
+# is a setting the loaded model cannot honour (e.g. attention=concept on a UNet), found only
+# once the model is there.
+_FATAL = (MemoryError, StoreError, torch.cuda.OutOfMemoryError, DataError, ConfigError)
 
 
 @dataclass
