@@ -310,8 +310,6 @@ OVER_LIMIT = {
     "infodecomp/reporting/aggregate.py",
     "infodecomp/reporting/aggregate.py:table3",
     "infodecomp/reporting/figures.py:panel",
-    "infodecomp/reporting/store.py",
-    "infodecomp/reporting/store.py:commit",
 }
 
 
