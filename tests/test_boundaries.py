@@ -307,7 +307,6 @@ OVER_LIMIT = {
     "infodecomp/models/oracles/exact.py:exact_info",
     "infodecomp/models/training/shapes.py",
     "infodecomp/models/training/shapes.py:model_card",
-    "infodecomp/reporting/figures.py:panel",
 }
 
 
