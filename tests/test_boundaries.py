@@ -299,8 +299,6 @@ OVER_LIMIT = {
     "infodecomp/experiments/commands/localize.py:process",
     "infodecomp/experiments/commands/train_shapes.py:run",
     "infodecomp/experiments/config.py",
-    "infodecomp/experiments/efficiency.py:sample_efficiency",
-    "infodecomp/experiments/runner.py:execute",
     "infodecomp/experiments/score_study.py",
     "infodecomp/experiments/score_study.py:study",
     "infodecomp/models/families/latent.py",
