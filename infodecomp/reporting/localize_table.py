@@ -19,7 +19,7 @@ from infodecomp.tasks.references import PUBLISHED_WL_REFERENCE
 # and the paper's own number.
 SE_SUFFIX, PUBLISHED_PM_SUFFIX = " se", " ± (published rule)"
 MIOU_SUFFIXES = (" paper", SE_SUFFIX, PUBLISHED_PM_SUFFIX, " held-out", " published")
-METHOD_ORDER = ("whole", "attention", "cmi", "mi", "attn_info", "exact")
+METHOD_ORDER = ("whole", "attention", "cmi", "mi", "attn_info", "concept", "exact")
 AGGREGATION_ORDER = ("daam", "layer-mean")
 LOCALIZE_REQUIRED = ("item_id", "method", "n_steps", "split", *IOU_COLUMNS)
 
