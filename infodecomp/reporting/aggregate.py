@@ -8,7 +8,8 @@ Published numbers appear beside measured ones only for runs in the paper's setti
 This module dispatches: the runs are read by reporting.runs, each table is built by its own
 module (reporting.aro_tables: Tables 1-2 and accuracy against samples; reporting.localize_table:
 Table 3; reporting.intervene_table: Table 4; reporting.calibration: the calibration table) and
-rendered by reporting.tables.
+rendered by reporting.tables. A new table is a module beside those, an entry in TITLES and a few
+lines in build_tables.
 """
 
 from __future__ import annotations

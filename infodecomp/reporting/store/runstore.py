@@ -25,10 +25,10 @@ _SQL_BUSY_MS = 30_000
 
 
 class RunStore:
-    """One store file (see the module docstring), opened for writing or read-only.
+    """One store file (its tables: infodecomp.reporting.store), opened for writing or read-only.
 
     Use :meth:`open` (writer: creates the file, checks command, columns and fingerprint) or
-    :meth:`read` (reader). A writer must hold the store's :class:`RunLock`.
+    :meth:`read` (reader). A writer must hold the store's lock (rundir.RunLock).
     """
 
     def __init__(self, path: Path, conn: sqlite3.Connection, meta: dict[str, Any]) -> None:
