@@ -300,7 +300,6 @@ OVER_LIMIT = {
     "infodecomp/experiments/score_study.py",
     "infodecomp/experiments/score_study.py:study",
     "infodecomp/models/families/latent.py",
-    "infodecomp/models/oracles/exact.py:exact_info",
     "infodecomp/reporting/aggregate.py",
     "infodecomp/reporting/aggregate.py:table3",
     "infodecomp/reporting/figures.py:panel",
