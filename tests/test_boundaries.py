@@ -290,7 +290,6 @@ MAX_FILE_LINES, MAX_FUNCTION_LINES = 500, 80
 OVER_LIMIT = {
     "infodecomp/api/maps.py:maps",
     "infodecomp/api/scoring.py:score",
-    "infodecomp/data/coco.py",
     "infodecomp/experiments/commands/bench.py:run",
     "infodecomp/experiments/commands/bench.py:speed",
     "infodecomp/experiments/commands/localize.py:process",
