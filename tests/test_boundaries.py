@@ -298,7 +298,6 @@ OVER_LIMIT = {
     "infodecomp/experiments/runner.py:execute",
     "infodecomp/experiments/score_study.py",
     "infodecomp/experiments/score_study.py:study",
-    "infodecomp/models/families/latent.py",
     "infodecomp/reporting/aggregate.py",
     "infodecomp/reporting/aggregate.py:table3",
     "infodecomp/reporting/figures.py:panel",
