@@ -293,7 +293,6 @@ OVER_LIMIT = {
     "infodecomp/experiments/commands/bench.py:run",
     "infodecomp/experiments/commands/bench.py:speed",
     "infodecomp/experiments/commands/localize.py:process",
-    "infodecomp/experiments/config.py",
     "infodecomp/experiments/efficiency.py:sample_efficiency",
     "infodecomp/experiments/runner.py:execute",
     "infodecomp/experiments/score_study.py",

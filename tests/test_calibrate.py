@@ -193,7 +193,7 @@ def test_calibrate_end_to_end_on_the_untrained_model(tmp_path: Path) -> None:
 
 
 def test_an_rgb_model_is_refused_in_one_line(tmp_path: Path) -> None:
-    from infodecomp.experiments.config import ConfigError
+    from infodecomp.experiments.errors import ConfigError
 
     class Rgb:  # an image model that is not trained on ShapesWorld pixels
         image_size = 16

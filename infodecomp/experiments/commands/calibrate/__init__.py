@@ -57,7 +57,8 @@ from infodecomp.experiments.commands.calibrate.pair import Pair
 from infodecomp.experiments.commands.calibrate.pointwise import pointwise_sections
 from infodecomp.experiments.commands.calibrate.ranking import ranking_section
 from infodecomp.experiments.common import resolve_device, resolve_dtype, to_dict
-from infodecomp.experiments.config import CalibrateConfig, ConfigError
+from infodecomp.experiments.config import CalibrateConfig
+from infodecomp.experiments.errors import ConfigError
 from infodecomp.experiments.exact import one_thread
 from infodecomp.experiments.shim import hydra_main, run_dir
 from infodecomp.models.capabilities import ExactLikelihood, needs_rgb
