@@ -26,7 +26,7 @@ from infodecomp.estimators.protocol import encode_keyed
 from infodecomp.estimators.queries import CMI, MI, option_queries
 from infodecomp.experiments.common import engine_config
 from infodecomp.experiments.config import (
-    ATTENTION_AGGREGATIONS,
+    LOCALIZE_ATTENTION,
     EstimatorConfig,
     RunConfig,
     VisualizeConfig,
@@ -36,15 +36,21 @@ from infodecomp.experiments.maps import (
     has_daam,
     has_traced_attention,
     info_maps,
+    raw_aggregation,
     to_image_grid,
     word_maps,
 )
-from infodecomp.models.capabilities import AttentionCapture, DaamInversion, missing
+from infodecomp.models.capabilities import (
+    AttentionCapture,
+    ConceptAttentionMaps,
+    DaamInversion,
+    missing,
+)
 from infodecomp.reporting import figures
 
 INFO_METHODS = ("mi", "cmi")  # information maps (nats per pixel), compared on one colour scale
-ATTENTION_METHODS = ("attention", "attn_info")  # attention baselines (attention weight)
-METHODS = ("mi", "cmi", "attention", "attn_info")
+ATTENTION_METHODS = ("attention", "attn_info", "concept")  # baselines (attention weight)
+METHODS = ("mi", "cmi", "attention", "attn_info", "concept")
 _VIS = VisualizeConfig()  # the command line's defaults (daam_steps, attention)
 
 
@@ -80,6 +86,8 @@ class InfoMaps:
     - "attention": the DAAM baseline (cross-attention traced over DDIM inversion and
       reconstruction), aggregated as `attention` says.
     - "attn_info": Attention+Information (attention traced at the CMI map's logsnr draws).
+    - "concept": ConceptAttention (`attention="concept"`, SD 3.x / Flux.1): the word's share of
+      the concepts' softmax in the joint attention's output space (models.attention.concept).
     Information maps are nats per pixel of the model's data grid (for a latent model a latent
     pixel covers vae_factor^2 image pixels; its value is spread over them by bilinear
     resizing), and `totals` holds each one's sum with its standard error in nats. The
@@ -91,7 +99,8 @@ class InfoMaps:
         maps: method -> map [H, W].
         labels: method -> display label (names the word).
         totals: information method -> (value, standard error) in nats.
-        attention: aggregation of the attention maps ("daam" or "layer-mean").
+        attention: the `attention` setting ("daam", "layer-mean", or "concept": ConceptAttention
+            beside attention maps aggregated as DAAM's).
         skipped: method -> why the model gave no such map.
     """
 
@@ -195,6 +204,7 @@ def maps(
     context: str | None = None,
     methods: list[str] | tuple[str, ...] | None = None,
     attention: str = _VIS.attention,
+    concepts: list[str] | None = None,
     daam_steps: int = _VIS.daam_steps,
     estimator: EstimatorConfig | None = None,
     run: RunConfig | None = None,
@@ -217,7 +227,11 @@ def maps(
         context: the CMI context; default: the caption with the word deleted.
         methods: which of "mi", "cmi", "attention", "attn_info" to compute; default: every one
             the model supports. Asking for an attention map the model cannot give is an error.
-        attention: aggregation of attention maps, "daam" (DAAM's, the paper's) or "layer-mean".
+        attention: aggregation of attention maps, "daam" (DAAM's, the paper's) or "layer-mean";
+            "concept" adds ConceptAttention (joint-attention models) beside the raw
+            cross-attention, aggregated as DAAM's.
+        concepts: the concepts the word competes with under attention="concept" (default: the
+            published background concepts: background, floor, grass, tree, sky).
         daam_steps: DDIM steps of the DAAM baseline.
         estimator, run, n_samples, seed: the command line's `estimator` / `run` configs and
             shortcuts (n_samples: logsnr samples of the maps; default 100).
@@ -228,14 +242,16 @@ def maps(
         `save()`.
     """
     m = as_model(model)
-    if attention not in ATTENTION_AGGREGATIONS:
-        raise ValueError(
-            f"attention={attention!r} is not one of: {', '.join(ATTENTION_AGGREGATIONS)}"
-        )
+    if attention not in LOCALIZE_ATTENTION:
+        raise ValueError(f"attention={attention!r} is not one of: {', '.join(LOCALIZE_ATTENTION)}")
     wanted = list(METHODS if methods is None else methods)
     unknown = sorted(set(wanted) - set(METHODS))
     if unknown:
         raise ValueError(f"methods {unknown} unknown; choose from {list(METHODS)}")
+    if "concept" in wanted and attention != "concept":
+        if methods is not None:
+            raise ValueError("the 'concept' map needs attention='concept'")
+        wanted.remove("concept")
     est, rcfg = settings(estimator, run, n_samples=n_samples, seed=seed)
     (img,), _ = as_images(image)
     check_for_model(m, [img])
@@ -255,7 +271,11 @@ def maps(
         ctx = None
     else:
         ctx = context if context is not None else delete_word(caption, word)
-        needs = {"attention": (AttentionCapture, DaamInversion), "attn_info": (AttentionCapture,)}
+        needs = {
+            "attention": (AttentionCapture, DaamInversion),
+            "attn_info": (AttentionCapture,),
+            "concept": (ConceptAttentionMaps,),
+        }
         for method, protocols in needs.items():
             lacking = missing(den, *protocols)
             if method in wanted and lacking:
@@ -272,21 +292,26 @@ def maps(
             ecfg,
             daam="attention" in wanted and has_daam(den),
             traced="attn_info" in wanted and has_traced_attention(den),
-            attention=attention,
+            attention=attention if "concept" in wanted else raw_aggregation(attention),
             daam_steps=daam_steps,
+            concepts=concepts,
+            seed=rcfg.seed,
         )
         e = wm.estimate
         heat = {"mi": (e.io_map[MI], None), "cmi": (e.io_map[CMI], None)}
         totals = {"mi": e.info_o(MI), "cmi": e.info_o(CMI)}
         if wm.attention is not None:
-            heat["attention"] = (wm.attention, attention)
+            heat["attention"] = (wm.attention, raw_aggregation(attention))
         if wm.attn_info is not None:
-            heat["attn_info"] = (wm.attn_info, attention)
+            heat["attn_info"] = (wm.attn_info, raw_aggregation(attention))
+        if wm.concept is not None:
+            heat["concept"] = (wm.concept, None)
         labels = {
             "mi": f"MI '{word}'",
             "cmi": f"CMI '{word}' | context",
-            "attention": f"Attention ({attention}) '{word}'",
-            "attn_info": f"Attention+Information ({attention}) '{word}'",
+            "attention": f"Attention ({raw_aggregation(attention)}) '{word}'",
+            "attn_info": f"Attention+Information ({raw_aggregation(attention)}) '{word}'",
+            "concept": f"ConceptAttention '{word}'",
         }
     order = [mt for mt in wanted if mt in heat]
     grids = {mt: to_image_grid(den, heat[mt][0], None, attention=heat[mt][1])[0] for mt in order}

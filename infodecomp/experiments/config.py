@@ -97,17 +97,23 @@ ATTENTION_AGGREGATIONS = (
 )  # = infodecomp.models.attention.capture.AGGREGATIONS
 
 
-def _check_attention(value: str) -> None:
-    if value not in ATTENTION_AGGREGATIONS:
-        raise ValueError(f"attention={value} is not one of: {', '.join(ATTENTION_AGGREGATIONS)}")
+# localize (and the API's maps) also take attention=concept: ConceptAttention maps (joint-
+# attention families) beside the raw cross-attention, which is then aggregated as DAAM's
+LOCALIZE_ATTENTION = (*ATTENTION_AGGREGATIONS, "concept")
+
+
+def _check_attention(value: str, allowed: tuple[str, ...] = ATTENTION_AGGREGATIONS) -> None:
+    if value not in allowed:
+        raise ValueError(f"attention={value} is not one of: {', '.join(allowed)}")
 
 
 @dataclass
 class LocalizeConfig(BaseCommandConfig):
     steps: list[int] = field(default_factory=lambda: [50, 100, 200])  # logsnr samples per map
-    # heat maps scored: cmi | mi | attention | attn_info | whole (the whole-image baseline)
+    # heat maps scored: cmi | mi | attention | attn_info | whole (the whole-image baseline) |
+    # concept (ConceptAttention, under attention=concept)
     methods: list[str] = field(
-        default_factory=lambda: ["cmi", "mi", "attention", "attn_info", "whole", "exact"]
+        default_factory=lambda: ["cmi", "mi", "attention", "attn_info", "whole", "exact", "concept"]
     )
     daam_steps: int = 50  # DDIM steps of the attention baseline
     blank_context: bool = False  # use context_ ("_") instead of the deleted-word context
@@ -115,7 +121,9 @@ class LocalizeConfig(BaseCommandConfig):
     # CMI maps (the estimator's sampler). The published code hard-codes clip 3 there while its
     # CMI maps run at clip 4 (configs/experiment/paper-table3.yaml)
     attn_info_clip: float | None = None
-    attention: str = "daam"  # aggregation of attention maps: daam (DAAM's, paper) | layer-mean
+    # aggregation of attention maps: daam (DAAM's, paper) | layer-mean | concept (SD 3.x / Flux.1:
+    # ConceptAttention maps, method `concept`, beside the raw cross-attention aggregated as daam)
+    attention: str = "daam"
     # the MI map's prompt: word (the word itself) | label (the manifest's Label column, a COCO
     # category: what the published code prompts with; configs/experiment/paper-table3.yaml)
     mi_prompt: str = "word"
@@ -131,7 +139,7 @@ class LocalizeConfig(BaseCommandConfig):
     gallery: int = 4
 
     def __post_init__(self) -> None:
-        _check_attention(self.attention)
+        _check_attention(self.attention, LOCALIZE_ATTENTION)
         for name, allowed in LOCALIZE_CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(

@@ -11,9 +11,12 @@ import torch
 
 from infodecomp.estimators.engine import EngineConfig, ItemEstimate, Query, draw, estimate
 from infodecomp.estimators.queries import context_of, word_queries
+from infodecomp.experiments.errors import ConfigError
 from infodecomp.models.attention.capture import expand_attention_map
+from infodecomp.models.attention.concept import BACKGROUND_CONCEPTS
 from infodecomp.models.capabilities import (
     AttentionCapture,
+    ConceptAttentionMaps,
     DaamInversion,
     ExactInformation,
     ImageModel,
@@ -32,6 +35,82 @@ def has_daam(model: object) -> bool:
 def has_traced_attention(model: object) -> bool:
     """Attention+Information needs attention capture only."""
     return isinstance(model, AttentionCapture)
+
+
+CONCEPT = "concept"  # `attention=concept`: ConceptAttention maps beside the raw cross-attention
+
+
+def has_concept_attention(model: object) -> bool:
+    """ConceptAttention needs a joint-attention family (SD 3.x, Flux.1)."""
+    return isinstance(model, ConceptAttentionMaps)
+
+
+def raw_aggregation(attention: str) -> str:
+    """The aggregation of the raw cross-attention maps under an `attention` setting: DAAM's
+    under `attention=concept` (the ConceptAttention maps are a method of their own)."""
+    return "daam" if attention == CONCEPT else attention
+
+
+def check_concept(model: object, attention: str, name: str = "the model") -> bool:
+    """Whether ConceptAttention maps are asked for (`attention=concept`); a one-line ConfigError
+    when the model has no joint attention to run them in."""
+    if attention != CONCEPT:
+        return False
+    if not has_concept_attention(model):
+        raise ConfigError(
+            f"attention=concept needs a joint-attention model (SD 3.x, Flux.1: model=sd35-*, "
+            f"flux-*, tiny-sd3, tiny-flux); {name} ({type(model).__name__}) has none: use "
+            "attention=daam"
+        )
+    return True
+
+
+def concept_list(item, items: list = ()) -> list[str]:
+    """The concepts an item's ConceptAttention map competes with: the item's word first, then
+    the concepts its data set names for it (`extra["concepts"]`, e.g. a segmentation set's other
+    class names), the words of the data set's other items on the same image and caption, and
+    the published background concepts (background, floor, grass, tree, sky); each once."""
+    others = [o.word for o in items if o.caption == item.caption and _same_image(o, item)]
+    extra = (item.extra or {}).get("concepts", ())
+    return unique_concepts([item.word, *extra, *others, *BACKGROUND_CONCEPTS])
+
+
+def unique_concepts(names) -> list[str]:
+    """`names` without empty or repeated (case-insensitive) entries, in order."""
+    out: list[str] = []
+    for c in names:
+        if c and c.lower() not in {o.lower() for o in out}:
+            out.append(c)
+    return out
+
+
+def _same_image(a, b) -> bool:
+    """Whether two items name the same image (a path or id; tensors only when the same object)."""
+    ia, ib = getattr(a, "image", None), getattr(b, "image", None)
+    if ia is ib:
+        return True
+    if isinstance(ia, torch.Tensor) or isinstance(ib, torch.Tensor):
+        return False
+    return ia == ib
+
+
+def concept_word_map(model, item, x: torch.Tensor, concepts: list[str], seed: int) -> torch.Tensor:
+    """The item's ConceptAttention map [gh, gw] on the image patch grid: concept 0 (the word)
+    among `concepts`, one network evaluation at the published noise level, its noise drawn from
+    (seed, item id)."""
+    maps = model.concept_maps(x.cpu(), item.caption, concepts, key=str(item.item_id), seed=seed)
+    return maps[0]
+
+
+def concept_word_maps(model, items: list, xs: torch.Tensor, cfg, all_items: list) -> dict:
+    """localize's ConceptAttention maps, item id -> [gh, gw], under `attention=concept` with
+    method `concept` (else empty): one network evaluation per item, noise from (run.seed, id)."""
+    if "concept" not in cfg.methods or not check_concept(model, cfg.attention, cfg.model.name):
+        return {}
+    return {
+        it.item_id: concept_word_map(model, it, x, concept_list(it, all_items), cfg.run.seed)
+        for it, x in zip(items, xs, strict=True)
+    }
 
 
 def exact_word_info(
@@ -114,12 +193,14 @@ class WordMaps:
     the CMI of the word given the context, contrast 1 the MI of the word alone; its `io_map`
     [2, h, w] is the pixel-wise i^o in nats per data-grid pixel (channels summed).
     `attention` (DAAM) and `attn_info` (Attention+Information) are [h, w] word maps, present
-    only where the model has the capability and they were asked for.
+    only where the model has the capability and they were asked for; `concept` the
+    ConceptAttention map [gh, gw] on the image patch grid (joint-attention models only).
     """
 
     estimate: ItemEstimate
     attention: torch.Tensor | None = None
     attn_info: torch.Tensor | None = None
+    concept: torch.Tensor | None = None
 
 
 def word_maps(
@@ -133,18 +214,31 @@ def word_maps(
     attention: str = "daam",
     daam_steps: int = 50,
     blank: bool = False,
+    concepts: list[str] | None = None,
+    seed: int = 0,
 ) -> list[WordMaps]:
     """CMI and MI maps of every (image, caption, word) item, plus the DAAM baseline (`daam`)
-    and Attention+Information (`traced`) where the model supports them. Shared by `visualize`
-    and the Python API (infodecomp.api.maps)."""
+    and Attention+Information (`traced`) where the model supports them, aggregated as
+    `attention` says; with `attention=concept` also the ConceptAttention map (concepts: the
+    item's word and `concepts`, default `concept_list`). Shared by `visualize` and the Python
+    API (infodecomp.api.maps)."""
     ests = info_maps(model, word_queries(items, xs, blank), ecfg)
+    with_concept = check_concept(model, attention)
+    agg = raw_aggregation(attention)
     out = []
     for it, x, e in zip(items, xs, ests, strict=True):
         wm = WordMaps(e)
         if daam and has_daam(model):
-            wm.attention = daam_word_map(model, it, x.cpu(), daam_steps, attention)
+            wm.attention = daam_word_map(model, it, x.cpu(), daam_steps, agg)
         if traced and has_traced_attention(model):
-            wm.attn_info = traced_word_map(model, it, x.cpu(), ecfg, attention)
+            wm.attn_info = traced_word_map(model, it, x.cpu(), ecfg, agg)
+        if with_concept:
+            names = (
+                concept_list(it, items)
+                if concepts is None
+                else unique_concepts([it.word, *concepts])
+            )
+            wm.concept = concept_word_map(model, it, x, names, seed)
         out.append(wm)
     return out
 

@@ -91,6 +91,17 @@ class DaamInversion(Protocol):
 
 
 @runtime_checkable
+class ConceptAttentionMaps(Protocol):
+    """ConceptAttention (models.attention.concept): concept tokens through the joint attention."""
+
+    def concept_maps(
+        self, latent: torch.Tensor, caption: str, concepts: list[str], *, key: str, seed: int = 0
+    ) -> torch.Tensor:
+        """Concept maps [K, gh, gw] (softmax over the K concepts) of a data-space point."""
+        ...
+
+
+@runtime_checkable
 class ProbabilityFlow(Protocol):
     """The noise levels the probability-flow ODE may integrate over (VE sigma = exp(-logsnr/2))."""
 
@@ -138,6 +149,7 @@ def missing(model: Any, *protocols: type) -> list[str]:
 
 __all__ = [
     "AttentionCapture",
+    "ConceptAttentionMaps",
     "DaamInversion",
     "ExactInformation",
     "ExactLikelihood",

@@ -58,7 +58,7 @@ MIOU_SUFFIXES = (" paper", SE_SUFFIX, PUBLISHED_PM_SUFFIX, " held-out", " publis
 CALIBRATE_DATA = "shapes-* (calibrate's sets)"
 # Commands whose run directories carry no table: listed in the runs index only.
 LISTED_ONLY = ("validate", "bench", "aggregate", "build-coco-manifest")
-METHOD_ORDER = ("whole", "attention", "cmi", "mi", "attn_info", "exact")
+METHOD_ORDER = ("whole", "attention", "cmi", "mi", "attn_info", "concept", "exact")
 AGGREGATION_ORDER = ("daam", "layer-mean")
 LEGACY_ATTENTION = "layer-mean"  # what runs without an `attention` setting computed
 ARO_REQUIRED = ("item_id", "subset", "group", "label", "option", "estimator", "score")

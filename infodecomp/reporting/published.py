@@ -60,13 +60,15 @@ METHOD_LABELS: dict[str, str] = {
     "mi": "MI",
     "attn_info": "Attention+Information",
     "exact": "Exact CMI (oracle)",
+    "concept": "ConceptAttention",
     "cmi_vs_exact": "CMI estimate vs exact CMI",
 }
 
 # Methods whose maps are aggregated cross-attention; their rows name the aggregation (a run's
 # `attention` setting, infodecomp.models.attention.capture). The paper's rows used DAAM's.
 ATTENTION_METHODS = ("attention", "attn_info")
-AGGREGATION_LABELS: dict[str, str] = {"daam": "DAAM", "layer-mean": "layer-mean"}
+# under attention=concept the raw cross-attention is aggregated as DAAM's (beside ConceptAttention)
+AGGREGATION_LABELS: dict[str, str] = {"daam": "DAAM", "layer-mean": "layer-mean", "concept": "DAAM"}
 PUBLISHED_AGGREGATION = "daam"
 # localize baseline_input=zero-one-published-bug: attention rows are named apart, e.g.
 # "Attention (DAAM, [0, 1] pixels: published bug)"; the published baselines were run that way

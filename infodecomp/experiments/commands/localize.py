@@ -8,6 +8,9 @@ modes run each step count on its own draw.
 With a cross-attention model, the DAAM baseline and Attention+Information maps are added,
 aggregated as `attention` says (`daam`: DAAM's aggregation, the default and the paper's;
 `layer-mean`: heads averaged per layer; see models.attention); meta.json records the choice.
+With a joint-attention model (SD 3.x, Flux.1), `attention=concept` adds ConceptAttention maps
+(method `concept`, models.attention.concept; the concepts: experiments.maps.concept_list) beside
+the raw cross-attention, aggregated as DAAM's; other models refuse it in one line.
 The published localisation scripts, where they differ from these defaults, are options (set
 together by configs/experiment/paper-table3.yaml; README "Table 3 as the published scripts ran
 it"): `mi_prompt=label` (the MI map prompts with the manifest's Label, not the word),
@@ -46,6 +49,7 @@ from infodecomp.estimators.queries import CMI, MI, word_queries
 from infodecomp.experiments.common import engine_config
 from infodecomp.experiments.config import EstimatorConfig, LocalizeConfig
 from infodecomp.experiments.maps import (
+    concept_word_maps,
     daam_word_map,
     display_image,
     exact_range,
@@ -53,6 +57,7 @@ from infodecomp.experiments.maps import (
     has_daam,
     has_traced_attention,
     info_maps,
+    raw_aggregation,
     split_of,
     to_image_grid,
     traced_word_map,
@@ -65,7 +70,7 @@ from infodecomp.reporting.writer import LOCALIZE_COLUMNS
 
 log = logging.getLogger("infodecomp")
 COLUMNS = LOCALIZE_COLUMNS  # the documented results.csv schema
-METHODS = ("cmi", "mi", "attention", "attn_info", "whole", "exact")
+METHODS = ("cmi", "mi", "attention", "attn_info", "whole", "exact", "concept")
 OBJECT_MASK, EXACT_MAP = "object mask", "exact map"
 ATTENTION_METHODS = ("attention", "attn_info")  # aggregated and expanded as cfg.attention says
 GALLERY = "figures"  # <item>-maps.png of the first `gallery` items (the report's gallery)
@@ -118,6 +123,8 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     if unknown:
         raise ValueError(f"localize methods {sorted(unknown)} unknown; choose from {METHODS}")
     xs = encode_batch(ctx, items, images)  # [N, C, h, w]
+    attention = raw_aggregation(cfg.attention)  # of the raw cross-attention maps
+    concept = concept_word_maps(ctx.model, items, xs, cfg, ctx.dataset.items)  # attention=concept
     masks = [ctx.dataset.load_mask(it) for it in items]
     refs = [(it.extra or {}).get("mask_reference", OBJECT_MASK) for it in items]
     nan = np.full(len(IOU_COLUMNS), np.nan)
@@ -133,7 +140,7 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     daam = {}  # DAAM does not depend on the logsnr budget: one inversion per item
     if has_daam(ctx.model) and "attention" in cfg.methods:
         daam = {
-            it.item_id: daam_word_map(ctx.model, it, x.cpu(), cfg.daam_steps, cfg.attention)
+            it.item_id: daam_word_map(ctx.model, it, x.cpu(), cfg.daam_steps, attention)
             for it, x in zip(items, xb, strict=True)
         }
     exact = None
@@ -171,7 +178,7 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
         else:
             ests = info_maps(ctx.model, queries, ecfg)
         if steps == top:
-            save_gallery(ctx, items, images, ests, masks, daam, steps)
+            save_gallery(ctx, items, images, ests, masks, daam, steps, concept)
         for i, (it, x, e, mask) in enumerate(zip(items, xb, ests, masks, strict=True)):
             heats = {
                 "cmi": (e.io_map[CMI], e.info_o(CMI)[0]),
@@ -187,13 +194,15 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
                     rows.append(_row(it, "cmi", steps, e.info_o(CMI)[0], ious, EXACT_MAP))
             if it.item_id in daam:
                 heats["attention"] = (daam[it.item_id], float("nan"))
+            if it.item_id in concept:
+                heats["concept"] = (concept[it.item_id], float("nan"))
             if traced:
                 acfg = ecfg
                 if cfg.attn_info_clip is not None:
                     acfg = replace(ecfg, sampler=replace(ecfg.sampler, clip=cfg.attn_info_clip))
                 heats["attn_info"] = (
                     traced_word_map(
-                        ctx.model, it, x.cpu(), acfg, cfg.attention, top if nested else None
+                        ctx.model, it, x.cpu(), acfg, attention, top if nested else None
                     ),
                     float("nan"),
                 )
@@ -201,7 +210,7 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
                 if method == "whole" or method not in heats:
                     continue
                 heat, value = heats[method]
-                agg = cfg.attention if method in ATTENTION_METHODS else None
+                agg = attention if method in ATTENTION_METHODS else None
                 grid, gt = to_image_grid(ctx.model, heat, mask, attention=agg)
                 ious = iou_curve(grid, gt) if gt is not None else nan
                 rows.append(_row(it, method, steps, value, ious, refs[i]))
@@ -218,10 +227,13 @@ def gallery_ids(ctx: RunContext) -> set[str]:
     return {str(it.item_id) for it in ctx.dataset.items[: max(0, ctx.cfg.gallery)]}
 
 
-def save_gallery(ctx: RunContext, items, images, ests, masks, daam: dict, steps: int) -> None:
+def save_gallery(
+    ctx: RunContext, items, images, ests, masks, daam: dict, steps: int, concept: dict
+) -> None:
     """figures/<item>-maps.png for the gallery's items of this batch: the image, the CMI and MI
     maps of the word on one colour scale (nats per pixel), the attention baseline where the
-    model has one, and the ground-truth mask (the report shows them)."""
+    model has one, the ConceptAttention map under attention=concept, and the ground-truth mask
+    (the report shows them)."""
     shown = gallery_ids(ctx)
     folder = ctx.out / GALLERY
     for it, image, e, mask in zip(items, images, ests, masks, strict=True):
@@ -232,7 +244,10 @@ def save_gallery(ctx: RunContext, items, images, ests, masks, daam: dict, steps:
             f"MI '{it.word}'": e.io_map[1].float().cpu().numpy(),
         }
         if it.item_id in daam:
-            maps[f"attention ({ctx.cfg.attention})"] = daam[it.item_id].float().cpu().numpy()
+            agg = raw_aggregation(ctx.cfg.attention)
+            maps[f"attention ({agg})"] = daam[it.item_id].float().cpu().numpy()
+        if it.item_id in concept:
+            maps["ConceptAttention"] = concept[it.item_id].float().cpu().numpy()
         if mask is not None:
             maps["ground truth"] = np.asarray(mask.cpu(), dtype=np.float64)
         fig = figures.panel(

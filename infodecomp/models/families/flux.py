@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from infodecomp.estimators.protocol import Conditions
+from infodecomp.models.attention.concept import ConceptAttentionMixin, flux_flow_time
 from infodecomp.models.attention.joint import capture_joint_attention
 from infodecomp.models.dynamics.flow import FlowMatchingMixin
 from infodecomp.models.families.latent import LatentDiffusionDenoiser
@@ -63,8 +64,10 @@ def image_ids(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch
     return ids.reshape(-1, 3).to(device, dtype)
 
 
-class FluxDenoiser(FlowMatchingMixin, LatentDiffusionDenoiser):
+class FluxDenoiser(FlowMatchingMixin, ConceptAttentionMixin, LatentDiffusionDenoiser):
     """Flux.1: joint/single-stream transformer on packed latents, CLIP-L pooled + T5."""
+
+    CONCEPT_LAYOUT = "flux"
 
     PARTS = ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
     HONOURS = frozenset({"text_tokens", "guidance"})
@@ -128,3 +131,16 @@ class FluxDenoiser(FlowMatchingMixin, LatentDiffusionDenoiser):
 
     def _word_indices(self, caption: str, word: str, occurrence: int | None) -> list[int]:
         return word_token_indices(self.tokenizer_2, caption, word, occurrence, self.token_count)
+
+    # --- ConceptAttention (models.attention.concept) ------------------------------------------
+
+    def _concept_tokens(self, concepts: list[str]) -> torch.Tensor:
+        """[C, D_T5]: each concept encoded alone by T5, its first token's hidden state."""
+        return self.encode_conditions(concepts)["prompt_embeds"][:, 0]
+
+    def concept_flow_time(self) -> float:
+        h, w = self.latent_size
+        return flux_flow_time(self.guided, (h // 2) * (w // 2))
+
+    def concept_grid(self) -> tuple[int, int]:
+        return self.latent_size[0] // 2, self.latent_size[1] // 2

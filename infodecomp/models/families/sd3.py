@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from infodecomp.estimators.protocol import Conditions
+from infodecomp.models.attention.concept import ConceptAttentionMixin, sd3_flow_time
 from infodecomp.models.attention.joint import capture_joint_attention
 from infodecomp.models.dynamics.flow import FlowMatchingMixin
 from infodecomp.models.families.latent import LatentDiffusionDenoiser
@@ -32,8 +33,10 @@ from infodecomp.models.families.tokens import word_token_indices
 T5_TOKENS = 256  # the SD 3 pipeline's max_sequence_length
 
 
-class SD3Denoiser(FlowMatchingMixin, LatentDiffusionDenoiser):
+class SD3Denoiser(FlowMatchingMixin, ConceptAttentionMixin, LatentDiffusionDenoiser):
     """SD 3.x: MMDiT transformer, 16-channel VAE, CLIP-L + CLIP-G + T5 (rectified flow)."""
+
+    CONCEPT_LAYOUT = "sd3"
 
     PARTS = ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
     OPTIONAL_PARTS = ("text_encoder_3", "tokenizer_3")  # pipelines may be saved without T5
@@ -93,3 +96,25 @@ class SD3Denoiser(FlowMatchingMixin, LatentDiffusionDenoiser):
             return clip
         t5 = word_token_indices(self.tokenizer_3, caption, word, occurrence, self.t5_tokens)
         return clip + [self.clip_tokens + i for i in t5]
+
+    # --- ConceptAttention (models.attention.concept) ------------------------------------------
+
+    def _concept_tokens(self, concepts: list[str]) -> torch.Tensor:
+        """[C, D]: the concepts joined by spaces, encoded as one prompt; each concept's first
+        CLIP position (after the start token)."""
+        lengths = [len(self.tokenizer(c, add_special_tokens=False).input_ids) for c in concepts]
+        starts = [1 + sum(lengths[:i]) for i in range(len(concepts))]
+        if starts[-1] + lengths[-1] >= self.clip_tokens:
+            raise ValueError(
+                f"concepts {concepts} take {sum(lengths)} CLIP tokens: more than the "
+                f"{self.clip_tokens - 2} of one prompt; use fewer concepts"
+            )
+        embeds = self.encode_conditions([" ".join(concepts)])["prompt_embeds"][0]
+        return embeds[starts]
+
+    def concept_flow_time(self) -> float:
+        return sd3_flow_time(self.schedule.num_train_timesteps, self.schedule.shift)
+
+    def concept_grid(self) -> tuple[int, int]:
+        p = int(self.network.config.patch_size)
+        return self.latent_size[0] // p, self.latent_size[1] // p
