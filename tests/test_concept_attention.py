@@ -378,13 +378,22 @@ def test_localize_attention_concept_reaches_table3(tmp_path):
         assert {"ConceptAttention", "Attention (DAAM)", "CMI"} <= set(rows["method"])
 
 
-def test_attention_concept_refused_without_joint_attention(tmp_path):
-    """A UNet family has no joint attention: attention=concept stops the run in one line."""
+@pytest.mark.parametrize("per_step", [8, 1])
+def test_attention_concept_refused_without_joint_attention(tmp_path, per_step):
+    """A UNet family has no joint attention: attention=concept stops the run in one line, also
+    when every batch holds one item (a config error is never one item's fault: no item is
+    skipped for it)."""
     from infodecomp.experiments.commands import localize
-    from infodecomp.experiments.errors import RunError
+    from infodecomp.experiments.errors import ConfigError
 
-    with pytest.raises(RunError, match="attention=concept needs a joint-attention model"):
-        localize.run(_localize_cfg("tiny-sd", tmp_path / "sd", steps=[2]))
+    cfg = _localize_cfg("tiny-sd", tmp_path / "sd", steps=[2])
+    cfg.run.items_per_step = per_step
+    with pytest.raises(ConfigError, match="attention=concept needs a joint-attention model"):
+        localize.run(cfg)
+    assert (
+        not (tmp_path / "sd" / "skipped.csv").exists()
+        or "concept" not in (tmp_path / "sd" / "skipped.csv").read_text()
+    )
 
 
 def test_api_maps_concept(flux):

@@ -1097,15 +1097,15 @@ def test_disk_full_mid_run_is_one_line_and_the_rerun_resumes(reference, tmp_path
 
 
 def test_disk_full_while_the_store_is_made_leaves_no_temporary_file(tmp_path, monkeypatch):
-    from infodecomp.reporting import store
+    from infodecomp.reporting.store import schema
 
-    real = store._create
+    real = schema.create
 
     def create(conn, *args):
         real(conn, *args)
         raise sqlite3.OperationalError("database or disk is full")
 
-    monkeypatch.setattr(store, "_create", create)
+    monkeypatch.setattr(schema, "create", create)
     out = tmp_path / "run"
     with pytest.raises(StoreError) as err:
         run_aro(out)

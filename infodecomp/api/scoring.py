@@ -135,34 +135,61 @@ def score(
     imgs, paths = as_images(images)
     check_for_model(m, imgs)
     per_image = _captions_per_image(captions, len(imgs))
-    for what, given in (("keys", keys), ("names", names)):
-        if given is not None and len(given) != len(imgs):
-            raise ValueError(f"got {len(given)} {what} for {len(imgs)} images")
-    labels = list(names) if names is not None else [p or "" for p in paths]
+    labels = _labels(len(imgs), paths, keys, names)
     ecfg = engine_config(est, rcfg)
     rows: list[dict] = []
     step = max(1, rcfg.items_per_step)
     for start in range(0, len(imgs), step):
         idx = list(range(start, min(start + step, len(imgs))))
-        ks = [str(keys[i]) if keys is not None else content_key(imgs[i]) for i in idx]
-        # the encoding is keyed by the pixels (a user key may be shared by several images)
-        pix = [content_key(imgs[i]) for i in idx]
-        xs = encode_keyed(m.denoiser, [imgs[i] for i in idx], pix, rcfg.seed)  # [n, C, h, w]
-        options = [per_image[i] for i in idx]
-        queries = option_queries(xs, options, ks)
-        ests, used = estimate_options(
-            m.denoiser, queries, [len(o) for o in options], est, ecfg, adaptive_score
+        rows += _score_step(
+            m, imgs, idx, per_image, keys, labels, est, ecfg, rcfg.seed, adaptive_score
         )
-        for i, e, n in zip(idx, ests, used, strict=True):
-            for j, caption in enumerate(per_image[i]):
-                row: dict[str, Any] = {"image": i, "name": labels[i], "caption": caption}
-                for name in SCORES:
-                    row[name], row[f"{name}_se"] = e.score(name, j)
-                row["n_samples"] = int(n)
-                rows.append(row)
     df = pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
     caveat = io_caveat(m.denoiser)
     if caveat is not None:
         df.attrs["caveat"] = caveat
         warnings.warn(f"infodecomp.api.score: {caveat}", UserWarning, stacklevel=2)
     return df
+
+
+def _labels(
+    n: int, paths: list, keys: Sequence[str] | None, names: Sequence[str] | None
+) -> list[str]:
+    """The `name` column of the n images; keys and names, when given, must be one per image."""
+    for what, given in (("keys", keys), ("names", names)):
+        if given is not None and len(given) != n:
+            raise ValueError(f"got {len(given)} {what} for {n} images")
+    return list(names) if names is not None else [p or "" for p in paths]
+
+
+def _score_step(
+    m: Model,
+    imgs: list,
+    idx: list[int],
+    per_image: list,
+    keys: Sequence[str] | None,
+    labels: list[str],
+    est: EstimatorConfig,
+    ecfg: Any,
+    seed: int,
+    adaptive_score: str,
+) -> list[dict]:
+    """The rows of the images `idx` (one engine step): one per (image, caption)."""
+    ks = [str(keys[i]) if keys is not None else content_key(imgs[i]) for i in idx]
+    # the encoding is keyed by the pixels (a user key may be shared by several images)
+    pix = [content_key(imgs[i]) for i in idx]
+    xs = encode_keyed(m.denoiser, [imgs[i] for i in idx], pix, seed)  # [n, C, h, w]
+    options = [per_image[i] for i in idx]
+    queries = option_queries(xs, options, ks)
+    ests, used = estimate_options(
+        m.denoiser, queries, [len(o) for o in options], est, ecfg, adaptive_score
+    )
+    rows: list[dict] = []
+    for i, e, n in zip(idx, ests, used, strict=True):
+        for j, caption in enumerate(per_image[i]):
+            row: dict[str, Any] = {"image": i, "name": labels[i], "caption": caption}
+            for name in SCORES:
+                row[name], row[f"{name}_se"] = e.score(name, j)
+            row["n_samples"] = int(n)
+            rows.append(row)
+    return rows

@@ -108,6 +108,56 @@ def calibrate(
     return fit_logistic(logsnr, weight, spread), evals
 
 
+def _schemes(
+    fitted: LogsnrSampler, budgets: tuple[int, ...], margins: tuple[float, ...]
+) -> list[tuple[str, str, LogsnrSampler, int, float | None]]:
+    """(name, proposal, sampler, budget, adaptive margin or None) of every scheme, the paper's
+    fixed budget first."""
+    paper_strat = replace(PAPER, mode="stratified")
+    paper_anti = replace(PAPER, mode="antithetic")
+    schemes = [("fixed-100 (paper)", "paper, iid", PAPER, 100, None)]
+    schemes += [(f"fixed-{n}", "paper, stratified", paper_strat, n, None) for n in budgets]
+    schemes += [(f"fixed-{n}", "paper, antithetic", paper_anti, n, None) for n in budgets]
+    schemes += [(f"fixed-{n}", "fitted, stratified", fitted, n, None) for n in budgets]
+    for label, sampler in (
+        ("paper, stratified", paper_strat),
+        ("paper, antithetic", paper_anti),
+        ("fitted, stratified", fitted),
+    ):
+        schemes += [(f"adaptive margin {m:g}", label, sampler, 100, m) for m in margins]
+    return schemes
+
+
+def _answers(
+    oracle: ShapesOracle,
+    queries: list,
+    n_opt: list[int],
+    cfg: EngineConfig,
+    margin: float | None,
+    round_samples: int,
+    min_samples: int,
+) -> tuple[torch.Tensor, list[int]]:
+    """One repeat of a scheme: the picked option per item and the samples each used (a fixed
+    budget, or the adaptive stopping rule's decision at `margin`)."""
+    if margin is None:
+        ests = estimate(oracle, queries, cfg)
+        return _predict(ests, queries), [cfg.n_samples] * len(queries)
+    results = estimate_ranking(
+        oracle,
+        queries,
+        n_opt,
+        cfg,
+        scores=("mmse",),
+        margin=margin,
+        round_samples=round_samples,
+        min_samples=min_samples,
+        report_samples=0,  # the answers only; the report's cost is listed apart
+    )
+    return torch.tensor([r.decisions["mmse"].pick for r in results]), [
+        r.n_decision for r in results
+    ]
+
+
 def sample_efficiency(
     n_per_set: int = 70,
     noise: float = 3.0,
@@ -138,18 +188,7 @@ def sample_efficiency(
     n_opt = [len(it.options) for it in items]
     k = torch.tensor(n_opt, dtype=torch.float64)
     fitted, cal_evals = calibrate(oracle, noise, seed)
-    paper_strat = replace(PAPER, mode="stratified")
-    paper_anti = replace(PAPER, mode="antithetic")
-    schemes = [("fixed-100 (paper)", "paper, iid", PAPER, 100, None)]
-    schemes += [(f"fixed-{n}", "paper, stratified", paper_strat, n, None) for n in budgets]
-    schemes += [(f"fixed-{n}", "paper, antithetic", paper_anti, n, None) for n in budgets]
-    schemes += [(f"fixed-{n}", "fitted, stratified", fitted, n, None) for n in budgets]
-    for label, sampler in (
-        ("paper, stratified", paper_strat),
-        ("paper, antithetic", paper_anti),
-        ("fitted, stratified", fitted),
-    ):
-        schemes += [(f"adaptive margin {m:g}", label, sampler, 100, m) for m in margins]
+    schemes = _schemes(fitted, budgets, margins)
     rows, base_correct = [], None
     for name, proposal, sampler, budget, margin in schemes:
         correct, used = [], []
@@ -157,23 +196,7 @@ def sample_efficiency(
             cfg = EngineConfig(
                 n_samples=budget, sampler=sampler, max_batch=4096, seed=seed + 1000 * rep
             )
-            if margin is None:
-                ests = estimate(oracle, queries, cfg)
-                pred, n_used = _predict(ests, queries), [budget] * len(queries)
-            else:
-                results = estimate_ranking(
-                    oracle,
-                    queries,
-                    n_opt,
-                    cfg,
-                    scores=("mmse",),
-                    margin=margin,
-                    round_samples=round_samples,
-                    min_samples=min_samples,
-                    report_samples=0,  # the answers only; the report's cost is listed apart
-                )
-                pred = torch.tensor([r.decisions["mmse"].pick for r in results])
-                n_used = [r.n_decision for r in results]
+            pred, n_used = _answers(oracle, queries, n_opt, cfg, margin, round_samples, min_samples)
             correct.append((pred == truth).double())
             used.append(torch.tensor(n_used, dtype=torch.float64))
             if progress is not None:

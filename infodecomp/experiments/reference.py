@@ -245,7 +245,7 @@ def diffusionitm_losses(
     (default: drawn from torch.Generator(seed)). Returns loss [N, O] (float64; lower wins),
     calls, rows, evals.
     """
-    from infodecomp.experiments.score_study import FixedTimesteps
+    from infodecomp.experiments.study_samplers import FixedTimesteps
 
     nodes = FixedTimesteps().sample(steps)[0]  # [T] logsnr at the fixed timesteps
     if bank is None:

@@ -36,7 +36,7 @@ from infodecomp.experiments.common import (
     shard,
     to_dict,
 )
-from infodecomp.experiments.errors import RunError
+from infodecomp.experiments.errors import ConfigError, RunError
 from infodecomp.experiments.session import KEYS, Session, first_start, leg_info, legs_for_meta
 from infodecomp.models.capabilities import ExactLikelihood, needs_rgb
 from infodecomp.models.registry import load_model, model_source
@@ -54,8 +54,10 @@ from infodecomp.reporting.store import (
 log = logging.getLogger("infodecomp")
 
 # Errors that are never one item's fault: they stop the run. A DataError is a data file that
-# cannot be read as a whole (e.g. the COCO annotation file the masks come from).
-_FATAL = (MemoryError, StoreError, torch.cuda.OutOfMemoryError, DataError)
+# cannot be read as a whole (e.g. the COCO annotation file the masks come from); a ConfigError
+# is a setting the loaded model cannot honour (e.g. attention=concept on a UNet), found only
+# once the model is there.
+_FATAL = (MemoryError, StoreError, torch.cuda.OutOfMemoryError, DataError, ConfigError)
 
 
 @dataclass
@@ -130,24 +132,42 @@ def execute(
                 return out
         session.merge_and_export()
     except BaseException as err:
-        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-        # the original error matters more than one in recording the stop; on a full disk those
-        # fail the same way and are not repeated
-        quiet = is_disk_full(err) or isinstance(err, DiskFull)
-        try:
-            session.end_leg(status, error=f"{type(err).__name__}: {err}")
-        except Exception as leg_err:
-            if not quiet:
-                log.warning("could not record the end of this leg in %s: %s", out, leg_err)
-        if world == 1:
-            try:  # what finished is exported even when the run stops
-                session.merge_and_export()
-            except Exception as export_err:
-                if not quiet:
-                    log.warning("could not export %s: %s", out, export_err)
+        _record_stop(session, out, err, world)
         raise
     finally:
         session.close()
+    return _write_run_files(cfg, command, out, ctx, str(device), summarize, headline)
+
+
+def _record_stop(session: Session, out: Path, err: BaseException, world: int) -> None:
+    """A leg stopped by `err`: its end is recorded and (unsharded) what finished is exported."""
+    status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+    # the original error matters more than one in recording the stop; on a full disk those
+    # fail the same way and are not repeated
+    quiet = is_disk_full(err) or isinstance(err, DiskFull)
+    try:
+        session.end_leg(status, error=f"{type(err).__name__}: {err}")
+    except Exception as leg_err:
+        if not quiet:
+            log.warning("could not record the end of this leg in %s: %s", out, leg_err)
+    if world == 1:
+        try:  # what finished is exported even when the run stops
+            session.merge_and_export()
+        except Exception as export_err:
+            if not quiet:
+                log.warning("could not export %s: %s", out, export_err)
+
+
+def _write_run_files(
+    cfg: Any,
+    command: str,
+    out: Path,
+    ctx: RunContext,
+    device: str,
+    summarize: Callable[[RunContext, pd.DataFrame], dict],
+    headline: str | Callable[[dict], str],
+) -> Path:
+    """meta.json and summary.json of a finished run, and its one line on the console."""
     with RunView(out) as view:
         n_done, n_skipped, legs = len(view.done()), len(view.skipped()), view.legs()
     results = read_results(out)
@@ -155,7 +175,7 @@ def execute(
     write_meta(
         out,
         to_dict(cfg),
-        device=str(device),
+        device=device,
         dtype=cfg.run.dtype,
         seed=cfg.run.seed,
         wall_time_s=wall_time(legs),

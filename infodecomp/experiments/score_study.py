@@ -39,7 +39,12 @@ import torch
 
 from infodecomp.estimators.engine import EngineConfig, ItemEstimate, Query, estimate
 from infodecomp.estimators.samplers import LogsnrSampler, fit_logistic
-from infodecomp.models.dynamics.schedule import DiscreteSchedule, betas_from_config
+from infodecomp.experiments.study_samplers import (
+    FixedTimesteps,
+    MixtureSampler,
+    TimestepSampler,
+    timestep_density,
+)
 
 SCORES = ("io", "is", "dl")
 PUBLISHED_CLIP = 4.0  # what the published ARO path runs (protocols section 7)
@@ -48,108 +53,6 @@ PUBLISHED_SUPPORT = PUBLISHED.support  # (-7, 9): the integral i^o and i^s are d
 PUBLISHED_SAMPLES = 100
 DITM_STEPS = 10  # DiffusionITM's default sampling_steps
 MIN_CONVERGED = 2000
-
-_SD = DiscreteSchedule(
-    betas_from_config({"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012})
-)
-T_MAX = _SD.num_train_timesteps - 1  # 999
-_ASC = _SD.logsnr_table.flip(0)  # logsnr ascending, i.e. t = 999 .. 0
-
-
-def logsnr_at(t: torch.Tensor) -> torch.Tensor:
-    """logsnr of continuous timesteps t in [0, 999] (linear between the integer steps)."""
-    t = t.double().clamp(0, T_MAX)
-    lo = t.floor().long().clamp(max=T_MAX - 1)
-    frac = t - lo
-    table = _SD.logsnr_table
-    return table[lo] * (1 - frac) + table[lo + 1] * frac
-
-
-def timestep_density(logsnr: torch.Tensor) -> torch.Tensor:
-    """Density of logsnr when t is uniform on [0, 999] (0 outside the schedule's range)."""
-    lv = logsnr.double()
-    i = torch.searchsorted(_ASC, lv).clamp(1, T_MAX)  # segment [i - 1, i] of the ascending table
-    slope = _ASC[i] - _ASC[i - 1]  # logsnr per timestep, > 0
-    inside = (lv >= _ASC[0]) & (lv <= _ASC[-1])
-    return torch.where(inside, 1.0 / (T_MAX * slope), torch.zeros_like(lv))
-
-
-@dataclass(frozen=True)
-class TimestepSampler(LogsnrSampler):
-    """Timesteps uniform on [0, 999] (iid / stratified / antithetic), mapped to logsnr; the
-    weight is 1 / density, so mean(weight x f) integrates f dlogsnr like the other samplers."""
-
-    kind: str = "timestep"
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("iid", "stratified", "antithetic", "quadrature"):
-            raise ValueError(f"sampler mode '{self.mode}' is not known")
-
-    @property
-    def support(self) -> tuple[float, float]:
-        return float(_ASC[0]), float(_ASC[-1])
-
-    def quantile(self, t: torch.Tensor) -> torch.Tensor:
-        return logsnr_at(T_MAX * t)  # t in [0, 1] -> timestep in [0, 999]
-
-    def weight(self, logsnr: torch.Tensor) -> torch.Tensor:
-        return 1.0 / timestep_density(logsnr)
-
-
-@dataclass(frozen=True)
-class FixedTimesteps(TimestepSampler):
-    """DiffusionITM's nodes: n timesteps evenly spaced over [0, 999], the same at every call."""
-
-    mode: str = "quadrature"
-
-    def points(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.linspace(0.0, 1.0, n, dtype=torch.float64) if n > 1 else torch.zeros(1)
-
-    def timesteps(self, n: int) -> list[int]:
-        return [round(T_MAX * float(p)) for p in self.points(n)]
-
-
-@dataclass(frozen=True)
-class MixtureSampler(LogsnrSampler):
-    """A defensive mixture: a share `frac` of the draws from `main` (a fitted proposal), the rest
-    from `guard` (the published one), each stratified within its own quantiles. The weight is
-    1 / (frac q_main + (1 - frac) q_guard) (deterministic mixture, balance heuristic): unbiased
-    when frac x n draws come from `main` exactly, and never larger than 1 / ((1 - frac) q_guard),
-    so the guard's tails bound the weights where the fitted proposal is thin."""
-
-    kind: str = "mixture"
-    mode: str = "stratified"
-    main: LogsnrSampler | None = None
-    guard: LogsnrSampler | None = None
-    frac: float = 0.75
-
-    def __post_init__(self) -> None:
-        if self.main is None or self.guard is None or not 0 < self.frac < 1:
-            raise ValueError("a mixture sampler needs main, guard and 0 < frac < 1")
-
-    @property
-    def support(self) -> tuple[float, float]:
-        (a, b), (c, d) = self.main.support, self.guard.support
-        return min(a, c), max(b, d)
-
-    def sample(
-        self, n: int, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        n_main = round(self.frac * n)
-        if abs(n_main - self.frac * n) > 1e-9 or n_main in (0, n):
-            raise ValueError(f"mixture share {self.frac} of {n} draws is not a whole count")
-        main = replace(self.main, mode="stratified").points(n_main, generator)
-        guard = replace(self.guard, mode="stratified").points(n - n_main, generator)
-        logsnr = torch.cat([self.main.quantile(main), self.guard.quantile(guard)])
-        return logsnr, self.weight(logsnr)
-
-    def weight(self, logsnr: torch.Tensor) -> torch.Tensor:
-        def density(smp: LogsnrSampler) -> torch.Tensor:
-            lo, hi = smp.support
-            inside = (logsnr >= lo) & (logsnr <= hi)
-            return torch.where(inside, 1.0 / smp.weight(logsnr), torch.zeros_like(logsnr))
-
-        return 1.0 / (self.frac * density(self.main) + (1 - self.frac) * density(self.guard))
 
 
 @dataclass(frozen=True)
@@ -390,6 +293,32 @@ def study(
     if progress:
         progress("fitted")
     procs = schemes(fitted)
+    correct, diffs = _repeat(model, xs, options, procs, truth, repeats, seed, progress)
+    rows = [_row(p, correct, diffs, k, repeats) for p in procs]
+    table = pd.DataFrame(rows)
+    attrs = {
+        "items": len(k),
+        "repeats": repeats,
+        "converged_samples": converged_samples,
+        "calibration_evals": cal,
+        "fitted": {s: {"loc": f.loc, "scale": f.scale, "clip": f.clip} for s, f in fitted.items()},
+    }
+    return StudyResult(table, attrs)
+
+
+def _repeat(
+    model,
+    xs: torch.Tensor,
+    options: Sequence[Sequence[str]],
+    procs: list[Procedure],
+    truth: dict[str, Answers],
+    repeats: int,
+    seed: int,
+    progress: Callable[[str], None] | None,
+) -> tuple[dict[tuple, list[torch.Tensor]], dict[tuple, list[torch.Tensor]]]:
+    """Every procedure in `repeats` repeats: per (score, name, samples), the agreement with the
+    converged answer per item and the estimated lead of its top option over the second."""
+    k = [len(o) for o in options]
     correct: dict[tuple[str, str, int], list[torch.Tensor]] = {}
     diffs: dict[tuple[str, str, int], list[torch.Tensor]] = {}
     # per score, the two options the converged answer ranks first and second (per item)
@@ -413,47 +342,39 @@ def study(
         cache.clear()
         if progress:
             progress(f"repeat {rep + 1}/{repeats}")
-    rows = []
-    for p in procs:
-        key = (p.score, p.name, p.n_samples)
-        ref = published_reference(p.score)
-        ref_key = (ref.score, ref.name, ref.n_samples)
-        c, base = torch.cat(correct[key]), torch.cat(correct[ref_key])
-        diff = c - base
-        se = float(diff.std() / math.sqrt(diff.numel())) if diff.numel() > 1 else 0.0
-        evals = sum(p.evals_per_answer(n) for n in k) / len(k)
-        # variance over repeats of the estimated lead of the converged answer, summed over items,
-        # relative to the reference's: evaluations at the reference's variance = evals x ratio
-        if repeats > 1:
-            var = torch.stack(diffs[key]).var(0).sum()
-            var_ref = torch.stack(diffs[ref_key]).var(0).sum()
-            var_ratio = float(var / var_ref) if float(var_ref) > 0 else float("nan")
-        else:
-            var_ratio = float("nan")
-        rows.append(
-            {
-                "score": p.score,
-                "procedure": p.name,
-                "reference": p.reference,
-                "samples": p.n_samples,
-                "with_empty": p.with_empty,
-                "evals_per_answer": evals,
-                "agreement": float(c.mean()),
-                "diff_se": se,
-                "matched": bool(float(c.mean()) >= float(base.mean()) - se),
-                "var_ratio": var_ratio,
-                "evals_at_reference_variance": evals * var_ratio,
-            }
-        )
-    table = pd.DataFrame(rows)
-    attrs = {
-        "items": len(k),
-        "repeats": repeats,
-        "converged_samples": converged_samples,
-        "calibration_evals": cal,
-        "fitted": {s: {"loc": f.loc, "scale": f.scale, "clip": f.clip} for s, f in fitted.items()},
+    return correct, diffs
+
+
+def _row(p: Procedure, correct: dict, diffs: dict, k: list[int], repeats: int) -> dict:
+    """The study table's row of procedure `p` (see `study`)."""
+    key = (p.score, p.name, p.n_samples)
+    ref = published_reference(p.score)
+    ref_key = (ref.score, ref.name, ref.n_samples)
+    c, base = torch.cat(correct[key]), torch.cat(correct[ref_key])
+    diff = c - base
+    se = float(diff.std() / math.sqrt(diff.numel())) if diff.numel() > 1 else 0.0
+    evals = sum(p.evals_per_answer(n) for n in k) / len(k)
+    # variance over repeats of the estimated lead of the converged answer, summed over items,
+    # relative to the reference's: evaluations at the reference's variance = evals x ratio
+    if repeats > 1:
+        var = torch.stack(diffs[key]).var(0).sum()
+        var_ref = torch.stack(diffs[ref_key]).var(0).sum()
+        var_ratio = float(var / var_ref) if float(var_ref) > 0 else float("nan")
+    else:
+        var_ratio = float("nan")
+    return {
+        "score": p.score,
+        "procedure": p.name,
+        "reference": p.reference,
+        "samples": p.n_samples,
+        "with_empty": p.with_empty,
+        "evals_per_answer": evals,
+        "agreement": float(c.mean()),
+        "diff_se": se,
+        "matched": bool(float(c.mean()) >= float(base.mean()) - se),
+        "var_ratio": var_ratio,
+        "evals_at_reference_variance": evals * var_ratio,
     }
-    return StudyResult(table, attrs)
 
 
 def best_scheme(table: pd.DataFrame, score: str) -> dict:

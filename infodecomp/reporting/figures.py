@@ -116,25 +116,9 @@ def panel(
     axes[0].set_title("image", fontsize=10)
     grey = np.repeat(image.mean(axis=2, keepdims=True), 3, axis=2)
     for ax, (name, heat) in zip(axes[1:], checked.items(), strict=True):
-        vmin, vmax = shared_lim if name in shared_scale else (heat.min(), heat.max())
-        if vmax <= vmin:  # a constant map: give the colour bar a visible range
-            vmax = vmin + 1e-12
-        opacity: float | np.ndarray = 1.0
-        if overlay:
-            ax.imshow(0.2 + 0.7 * grey, extent=extent)
-            # low values fade out so the image shows through where the map says little
-            level = np.clip((heat - vmin) / (vmax - vmin), 0.0, 1.0)
-            opacity = alpha * (0.25 + 0.75 * level)
-        im = ax.imshow(
-            heat,
-            cmap=cmap,
-            vmin=vmin,
-            vmax=vmax,
-            extent=extent,
-            interpolation="bilinear",
-            alpha=opacity,
-        )
+        lim = shared_lim if name in shared_scale else (heat.min(), heat.max())
         suffix = " (shared scale)" if name in shared_scale and len(shared_scale) > 1 else ""
+        im = _draw_map(ax, heat, lim, grey if overlay else None, alpha, cmap, extent)
         ax.set_title(f"{name}{suffix}", fontsize=10)
         bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
         bar.solids.set_alpha(1.0)
@@ -149,6 +133,29 @@ def panel(
     if title:
         fig.suptitle(title, fontsize=12)
     return fig
+
+
+def _draw_map(ax, heat: np.ndarray, lim, grey: np.ndarray | None, alpha: float, cmap: str, extent):
+    """Draws one heat map on `ax` in the colour range `lim`, over the grey image when `grey` is
+    given (low values fade out there); returns the image artist for the colour bar."""
+    vmin, vmax = lim
+    if vmax <= vmin:  # a constant map: give the colour bar a visible range
+        vmax = vmin + 1e-12
+    opacity: float | np.ndarray = 1.0
+    if grey is not None:
+        ax.imshow(0.2 + 0.7 * grey, extent=extent)
+        # low values fade out so the image shows through where the map says little
+        level = np.clip((heat - vmin) / (vmax - vmin), 0.0, 1.0)
+        opacity = alpha * (0.25 + 0.75 * level)
+    return ax.imshow(
+        heat,
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        extent=extent,
+        interpolation="bilinear",
+        alpha=opacity,
+    )
 
 
 def _binned_mean(x: np.ndarray, y: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:

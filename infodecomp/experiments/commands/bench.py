@@ -138,21 +138,7 @@ def speed(cfg: BenchConfig) -> dict:
     """
     device = resolve_device(cfg.run.device)
     n, s = cfg.n_items, cfg.estimator.n_samples
-    ref_model = load_model(replace(cfg.model, dtype="float32"), device, torch.float32)
-    engines = {}
-    unknown = [d for d in cfg.engine_dtypes if d not in ("float32", "bfloat16", "float16")]
-    if unknown or not cfg.engine_dtypes:
-        raise ValueError(
-            f"engine_dtypes={list(cfg.engine_dtypes)}: give one or more of float32, bfloat16, "
-            "float16 (float32 is needed to check the others)"
-        )
-    for name in cfg.engine_dtypes:
-        dtype = getattr(torch, name)
-        engines[name] = (
-            ref_model
-            if dtype == torch.float32
-            else load_model(replace(cfg.model, dtype=name), device, dtype)
-        )
+    ref_model, engines = _load_models(cfg, device)
     m = cfg.precision_items
     images = random_images(n + m, ref_model.image_size, cfg.run.seed)
     options = item_options(n + m)
@@ -164,19 +150,8 @@ def speed(cfg: BenchConfig) -> dict:
     }
     for name, model in engines.items():
         procedures[name] = lambda mdl=model: _engine_items(mdl, images[:n], options[:n], ecfg)
-    bar = tqdm(
-        total=len(procedures) * (1 + cfg.repeats),
-        desc="bench speed",
-        unit="round",
-        disable=not cfg.run.progress,
-        dynamic_ncols=True,
-    )
-    times: dict[str, list[float]] = {k: [] for k in procedures}
-    cpu_times: dict[str, list[float]] = {k: [] for k in procedures}
-    peaks: dict[str, float] = dict.fromkeys(procedures, 0.0)
-    results: dict[str, object] = {}
-    with bar:
-        bar.set_postfix_str("warm-up")
+
+    def warm_up(bar: tqdm) -> None:
         # warm-up on the timed items' shapes (other draws): oneDNN / cuDNN pick their kernels
         # per shape on the first call, which would otherwise land in the first timed round
         reference_scores(ref_model, images[:n], options[:n], s, seed=10_000)
@@ -186,14 +161,8 @@ def speed(cfg: BenchConfig) -> dict:
         for model in engines.values():
             _engine_items(model, images[:n], options[:n], replace(ecfg, seed=10_000))
             bar.update()
-        for _ in range(cfg.repeats):
-            for name, fn in procedures.items():
-                bar.set_postfix_str(name)
-                t, cpu, peak, results[name] = _timed(device, fn)
-                times[name].append(t)
-                cpu_times[name].append(cpu)
-                peaks[name] = max(peaks[name], peak)
-                bar.update()
+
+    times, cpu_times, peaks, results = _rounds(cfg, device, procedures, warm_up)
     ref = results["reference"]
     evals = n * s * (len(OPTIONS) + 1)
     assert ref["evals"] == evals  # type: ignore[index]
@@ -222,6 +191,63 @@ def speed(cfg: BenchConfig) -> dict:
                 precision[name] = compare_scores(
                     _stack(results["float32"], extra["float32"]), _stack(results[name], extra[name])
                 )
+    return _speed_report(cfg, device, engines, per, results, precision)
+
+
+def _load_models(cfg: BenchConfig, device: torch.device) -> tuple[object, dict[str, object]]:
+    """The float32 reference model and the engine's model per dtype (float32: the same one)."""
+    ref_model = load_model(replace(cfg.model, dtype="float32"), device, torch.float32)
+    engines = {}
+    unknown = [d for d in cfg.engine_dtypes if d not in ("float32", "bfloat16", "float16")]
+    if unknown or not cfg.engine_dtypes:
+        raise ValueError(
+            f"engine_dtypes={list(cfg.engine_dtypes)}: give one or more of float32, bfloat16, "
+            "float16 (float32 is needed to check the others)"
+        )
+    for name in cfg.engine_dtypes:
+        dtype = getattr(torch, name)
+        engines[name] = (
+            ref_model
+            if dtype == torch.float32
+            else load_model(replace(cfg.model, dtype=name), device, dtype)
+        )
+    return ref_model, engines
+
+
+def _rounds(cfg: BenchConfig, device: torch.device, procedures: dict, warm_up) -> tuple:
+    """After `warm_up(bar)`, `cfg.repeats` rounds of every procedure in turn: per procedure the
+    wall seconds and CPU seconds of each round, the peak memory and the last result."""
+    bar = tqdm(
+        total=len(procedures) * (1 + cfg.repeats),
+        desc="bench speed",
+        unit="round",
+        disable=not cfg.run.progress,
+        dynamic_ncols=True,
+    )
+    times: dict[str, list[float]] = {k: [] for k in procedures}
+    cpu_times: dict[str, list[float]] = {k: [] for k in procedures}
+    peaks: dict[str, float] = dict.fromkeys(procedures, 0.0)
+    results: dict[str, object] = {}
+    with bar:
+        bar.set_postfix_str("warm-up")
+        warm_up(bar)
+        for _ in range(cfg.repeats):
+            for name, fn in procedures.items():
+                bar.set_postfix_str(name)
+                t, cpu, peak, results[name] = _timed(device, fn)
+                times[name].append(t)
+                cpu_times[name].append(cpu)
+                peaks[name] = max(peaks[name], peak)
+                bar.update()
+    return times, cpu_times, peaks, results
+
+
+def _speed_report(
+    cfg: BenchConfig, device: torch.device, engines: dict, per: dict, results: dict, precision: dict
+) -> dict:
+    """speed()'s result: per procedure its times, the usable engine dtypes and the time ratios."""
+    n, s = cfg.n_items, cfg.estimator.n_samples
+    ref = results["reference"]
     usable = [k for k in engines if k == "float32" or precision.get(k, {}).get("passed")]
     best = min(usable or list(engines), key=lambda k: per[k]["s_per_item"])
     out = {
@@ -287,32 +313,7 @@ def run(cfg: BenchConfig) -> Path:
     sp = speed(cfg)
     result: dict = {"speed": sp, "scores": {}, "study": {}}
     for name in cfg.study_models:
-        with tqdm(
-            total=3 + cfg.study_repeats,
-            desc=f"bench study ({name})",
-            unit="step",
-            disable=not cfg.run.progress,
-            dynamic_ncols=True,
-        ) as bar:
-            model, xs, options, pxs, popts = study_items(
-                name,
-                cfg.study_items,
-                cfg.study_pilot_items,
-                cfg.run.seed,
-                "cpu" if name == "oracle" else str(resolve_device(cfg.run.device)),
-            )
-            bar.update()
-            res = study(
-                model,
-                xs,
-                options,
-                pxs,
-                popts,
-                repeats=cfg.study_repeats,
-                converged_samples=cfg.converged_samples,
-                seed=cfg.run.seed,
-                progress=lambda step: (bar.set_postfix_str(step), bar.update()),
-            )
+        res = _study(cfg, name)
         res.table.to_csv(out / f"study_{name}.csv", index=False)
         result["study"][name] = {**res.attrs, "table": res.table.to_dict(orient="records")}
         result["scores"][name] = scores_of(sp, res.table, timed=name == cfg.model.name)
@@ -327,6 +328,57 @@ def run(cfg: BenchConfig) -> Path:
     if sp["device"] == "cpu":
         result["note"] = CPU_NOTE
     (out / "bench.json").write_text(json.dumps(result, indent=2, default=float))
+    _print_speed(sp)
+    _print_scores(result["scores"])
+    print(f"-> {out / 'bench.json'}")
+    if sp["device"] == "cpu":
+        print(f"\n{CPU_NOTE}\n{GPU_ONLY}")
+    write_meta(
+        out,
+        to_dict(cfg),
+        command="bench",
+        device=sp["device"],
+        dtype=sp["engine_dtype"],
+        seed=cfg.run.seed,
+        wall_time_s=time.time() - start,
+        items_done=cfg.n_items,
+        items_skipped=0,
+    )
+    return out
+
+
+def _study(cfg: BenchConfig, name: str):
+    """The score study (experiments.score_study) on the study model `name`."""
+    with tqdm(
+        total=3 + cfg.study_repeats,
+        desc=f"bench study ({name})",
+        unit="step",
+        disable=not cfg.run.progress,
+        dynamic_ncols=True,
+    ) as bar:
+        model, xs, options, pxs, popts = study_items(
+            name,
+            cfg.study_items,
+            cfg.study_pilot_items,
+            cfg.run.seed,
+            "cpu" if name == "oracle" else str(resolve_device(cfg.run.device)),
+        )
+        bar.update()
+        return study(
+            model,
+            xs,
+            options,
+            pxs,
+            popts,
+            repeats=cfg.study_repeats,
+            converged_samples=cfg.converged_samples,
+            seed=cfg.run.seed,
+            progress=lambda step: (bar.set_postfix_str(step), bar.update()),
+        )
+
+
+def _print_speed(sp: dict) -> None:
+    """The speed table and the reduced-precision checks, on the console."""
     rows = [
         ("reference (published batching, float32)", sp["reference"]),
         ("DiffusionITM batching (float32)", sp["diffusionitm"]),
@@ -347,7 +399,11 @@ def run(cfg: BenchConfig) -> Path:
             f"{check['ranking_agreement_clear']:.0%} on {check['clear_items']} clear-margin items: "
             + ("passed" if check["passed"] else "FAILED (not used)")
         )
-    for name, per_score in result["scores"].items():
+
+
+def _print_scores(scores: dict) -> None:
+    """Per study model and score: the reference's and the engine's cost at equal agreement."""
+    for name, per_score in scores.items():
         for score, b in per_score.items():
             line = (
                 f"{name} {score}: reference ({b['reference']}) {b['reference_evals_per_answer']:.1f} "
@@ -364,21 +420,6 @@ def run(cfg: BenchConfig) -> Path:
                 for k, v in b.get("cost_ratio", {}).items():
                     line += f"; cost_ratio {k} {v:.3f}"
             print(line)
-    print(f"-> {out / 'bench.json'}")
-    if sp["device"] == "cpu":
-        print(f"\n{CPU_NOTE}\n{GPU_ONLY}")
-    write_meta(
-        out,
-        to_dict(cfg),
-        command="bench",
-        device=sp["device"],
-        dtype=sp["engine_dtype"],
-        seed=cfg.run.seed,
-        wall_time_s=time.time() - start,
-        items_done=cfg.n_items,
-        items_skipped=0,
-    )
-    return out
 
 
 main = hydra_main("bench", run)
