@@ -14,6 +14,8 @@ import pytest
 import torch
 
 from infodecomp.experiments.commands import calibrate as cal
+from infodecomp.experiments.commands.calibrate.pair import SAME_DRAWS, Pair
+from infodecomp.experiments.commands.calibrate.pointwise import pointwise_sections
 from infodecomp.experiments.config import CalibrateConfig, EstimatorConfig, RunConfig
 from infodecomp.models.oracles.exact import ShapesOracle
 from infodecomp.reporting.calibration import CALIBRATION_COLUMNS, compare
@@ -68,7 +70,7 @@ def agreement_failures(table: pd.DataFrame, tol: float) -> list[str]:
     """Rows against the oracle at the same draws where the model and the oracle disagree:
     learned != exact, bias != 0, slope != 1 or corr != 1 beyond `tol` (relative)."""
     bad = []
-    rows = table[table["reference"].str.contains(cal.SAME_DRAWS, regex=False)]
+    rows = table[table["reference"].str.contains(SAME_DRAWS, regex=False)]
     assert len(rows), "no rows against the oracle at the same draws"
     for r in rows.itertuples(index=False):
         scale = max(1.0, abs(r.exact))
@@ -107,7 +109,7 @@ def test_both_models_see_the_same_draws(tmp_path: Path, learned_random: Any) -> 
     logsnr, item for item: the draws are shared, not merely alike."""
     cfg = tiny_cfg(tmp_path, sections=["pointwise"])
     model, oracle = Recording(learned_random), Recording(ShapesOracle())
-    cal.pointwise_sections(cal.Pair(model, oracle), cfg, ["pointwise"])
+    pointwise_sections(Pair(model, oracle), cfg, ["pointwise"])
     z_m = torch.cat([z for z, _ in model.calls])
     z_o = torch.cat([z for z, _ in oracle.calls])
     assert z_m.shape[0] == cfg.n_items * 4 * cfg.estimator.n_samples  # 3 captions and ""
@@ -124,7 +126,7 @@ def test_self_calibration_is_exact(tmp_path: Path) -> None:
     table, curves, _ = cal.calibrate(ShapesOracle(), ShapesOracle(), cfg, tmp_path)
     assert set(table["section"]) == {"mmse", "pointwise", "ranking", "localize", "intervene"}
     assert agreement_failures(table, 1e-9) == []
-    pw = table[(table["section"] == "pointwise") & (table["reference"] == cal.SAME_DRAWS)]
+    pw = table[(table["section"] == "pointwise") & (table["reference"] == SAME_DRAWS)]
     spread = pw[pw["group"] == "contradicting"]  # the captions whose values differ by image
     assert len(spread) == 2 and ((spread["slope"] - 1).abs() < 1e-9).all()
     assert (spread["corr"] > 1 - 1e-12).all()
@@ -156,7 +158,7 @@ def test_an_injected_error_fails_the_control(tmp_path: Path, factor: float) -> N
     io = table[
         (table["quantity"] == "i^o")
         & (table["group"] == "contradicting")
-        & (table["reference"] == cal.SAME_DRAWS)
+        & (table["reference"] == SAME_DRAWS)
     ].iloc[0]
     if factor == 1.05:  # i^o is quadratic in eps_hat: exactly 1.05^2 of the oracle's
         assert io["slope"] == pytest.approx(1.05**2, rel=1e-4)
@@ -191,7 +193,7 @@ def test_calibrate_end_to_end_on_the_untrained_model(tmp_path: Path) -> None:
 
 
 def test_an_rgb_model_is_refused_in_one_line(tmp_path: Path) -> None:
-    from infodecomp.experiments.config import ConfigError
+    from infodecomp.experiments.errors import ConfigError
 
     class Rgb:  # an image model that is not trained on ShapesWorld pixels
         image_size = 16

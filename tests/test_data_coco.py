@@ -19,13 +19,7 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from infodecomp.data.coco import (
-    SWAP_TABLE,
-    CocoMasks,
-    load_coco_manifest,
-    swap_caption,
-    swap_partner,
-)
+from infodecomp.data.coco import CocoMasks, load_coco_manifest
 from infodecomp.data.errors import MaskLoadError
 from infodecomp.data.manifest import (
     build_manifest,
@@ -36,6 +30,7 @@ from infodecomp.data.manifest import (
     plural,
 )
 from infodecomp.data.spec import DataSpec
+from infodecomp.data.swaps import SWAP_TABLE, swap_caption, swap_partner
 
 IT_HEADER = ["Image ID", "Label", "correct_obj+context", "context", "correct_obj"]
 CAPTIONS = {

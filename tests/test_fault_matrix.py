@@ -41,16 +41,11 @@ import torch
 from PIL import Image
 
 from infodecomp.experiments import runner
+from infodecomp.experiments.checks import check_keys, check_values
 from infodecomp.experiments.commands import aro, localize
 from infodecomp.experiments.commands.export import export_run
-from infodecomp.experiments.config import (
-    AroConfig,
-    ConfigError,
-    InterveneConfig,
-    LocalizeConfig,
-    check_keys,
-    check_values,
-)
+from infodecomp.experiments.config import AroConfig, InterveneConfig, LocalizeConfig
+from infodecomp.experiments.errors import ConfigError
 from infodecomp.experiments.runner import RunError
 from infodecomp.reporting.store import (
     ResumeRefused,
@@ -1016,16 +1011,16 @@ def test_schema_bad_values_are_refused(cls, key, value):
 
 
 def test_schema_devices_this_machine_lacks(monkeypatch):
-    import infodecomp.experiments.config as config
+    import infodecomp.experiments.checks as checks
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    config.check_device("cuda:0")
+    checks.check_device("cuda:0")
     with pytest.raises(ConfigError, match=r"run.device=cuda:3: this machine has 1 CUDA device"):
-        config.check_device("cuda:3")
+        checks.check_device("cuda:3")
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="run.device=mps was requested but MPS is not available"):
-        config.check_device("mps")
+        checks.check_device("mps")
 
 
 @pytest.mark.parametrize("key", ["estimator.nsamples", "nsamples", "data.nmae", "run.outdir"])
@@ -1496,7 +1491,7 @@ def test_schema_bad_choice_is_one_line_before_anything_and_the_fix_reruns(
 
 def test_schema_choices_are_the_ones_the_code_reads():
     from infodecomp.estimators.samplers import KINDS, MODES
-    from infodecomp.experiments.config import CHOICES
+    from infodecomp.experiments.checks import CHOICES
     from infodecomp.models.device import DTYPES
 
     assert CHOICES == {

@@ -27,14 +27,14 @@ import numpy as np
 import pytest
 import torch
 
-from infodecomp.data.coco import (
+from infodecomp.data.coco import load_coco_manifest
+from infodecomp.data.spec import DataSpec
+from infodecomp.data.swaps import (
     PUBLISHED_SWAP_TABLE,
     SWAP_TABLE,
-    load_coco_manifest,
     swap_all_listed,
     swap_edit,
 )
-from infodecomp.data.spec import DataSpec
 from infodecomp.estimators.engine import draw
 from infodecomp.estimators.queries import intervene_queries
 from infodecomp.experiments.commands import intervene

@@ -22,7 +22,24 @@ from infodecomp.models.capabilities import (
 from infodecomp.models.dynamics.schedule import ContinuousSchedule
 from infodecomp.models.families import shapes_learned as sl
 from infodecomp.models.registry import load_model
-from infodecomp.models.training import shapes as st
+from infodecomp.models.training.data import (
+    CAPTION_MIX,
+    LOGISTIC,
+    RELATION_BAND,
+    CaptionSampler,
+    draw_logsnr,
+    loss_weight,
+    make_eval_set,
+    noisy,
+)
+from infodecomp.models.training.probe import (
+    denoiser_predictor,
+    knows_relations,
+    make_probe_set,
+    relation_probe,
+)
+from infodecomp.models.training.settings import TrainSettings
+from infodecomp.models.training.trainer import Trainer, export_model, warm_start
 from infodecomp.worlds import shapes as world
 
 CPU = torch.device("cpu")
@@ -35,7 +52,7 @@ def random_model():
 
 @pytest.fixture(scope="module")
 def sampler():
-    return st.CaptionSampler(sl.build_parts()["tokenizer"], world.SIGMA0)
+    return CaptionSampler(sl.build_parts()["tokenizer"], world.SIGMA0)
 
 
 # --- the adapter --------------------------------------------------------------------------------
@@ -140,7 +157,7 @@ def test_draws_follow_the_caption_mix_and_put_noise_around_the_scene(sampler) ->
     gen = torch.Generator().manual_seed(1)
     idx, x, captions = sampler.draw(4000, gen)
     kinds = [next(k for k in sampler.kinds if c in sampler.captions[k]) for c in captions]
-    for kind, p in st.CAPTION_MIX.items():
+    for kind, p in CAPTION_MIX.items():
         share = kinds.count(kind) / len(kinds)
         assert abs(share - p) < 4 * (p * (1 - p) / len(kinds)) ** 0.5, kind
     # x - render(scene) has the data noise: its std is sigma0 (not sigma0 / 2, not 2 sigma0)
@@ -151,10 +168,10 @@ def test_draws_follow_the_caption_mix_and_put_noise_around_the_scene(sampler) ->
 
 
 def test_logsnr_draws_stay_in_the_trained_range_and_follow_the_engines_logistic() -> None:
-    lv = st.draw_logsnr(20000, torch.Generator().manual_seed(2))
+    lv = draw_logsnr(20000, torch.Generator().manual_seed(2))
     lo, hi = sl.SCHEDULE.trained_range
     assert float(lv.min()) >= lo and float(lv.max()) <= hi
-    assert abs(float(lv.median()) - st.LOGISTIC[0]) < 0.15  # the logistic's location (loc 1)
+    assert abs(float(lv.median()) - LOGISTIC[0]) < 0.15  # the logistic's location (loc 1)
 
 
 # --- the trainer ---------------------------------------------------------------------------------
@@ -163,21 +180,21 @@ TINY = dict(steps=4, batch=4, eval_size=8, eval_every=2, checkpoint_every=1, war
 
 
 def test_an_interrupted_training_resumes_to_the_same_weights(tmp_path: Path) -> None:
-    straight = st.Trainer(st.TrainSettings(**TINY), tmp_path / "a")
+    straight = Trainer(TrainSettings(**TINY), tmp_path / "a")
     (tmp_path / "a").mkdir()
     assert straight.run()
     (tmp_path / "b").mkdir()
-    first = st.Trainer(st.TrainSettings(**TINY), tmp_path / "b")
+    first = Trainer(TrainSettings(**TINY), tmp_path / "b")
     first.train_step()
     first.train_step()
     first.save_checkpoint()
-    again = st.Trainer(st.TrainSettings(**TINY), tmp_path / "b")
+    again = Trainer(TrainSettings(**TINY), tmp_path / "b")
     assert again.resume() and again.step == 2
     assert again.run()
     for a, b in zip(straight.ema_unet.parameters(), again.ema_unet.parameters(), strict=True):
         assert torch.equal(a, b)
     # control: a resume that forgot the random state draws other data and ends elsewhere
-    third = st.Trainer(st.TrainSettings(**TINY), tmp_path / "b")
+    third = Trainer(TrainSettings(**TINY), tmp_path / "b")
     third.resume()
     third.step = 2
     third.gen.manual_seed(123)
@@ -190,10 +207,10 @@ def test_an_interrupted_training_resumes_to_the_same_weights(tmp_path: Path) -> 
 
 def test_a_checkpoint_of_other_settings_is_refused(tmp_path: Path) -> None:
     tmp_path.mkdir(exist_ok=True)
-    t = st.Trainer(st.TrainSettings(**TINY), tmp_path)
+    t = Trainer(TrainSettings(**TINY), tmp_path)
     t.train_step()
     t.save_checkpoint()
-    other = st.Trainer(st.TrainSettings(**{**TINY, "lr": 5e-4}), tmp_path)
+    other = Trainer(TrainSettings(**{**TINY, "lr": 5e-4}), tmp_path)
     with pytest.raises(ValueError, match="other settings"):
         other.resume()
 
@@ -203,7 +220,7 @@ def test_the_held_out_exact_mmse_is_the_oracles_and_below_any_model(sampler) -> 
     zero excess, and one whose eps is off by 5 % has a positive excess."""
     from infodecomp.models.oracles.exact import ShapesOracle
 
-    ev = st.make_eval_set(sampler, 256, seed=0, sigma0=world.SIGMA0)
+    ev = make_eval_set(sampler, 256, seed=0, sigma0=world.SIGMA0)
     oracle = ShapesOracle()
     every = list(sampler.index)
     caps = [every[int((sampler.ids == row).all(1).nonzero()[0])] for row in ev.ids]
@@ -233,7 +250,7 @@ def _held_out(model, seed: int = 7, n: int = 768) -> torch.Tensor:
     x = x + world.SIGMA0 * torch.randn(x.shape, generator=gen)
     logsnr = -2 + 4 * torch.rand(n, generator=gen)
     eps = torch.randn(x.shape, generator=gen)
-    z = st.noisy(x, logsnr, eps)
+    z = noisy(x, logsnr, eps)
     shuffled = [caps[int(i)] for i in torch.randperm(n, generator=gen)]
     out = []
     for cond in (caps, shuffled, [""] * n):
@@ -318,7 +335,7 @@ def probe_set(tmp_path_factory):
     from infodecomp.models.tiny.sd import build_clip_tokenizer
 
     tok = build_clip_tokenizer(tmp_path_factory.mktemp("tok"), model_max_length=sl.TOKENS)
-    return st.make_probe_set(tok, 64, seed=0, sigma0=world.SIGMA0)
+    return make_probe_set(tok, 64, seed=0, sigma0=world.SIGMA0)
 
 
 class _RelationBlind:
@@ -350,30 +367,30 @@ def test_the_relation_probe_of_the_exact_oracle_is_exact_and_a_relation_blind_mo
     from infodecomp.models.oracles.exact import ShapesOracle
 
     oracle = ShapesOracle()
-    r = st.relation_probe(st.denoiser_predictor(oracle), probe_set)
+    r = relation_probe(denoiser_predictor(oracle), probe_set)
     for g in ("swap_gap", "relation_gap", "colour_gap"):
         assert r[g] == pytest.approx(r[f"exact_{g}"], rel=1e-4, abs=1e-9)
         assert r[f"exact_{g}"] > 0
-    assert st.knows_relations(r)
+    assert knows_relations(r)
     assert r["layout"] == pytest.approx(r["exact_layout"], rel=1e-4) and r["exact_layout"] > 0.1
-    off = st.relation_probe(
+    off = relation_probe(
         lambda ids, caps, z, ls: 1.05 * oracle.eps_hat(z, ls, oracle.encode_conditions(caps)),
         probe_set,
     )
     assert abs(off["swap_gap"] - r["exact_swap_gap"]) > 0.01 * r["exact_swap_gap"]
-    blind = st.relation_probe(st.denoiser_predictor(_RelationBlind()), probe_set)
+    blind = relation_probe(denoiser_predictor(_RelationBlind()), probe_set)
     assert abs(blind["swap_gap"]) < 1e-6 and abs(blind["relation_gap"]) < 1e-6
     assert blind["colour_gap"] > 0  # it still reads colours
     assert blind["layout"] < 1e-6  # ... and places nothing
-    assert not st.knows_relations(blind)
+    assert not knows_relations(blind)
 
 
 def test_the_loss_weight_and_the_relation_band_draws() -> None:
     """weight 1 without a cap, 1 + min(exp(-logsnr), cap) with one; band_share 0 leaves the
     draws as they were, band_share 1 puts them all in the relation band."""
     ls = torch.tensor([-8.0, -3.0, 0.0, 5.0])
-    assert torch.equal(st.loss_weight(ls, 0.0), torch.ones(4))
-    w = st.loss_weight(ls, 20.0)
+    assert torch.equal(loss_weight(ls, 0.0), torch.ones(4))
+    w = loss_weight(ls, 20.0)
     assert w.tolist() == pytest.approx(
         [
             21.0,
@@ -382,11 +399,11 @@ def test_the_loss_weight_and_the_relation_band_draws() -> None:
             1 + float(torch.exp(torch.tensor(-5.0))),
         ]
     )
-    a = st.draw_logsnr(500, torch.Generator().manual_seed(3))
-    b = st.draw_logsnr(500, torch.Generator().manual_seed(3), band_share=0.0)
+    a = draw_logsnr(500, torch.Generator().manual_seed(3))
+    b = draw_logsnr(500, torch.Generator().manual_seed(3), band_share=0.0)
     assert torch.equal(a, b)
-    band = st.draw_logsnr(500, torch.Generator().manual_seed(3), band_share=1.0)
-    lo, hi = st.RELATION_BAND
+    band = draw_logsnr(500, torch.Generator().manual_seed(3), band_share=1.0)
+    lo, hi = RELATION_BAND
     assert bool(((band >= lo) & (band <= hi)).all()) and not bool(((a >= lo) & (a <= hi)).all())
 
 
@@ -394,15 +411,15 @@ def test_the_trainer_logs_the_probe_and_a_v2_model_loads_through_the_family(tmp_
     """arch=v2xy (T5 text encoder, coordinate channels) warm-started from a v1 folder takes its
     UNet only (the coordinate weights at 0: the same function); the log rows
     carry the probe; the exported folder loads through model=shapes-learned model.path=..."""
-    v1 = st.Trainer(st.TrainSettings(**TINY, probe_size=8), tmp_path / "v1")
+    v1 = Trainer(TrainSettings(**TINY, probe_size=8), tmp_path / "v1")
     (tmp_path / "v1").mkdir()
     assert v1.run()
     assert {"swap_gap", "exact_swap_gap", "relation_gap", "colour_gap", "te_relation"} <= set(
         v1.log[-1]
     )
-    st.export_model(v1, tmp_path / "v1model", "card")
-    v2 = st.Trainer(
-        st.TrainSettings(**TINY, arch="v2xy", probe_size=8, init=str(tmp_path / "v1model")),
+    export_model(v1, tmp_path / "v1model", "card")
+    v2 = Trainer(
+        TrainSettings(**TINY, arch="v2xy", probe_size=8, init=str(tmp_path / "v1model")),
         tmp_path / "v2",
     )
     assert v2.warm_started == ["unet (added input channels: zero-initialised)"]
@@ -420,7 +437,7 @@ def test_the_trainer_logs_the_probe_and_a_v2_model_loads_through_the_family(tmp_
             sl.with_coordinates(v2.unet, torch.randn(1, 4, 16, 16))
     (tmp_path / "v2").mkdir()
     assert v2.run()
-    st.export_model(v2, tmp_path / "v2model", "card")
+    export_model(v2, tmp_path / "v2model", "card")
     model = load_model(
         ModelConfig(name="shapes-learned", path=str(tmp_path / "v2model")), CPU, torch.float32
     )
@@ -430,7 +447,7 @@ def test_the_trainer_logs_the_probe_and_a_v2_model_loads_through_the_family(tmp_
     )
     assert eps.isfinite().all() and not torch.allclose(eps[0], eps[1])
     with pytest.raises(ValueError, match="train.init"):
-        st.warm_start(v2.unet, v2.text_encoder, str(tmp_path / "nothing"))
+        warm_start(v2.unet, v2.text_encoder, str(tmp_path / "nothing"))
 
 
 @pytest.mark.skipif(
@@ -445,5 +462,5 @@ def test_the_shipped_weights_know_relations(probe_set) -> None:
     """The relation probe on model=shapes-learned (fails for the v1 weights: their swap and
     relation gaps are 0 within noise; the relation-blind oracle above is that failure's control)."""
     trained = load_model(ModelConfig(name="shapes-learned"), CPU, torch.float32)
-    r = st.relation_probe(st.denoiser_predictor(trained), probe_set)
-    assert st.knows_relations(r), r
+    r = relation_probe(denoiser_predictor(trained), probe_set)
+    assert knows_relations(r), r

@@ -31,9 +31,9 @@ from infodecomp.data.coco import (
     CAPTION_FIELDS,
     INSTANCE_FIELDS,
     check_instances,
-    whole_word,
 )
 from infodecomp.data.errors import COCO2017_SOURCE, read_json, require_path
+from infodecomp.data.text import whole_word
 
 # Irregular number forms of COCO category names: name -> its other form.
 IRREGULAR_FORMS = {

@@ -36,7 +36,7 @@ class DataSpec:
             annotated object of the image, because pycocotools' getAnnIds(catIds=[]) returns all
             annotations; those rows carry the reference "all objects (published COCO-WL)").
             COCO-IT and COCO100-IT rows are categories: their mask is the same either way.
-        swaps: the word-swap edit of COCO100-IT (data.coco.SWAPS): "distinct" (infodecomp's
+        swaps: the word-swap edit of COCO100-IT (data.swaps.SWAPS): "distinct" (infodecomp's
             partners, the item's word only, articles fixed) or "published" (the published
             intervention script's pairs, every listed word of the caption swapped).
         classes: PascalVOC segmentation (data=voc-seg, data.segmentation): "single" (the

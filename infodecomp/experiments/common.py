@@ -10,7 +10,8 @@ import torch
 
 from infodecomp.estimators.engine import EngineConfig
 from infodecomp.estimators.samplers import LogsnrSampler
-from infodecomp.experiments.config import EstimatorConfig, check_device
+from infodecomp.experiments.checks import check_device
+from infodecomp.experiments.config import EstimatorConfig
 from infodecomp.experiments.shim import hydra_main, run_dir  # noqa: F401  (re-exported)
 from infodecomp.models.device import DTYPES, use_device
 from infodecomp.models.device import resolve_device as _resolve_device

@@ -28,6 +28,7 @@ from infodecomp.data.errors import DataError
 from infodecomp.data.records import Dataset, ImageLoadError
 from infodecomp.data.registry import check_kind, load_dataset
 from infodecomp.estimators.protocol import encode_keyed
+from infodecomp.experiments.checks import check_values
 from infodecomp.experiments.common import (
     resolve_device,
     resolve_dtype,
@@ -35,7 +36,6 @@ from infodecomp.experiments.common import (
     shard,
     to_dict,
 )
-from infodecomp.experiments.config import check_values
 from infodecomp.experiments.errors import ConfigError, RunError
 from infodecomp.experiments.session import KEYS, Session, first_start, leg_info, legs_for_meta
 from infodecomp.models.capabilities import ExactLikelihood, needs_rgb

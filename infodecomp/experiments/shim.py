@@ -28,7 +28,8 @@ def hydra_main(command: str, run: Callable[[Any], Any]) -> Callable[[], Any]:
     import hydra
     from omegaconf import OmegaConf
 
-    from infodecomp.experiments.config import SCHEMAS, check_keys, check_values
+    from infodecomp.experiments.checks import check_keys, check_values
+    from infodecomp.experiments.config import SCHEMAS
     from infodecomp.paths import config_dir
 
     register()

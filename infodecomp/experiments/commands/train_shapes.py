@@ -1,4 +1,4 @@
-"""`infodecomp train-shapes`: trains the learned ShapesWorld model (models.shapes_training).
+"""`infodecomp train-shapes`: trains the learned ShapesWorld model (models.training).
 
 Writes into the run directory: checkpoint.pt (every `checkpoint_every` steps; a rerun into the
 same directory with the same settings resumes from it, other settings are refused),
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 
 import pandas as pd
@@ -28,12 +29,9 @@ log = logging.getLogger("infodecomp")
 
 def run(cfg: TrainShapesConfig) -> dict:
     from infodecomp.models.families.shapes_learned import build_parts
-    from infodecomp.models.training.shapes import (
-        Trainer,
-        evaluate,
-        export_model,
-        model_card,
-    )
+    from infodecomp.models.training.card import model_card
+    from infodecomp.models.training.data import evaluate
+    from infodecomp.models.training.trainer import Trainer, export_model
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -56,26 +54,7 @@ def run(cfg: TrainShapesConfig) -> dict:
         total=cfg.train.steps, initial=trainer.step, desc="train-shapes", unit="step",
         disable=not cfg.run.progress,
     )  # fmt: skip
-
-    def progress(step: int, loss: float, row: dict | None) -> None:
-        bar.update(step - bar.n)
-        bar.set_postfix(loss=f"{loss:.4f}")
-        if row:
-            log.info(
-                "step %d: held-out loss %.4f (exact MMSE %.4f, excess %.4f); empty caption %.4f",
-                step, row["loss_cond"], row["exact_cond"], row["excess_cond"], row["loss_uncond"],
-            )  # fmt: skip
-        if row and "swap_gap" in row:
-            log.info(
-                "step %d: relation probe (model / exact, per pixel): swap below -1 %.5f / %.5f, "
-                "relation removed %.6f / %.6f, colour removed %.6f / %.6f, layout %.4f / %.4f; "
-                "text encoder left/right %.2f, red/blue %.2f",
-                step, row["swap_gap"], row["exact_swap_gap"], row["relation_gap"],
-                row["exact_relation_gap"], row["colour_gap"], row["exact_colour_gap"],
-                row["layout"], row["exact_layout"], row["te_relation"], row["te_colour"],
-            )  # fmt: skip
-
-    finished = trainer.run(deadline=deadline, progress=progress, stop_at=cfg.stop_at or None)
+    finished = trainer.run(deadline=deadline, progress=_progress(bar), stop_at=cfg.stop_at or None)
     bar.close()
     pd.DataFrame(trainer.log).to_csv(out / "train_log.csv", index=False)
     pred = cfg.train.prediction
@@ -111,6 +90,31 @@ def run(cfg: TrainShapesConfig) -> dict:
         f"{held_out['loss_random']:.4f}); empty caption {held_out['loss_uncond']:.4f} -> {out / 'model'}"
     )
     return summary
+
+
+def _progress(bar: tqdm) -> Callable[[int, float, dict | None], None]:
+    """The trainer's progress callback: the bar, and the held-out losses and the relation
+    probe logged at every evaluation."""
+
+    def progress(step: int, loss: float, row: dict | None) -> None:
+        bar.update(step - bar.n)
+        bar.set_postfix(loss=f"{loss:.4f}")
+        if row:
+            log.info(
+                "step %d: held-out loss %.4f (exact MMSE %.4f, excess %.4f); empty caption %.4f",
+                step, row["loss_cond"], row["exact_cond"], row["excess_cond"], row["loss_uncond"],
+            )  # fmt: skip
+        if row and "swap_gap" in row:
+            log.info(
+                "step %d: relation probe (model / exact, per pixel): swap below -1 %.5f / %.5f, "
+                "relation removed %.6f / %.6f, colour removed %.6f / %.6f, layout %.4f / %.4f; "
+                "text encoder left/right %.2f, red/blue %.2f",
+                step, row["swap_gap"], row["exact_swap_gap"], row["relation_gap"],
+                row["exact_relation_gap"], row["colour_gap"], row["exact_colour_gap"],
+                row["layout"], row["exact_layout"], row["te_relation"], row["te_colour"],
+            )  # fmt: skip
+
+    return progress
 
 
 PATH_KEYS = ("run.out_dir", "train.init")  # machine paths: the model card names them in words

@@ -2,8 +2,9 @@
 
 `LatentDiffusionDenoiser` holds what every latent text-to-image family shares: loading its parts
 (classes read from model_index.json; models.families.pipeline), the dtype and the attention
-processor applied once, VAE encode / decode, the logsnr -> timestep lookup, the conversion to
-eps, the geometry of images, masks and maps, prompt caching and attention capture. A family is a
+processor applied once, the logsnr -> timestep lookup, the conversion to eps, prompt caching and
+attention capture; VAE encode / decode and the geometry of images, masks and maps come from its
+base `LatentImageModel` (models.families.image_model). A family is a
 declaration (`PARTS`, `HONOURS`, `_encode_prompts`, `_denoise`; docs/extending.md); one on
 another time variable overrides `_make_schedule`, `_timestep`, `_scale_input`, `_to_eps`
 (rectified flow: models.dynamics.flow.FlowMatchingMixin, formulas in models/dynamics/conversions.py).
@@ -32,6 +33,7 @@ from infodecomp.models.attention.capture import (
 )
 from infodecomp.models.device import resolve_device, resolve_dtype
 from infodecomp.models.dynamics.schedule import DiscreteSchedule, v_to_eps
+from infodecomp.models.families.image_model import LatentImageModel
 from infodecomp.models.families.pipeline import (
     ModelFolderError,
     check_offload,
@@ -44,7 +46,6 @@ from infodecomp.models.families.pipeline import (
     scheduler_config,
     short_error,
 )
-from infodecomp.models.families.preprocess import mask_transform, to_model_input, upsample_map
 from infodecomp.models.families.tokens import word_token_indices
 from infodecomp.models.presets import AdapterOptions
 
@@ -59,21 +60,7 @@ __all__ = [
 _offload_guard = check_offload  # tests exercise the offload paths on the CPU through this seam
 
 
-def _key_gen(seed: int, key: Hashable) -> torch.Generator:
-    from infodecomp.estimators.engine import item_generator
-
-    return item_generator(seed, ("vae-sample", key))
-
-
-def _pixel_key(px: torch.Tensor) -> str:
-    """A key for an image given without one: a digest of its preprocessed pixels [3, S, S]."""
-    import hashlib
-
-    data = px.detach().float().cpu().contiguous().numpy()
-    return "pixels:" + hashlib.blake2b(data.tobytes(), digest_size=8).hexdigest()
-
-
-class LatentDiffusionDenoiser:
+class LatentDiffusionDenoiser(LatentImageModel):
     """Denoiser protocol (and ImageModel, AttentionCapture, DaamInversion, ProbabilityFlow
     capabilities) over a latent text-to-image model. Subclass per family; see the module doc.
 
@@ -368,101 +355,6 @@ class LatentDiffusionDenoiser:
         if isinstance(rows[0], torch.Tensor):
             return torch.cat(rows)  # [K, ...]
         return {k: torch.cat([r[k] for r in rows]) for k in rows[0]}
-
-    @torch.no_grad()
-    def encode_images(
-        self,
-        images: Sequence[Any],
-        keys: Sequence[Hashable] | None = None,
-        seed: int | None = None,
-    ) -> torch.Tensor:
-        """Images -> scaled VAE latents [N, C, h, w] float32 (on CPU), cached per key if keys are given.
-
-        Preprocessing: `resize` ("squash": to image_size x image_size, no crop, as published;
-        "center-crop": central square first) with the `resample` filter (bicubic; the
-        published localisation: bilinear), pixels mapped to [-1, 1], VAE
-        posterior mean or (latent="sample") a posterior sample whose noise is drawn from
-        (seed, key) alone: `seed` (default: the adapter's) and the image's key (without keys:
-        a digest of its preprocessed pixels), never its position in the call, so a draw is the
-        same whatever the batch or shard layout. Shifted and scaled by the VAE's shift_factor
-        and scaling_factor. Cached per (seed, key) for samples, per key for the mean.
-        """
-        if keys is not None and len(keys) != len(images):
-            raise ValueError(
-                f"got {len(keys)} keys for {len(images)} images; give one key per image or none"
-            )
-        seed = self.seed if seed is None else int(seed)
-
-        def cache_key(i: int) -> Hashable:
-            return (seed, keys[i]) if self.latent == "sample" else keys[i]  # type: ignore[index]
-
-        todo = [
-            i for i in range(len(images)) if keys is None or cache_key(i) not in self._latent_cache
-        ]
-        fresh: dict[int, torch.Tensor] = {}
-        for start in range(0, len(todo), self.vae_batch):
-            idx = todo[start : start + self.vae_batch]
-            px = torch.stack(
-                [
-                    to_model_input(images[i], self.image_size, self.resize, self.resample)
-                    for i in idx
-                ]
-            )  # [b, 3, S, S]
-            with self._visiting(self.vae):
-                dist = self.vae.encode(px.to(self.device, self.vae_dtype)).latent_dist
-            lat = dist.mean.float()  # [b, C, h, w]
-            if self.latent == "sample":
-                gens = [
-                    _key_gen(seed, keys[i] if keys else _pixel_key(px[j]))
-                    for j, i in enumerate(idx)
-                ]
-                noise = torch.stack(
-                    [torch.randn(lat.shape[1:], generator=g) for g in gens]
-                )  # [b, C, h, w]
-                lat = lat + dist.std.float() * noise.to(lat.device)
-            lat = (lat - self._vae_shift) * self.vae.config.scaling_factor
-            self.image_encodes += len(idx)
-            for j, i in enumerate(idx):
-                fresh[i] = lat[j].cpu()
-                if keys is not None:
-                    self._latent_cache[cache_key(i)] = fresh[i]
-        rows = [
-            fresh[i] if i in fresh else self._latent_cache[cache_key(i)] for i in range(len(images))
-        ]
-        return torch.stack(rows)  # [N, C, h, w]
-
-    @property
-    def _vae_shift(self) -> float:
-        return getattr(self.vae.config, "shift_factor", None) or 0.0
-
-    # --- ImageModel: images, masks, maps -----------------------------------------------------
-
-    @torch.no_grad()
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """Scaled latents [N, C, h, w] -> images [N, 3, H, W] in [0, 1], float32 on CPU."""
-        lat = (
-            latents.to(self.device, self.vae_dtype) / self.vae.config.scaling_factor
-            + self._vae_shift
-        )  # [N, C, h, w]
-        with self._visiting(self.vae):
-            out = self.vae.decode(lat, return_dict=False)[0]  # [N, 3, H, W] in [-1, 1]
-        return ((out.float() + 1) / 2).clamp(0, 1).cpu()  # [N, 3, H, W]
-
-    def preview(self, image: Any) -> torch.Tensor:
-        """The image as the model sees it (resize rule applied): [3, H, W] in [0, 1]."""
-        px = to_model_input(image, self.image_size, self.resize, self.resample)
-        return ((px + 1) / 2).clamp(0, 1)
-
-    def mask_transform(
-        self, mask: torch.Tensor, size: int | tuple[int, int] | None = None
-    ) -> torch.Tensor:
-        """Resizes a ground-truth mask [H, W] the way images are resized; see `mask_transform`."""
-        return mask_transform(mask, size or self.latent_size, self.resize, self.mask_resample)
-
-    @staticmethod
-    def upsample_map(heat: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
-        """Bilinear upsampling of a map [h, w] to `size`; returned unchanged when already that size."""
-        return upsample_map(heat, size)
 
     # --- ProbabilityFlow ---------------------------------------------------------------------
 

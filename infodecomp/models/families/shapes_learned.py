@@ -12,7 +12,7 @@ Architecture (the Stable Diffusion family's shape, at ShapesWorld's size, in pix
 Saved like a diffusers pipeline (unet/, text_encoder/, tokenizer/, scheduler/, model_index.json)
 and loaded with `ShapesLearnedDenoiser.from_pretrained(folder)`. The trained weights ship in
 infodecomp/models/resources/shapes-learned (see its README.md, the model card); training is
-`infodecomp train-shapes` (models.shapes_training).
+`infodecomp train-shapes` (models.training).
 """
 
 from __future__ import annotations

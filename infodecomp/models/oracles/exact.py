@@ -167,6 +167,21 @@ class InfoIntegral:
         )
 
 
+def _allocate_draws(
+    wq: torch.Tensor, pilot_o: torch.Tensor, pilot_s: torch.Tensor, n_draws: int
+) -> torch.Tensor:
+    """exact_info's draws per quadrature node [G] from a pilot's integrands [G, n]: 3/8 by each
+    node's weighted standard deviation, 3/8 by its weighted mean, 1/4 evenly, at least 32."""
+    spread = wq * (pilot_o.std(-1) + pilot_s.std(-1)).cpu()
+    mass = wq * (pilot_o.mean(-1).abs() + pilot_s.mean(-1).abs()).cpu()
+    share = torch.full_like(wq, 0.25 / len(wq))  # a quarter spread evenly
+    for score in (spread, mass):  # rare large terms hide from a small pilot's spread
+        if float(score.sum()) > 0:
+            share += 0.375 * score / score.sum()
+    share /= share.sum()
+    return (share * n_draws).ceil().long().clamp(min=32)
+
+
 # Probability-flow ODE range for the oracles: data scale ~1, so the EDM defaults cover every
 # ShapesWorld noise level.
 ORACLE_SIGMA_RANGE = (0.002, 80.0)
@@ -290,22 +305,7 @@ class ShapesOracle:
         r = self.basis.shape[0]
 
         def integrand(g: torch.Tensor, n: int) -> tuple[torch.Tensor, ...]:
-            """f_o [G, n], f_s [G, n] (1/2 the integrands) and k2 D [G, n, r] at logsnr g [G]."""
-            g = g.to(self.device).view(-1, 1, 1)
-            a2, s2 = torch.sigmoid(g), torch.sigmoid(-g)
-            a, s = a2.sqrt(), s2.sqrt()
-            v = a2 * self.sigma0**2 + s2
-            k1, k2 = a2 * self.sigma0**2 / v, a * s / v
-            xi = torch.randn(len(g), n, r, generator=gen, dtype=torch.float64).to(self.device)
-            zc = a * xc + s * xi  # [G, n, r]
-            xbar = []
-            for cs, sq in zip(coords, sqn, strict=True):
-                logits = (a * (zc @ cs.T) - 0.5 * a2 * sq) / v  # [G, n, k]
-                xbar.append(torch.softmax(logits, -1) @ cs)  # [G, n, r]
-            d = xbar[1] - xbar[0]
-            f_o = 0.5 * (k2 * d).square().sum(-1)
-            f_s = 0.5 * (k2 * d * (2 * k1 * xi - 2 * k2 * xc + k2 * (xbar[0] + xbar[1]))).sum(-1)
-            return f_o, f_s, k2 * d
+            return self._info_integrand(g, n, xc, coords, sqn, gen)
 
         t, w = (torch.from_numpy(v) for v in np.polynomial.legendre.leggauss(nodes))
         edges = torch.arange(lo, hi + 1, dtype=torch.float64)
@@ -313,14 +313,7 @@ class ShapesOracle:
         g_all = (edges[:-1, None] + 0.5 * (t[None, :] + 1.0)).flatten()  # [P * nodes]
         wq = (0.5 * w).repeat(n_panels)  # Gauss-Legendre weights on unit panels
         pilot_o, pilot_s, _ = integrand(g_all, 64)
-        spread = wq * (pilot_o.std(-1) + pilot_s.std(-1)).cpu()
-        mass = wq * (pilot_o.mean(-1).abs() + pilot_s.mean(-1).abs()).cpu()
-        share = torch.full_like(wq, 0.25 / len(wq))  # a quarter spread evenly
-        for score in (spread, mass):  # rare large terms hide from a small pilot's spread
-            if float(score.sum()) > 0:
-                share += 0.375 * score / score.sum()
-        share /= share.sum()
-        counts = (share * n_draws).ceil().long().clamp(min=32)
+        counts = _allocate_draws(wq, pilot_o, pilot_s, n_draws)
         stats = torch.zeros(len(g_all), 4, dtype=torch.float64)  # mean_o, var_o, mean_s, var_s
         second = torch.zeros(len(g_all), r, r, dtype=torch.float64)  # E[(k2 D)(k2 D)^T] / 2
         for i, (g, n) in enumerate(zip(g_all, counts.tolist(), strict=True)):
@@ -337,6 +330,35 @@ class ShapesOracle:
         # a quadratic form, >= 0 up to rounding (of order 1e-30 where no scene differs)
         maps = maps.view(n_panels, *x.shape).sum(1).clamp(min=0).cpu()  # [P, H, W]
         return InfoIntegral(edges, io, io_var, is_, is_var, maps)
+
+    def _info_integrand(
+        self,
+        g: torch.Tensor,
+        n: int,
+        xc: torch.Tensor,
+        coords: list[torch.Tensor],
+        sqn: list[torch.Tensor],
+        gen: torch.Generator,
+    ) -> tuple[torch.Tensor, ...]:
+        """exact_info's integrands at logsnr g [G], n draws each: f_o [G, n], f_s [G, n] (1/2 the
+        integrands) and k2 D [G, n, r]; xc: the image in the basis [r]; coords / sqn: the two
+        captions' scene coordinates [k, r] and squared norms [k]."""
+        g = g.to(self.device).view(-1, 1, 1)
+        a2, s2 = torch.sigmoid(g), torch.sigmoid(-g)
+        a, s = a2.sqrt(), s2.sqrt()
+        v = a2 * self.sigma0**2 + s2
+        k1, k2 = a2 * self.sigma0**2 / v, a * s / v
+        r = self.basis.shape[0]
+        xi = torch.randn(len(g), n, r, generator=gen, dtype=torch.float64).to(self.device)
+        zc = a * xc + s * xi  # [G, n, r]
+        xbar = []
+        for cs, sq in zip(coords, sqn, strict=True):
+            logits = (a * (zc @ cs.T) - 0.5 * a2 * sq) / v  # [G, n, k]
+            xbar.append(torch.softmax(logits, -1) @ cs)  # [G, n, r]
+        d = xbar[1] - xbar[0]
+        f_o = 0.5 * (k2 * d).square().sum(-1)
+        f_s = 0.5 * (k2 * d * (2 * k1 * xi - 2 * k2 * xc + k2 * (xbar[0] + xbar[1]))).sum(-1)
+        return f_o, f_s, k2 * d
 
     def sample_scene(self, scene_index: int, generator: torch.Generator) -> torch.Tensor:
         """x = render(scene) + sigma0 * noise. Returns [3, H, W] float32."""

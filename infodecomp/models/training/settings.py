@@ -1,4 +1,4 @@
-"""What a ShapesWorld training run does (models.training.shapes), importable without torch:
+"""What a ShapesWorld training run does (models.training.trainer), importable without torch:
 the `train-shapes` config schema is built from it, and `aggregate` / `report` load that schema."""
 
 from __future__ import annotations
