@@ -50,6 +50,19 @@ SKIP = {
         "needs the ARO data set (Visual Genome images)"
     ),
     "infodecomp bench model=sd21-random run.device=cuda": "needs a CUDA device",
+    "infodecomp localize model=flux-schnell attention=concept data=imagenet-seg "
+    "data.root=/data/imagenet-seg "
+    "data.annotations=/data/imagenet_class_map.json": (
+        "needs ImageNet-Segmentation and a Flux checkpoint (fixtures: "
+        "tests/test_localize_segmentation.py)"
+    ),
+    "infodecomp localize model=sd3.5-medium attention=concept data=voc-seg "
+    "data.root=/data/VOCdevkit "
+    "data.classes=multi": (
+        "needs PascalVOC 2012 and a gated SD 3.5 checkpoint (fixtures: "
+        "tests/test_localize_segmentation.py)"
+    ),
+    "python -m nltk.downloader wordnet": "network download of nltk's WordNet corpus",
     "infodecomp calibrate n_items=60 word_items=24 estimator.n_samples=100": (
         "the measured calibration (11 minutes on a CPU); `infodecomp calibrate` runs here with "
         "small limits"

@@ -21,6 +21,7 @@ from infodecomp.reporting import (
     write_summary,
 )
 from infodecomp.reporting.aggregate import load_runs
+from infodecomp.reporting.segmentation import SEG_COLUMNS
 from infodecomp.reporting.store import RunStore, export, store_path
 from infodecomp.reporting.tables import latex_escape, to_markdown
 from infodecomp.reporting.writer import ARO_KEY, INTERVENE_KEY, LOCALIZE_KEY
@@ -280,7 +281,9 @@ def loc_row(item, method, n_steps, split, cols):
         "split": split,
         "value": 1.0 if method == "cmi" else None,
     }
-    return row | {c: cols.get(j, 0.0) for j, c in enumerate(IOU_COLUMNS)}
+    return (
+        row | {c: cols.get(j, 0.0) for j, c in enumerate(IOU_COLUMNS)} | dict.fromkeys(SEG_COLUMNS)
+    )
 
 
 def localize_rows():

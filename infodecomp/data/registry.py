@@ -74,6 +74,8 @@ DATASETS: dict[str, DataEntry] = {
     "coco-it": DataEntry(_coco("coco-it"), WORDS),
     "coco-wl": DataEntry(_coco("coco-wl"), WORDS),
     "coco100-it": DataEntry(_coco("coco100-it"), WORDS),
+    "imagenet-seg": DataEntry(_lazy("segmentation", "load_imagenet_seg"), WORDS),
+    "voc-seg": DataEntry(_lazy("segmentation", "load_voc_seg"), WORDS),
 }
 
 
@@ -148,6 +150,11 @@ def load_dataset(spec: DataSpec, limit: int | None = None) -> Dataset:
         raise DataError(
             f"data.wl_mask={spec.wl_mask} applies to the COCO manifests (coco-wl's words) only; "
             f"leave it at none for data={spec.name}"
+        )
+    if spec.classes != "single" and spec.name != "voc-seg":
+        raise ValueError(
+            f"data.classes={spec.classes} chooses PascalVOC's split; data={spec.name} has none: "
+            "leave data.classes unset"
         )
     spec = generation_spec(spec, limit)
     ds = unique_ids(entry.load(spec))

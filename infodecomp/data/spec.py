@@ -39,6 +39,9 @@ class DataSpec:
         swaps: the word-swap edit of COCO100-IT (data.swaps.SWAPS): "distinct" (infodecomp's
             partners, the item's word only, articles fixed) or "published" (the published
             intervention script's pairs, every listed word of the caption swapped).
+        classes: PascalVOC segmentation (data=voc-seg, data.segmentation): "single" (the
+            images with one object class, as ConceptAttention's single-class split) or "multi"
+            (every val image, one item per object class present).
     """
 
     name: str = "shapes-relation"
@@ -56,6 +59,7 @@ class DataSpec:
     control: str | None = None
     wl_mask: str = "none"
     swaps: str = "distinct"
+    classes: str = "single"
 
     def __post_init__(self) -> None:
         if self.wl_mask not in WL_MASKS:
@@ -64,3 +68,5 @@ class DataSpec:
             raise ValueError(f"data.crop={self.crop} is not one of pad, clamp")
         if self.swaps not in ("distinct", "published"):
             raise ValueError(f"data.swaps={self.swaps} is not one of distinct, published")
+        if self.classes not in ("single", "multi"):
+            raise ValueError(f"data.classes={self.classes} is not one of single, multi")

@@ -7,9 +7,10 @@ Published numbers appear beside measured ones only for runs in the paper's setti
 
 This module dispatches: the runs are read by reporting.runs, each table is built by its own
 module (reporting.aro_tables: Tables 1-2 and accuracy against samples; reporting.localize_table:
-Table 3; reporting.intervene_table: Table 4; reporting.calibration: the calibration table) and
-rendered by reporting.tables. A new table is a module beside those, an entry in TITLES and a few
-lines in build_tables.
+Table 3; reporting.segmentation_table: the zero-shot segmentation table;
+reporting.intervene_table: Table 4; reporting.calibration: the calibration table) and rendered
+by reporting.tables. A new table is a module beside those, an entry in TITLES and a few lines
+in build_tables.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from infodecomp.reporting import published as pub
+from infodecomp.reporting import segmentation_table as seg_table
 from infodecomp.reporting.aro_tables import aro_records, data_notes
 from infodecomp.reporting.calibration import calibration_table
 from infodecomp.reporting.intervene_table import NOTE_TABLE4_EXACT, table4
@@ -72,6 +74,7 @@ TITLES = {
     "accuracy_vs_samples": "ARO accuracy (%) vs logsnr samples per image",
     "table2": "Table 2: accuracy (%) per group [95% Wilson score interval] (relation, attribute pair, tag; Winoground: group score)",
     "table3": "Table 3: localisation mIoU (%), paper protocol vs held-out threshold, per word type",
+    "segmentation": seg_table.TITLE,
     "table4": "Table 4: intervention correlation (Pearson r ± bootstrap se)",
     "calibration": "Calibration: a learned ShapesWorld model against the exact oracle (same items, same draws)",
     "runs": "Runs",
@@ -170,11 +173,9 @@ def build_tables(
             fmt2 = {c: pct for c in t2.columns if c not in TABLE2_KEYS}
             shown2 = display(t2, fmt2 | {"n_samples": fmt_int, "n": fmt_int})
             built["table2"] = (t2, table1_shown(t2, shown2))
-    t3 = (
-        table3(by_cmd["localize"], n_boot=n_boot, seed=seed)
-        if by_cmd["localize"]
-        else pd.DataFrame()
-    )
+    segs = [r for r in by_cmd["localize"] if seg_table.is_segmentation_run(r)]
+    loc = [r for r in by_cmd["localize"] if r not in segs]  # segmentation: its own table
+    t3 = table3(loc, n_boot=n_boot, seed=seed) if loc else pd.DataFrame()
     if not t3.empty:
         built["table3"] = (
             t3,
@@ -184,6 +185,11 @@ def build_tables(
                 | {"pairs": fmt_int, "unscored": fmt_int},
             ),
         )
+    ts = seg_table.segmentation_table(segs)
+    if not ts.empty:
+        fmt_s = {c: fmt_number(2) for c in seg_table.METRICS} | {"images": fmt_int}
+        built["segmentation"] = (ts, display(ts, fmt_s | {"n_steps": fmt_int}))
+        ts.attrs["note"] = seg_table.NOTE
     t4 = table4(by_cmd["intervene"], n_boot=n_boot, seed=seed) if by_cmd["intervene"] else None
     if t4 is not None and not t4.empty:
         built["table4"] = (t4, table4_shown(t4))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from infodecomp.reporting.csvio import natural_key
 from infodecomp.reporting.metrics import IOU_COLUMNS
+from infodecomp.reporting.segmentation import SEG_COLUMNS
 from infodecomp.reporting.store import (
     RESULTS,
     SKIPPED,
@@ -80,6 +81,7 @@ LOCALIZE_COLUMNS = [
     "split",
     "value",
     *IOU_COLUMNS,
+    *SEG_COLUMNS,  # segmentation benchmarks (imagenet-seg, voc-seg): counts and AP per map
 ]
 LOCALIZE_KEY = ["item_id", "method", "n_steps", "reference"]
 INTERVENE_COLUMNS = [

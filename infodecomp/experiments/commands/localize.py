@@ -20,7 +20,13 @@ all-objects-published` (COCO-WL), and, only by name, `baseline_input=zero-one-pu
 (the published DAAM and Attention+Information baselines encode [0, 1] pixels).
 IoU against the ground-truth mask is stored at the 50 thresholds of the published protocol;
 `aggregate` reports the paper's best-threshold mIoU and a held-out-threshold variant, overall and
-per word type.
+per word type. On a zero-shot segmentation benchmark (data=imagenet-seg, voc-seg) each map is
+scored instead as ConceptAttention's published evaluation scores it (reporting.segmentation:
+counts and AP per map in the `seg_*` columns; pixel accuracy, mIoU and mAP in the summary and
+aggregate's segmentation table); those sets have no captions, so the MI map is scored (their
+CMI contrast is the same) and the attention methods see the prompt "a <word>".
+
+Each method's heat map comes from its producer in HEATS (a new method is one entry there).
 
 With a model that has exact information (the ShapesWorld oracle) two references are added: the
 exact CMI map scored against the object masks (method `exact`: what a perfect estimator scores
@@ -36,14 +42,16 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from infodecomp.data.coco import MANIFEST_KINDS
 from infodecomp.data.registry import WORDS
+from infodecomp.data.segmentation import load_target
 from infodecomp.estimators.protocol import encode_keyed
 from infodecomp.estimators.queries import CMI, MI, word_queries
 from infodecomp.experiments.common import engine_config
@@ -66,6 +74,12 @@ from infodecomp.experiments.runner import RunContext, encode_batch, execute
 from infodecomp.experiments.shim import hydra_main
 from infodecomp.reporting import figures
 from infodecomp.reporting.metrics import IOU_COLUMNS, iou_curve, iou_curve_maps, miou_cells
+from infodecomp.reporting.segmentation import (
+    SEG_COLUMNS,
+    benchmark_metrics,
+    eval_target,
+    score_map,
+)
 from infodecomp.reporting.writer import LOCALIZE_COLUMNS
 
 log = logging.getLogger("infodecomp")
@@ -76,6 +90,7 @@ ATTENTION_METHODS = ("attention", "attn_info")  # aggregated and expanded as cfg
 GALLERY = "figures"  # <item>-maps.png of the first `gallery` items (the report's gallery)
 PUBLISHED_MAP_BATCH = 10  # images per batch of the published localisation maps (shared logsnr)
 BUG_INPUT = "zero-one-published-bug"
+SEGMENTATION_DATA = ("imagenet-seg", "voc-seg")  # scored by reporting.segmentation
 
 
 def published_batch(item) -> int:
@@ -114,45 +129,135 @@ def _row(
         "value": value,
     }
     row.update(dict(zip(IOU_COLUMNS, ious.tolist(), strict=True)))
+    row.update(dict.fromkeys(SEG_COLUMNS))  # filled on a segmentation benchmark (_seg_rows)
     return row
 
 
-def process(ctx: RunContext, items: list, images: list) -> list[dict]:
+@dataclass
+class Batch:
+    """What every heat-map producer and scorer of one batch reads: the items, their data points
+    (`xb`: what the attention baselines encode), ground truths and the batch-wide baselines."""
+
+    ctx: RunContext
+    items: list
+    images: list
+    xs: torch.Tensor  # [N, C, h, w]
+    xb: torch.Tensor  # the baselines' latents (baseline_input)
+    masks: list
+    refs: list[str]
+    daam: dict = field(default_factory=dict)  # item id -> DAAM map (one inversion per item)
+    exact: list | None = None  # exact information per item (oracles)
+    traced: bool = False  # Attention+Information asked for and possible
+    targets: list | None = None  # segmentation benchmark: eval_target per item
+    protocol: str | None = None  # segmentation benchmark's protocol (tasks.segmentation)
+    attention: str = "daam"  # aggregation of the raw cross-attention maps (raw_aggregation)
+    concept: dict = field(default_factory=dict)  # item id -> ConceptAttention map
+
+
+def captioned(item) -> bool:
+    """Whether the item has a caption of its own (the segmentation sets have none: their CMI
+    contrast is their MI, and is not scored twice)."""
+    return (getattr(item, "extra", None) or {}).get("captioned", True)
+
+
+def baseline_item(item):
+    """The item the attention methods see: with the published evaluation's prompt ("a <word>")
+    as its caption where the data set has no caption of its own."""
+    prompt = (getattr(item, "extra", None) or {}).get("prompt")
+    return replace(item, caption=prompt) if prompt and not captioned(item) else item
+
+
+HeatMap = tuple[torch.Tensor, float]  # (map on the model's grid, the method's total or NaN)
+
+
+def _heat_cmi(b: Batch, i: int, e, ecfg, top) -> HeatMap | None:
+    return (e.io_map[CMI], e.info_o(CMI)[0]) if captioned(b.items[i]) else None
+
+
+def _heat_mi(b: Batch, i: int, e, ecfg, top) -> HeatMap | None:
+    return e.io_map[MI], e.info_o(MI)[0]
+
+
+def _heat_exact(b: Batch, i: int, e, ecfg, top) -> HeatMap | None:
+    if b.exact is None:
+        return None
+    return b.exact[i].map().float(), b.exact[i].total("io")[0]
+
+
+def _heat_attention(b: Batch, i: int, e, ecfg, top) -> HeatMap | None:
+    heat = b.daam.get(b.items[i].item_id)
+    return None if heat is None else (heat, float("nan"))
+
+
+def _heat_concept(b: Batch, i: int, e, ecfg, top) -> HeatMap | None:
+    heat = b.concept.get(b.items[i].item_id)
+    return None if heat is None else (heat, float("nan"))
+
+
+def _heat_attn_info(b: Batch, i: int, e, ecfg, top) -> HeatMap | None:
+    if not b.traced:
+        return None
+    cfg = b.ctx.cfg
+    if cfg.attn_info_clip is not None:
+        ecfg = replace(ecfg, sampler=replace(ecfg.sampler, clip=cfg.attn_info_clip))
+    item = baseline_item(b.items[i])
+    heat = traced_word_map(b.ctx.model, item, b.xb[i].cpu(), ecfg, b.attention, top)
+    return heat, float("nan")
+
+
+# method -> its heat-map producer (batch, index, estimate, engine config, nested top) -> map or
+# None (the method does not apply to the item / model); a new method is one line here
+HEATS = {
+    "cmi": _heat_cmi,
+    "mi": _heat_mi,
+    "attention": _heat_attention,
+    "attn_info": _heat_attn_info,
+    "exact": _heat_exact,
+    "concept": _heat_concept,
+}
+
+
+def _prepare(ctx: RunContext, items: list, images: list) -> Batch:
     cfg: LocalizeConfig = ctx.cfg
     unknown = set(cfg.methods) - set(METHODS)
     if unknown:
         raise ValueError(f"localize methods {sorted(unknown)} unknown; choose from {METHODS}")
     xs = encode_batch(ctx, items, images)  # [N, C, h, w]
-    attention = raw_aggregation(cfg.attention)  # of the raw cross-attention maps
-    concept = concept_word_maps(ctx.model, items, xs, cfg, ctx.dataset.items)  # attention=concept
-    masks = [ctx.dataset.load_mask(it) for it in items]
-    refs = [(it.extra or {}).get("mask_reference", OBJECT_MASK) for it in items]
-    nan = np.full(len(IOU_COLUMNS), np.nan)
-    traced = has_traced_attention(ctx.model) and "attn_info" in cfg.methods
-    baselines = traced or (has_daam(ctx.model) and "attention" in cfg.methods)
-    xb = (
-        baseline_latents(
-            ctx.model, images, [f"{it.item_id}/zero-one" for it in items], cfg.run.seed
-        )
-        if baselines and cfg.baseline_input == BUG_INPUT
-        else xs
+    b = Batch(ctx, items, images, xs, xs, [ctx.dataset.load_mask(it) for it in items],
+              [(it.extra or {}).get("mask_reference", OBJECT_MASK) for it in items])  # fmt: skip
+    b.protocol = ctx.dataset.info.get("segmentation")
+    if b.protocol is not None:
+        b.targets = [eval_target(*load_target(it)) for it in items]
+    b.attention = raw_aggregation(cfg.attention)  # of the raw cross-attention maps
+    b.concept = concept_word_maps(  # attention=concept
+        ctx.model, [baseline_item(it) for it in items], xs, cfg, ctx.dataset.items
     )
-    daam = {}  # DAAM does not depend on the logsnr budget: one inversion per item
-    if has_daam(ctx.model) and "attention" in cfg.methods:
-        daam = {
-            it.item_id: daam_word_map(ctx.model, it, x.cpu(), cfg.daam_steps, attention)
-            for it, x in zip(items, xb, strict=True)
+    b.traced = has_traced_attention(ctx.model) and "attn_info" in cfg.methods
+    daam = has_daam(ctx.model) and "attention" in cfg.methods
+    if (b.traced or daam) and cfg.baseline_input == BUG_INPUT:
+        keys = [f"{it.item_id}/zero-one" for it in items]
+        b.xb = baseline_latents(ctx.model, images, keys, cfg.run.seed)
+    if daam:  # DAAM does not depend on the logsnr budget: one inversion per item
+        b.daam = {
+            it.item_id: daam_word_map(
+                ctx.model, baseline_item(it), x.cpu(), cfg.daam_steps, b.attention
+            )
+            for it, x in zip(items, b.xb, strict=True)
         }
-    exact = None
     if "exact" in cfg.methods or "cmi" in cfg.methods:
-        exact = exact_word_info(ctx.model, items, xs, cfg.blank_context, cfg.run.seed)
-    rows = []
+        b.exact = exact_word_info(ctx.model, items, xs, cfg.blank_context, cfg.run.seed)
+    return b
+
+
+def _estimates(b: Batch):
+    """(step count, estimates per item, engine config, nested top or None) for every step count
+    of `steps`: with iid draws the step counts are prefixes of one draw of the largest (50/100/
+    200: 200 samples per item, not 350); other modes' prefixes are not samples of the proposal,
+    and the published batches run every step count on its own draw."""
+    cfg: LocalizeConfig = b.ctx.cfg
+    model, items, xs = b.ctx.model, b.items, b.xs
     queries = word_queries(items, xs, cfg.blank_context, mi_prompt=cfg.mi_prompt)
     per_batch = cfg.map_draws == "batch-published"
-    batches = [published_batch(it) for it in items] if per_batch else None
-    # iid draws: every step count is a prefix of one draw of the largest (50/100/200: 200
-    # samples per item, not 350); other modes' prefixes are not samples of the proposal, and
-    # the published batches run every step count on its own draw
     top = max(cfg.steps)
     nested = (
         engine_config(cfg.estimator, cfg.run).sampler.mode == "iid"
@@ -161,64 +266,76 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     )
     if nested:
         ecfg_top = engine_config(cfg.estimator, cfg.run, n_samples=top)
-        full = info_maps(ctx.model, queries, replace(ecfg_top, prefixes=tuple(set(cfg.steps))))
+        full = info_maps(model, queries, replace(ecfg_top, prefixes=tuple(set(cfg.steps))))
     for steps in cfg.steps:
         ecfg = engine_config(cfg.estimator, cfg.run, n_samples=steps)
         if nested:
             ests = [e.prefix(steps) for e in full]
         elif per_batch:  # one logsnr set per (batch, step count); eps per (item, step count)
-            keys = [("published-batch", b, steps) for b in batches]
+            keys = [("published-batch", published_batch(it), steps) for it in items]
             ests = info_maps(
-                ctx.model,
+                model,
                 word_queries(
                     items, xs, cfg.blank_context, True, cfg.mi_prompt, keys, key_suffix=steps
                 ),
                 ecfg,
             )
         else:
-            ests = info_maps(ctx.model, queries, ecfg)
-        if steps == top:
-            save_gallery(ctx, items, images, ests, masks, daam, steps, concept)
-        for i, (it, x, e, mask) in enumerate(zip(items, xb, ests, masks, strict=True)):
-            heats = {
-                "cmi": (e.io_map[CMI], e.info_o(CMI)[0]),
-                "mi": (e.io_map[MI], e.info_o(MI)[0]),
-            }
-            if exact is not None:
-                heats["exact"] = (exact[i].map().float(), exact[i].total("io")[0])
-                if "cmi" in cfg.methods:  # the estimate against the exact map, same threshold
-                    ref_map = exact[i].map(*exact_range(ecfg.sampler, exact[i]))
-                    grid, _ = to_image_grid(ctx.model, e.io_map[CMI], None)
-                    ref_grid, _ = to_image_grid(ctx.model, ref_map, None)
-                    ious = iou_curve_maps(grid, ref_grid)
-                    rows.append(_row(it, "cmi", steps, e.info_o(CMI)[0], ious, EXACT_MAP))
-            if it.item_id in daam:
-                heats["attention"] = (daam[it.item_id], float("nan"))
-            if it.item_id in concept:
-                heats["concept"] = (concept[it.item_id], float("nan"))
-            if traced:
-                acfg = ecfg
-                if cfg.attn_info_clip is not None:
-                    acfg = replace(ecfg, sampler=replace(ecfg.sampler, clip=cfg.attn_info_clip))
-                heats["attn_info"] = (
-                    traced_word_map(
-                        ctx.model, it, x.cpu(), acfg, attention, top if nested else None
-                    ),
-                    float("nan"),
-                )
+            ests = info_maps(model, queries, ecfg)
+        yield steps, ests, ecfg, top if nested else None
+
+
+def process(ctx: RunContext, items: list, images: list) -> list[dict]:
+    cfg: LocalizeConfig = ctx.cfg
+    b = _prepare(ctx, items, images)
+    rows = []
+    for steps, ests, ecfg, nested_top in _estimates(b):
+        if steps == max(cfg.steps):
+            save_gallery(ctx, items, images, ests, b.masks, b.daam, steps, b.concept)
+        for i, e in enumerate(ests):
+            heats = {}
             for method in cfg.methods:
-                if method == "whole" or method not in heats:
-                    continue
-                heat, value = heats[method]
-                agg = attention if method in ATTENTION_METHODS else None
-                grid, gt = to_image_grid(ctx.model, heat, mask, attention=agg)
-                ious = iou_curve(grid, gt) if gt is not None else nan
-                rows.append(_row(it, method, steps, value, ious, refs[i]))
-            if "whole" in cfg.methods:
-                grid, gt = to_image_grid(ctx.model, e.io_map[CMI], mask)
-                whole = np.full(len(IOU_COLUMNS), gt.mean()) if gt is not None else nan
-                rows.append(_row(it, "whole", steps, float("nan"), whole, refs[i]))
+                heat = HEATS[method](b, i, e, ecfg, nested_top) if method in HEATS else None
+                if heat is not None:
+                    heats[method] = heat
+            rows += _item_rows(b, i, e, ecfg, heats, steps)
     return rows
+
+
+def _item_rows(b: Batch, i: int, e, ecfg, heats: dict[str, HeatMap], steps: int) -> list[dict]:
+    """The rows of one item at one step count: each method's map scored against the item's
+    ground truth (a segmentation benchmark's metrics, or the IoU curve of the COCO protocol),
+    the CMI against the exact map (oracles) and the whole-image baseline."""
+    cfg: LocalizeConfig = b.ctx.cfg
+    it, mask, model = b.items[i], b.masks[i], b.ctx.model
+    if b.targets is not None:
+        return [_seg_row(b, i, m, heat, value, steps) for m, (heat, value) in heats.items()]
+    rows, nan = [], np.full(len(IOU_COLUMNS), np.nan)
+    if b.exact is not None and "cmi" in heats:  # the estimate against the exact map
+        ref_map = b.exact[i].map(*exact_range(ecfg.sampler, b.exact[i]))
+        grid, _ = to_image_grid(model, e.io_map[CMI], None)
+        ref_grid, _ = to_image_grid(model, ref_map, None)
+        ious = iou_curve_maps(grid, ref_grid)
+        rows.append(_row(it, "cmi", steps, e.info_o(CMI)[0], ious, EXACT_MAP))
+    for method, (heat, value) in heats.items():
+        agg = b.attention if method in ATTENTION_METHODS else None
+        grid, gt = to_image_grid(model, heat, mask, attention=agg)
+        ious = iou_curve(grid, gt) if gt is not None else nan
+        rows.append(_row(it, method, steps, value, ious, b.refs[i]))
+    if "whole" in cfg.methods:
+        grid, gt = to_image_grid(model, e.io_map[CMI], mask)
+        whole = np.full(len(IOU_COLUMNS), gt.mean()) if gt is not None else nan
+        rows.append(_row(it, "whole", steps, float("nan"), whole, b.refs[i]))
+    return rows
+
+
+def _seg_row(b: Batch, i: int, method: str, heat, value: float, steps: int) -> dict:
+    """One map scored as the segmentation benchmark's published evaluation scores it (on the
+    map's own grid, then EVAL_SIZE; reporting.segmentation); no IoU curve."""
+    it = b.items[i]
+    row = _row(it, method, steps, value, np.full(len(IOU_COLUMNS), np.nan), b.refs[i])
+    row.update(score_map(heat.float().cpu().numpy(), b.targets[i], b.protocol))
+    return row
 
 
 def gallery_ids(ctx: RunContext) -> set[str]:
@@ -239,10 +356,11 @@ def save_gallery(
     for it, image, e, mask in zip(items, images, ests, masks, strict=True):
         if str(it.item_id) not in shown:
             continue
-        maps = {
-            f"CMI '{it.word}' | context": e.io_map[0].float().cpu().numpy(),
-            f"MI '{it.word}'": e.io_map[1].float().cpu().numpy(),
-        }
+        maps = {f"CMI '{it.word}' | context": e.io_map[CMI].float().cpu().numpy()}
+        if not captioned(it):  # no caption: the CMI is the MI, drawn once
+            maps = {}
+        maps[f"MI '{it.word}'"] = e.io_map[MI].float().cpu().numpy()
+        info = list(maps)  # on one colour scale, in nats per pixel
         if it.item_id in daam:
             agg = raw_aggregation(ctx.cfg.attention)
             maps[f"attention ({agg})"] = daam[it.item_id].float().cpu().numpy()
@@ -253,9 +371,9 @@ def save_gallery(
         fig = figures.panel(
             display_image(ctx.model, image),
             maps,
-            shared_scale=list(maps)[:2],
+            shared_scale=info,
             title=f"{it.caption} ({steps} logsnr samples)",
-            units={k: "nats / pixel" for k in list(maps)[:2]},
+            units=dict.fromkeys(info, "nats / pixel"),
         )
         figures.save(fig, folder / f"{it.item_id}-maps.png")
 
@@ -286,17 +404,38 @@ def summarize(ctx: RunContext, results: pd.DataFrame) -> dict:
             "held-out mIoU unavailable: it needs scored items in both halves (A and B) of the "
             "data; run more items"
         )
+    metrics |= segmentation_summary(results)
     top = max(int(s) for s in results["n_steps"].unique())
     for method in results["method"].unique():
-        if f"miou/{method}@{top}" in metrics:
-            metrics[f"miou/{method}"] = metrics[f"miou/{method}@{top}"]
+        for name in ("miou", *SEG_METRICS):
+            if f"{name}/{method}@{top}" in metrics:
+                metrics[f"{name}/{method}"] = metrics[f"{name}/{method}@{top}"]
     return metrics
+
+
+SEG_METRICS = ("pixel_acc", "miou_seg", "miou_fg_bg", "map")  # summary.json, per method
+
+
+def segmentation_summary(results: pd.DataFrame) -> dict:
+    """A segmentation benchmark's metrics per method and step count (reporting.segmentation:
+    `pixel_acc/mi@50`, `miou_seg/...` (the benchmark's published mIoU), `miou_fg_bg/...`,
+    `map/...`); empty for other data."""
+    if "seg_protocol" not in results.columns:
+        return {}
+    rows = results[results["seg_protocol"].notna()]
+    out = {}
+    for (method, steps), part in rows.groupby(["method", "n_steps"]):
+        m = benchmark_metrics(part)
+        for name, key in zip(SEG_METRICS, ("pixel_acc", "miou", "miou_fg_bg", "map"), strict=True):
+            out[f"{name}/{method}@{steps}"] = float(m[key])
+    return out
 
 
 def headline(metrics: dict) -> str:
     """The CMI mIoU against the object masks, else against the run's other reference (e.g. the
     published COCO-WL masks), named by its key."""
     keys = ["miou/cmi", *sorted(k for k in metrics if k.startswith("miou_vs_") and "/cmi@" in k)]
+    keys += ["miou_seg/mi"]  # a segmentation benchmark: the MI map's published mIoU
     key = next((k for k in keys if k in metrics), "miou/cmi")
     value = metrics.get(key)
     return f"{key} = {f'{value:.4g}' if isinstance(value, float) else value}"
@@ -315,6 +454,17 @@ def run(cfg: LocalizeConfig) -> Path:
             "[0, 1] pixels, as the published code did by mistake (the model was trained on "
             "[-1, 1]); for a faithful baseline use baseline_input=model",
             BUG_INPUT,
+        )
+    if cfg.data.name in SEGMENTATION_DATA and cfg.blank_context:
+        raise ValueError(
+            f"localize blank_context=true chooses the CMI's context; data={cfg.data.name} has no "
+            "captions (the MI map is scored): leave blank_context unset"
+        )
+    if cfg.data.name in SEGMENTATION_DATA and {"whole", "exact"} & set(cfg.methods):
+        log.info(
+            "localize data=%s: the whole-image and exact methods are not scored on a "
+            "segmentation benchmark (no published counterpart / no exact model)",
+            cfg.data.name,
         )
     if cfg.estimator.n_samples != EstimatorConfig().n_samples:
         log.warning(
