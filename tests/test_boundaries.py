@@ -283,13 +283,6 @@ def test_the_cycle_check_catches_an_injected_cycle(tmp_path: Path) -> None:
 
 
 MAX_FILE_LINES, MAX_FUNCTION_LINES = 500, 80
-# Files and functions over the limits when issue 26 closed. Their owners were changing them at
-# the time (validate, calibrate, training: issues 22 and 24; store, aggregate, runner, figures:
-# coco: 27; bench, efficiency, score_study: 28; localize, api.maps: 23 and 24), so they are split with that work, not under
-# it; the strict xfail below passes once they are, and must then be removed from this list.
-OVER_LIMIT = {
-    "infodecomp/api/maps.py:maps",
-}
 
 
 def size_violations(root: Path) -> dict[str, int]:
@@ -311,13 +304,15 @@ def size_violations(root: Path) -> dict[str, int]:
     return out
 
 
-def test_no_new_file_or_function_over_the_size_limits() -> None:
-    assert {k: v for k, v in size_violations(REPO).items() if k not in OVER_LIMIT} == {}
-
-
-@pytest.mark.xfail(strict=True, reason=f"not split yet: {', '.join(sorted(OVER_LIMIT))}")
 def test_no_package_file_over_500_lines_and_no_function_over_80() -> None:
     assert size_violations(REPO) == {}
+
+
+def test_the_size_check_catches_a_long_file(tmp_path: Path) -> None:
+    lines = len((REPO / "infodecomp" / "scores.py").read_text().splitlines())
+    body = "".join(f"x{i} = {i}\n" for i in range(MAX_FILE_LINES + 1 - lines))
+    _copy_with(tmp_path, {"scores.py": body})
+    assert size_violations(tmp_path) == {"infodecomp/scores.py": MAX_FILE_LINES + 1}
 
 
 def test_the_size_check_catches_a_long_function(tmp_path: Path) -> None:

@@ -264,10 +264,19 @@ def test_attention_option_is_validated() -> None:
     from infodecomp.models.attention.capture import AGGREGATIONS
 
     assert ATTENTION_AGGREGATIONS == AGGREGATIONS == ("daam", "layer-mean")
-    for schema in (LocalizeConfig, InterveneConfig, VisualizeConfig):
+    # localize also takes attention=concept (ConceptAttention, joint-attention models)
+    allowed = {
+        LocalizeConfig: "daam, layer-mean, concept",
+        InterveneConfig: "daam, layer-mean",
+        VisualizeConfig: "daam, layer-mean",
+    }
+    for schema, names in allowed.items():
         assert schema().attention == "daam" and schema(attention="layer-mean")
-        with pytest.raises(ValueError, match=r"^attention=mean is not one of: daam, layer-mean$"):
+        with pytest.raises(ValueError, match=rf"^attention=mean is not one of: {names}$"):
             schema(attention="mean")
+    assert LocalizeConfig(attention="concept")
+    with pytest.raises(ValueError, match="not one of: daam, layer-mean$"):
+        VisualizeConfig(attention="concept")
 
 
 def _cfg_job(capsys: pytest.CaptureFixture, *argv: str) -> dict:

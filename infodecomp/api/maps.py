@@ -242,77 +242,26 @@ def maps(
         `save()`.
     """
     m = as_model(model)
-    if attention not in LOCALIZE_ATTENTION:
-        raise ValueError(f"attention={attention!r} is not one of: {', '.join(LOCALIZE_ATTENTION)}")
-    wanted = list(METHODS if methods is None else methods)
-    unknown = sorted(set(wanted) - set(METHODS))
-    if unknown:
-        raise ValueError(f"methods {unknown} unknown; choose from {list(METHODS)}")
-    if "concept" in wanted and attention != "concept":
-        if methods is not None:
-            raise ValueError("the 'concept' map needs attention='concept'")
-        wanted.remove("concept")
+    wanted = _wanted_methods(attention, methods)
     est, rcfg = settings(estimator, run, n_samples=n_samples, seed=seed)
     (img,), _ = as_images(image)
     check_for_model(m, [img])
-    den = m.denoiser
-    k = key or content_key(img)
+    den, k = m.denoiser, key or content_key(img)
     x = encode_keyed(den, [img], [content_key(img)], rcfg.seed)  # [1, C, h, w], pixel-keyed
     ecfg = engine_config(est, rcfg, pixel_maps=True)
-    skipped: dict[str, str] = {}
-    heat: dict[str, tuple[torch.Tensor, str | None]] = {}
-    totals: dict[str, tuple[float, float]] = {}
     if word is None:
         if set(wanted) - {"mi"} and methods is not None:
             raise ValueError(f"methods {sorted(set(wanted) - {'mi'})} need a word")
         (e,) = info_maps(den, option_queries(x[:1], [[caption]], [k]), ecfg)
-        heat["mi"], totals["mi"] = (e.io_map[0], None), e.info_o(0)
-        labels = {"mi": f"MI '{caption}'"}
-        ctx = None
+        heat, totals = {"mi": (e.io_map[0], None)}, {"mi": e.info_o(0)}
+        labels, ctx, skipped = {"mi": f"MI '{caption}'"}, None, {}
     else:
         ctx = context if context is not None else delete_word(caption, word)
-        needs = {
-            "attention": (AttentionCapture, DaamInversion),
-            "attn_info": (AttentionCapture,),
-            "concept": (ConceptAttentionMaps,),
-        }
-        for method, protocols in needs.items():
-            lacking = missing(den, *protocols)
-            if method in wanted and lacking:
-                why = f"{m.name} does not implement {', '.join(lacking)}"
-                if methods is not None:
-                    raise ValueError(f"no '{method}' map: {why}")
-                skipped[method] = why
-                wanted.remove(method)
+        skipped = _drop_unsupported(m, wanted, strict=methods is not None)
         item = WordItem(k, img, caption, word, ctx, ctx)
-        (wm,) = word_maps(
-            den,
-            [item],
-            x,
-            ecfg,
-            daam="attention" in wanted and has_daam(den),
-            traced="attn_info" in wanted and has_traced_attention(den),
-            attention=attention if "concept" in wanted else raw_aggregation(attention),
-            daam_steps=daam_steps,
-            concepts=concepts,
-            seed=rcfg.seed,
-        )
-        e = wm.estimate
-        heat = {"mi": (e.io_map[MI], None), "cmi": (e.io_map[CMI], None)}
-        totals = {"mi": e.info_o(MI), "cmi": e.info_o(CMI)}
-        if wm.attention is not None:
-            heat["attention"] = (wm.attention, raw_aggregation(attention))
-        if wm.attn_info is not None:
-            heat["attn_info"] = (wm.attn_info, raw_aggregation(attention))
-        if wm.concept is not None:
-            heat["concept"] = (wm.concept, None)
-        labels = {
-            "mi": f"MI '{word}'",
-            "cmi": f"CMI '{word}' | context",
-            "attention": f"Attention ({raw_aggregation(attention)}) '{word}'",
-            "attn_info": f"Attention+Information ({raw_aggregation(attention)}) '{word}'",
-            "concept": f"ConceptAttention '{word}'",
-        }
+        options = _word_map_options(den, wanted, attention, daam_steps, concepts, rcfg.seed)
+        (wm,) = word_maps(den, [item], x, ecfg, **options)
+        heat, totals, labels = _word_heats(wm, word, attention)
     order = [mt for mt in wanted if mt in heat]
     grids = {mt: to_image_grid(den, heat[mt][0], None, attention=heat[mt][1])[0] for mt in order}
     return InfoMaps(
@@ -326,3 +275,75 @@ def maps(
         attention=attention,
         skipped=skipped,
     )
+
+
+def _wanted_methods(attention: str, methods: list[str] | tuple[str, ...] | None) -> list[str]:
+    """The methods `maps` computes: `methods` checked, or every one; "concept" only under
+    attention="concept" (asked for without it: an error)."""
+    if attention not in LOCALIZE_ATTENTION:
+        raise ValueError(f"attention={attention!r} is not one of: {', '.join(LOCALIZE_ATTENTION)}")
+    wanted = list(METHODS if methods is None else methods)
+    unknown = sorted(set(wanted) - set(METHODS))
+    if unknown:
+        raise ValueError(f"methods {unknown} unknown; choose from {list(METHODS)}")
+    if "concept" in wanted and attention != "concept":
+        if methods is not None:
+            raise ValueError("the 'concept' map needs attention='concept'")
+        wanted.remove("concept")
+    return wanted
+
+
+def _drop_unsupported(m: Model, wanted: list[str], strict: bool) -> dict[str, str]:
+    """Removes from `wanted` the attention maps the model cannot give (an error when `strict`:
+    the caller named them); returns method -> why, for those skipped."""
+    needs = {
+        "attention": (AttentionCapture, DaamInversion),
+        "attn_info": (AttentionCapture,),
+        "concept": (ConceptAttentionMaps,),
+    }
+    skipped = {}
+    for method, protocols in needs.items():
+        lacking = missing(m.denoiser, *protocols)
+        if method in wanted and lacking:
+            why = f"{m.name} does not implement {', '.join(lacking)}"
+            if strict:
+                raise ValueError(f"no '{method}' map: {why}")
+            skipped[method] = why
+            wanted.remove(method)
+    return skipped
+
+
+def _word_map_options(
+    den: Any, wanted: list[str], attention: str, daam_steps: int, concepts, seed: int
+) -> dict:
+    """experiments.maps.word_maps's settings for the methods `maps` computes."""
+    return {
+        "daam": "attention" in wanted and has_daam(den),
+        "traced": "attn_info" in wanted and has_traced_attention(den),
+        "attention": attention if "concept" in wanted else raw_aggregation(attention),
+        "daam_steps": daam_steps,
+        "concepts": concepts,
+        "seed": seed,
+    }
+
+
+def _word_heats(wm, word: str, attention: str) -> tuple[dict, dict, dict]:
+    """(method -> (map, aggregation), method -> totals, method -> label) of one word's maps."""
+    e = wm.estimate
+    raw = raw_aggregation(attention)
+    heat = {"mi": (e.io_map[MI], None), "cmi": (e.io_map[CMI], None)}
+    totals = {"mi": e.info_o(MI), "cmi": e.info_o(CMI)}
+    if wm.attention is not None:
+        heat["attention"] = (wm.attention, raw)
+    if wm.attn_info is not None:
+        heat["attn_info"] = (wm.attn_info, raw)
+    if wm.concept is not None:
+        heat["concept"] = (wm.concept, None)
+    labels = {
+        "mi": f"MI '{word}'",
+        "cmi": f"CMI '{word}' | context",
+        "attention": f"Attention ({raw}) '{word}'",
+        "attn_info": f"Attention+Information ({raw}) '{word}'",
+        "concept": f"ConceptAttention '{word}'",
+    }
+    return heat, totals, labels
