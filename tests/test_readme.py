@@ -71,8 +71,8 @@ SKIP = {
         "the study on tiny-sd (hours on a shared CPU); `infodecomp bench` runs here with small "
         "limits"
     ),
-    "infodecomp bench study_models=[shapes-learned] study_items=8 study_pilot_items=4 "
-    "study_repeats=3 repeats=1 estimator.n_samples=5 precision_items=2": (
+    "infodecomp bench study_models=[shapes-learned] study_items=30 study_pilot_items=8 "
+    "study_repeats=4 repeats=1 estimator.n_samples=5 precision_items=2": (
         "the study on the learned model (hours on a shared CPU); `infodecomp bench` runs here "
         "with small limits"
     ),
