@@ -456,12 +456,6 @@ def test_order_null_and_empty_captions_are_skipped(tmp_path):
     assert "caption 2 is '', not text" in reasons["coco-order-0-2"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="not done in issue 11: the Hugging Face loaders (_load_*_hf, _hf_bbox) belong to issue "
-    "12's rework; a null bbox in a frozen copy still fails the whole load instead of skipping the row",
-)
 def test_hf_null_bbox_is_skipped_with_the_row_named(tmp_path):
     folder = _save_hf(
         tmp_path / "vga",

@@ -422,19 +422,25 @@ def _load_vg_hf(spec: DataSpec, subset: str) -> Dataset:
     image_col = _require_columns(table, ("true_caption", "false_caption", group_field), name)
     meta = table.remove_columns([image_col])  # iterate the text columns without decoding images
     prefix = _ID_PREFIX[subset]
-    items = []
+    items, skipped = [], []
     for i, row in enumerate(meta):
+        item_id = f"{prefix}-hf-{i}"
+        try:  # a bad row (e.g. a null bbox in a frozen copy) costs only itself
+            bbox = _hf_bbox(row)
+        except ValueError as err:
+            skipped.append(Skipped(item_id, f"{name} row {i}: {err}"))
+            continue
         items.append(
             RankingItem(
-                item_id=f"{prefix}-hf-{i}",
-                image=HFImage(table, i, image_col, _hf_bbox(row)),
+                item_id=item_id,
+                image=HFImage(table, i, image_col, bbox),
                 options=(row["false_caption"], row["true_caption"]),
                 label=1,
                 group=_vg_group(row[group_field], subset, f"{name} row {i}"),
                 subset=subset,
             )
         )
-    return _dataset(subset, items, [], **origin, crop=spec.crop)
+    return _dataset(subset, items, skipped, **origin, crop=spec.crop)
 
 
 def _load_order_hf(spec: DataSpec, subset: str) -> Dataset:
