@@ -9,7 +9,7 @@ from segmentation_fixtures import voc_cases, write_class_map, write_gtsegs, writ
 
 from infodecomp.data.errors import DataError, MissingDataError
 from infodecomp.data.registry import load_dataset
-from infodecomp.data.segmentation import load_target, present_classes
+from infodecomp.data.segmentation import load_labels, load_target, present_classes
 from infodecomp.data.spec import DataSpec
 
 
@@ -92,10 +92,29 @@ def test_voc_single_class_split(tmp_path) -> None:
     assert ds.load_image(cat).size == (80, 60)
 
 
-def test_voc_multi_class_items_per_present_class(tmp_path) -> None:
+def test_voc_multi_class_items_one_per_image(tmp_path) -> None:
+    """data.classes=multi: every val image one item, its classes found on the 64 x 64 labels of
+    the published multi-class script (the horse image's 1-pixel bottle is not), its caption the
+    published "a dog,a person"; an image without a class is an item too (all background)."""
+    write_voc(tmp_path / "VOC")
+    ds = load_dataset(DataSpec("voc-seg", root=str(tmp_path / "VOC"), classes="multi"))
+    got = [(it.item_id, it.word, it.caption, it.extra["classes"]) for it in ds.items]
+    assert got == [
+        ("2007_000001", "cat", "a cat", [8]),
+        ("2007_000002", "dog,person", "a dog,a person", [12, 15]),
+        ("2007_000003", "horse", "a horse", [13]),
+        ("2007_000004", "", "", []),
+    ]
+    assert {it.extra["segmentation"] for it in ds.items} == {"voc-multi"}
+    assert np.array_equal(load_labels(ds.items[1]), voc_cases()["2007_000002"])
+    # fault: classes found at full resolution would add the bottle (5) to the horse image
+    assert 5 in np.unique(voc_cases()["2007_000003"])
+
+
+def test_voc_per_class_items_per_present_class(tmp_path) -> None:
     write_voc(tmp_path / "VOC")
     ds = load_dataset(DataSpec("voc-seg", root=str(tmp_path / "VOC" / "VOCdevkit"),
-                               classes="multi"))  # fmt: skip
+                               classes="per-class"))  # fmt: skip
     assert [it.item_id for it in ds.items] == [
         "2007_000001/cat",
         "2007_000002/dog",
@@ -111,7 +130,7 @@ def test_voc_multi_class_items_per_present_class(tmp_path) -> None:
 def test_voc_bad_label_image_is_skipped_and_missing_tree_names_the_files(tmp_path) -> None:
     voc = write_voc(tmp_path)
     (voc / "SegmentationClass" / "2007_000002.png").write_bytes(b"not a png")
-    ds = load_dataset(DataSpec("voc-seg", root=str(voc), classes="multi"))
+    ds = load_dataset(DataSpec("voc-seg", root=str(voc), classes="per-class"))
     assert [s.item_id for s in ds.skipped] == ["2007_000002"]
     with pytest.raises(MissingDataError, match="val.txt.*VOCtrainval_11-May-2012"):
         load_dataset(DataSpec("voc-seg", root=str(tmp_path / "nothing")))
@@ -120,7 +139,7 @@ def test_voc_bad_label_image_is_skipped_and_missing_tree_names_the_files(tmp_pat
 def test_classes_option_is_refused_elsewhere_and_checked() -> None:
     with pytest.raises(ValueError, match="data.classes=multi chooses PascalVOC"):
         load_dataset(DataSpec("shapes-localize", classes="multi", size=2))
-    with pytest.raises(ValueError, match="data.classes=both is not one of"):
+    with pytest.raises(ValueError, match="data.classes=both is not one of single, multi, per-c"):
         DataSpec("voc-seg", classes="both")
 
 
@@ -131,3 +150,17 @@ def test_path_settings_the_sets_do_not_read_are_refused(tmp_path) -> None:
     pytest.importorskip("h5py", reason="data=imagenet-seg needs h5py (a dependency)")
     with pytest.raises(DataError, match="data.images is not read by data=imagenet-seg"):
         load_dataset(DataSpec("imagenet-seg", root=str(tmp_path), images=str(tmp_path)))
+
+
+def test_voc_multi_class_finds_classes_on_the_64_pixel_labels(tmp_path) -> None:
+    """A 1-pixel bird at (0, 0) of a 128 x 128 label image: the 224 x 224 labels hold it (every
+    row is read when enlarging), the 64 x 64 ones of the multi-class script do not (PIL's
+    nearest reads odd rows there), so only the binary splits list it."""
+    labels = np.zeros((128, 128), np.uint8)
+    labels[40:90, 30:100] = 12
+    labels[0, 0] = 3
+    write_voc(tmp_path, {"2007_000009": labels})
+    multi = load_dataset(DataSpec("voc-seg", root=str(tmp_path), classes="multi"))
+    per_class = load_dataset(DataSpec("voc-seg", root=str(tmp_path), classes="per-class"))
+    assert [it.extra["classes"] for it in multi.items] == [[12]]
+    assert [it.word for it in per_class.items] == ["bird", "dog"]

@@ -428,13 +428,13 @@ def test_localize_nests_step_counts_in_one_draw(
     from infodecomp.experiments.config import LocalizeConfig, ModelConfig
 
     calls = []
-    real = localize.info_maps
+    real = localize.shared.info_maps
 
     def counting(model, queries, ecfg):
         calls.append((ecfg.n_samples, tuple(sorted(ecfg.prefixes))))
         return real(model, queries, ecfg)
 
-    monkeypatch.setattr(localize, "info_maps", counting)
+    monkeypatch.setattr(localize.shared, "info_maps", counting)
     cfg = LocalizeConfig()
     cfg.model = ModelConfig(name="shapes-oracle")
     cfg.data.name, cfg.data.size = "shapes-localize", 2

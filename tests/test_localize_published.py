@@ -172,14 +172,14 @@ def test_map_draws_one_logsnr_set_per_batch_of_ten_rows(
     not depend on how many items a step takes."""
     manifest = write_manifest(coco / "COCO-IT.csv", IT_HEADER, _rows(12))
     seen: list = []
-    real = localize.info_maps
+    real = localize.shared.info_maps
 
     def capture(model, queries, ecfg):
         ests = real(model, queries, ecfg)
         seen.append((queries, ecfg, ests))
         return ests
 
-    monkeypatch.setattr(localize, "info_maps", capture)
+    monkeypatch.setattr(localize.shared, "info_maps", capture)
     outs, calls = [], []
     for step in (4, 1):
         seen.clear()

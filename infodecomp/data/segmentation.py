@@ -26,11 +26,15 @@ the word. An image whose synset the map lacks is skipped with the reason.
 or a folder holding `VOCdevkit/VOC2012` or `VOC2012`): `ImageSets/Segmentation/val.txt` (1,449
 ids), `JPEGImages/<id>.jpg`, `SegmentationClass/<id>.png` (palette PNGs whose indices are the
 labels: 0 background, 1-20 the classes of tasks.segmentation.VOC_WORDS, 255 void). The classes
-present in an image are those of its label image resized to 224 x 224 with PIL's nearest filter
-(void left out), as the published evaluation finds them. `data.classes=single` (default): the
-images with exactly one object class (the paper's 930), one item each, every object pixel
-positive; `data.classes=multi`: every val image, one item per object class present, that
-class positive (protocol voc-per-class).
+present in an image are those of its label image resized to the protocol's grid with PIL's
+nearest filter (void left out), as the published evaluation finds them (224 x 224; 64 x 64 for
+the multi-class script). `data.classes=single` (default): the images with exactly one object
+class (the paper's 930), one item each, every object pixel positive; `data.classes=multi`: the
+published multi-class evaluation, every val image one item (protocol voc-multi): its word lists
+the present classes ("cat,dog"), its caption and prompt are the published "a cat,a dog", and
+`extra["classes"]` holds their labels (`load_labels` gives the label image);
+`data.classes=per-class`: every val image, one item per object class present, that class
+positive (protocol voc-per-class).
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ from infodecomp.data.errors import DataError, MaskLoadError, require_path
 from infodecomp.data.images import load_item_image
 from infodecomp.data.records import Dataset, ImageLoadError, ImageRef, Skipped, WordItem
 from infodecomp.data.spec import DataSpec
-from infodecomp.tasks.segmentation import EVAL_SIZE, VOC_WORDS, VOID
+from infodecomp.tasks.segmentation import EVAL_SIZE, MULTI_EVAL_SIZE, VOC_WORDS, VOID
 
 IMAGENET_SEG_FILE = "gtsegs_ijcv.mat"
 IMAGENET_SEG_SOURCE = (
@@ -69,7 +73,8 @@ VOC_EXPECTED = [
     "JPEGImages/<id>.jpg",
     "SegmentationClass/<id>.png",
 ]
-CLASSES = ("single", "multi")
+CLASSES = ("single", "multi", "per-class")
+PROTOCOL_OF = {"single": "voc-single", "multi": "voc-multi", "per-class": "voc-per-class"}
 
 
 def _h5py() -> Any:
@@ -220,10 +225,10 @@ def voc_root(spec: DataSpec) -> Path:
                         VOC_EXPECTED, VOC_SOURCE, setting="data.root")  # fmt: skip
 
 
-def present_classes(labels: np.ndarray) -> list[int]:
+def present_classes(labels: np.ndarray, size: int = EVAL_SIZE) -> list[int]:
     """The object classes (1-20) of a label image as the published evaluation finds them: on
-    the labels resized to EVAL_SIZE with PIL's nearest filter, void left out."""
-    small = np.asarray(Image.fromarray(labels).resize((EVAL_SIZE, EVAL_SIZE), Image.NEAREST))
+    the labels resized to size x size with PIL's nearest filter, void left out."""
+    small = np.asarray(Image.fromarray(labels).resize((size, size), Image.NEAREST))
     return [int(v) for v in np.unique(small) if v != VOID and v != 0]
 
 
@@ -239,11 +244,13 @@ def _voc_labels(path: Path) -> np.ndarray:
 
 def load_voc_seg(spec: DataSpec) -> Dataset:
     """PascalVOC 2012 val as WordItems: `data.classes=single` one per single-class image,
-    `multi` one per (image, object class)."""
+    `multi` one per image (the published multi-class evaluation), `per-class` one per (image,
+    object class)."""
     _refuse_unused(spec)
     root = voc_root(spec)
     ids = [s.strip() for s in (root / "ImageSets/Segmentation/val.txt").read_text().split()]
-    protocol = "voc-single" if spec.classes == "single" else "voc-per-class"
+    protocol = PROTOCOL_OF[spec.classes]
+    size = MULTI_EVAL_SIZE if spec.classes == "multi" else EVAL_SIZE
     items, skipped, excluded = [], [], 0
     for sid in ids:
         mask_path = root / "SegmentationClass" / f"{sid}.png"
@@ -252,7 +259,7 @@ def load_voc_seg(spec: DataSpec) -> Dataset:
         except MaskLoadError as err:
             skipped.append(Skipped(sid, str(err)))
             continue
-        classes = present_classes(labels)
+        classes = present_classes(labels, size)
         if any(c >= len(VOC_WORDS) for c in classes):
             skipped.append(Skipped(sid, f"{mask_path}: labels {classes} beyond 20 and not 255"))
             continue
@@ -260,6 +267,9 @@ def load_voc_seg(spec: DataSpec) -> Dataset:
             excluded += 1  # not in the single-class subset (several classes, or none)
             continue
         image = ImageRef(str(root / "JPEGImages" / f"{sid}.jpg"))
+        if spec.classes == "multi":
+            items.append(_multi_item(sid, classes, image, str(mask_path)))
+            continue
         for c in classes:
             item_id = sid if spec.classes == "single" else f"{sid}/{VOC_WORDS[c]}"
             one = None if spec.classes == "single" else c  # single: every object pixel
@@ -269,6 +279,24 @@ def load_voc_seg(spec: DataSpec) -> Dataset:
     info = {"source": str(root), "segmentation": protocol, "images": len(ids)}
     info["not_in_subset"] = excluded
     return Dataset("voc-seg", items, skipped, load_item_image, _voc_mask, info)
+
+
+def _multi_item(sid: str, classes: list[int], image: ImageRef, mask_path: str) -> WordItem:
+    """One image of the published multi-class evaluation: word "cat,dog" (the present classes;
+    "" for none), caption and prompt "a cat,a dog" as the published script prompts."""
+    words = [VOC_WORDS[c] for c in classes]
+    caption = ",".join(f"a {w}" for w in words)
+    return WordItem(
+        item_id=sid, image=image, caption=caption, word=",".join(words), context="",
+        context_blank="_",
+        extra={"prompt": caption, "captioned": False, "segmentation": "voc-multi",
+               "mask_path": mask_path, "classes": list(classes), "concepts": words},
+    )  # fmt: skip
+
+
+def load_labels(item: WordItem) -> np.ndarray:
+    """A PascalVOC item's label image uint8 [H, W] (0 background, 1-20 classes, 255 void)."""
+    return _voc_labels(Path(item.extra["mask_path"]))
 
 
 def load_target(item: WordItem) -> tuple[np.ndarray, np.ndarray | None]:

@@ -40,8 +40,10 @@ class DataSpec:
             partners, the item's word only, articles fixed) or "published" (the published
             intervention script's pairs, every listed word of the caption swapped).
         classes: PascalVOC segmentation (data=voc-seg, data.segmentation): "single" (the
-            images with one object class, as ConceptAttention's single-class split) or "multi"
-            (every val image, one item per object class present).
+            images with one object class, as ConceptAttention's single-class split), "multi"
+            (every val image, scored as ConceptAttention's multi-class evaluation: argmax over
+            the image's classes and the background concepts) or "per-class" (every val image,
+            one binary item per object class present).
     """
 
     name: str = "shapes-relation"
@@ -68,5 +70,5 @@ class DataSpec:
             raise ValueError(f"data.crop={self.crop} is not one of pad, clamp")
         if self.swaps not in ("distinct", "published"):
             raise ValueError(f"data.swaps={self.swaps} is not one of distinct, published")
-        if self.classes not in ("single", "multi"):
-            raise ValueError(f"data.classes={self.classes} is not one of single, multi")
+        if self.classes not in ("single", "multi", "per-class"):
+            raise ValueError(f"data.classes={self.classes} is not one of single, multi, per-class")

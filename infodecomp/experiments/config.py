@@ -135,6 +135,11 @@ class LocalizeConfig(BaseCommandConfig):
     # pixels the DAAM and Attention+Information baselines feed the VAE: model ([-1, 1], as the
     # model was trained) | zero-one-published-bug ([0, 1], the published baselines' bug)
     baseline_input: str = "model"
+    # PascalVOC multi-class (data.classes=multi): how the argmax concept becomes a VOC label:
+    # direct (each concept its own label) | chained-published-bug (the published script's
+    # in-place sequential relabelling, which relabels a class whose label equals a later
+    # concept's index; reporting.segmentation.chained_labels)
+    multi_labels: str = "direct"
     # maps of the first N items saved as figures/<item>-maps.png (the report's gallery); 0: none
     gallery: int = 4
 
@@ -151,6 +156,7 @@ LOCALIZE_CHOICES = {
     "mi_prompt": ("word", "label"),
     "map_draws": ("item", "batch-published"),
     "baseline_input": ("model", "zero-one-published-bug"),
+    "multi_labels": ("direct", "chained-published-bug"),
 }
 
 

@@ -30,6 +30,21 @@ Pooled over a data set (sums of counts before any ratio, as the published runnin
 - mAP = mean of the per-map AP.
 
 The published denominators add 2^-52 (numpy's spacing(1)); it is left out (below 1e-15).
+
+PascalVOC multi-class (protocol voc-multi, the published multi-class script): per image, every
+method gives one map per concept (the five background concepts, then the present classes); the
+per-pixel argmax (the first of equal values) names a concept, a background concept is label 0,
+a class its VOC label (`argmax_labels`); that label map, on its own grid, is enlarged to
+MULTI_EVAL_SIZE by the same nearest rule and compared with the labels resized there by PIL's
+nearest filter (`eval_labels`; `score_labels`):
+
+- pixel accuracy = sum(correct) / sum(pixels), every pixel counted, void included (the
+  published accuracy counts label + 1 > 0, i.e. all pixels; a void pixel is never correct);
+- mIoU: per label 0-20, intersection (predicted c and labelled c) and union (predicted c or
+  labelled c: a void pixel predicted c is in c's union), each summed over the data set, then
+  the mean of intersection / union over the labels whose pooled union is non-empty (the
+  published mean divides by (labels + 1e-6): left out, a relative 5e-8);
+- no mAP (the published script computes none): NaN, as is the fg/bg mIoU.
 """
 
 from __future__ import annotations
@@ -38,10 +53,16 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from infodecomp.tasks.segmentation import EVAL_SIZE, PROTOCOLS
+from infodecomp.tasks.segmentation import EVAL_SIZE, MULTI_EVAL_SIZE, PROTOCOLS, VOC_WORDS, VOID
 
-SEG_COLUMNS = ["seg_protocol", "seg_tp", "seg_fp", "seg_fn", "seg_tn", "seg_void", "seg_ap"]
+# binary protocols: the counts and AP of one map; voc-multi: correct and all pixels of one
+# label map, and its per-label intersections and unions (N_LABELS counts, space separated)
+MULTI_COLUMNS = ["seg_correct", "seg_pixels", "seg_inter", "seg_union"]
+SEG_COLUMNS = [
+    "seg_protocol", "seg_tp", "seg_fp", "seg_fn", "seg_tn", "seg_void", "seg_ap", *MULTI_COLUMNS
+]  # fmt: skip
 COUNTS = ["seg_tp", "seg_fp", "seg_fn", "seg_tn", "seg_void"]
+N_LABELS = len(VOC_WORDS)  # 0 background, 1-20 the classes
 
 
 def nearest_resize(a: np.ndarray, size: int = EVAL_SIZE) -> np.ndarray:
@@ -122,6 +143,82 @@ def score_map(heat: np.ndarray, target: np.ndarray, protocol: str) -> dict:
     }
 
 
+def eval_labels(labels: np.ndarray, size: int = MULTI_EVAL_SIZE) -> np.ndarray:
+    """A label image uint8 [H, W] resized to size x size with PIL's nearest filter (the
+    published multi-class label transform)."""
+    small = Image.fromarray(np.asarray(labels, dtype=np.uint8)).resize((size, size), Image.NEAREST)
+    return np.asarray(small)
+
+
+def argmax_labels(maps: np.ndarray, labels: list[int]) -> np.ndarray:
+    """The label map [h, w] of concept maps [K, h, w]: at each pixel the label (`labels[k]`) of
+    the concept with the largest value, the first of equal ones."""
+    maps = np.nan_to_num(np.asarray(maps, dtype=np.float64))
+    if maps.shape[0] != len(labels):
+        raise ValueError(f"{maps.shape[0]} concept maps for {len(labels)} labels")
+    return np.asarray(labels, dtype=np.int64)[np.argmax(maps, axis=0)]
+
+
+def chained_labels(index: np.ndarray, n_background: int, classes: list[int]) -> np.ndarray:
+    """The published multi-class script's label map, a bug reproduced only by name (localize
+    multi_labels=chained-published-bug): from the argmax concept index, the background
+    concepts' indices set to 0, then each class's index n_background + j replaced by its label
+    one after the other in place, so a label written earlier that equals a later index is
+    replaced again (present classes [6, 10] after 5 background concepts: bus pixels, label 6,
+    become cow, 10)."""
+    pred = np.asarray(index, dtype=np.int64).copy()
+    pred[pred < n_background] = 0
+    for j, c in enumerate(classes):
+        pred[pred == n_background + j] = c
+    return pred
+
+
+def score_labels(pred: np.ndarray, target: np.ndarray) -> dict:
+    """One label map [h, w] (any grid) against the labels `target` (eval_labels' uint8
+    [S, S]): correct and all pixels, void pixels, per-label intersections and unions."""
+    pred = nearest_resize(np.asarray(pred, dtype=np.int64), target.shape[0])
+    target = np.asarray(target, dtype=np.int64)
+    inter = [int(np.sum((pred == c) & (target == c))) for c in range(N_LABELS)]
+    union = [int(np.sum((pred == c) | (target == c))) for c in range(N_LABELS)]
+    return {
+        "seg_protocol": "voc-multi",
+        "seg_void": int(np.sum(target == VOID)),
+        "seg_correct": int(np.sum(pred == target)),
+        "seg_pixels": int(target.size),
+        "seg_inter": " ".join(map(str, inter)),
+        "seg_union": " ".join(map(str, union)),
+    }
+
+
+def multiclass_metrics(rows: pd.DataFrame) -> dict:
+    """Pixel accuracy and mIoU of one method's voc-multi rows, pooled as the published
+    multi-class script pools them; no mAP (NaN)."""
+    inter = _pooled(rows["seg_inter"])
+    union = _pooled(rows["seg_union"])
+    seen = union > 0
+    nan = float("nan")
+    return {
+        "pixel_acc": _ratio(float(rows["seg_correct"].sum()), float(rows["seg_pixels"].sum())),
+        "miou": float(np.mean(inter[seen] / union[seen])) if seen.any() else nan,
+        "miou_fg_bg": nan,
+        "map": nan,
+        "images": len(rows),
+    }
+
+
+def _pooled(column: pd.Series) -> np.ndarray:
+    """The per-label counts of a voc-multi column summed over its rows."""
+    total = np.zeros(N_LABELS, dtype=np.int64)
+    for value in column:
+        counts = np.array(str(value).split(), dtype=np.int64)
+        if counts.size != N_LABELS:
+            raise ValueError(
+                f"a voc-multi count {value!r} has {counts.size} labels, not {N_LABELS}"
+            )
+        total += counts
+    return total.astype(np.float64)
+
+
 def benchmark_metrics(rows: pd.DataFrame) -> dict:
     """Pixel accuracy, mIoU (the protocol's), the per-class mIoU and mAP of one method's rows
     on one benchmark (fractions in [0, 1]), and the number of maps."""
@@ -129,6 +226,8 @@ def benchmark_metrics(rows: pd.DataFrame) -> dict:
     if len(protocols) != 1:
         raise ValueError(f"segmentation rows mix protocols {sorted(protocols)}; pool one")
     kind = PROTOCOLS[str(protocols[0])]
+    if kind == "argmax":
+        return multiclass_metrics(rows)
     tp, fp, fn, tn, void = (float(rows[c].sum()) for c in COUNTS)
     agree, scored = tp + tn, tp + fp + fn + tn
     fg_bg = (_ratio(tp, tp + fp + fn) + _ratio(tn, tn + fp + fn)) / 2

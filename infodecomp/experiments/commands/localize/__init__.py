@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -52,9 +52,7 @@ import torch
 from infodecomp.data.coco import MANIFEST_KINDS
 from infodecomp.data.registry import WORDS
 from infodecomp.data.segmentation import load_target
-from infodecomp.estimators.protocol import encode_keyed
-from infodecomp.estimators.queries import CMI, MI, word_queries
-from infodecomp.experiments.common import engine_config
+from infodecomp.estimators.queries import CMI, MI
 from infodecomp.experiments.config import EstimatorConfig, LocalizeConfig
 from infodecomp.experiments.maps import (
     concept_word_maps,
@@ -64,9 +62,7 @@ from infodecomp.experiments.maps import (
     exact_word_info,
     has_daam,
     has_traced_attention,
-    info_maps,
     raw_aggregation,
-    split_of,
     to_image_grid,
     traced_word_map,
 )
@@ -75,83 +71,33 @@ from infodecomp.experiments.shim import hydra_main
 from infodecomp.reporting import figures
 from infodecomp.reporting.metrics import IOU_COLUMNS, iou_curve, iou_curve_maps, miou_cells
 from infodecomp.reporting.segmentation import (
-    SEG_COLUMNS,
     benchmark_metrics,
     eval_target,
     score_map,
 )
 from infodecomp.reporting.writer import LOCALIZE_COLUMNS
 
+from . import multi
+from .shared import (  # noqa: F401  (published_batch, baseline_latents: part of the command's API)
+    BUG_INPUT,
+    GALLERY,
+    MULTI_CLASS,
+    OBJECT_MASK,
+    PUBLISHED_MAP_BATCH,
+    Batch,
+    _row,
+    baseline_latents,
+    estimates,
+    gallery_ids,
+    published_batch,
+)
+
 log = logging.getLogger("infodecomp")
 COLUMNS = LOCALIZE_COLUMNS  # the documented results.csv schema
 METHODS = ("cmi", "mi", "attention", "attn_info", "whole", "exact", "concept")
-OBJECT_MASK, EXACT_MAP = "object mask", "exact map"
+EXACT_MAP = "exact map"
 ATTENTION_METHODS = ("attention", "attn_info")  # aggregated and expanded as cfg.attention says
-GALLERY = "figures"  # <item>-maps.png of the first `gallery` items (the report's gallery)
-PUBLISHED_MAP_BATCH = 10  # images per batch of the published localisation maps (shared logsnr)
-BUG_INPUT = "zero-one-published-bug"
 SEGMENTATION_DATA = ("imagenet-seg", "voc-seg")  # scored by reporting.segmentation
-
-
-def published_batch(item) -> int:
-    """The batch of 10 consecutive manifest rows an item's row fell in, in the published code."""
-    row = (getattr(item, "extra", None) or {}).get("row")
-    if row is None:
-        raise ValueError(
-            f"map_draws=batch-published: item {item.item_id} has no manifest row (COCO data "
-            "sets only); use map_draws=item"
-        )
-    return int(row) // PUBLISHED_MAP_BATCH
-
-
-def baseline_latents(model, images: list, keys: list | None = None, seed: int = 0) -> object:
-    """The latents the published DAAM and Attention+Information baselines encode (a bug): the
-    image resized as the model resizes it, its [0, 1] pixels given to the VAE as they are
-    (never mapped to [-1, 1]). Only under baseline_input=zero-one-published-bug. With `keys`,
-    a VAE sample is drawn from (seed, key) (protocol.encode_keyed); without, from the pixels."""
-    previews = [model.preview(im) for im in images]
-    if keys is None:
-        return model.encode_images(previews)  # [N, C, h, w]
-    return encode_keyed(model, previews, keys, seed)
-
-
-def _row(
-    item, method: str, n_steps: int, value: float, ious: np.ndarray, reference: str = OBJECT_MASK
-) -> dict:
-    row = {
-        "item_id": item.item_id,
-        "word": item.word,
-        "word_type": item.word_type,
-        "method": method,
-        "reference": reference,
-        "n_steps": n_steps,
-        "split": split_of(item.item_id),
-        "value": value,
-    }
-    row.update(dict(zip(IOU_COLUMNS, ious.tolist(), strict=True)))
-    row.update(dict.fromkeys(SEG_COLUMNS))  # filled on a segmentation benchmark (_seg_rows)
-    return row
-
-
-@dataclass
-class Batch:
-    """What every heat-map producer and scorer of one batch reads: the items, their data points
-    (`xb`: what the attention baselines encode), ground truths and the batch-wide baselines."""
-
-    ctx: RunContext
-    items: list
-    images: list
-    xs: torch.Tensor  # [N, C, h, w]
-    xb: torch.Tensor  # the baselines' latents (baseline_input)
-    masks: list
-    refs: list[str]
-    daam: dict = field(default_factory=dict)  # item id -> DAAM map (one inversion per item)
-    exact: list | None = None  # exact information per item (oracles)
-    traced: bool = False  # Attention+Information asked for and possible
-    targets: list | None = None  # segmentation benchmark: eval_target per item
-    protocol: str | None = None  # segmentation benchmark's protocol (tasks.segmentation)
-    attention: str = "daam"  # aggregation of the raw cross-attention maps (raw_aggregation)
-    concept: dict = field(default_factory=dict)  # item id -> ConceptAttention map
 
 
 def captioned(item) -> bool:
@@ -219,9 +165,6 @@ HEATS = {
 
 def _prepare(ctx: RunContext, items: list, images: list) -> Batch:
     cfg: LocalizeConfig = ctx.cfg
-    unknown = set(cfg.methods) - set(METHODS)
-    if unknown:
-        raise ValueError(f"localize methods {sorted(unknown)} unknown; choose from {METHODS}")
     xs = encode_batch(ctx, items, images)  # [N, C, h, w]
     b = Batch(ctx, items, images, xs, xs, [ctx.dataset.load_mask(it) for it in items],
               [(it.extra or {}).get("mask_reference", OBJECT_MASK) for it in items])  # fmt: skip
@@ -249,47 +192,16 @@ def _prepare(ctx: RunContext, items: list, images: list) -> Batch:
     return b
 
 
-def _estimates(b: Batch):
-    """(step count, estimates per item, engine config, nested top or None) for every step count
-    of `steps`: with iid draws the step counts are prefixes of one draw of the largest (50/100/
-    200: 200 samples per item, not 350); other modes' prefixes are not samples of the proposal,
-    and the published batches run every step count on its own draw."""
-    cfg: LocalizeConfig = b.ctx.cfg
-    model, items, xs = b.ctx.model, b.items, b.xs
-    queries = word_queries(items, xs, cfg.blank_context, mi_prompt=cfg.mi_prompt)
-    per_batch = cfg.map_draws == "batch-published"
-    top = max(cfg.steps)
-    nested = (
-        engine_config(cfg.estimator, cfg.run).sampler.mode == "iid"
-        and len(cfg.steps) > 1
-        and not per_batch
-    )
-    if nested:
-        ecfg_top = engine_config(cfg.estimator, cfg.run, n_samples=top)
-        full = info_maps(model, queries, replace(ecfg_top, prefixes=tuple(set(cfg.steps))))
-    for steps in cfg.steps:
-        ecfg = engine_config(cfg.estimator, cfg.run, n_samples=steps)
-        if nested:
-            ests = [e.prefix(steps) for e in full]
-        elif per_batch:  # one logsnr set per (batch, step count); eps per (item, step count)
-            keys = [("published-batch", published_batch(it), steps) for it in items]
-            ests = info_maps(
-                model,
-                word_queries(
-                    items, xs, cfg.blank_context, True, cfg.mi_prompt, keys, key_suffix=steps
-                ),
-                ecfg,
-            )
-        else:
-            ests = info_maps(model, queries, ecfg)
-        yield steps, ests, ecfg, top if nested else None
-
-
 def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     cfg: LocalizeConfig = ctx.cfg
+    unknown = set(cfg.methods) - set(METHODS)
+    if unknown:
+        raise ValueError(f"localize methods {sorted(unknown)} unknown; choose from {METHODS}")
+    if ctx.dataset.info.get("segmentation") == MULTI_CLASS:  # one label map per image
+        return multi.process(ctx, items, images)
     b = _prepare(ctx, items, images)
     rows = []
-    for steps, ests, ecfg, nested_top in _estimates(b):
+    for steps, ests, ecfg, nested_top in estimates(b):
         if steps == max(cfg.steps):
             save_gallery(ctx, items, images, ests, b.masks, b.daam, steps, b.concept)
         for i, e in enumerate(ests):
@@ -336,12 +248,6 @@ def _seg_row(b: Batch, i: int, method: str, heat, value: float, steps: int) -> d
     row = _row(it, method, steps, value, np.full(len(IOU_COLUMNS), np.nan), b.refs[i])
     row.update(score_map(heat.float().cpu().numpy(), b.targets[i], b.protocol))
     return row
-
-
-def gallery_ids(ctx: RunContext) -> set[str]:
-    """The items whose maps are saved: the first `gallery` items of the data set (a fixed set,
-    whatever the batching, sharding or resumption)."""
-    return {str(it.item_id) for it in ctx.dataset.items[: max(0, ctx.cfg.gallery)]}
 
 
 def save_gallery(
@@ -448,6 +354,14 @@ def run(cfg: LocalizeConfig) -> Path:
                 f"localize {option}={value} needs a COCO manifest (data={', '.join(MANIFEST_KINDS)}"
                 f"); data={cfg.data.name} has none: leave {option} at its default"
             )
+    if cfg.multi_labels != "direct" and (cfg.data.name, cfg.data.classes) != ("voc-seg", "multi"):
+        raise ValueError(
+            f"localize multi_labels={cfg.multi_labels} relabels PascalVOC's multi-class argmax; "
+            f"data={cfg.data.name} is not data=voc-seg data.classes=multi: leave multi_labels unset"
+        )
+    if cfg.multi_labels != "direct":
+        log.warning("localize multi_labels=%s: PascalVOC's multi-class labels are relabelled as "
+                    "the published script did by mistake", cfg.multi_labels)  # fmt: skip
     if cfg.baseline_input == BUG_INPUT:
         log.warning(
             "localize baseline_input=%s: the DAAM and Attention+Information baselines encode "
