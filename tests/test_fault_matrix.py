@@ -527,12 +527,10 @@ def test_config_a_run_that_stopped_before_any_item_can_be_fixed(tmp_path, fake_m
     assert set(read_results(out)["item_id"]) == {"vgr-0", "vgr-5", "vgr-7", "vgr-12"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not done in issue 11: Hydra writes .hydra/config.yaml before the command runs, so a "
-    "refused rerun leaves the refused config there (meta.json and the store keep the run's own)",
-)
 def test_config_a_refused_rerun_leaves_the_hydra_copy_alone(tmp_path):
+    """The .hydra/ copy is infodecomp's (hydra.output_subdir is null): a rerun with another
+    config is refused before it is written, so it keeps the run's own (before, Hydra wrote the
+    refused config there before the command ran)."""
     out = tmp_path / "run"
     args = [sys.executable, "-m", "infodecomp.cli", "aro", f"run.out_dir={out}", "data.size=2"]
     kw = {"cwd": tmp_path, "env": ENV, "capture_output": True, "text": True, "check": False}
@@ -540,6 +538,12 @@ def test_config_a_refused_rerun_leaves_the_hydra_copy_alone(tmp_path):
     assert subprocess.run([*args, "estimator.n_samples=3"], timeout=120, **kw).returncode == 2
     assert json.loads(text(out / "meta.json"))["config"]["estimator"]["n_samples"] == 2
     assert "n_samples: 2" in text(out / ".hydra" / "config.yaml")
+    assert "estimator.n_samples=2" in text(out / ".hydra" / "overrides.yaml")
+    assert "output_dir:" in text(out / ".hydra" / "hydra.yaml")
+    # accepted (run.resume=overwrite): the copy is the new config's
+    over = [*args, "estimator.n_samples=3", "run.resume=overwrite"]
+    assert subprocess.run(over, timeout=120, **kw).returncode == 0
+    assert "n_samples: 3" in text(out / ".hydra" / "config.yaml")
 
 
 def test_config_overwrite_starts_afresh_with_the_new_config(reference, tmp_path):

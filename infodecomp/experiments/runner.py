@@ -38,6 +38,7 @@ from infodecomp.experiments.common import (
 )
 from infodecomp.experiments.errors import ConfigError, RunError
 from infodecomp.experiments.session import KEYS, Session, first_start, leg_info, legs_for_meta
+from infodecomp.experiments.shim import save_hydra_copy
 from infodecomp.models.capabilities import ExactLikelihood, needs_rgb
 from infodecomp.models.registry import load_model, model_source
 from infodecomp.reporting.meta import write_meta, write_summary
@@ -123,6 +124,7 @@ def execute(
             device=str(device), dtype=cfg.run.dtype, world_size=world, resume=cfg.run.resume
         ),
     )
+    save_hydra_copy()  # the run accepted this config: Hydra's copy of it is now the run's
     try:
         ctx = _run_leg(cfg, command, process, session, out, device, dtype, rank, world)
         session.end_leg("finished")

@@ -48,6 +48,7 @@ def hydra_main(command: str, run: Callable[[Any], Any]) -> Callable[[], Any]:
                 check_keys(cfg, SCHEMAS[command], command)
             obj = OmegaConf.to_object(cfg)
             check_values(obj)
+            stage_hydra_copy(cfg)
             with logging_redirect_tqdm():  # log lines print above progress bars, not through them
                 return run(obj)
         except KeyboardInterrupt:
@@ -67,6 +68,8 @@ def hydra_main(command: str, run: Callable[[Any], Any]) -> Callable[[], Any]:
                 )
             console.fail(err, command)
             raise  # not reached: fail exits or re-raises
+        finally:
+            _PENDING.clear()  # a run never accepted into its directory leaves the old copy
 
     def entry() -> Any:
         # A setting written the argparse way (`--n_samples 10`) gets its key=value form in one
@@ -80,6 +83,54 @@ def hydra_main(command: str, run: Callable[[Any], Any]) -> Callable[[], Any]:
         return _main()
 
     return entry
+
+
+HYDRA_COPY = ".hydra"  # Hydra's copy of the job's config (hydra.output_subdir is null: ours)
+_PENDING: dict[str, Any] = {}  # the copy a rerun into a results store writes once accepted
+
+
+def _job_dir() -> Path | None:
+    """The Hydra job's output directory, or None outside a Hydra job."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    if HydraConfig.initialized() and not OmegaConf.is_missing(
+        HydraConfig.get().runtime, "output_dir"
+    ):
+        return Path(HydraConfig.get().runtime.output_dir)
+    return None
+
+
+def stage_hydra_copy(cfg: Any) -> None:
+    """The job's `.hydra/` copy (config.yaml, hydra.yaml, overrides.yaml, as Hydra writes them):
+    at once in a directory without a results store; in one that holds a run, only when the run
+    accepts this config (`save_hydra_copy`, called by the runner once the store is open), so a
+    refused rerun leaves the run's own copy."""
+    from infodecomp.reporting.store import has_store
+
+    out = _job_dir()
+    if out is None:
+        return
+    _PENDING["copy"] = (out, cfg)
+    if not has_store(out):
+        save_hydra_copy()
+
+
+def save_hydra_copy() -> None:
+    """Writes the staged `.hydra/` copy (nothing when none is staged)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    staged = _PENDING.pop("copy", None)
+    if staged is None:
+        return
+    out, cfg = staged
+    folder = out / HYDRA_COPY
+    folder.mkdir(parents=True, exist_ok=True)
+    hydra_node = HydraConfig.get()
+    OmegaConf.save(cfg, folder / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": hydra_node}), folder / "hydra.yaml")
+    OmegaConf.save(hydra_node.overrides.task, folder / "overrides.yaml")
 
 
 def _interrupted_run(cfg: Any) -> Path | None:
