@@ -139,14 +139,8 @@ def _interrupted_run(cfg: Any) -> Path | None:
     from infodecomp.reporting.store import has_store
 
     try:
-        from hydra.core.hydra_config import HydraConfig
-        from omegaconf import OmegaConf
-
-        if HydraConfig.initialized() and not OmegaConf.is_missing(
-            HydraConfig.get().runtime, "output_dir"
-        ):
-            path = Path(HydraConfig.get().runtime.output_dir)
-        else:
+        path = _job_dir()
+        if path is None:
             out = getattr(getattr(cfg, "run", None), "out_dir", None)
             path = Path(out) if out else None
     except Exception:  # nothing more to say than "interrupted"
@@ -156,17 +150,10 @@ def _interrupted_run(cfg: Any) -> Path | None:
 
 def run_dir(cfg: Any, command: str) -> Path:
     """The run directory: Hydra's job output dir, else run.out_dir, else a fresh outputs/ folder."""
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf
-
     # Outside a Hydra job (e.g. run(cfg) after an in-process Hydra call) output_dir is unset.
-    if HydraConfig.initialized() and not OmegaConf.is_missing(
-        HydraConfig.get().runtime, "output_dir"
-    ):
-        path = Path(HydraConfig.get().runtime.output_dir)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-    out = getattr(getattr(cfg, "run", None), "out_dir", None)
-    path = Path(out) if out else Path("outputs") / command / time.strftime("%Y-%m-%d_%H-%M-%S")
+    path = _job_dir()
+    if path is None:
+        out = getattr(getattr(cfg, "run", None), "out_dir", None)
+        path = Path(out) if out else Path("outputs") / command / time.strftime("%Y-%m-%d_%H-%M-%S")
     path.mkdir(parents=True, exist_ok=True)
     return path

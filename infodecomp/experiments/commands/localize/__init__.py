@@ -86,6 +86,7 @@ from .shared import (  # noqa: F401  (published_batch, baseline_latents: part of
     PUBLISHED_MAP_BATCH,
     Batch,
     _row,
+    baseline_input,
     baseline_latents,
     estimates,
     gallery_ids,
@@ -177,9 +178,7 @@ def _prepare(ctx: RunContext, items: list, images: list) -> Batch:
     )
     b.traced = has_traced_attention(ctx.model) and "attn_info" in cfg.methods
     daam = has_daam(ctx.model) and "attention" in cfg.methods
-    if (b.traced or daam) and cfg.baseline_input == BUG_INPUT:
-        keys = [f"{it.item_id}/zero-one" for it in items]
-        b.xb = baseline_latents(ctx.model, images, keys, cfg.run.seed)
+    b.xb = baseline_input(ctx, items, images, xs, b.traced or daam)
     if daam:  # DAAM does not depend on the logsnr budget: one inversion per item
         b.daam = {
             it.item_id: daam_word_map(

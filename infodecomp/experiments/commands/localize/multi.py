@@ -31,11 +31,10 @@ from PIL import Image
 from infodecomp.data.segmentation import load_labels
 from infodecomp.estimators.engine import Query
 from infodecomp.experiments.commands.localize.shared import (
-    BUG_INPUT,
     GALLERY,
     Batch,
     _row,
-    baseline_latents,
+    baseline_input,
     estimates,
     gallery_ids,
 )
@@ -87,8 +86,13 @@ def prompt_item(item, concept: str):
     return replace(item, item_id=f"{item.item_id}/{concept}", word=concept, caption=f"a {concept}")
 
 
-def _stack(maps: list[torch.Tensor]) -> np.ndarray:
-    return torch.stack([m.float().cpu() for m in maps]).numpy()
+def per_concept(items: list, xs: torch.Tensor, word_map) -> list[np.ndarray]:
+    """Per item, the stack [K, h, w] of `word_map(prompt_item, x)` over its concepts."""
+    return [
+        torch.stack([word_map(prompt_item(it, c), x.cpu()).float().cpu()
+                     for c in concepts_of(it)[0]]).numpy()
+        for it, x in zip(items, xs, strict=True)
+    ]  # fmt: skip
 
 
 def _fixed_stacks(ctx: RunContext, items: list, xs: torch.Tensor, xb: torch.Tensor) -> dict:
@@ -105,11 +109,9 @@ def _fixed_stacks(ctx: RunContext, items: list, xs: torch.Tensor, xb: torch.Tens
         ]  # fmt: skip
     if "attention" in cfg.methods and has_daam(model):
         agg = raw_aggregation(cfg.attention)
-        out["attention"] = [
-            _stack([daam_word_map(model, prompt_item(it, c), x.cpu(), cfg.daam_steps, agg)
-                    for c in concepts_of(it)[0]])
-            for it, x in zip(items, xb, strict=True)
-        ]  # fmt: skip
+        out["attention"] = per_concept(
+            items, xb, lambda it, x: daam_word_map(model, it, x, cfg.daam_steps, agg)
+        )
     return out
 
 
@@ -118,7 +120,8 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
     map's counts (the draws and their nesting as localize's other protocols)."""
     cfg, model = ctx.cfg, ctx.model
     xs = encode_batch(ctx, items, images)
-    b = Batch(ctx, items, images, xs, _baseline_latents(ctx, items, images, xs),
+    used = bool({"attention", "attn_info"} & set(cfg.methods))
+    b = Batch(ctx, items, images, xs, baseline_input(ctx, items, images, xs, used),
               [None] * len(items), [""] * len(items))  # fmt: skip
     fixed = _fixed_stacks(ctx, items, xs, b.xb)
     targets = [eval_labels(load_labels(it)) for it in items]
@@ -130,11 +133,9 @@ def process(ctx: RunContext, items: list, images: list) -> list[dict]:
         if "mi" in cfg.methods:
             stacks["mi"] = [e.io_map.float().numpy() for e in ests]
         if traced:
-            stacks["attn_info"] = [
-                _stack([traced_word_map(model, prompt_item(it, c), x.cpu(), ecfg, agg, top)
-                        for c in concepts_of(it)[0]])
-                for it, x in zip(items, b.xb, strict=True)
-            ]  # fmt: skip
+            stacks["attn_info"] = per_concept(
+                items, b.xb, lambda it, x, e=ecfg, n=top: traced_word_map(model, it, x, e, agg, n)
+            )
         for i, it in enumerate(items):
             preds = {m: label_map(cfg, it, stacks[m][i]) for m in METHODS if m in stacks}
             for method, pred in preds.items():
@@ -152,15 +153,6 @@ def label_map(cfg, item, maps: np.ndarray) -> np.ndarray:
         return chained_labels(np.argmax(maps, axis=0), len(BACKGROUND_CONCEPTS),
                               item.extra["classes"])  # fmt: skip
     return argmax_labels(maps, concepts_of(item)[1])
-
-
-def _baseline_latents(ctx: RunContext, items: list, images: list, xs: torch.Tensor):
-    cfg = ctx.cfg
-    attention = {"attention", "attn_info"} & set(cfg.methods)
-    if attention and cfg.baseline_input == BUG_INPUT:
-        keys = [f"{it.item_id}/zero-one" for it in items]
-        return baseline_latents(ctx.model, images, keys, cfg.run.seed)
-    return xs
 
 
 def _save_gallery(ctx: RunContext, item, image, preds: dict, target: np.ndarray, steps: int):

@@ -66,6 +66,16 @@ def _row(
     return row
 
 
+def baseline_input(ctx: RunContext, items: list, images: list, xs: torch.Tensor, used: bool):
+    """The latents the DAAM and Attention+Information baselines read: `xs` (the model's own
+    encoding), or under baseline_input=zero-one-published-bug, when a baseline is `used`, the
+    published [0, 1]-pixel encoding (baseline_latents, keyed by item)."""
+    if not used or ctx.cfg.baseline_input != BUG_INPUT:
+        return xs
+    keys = [f"{it.item_id}/zero-one" for it in items]
+    return baseline_latents(ctx.model, images, keys, ctx.cfg.run.seed)
+
+
 @dataclass
 class Batch:
     """What every heat-map producer and scorer of one batch reads: the items, their data points
